@@ -1,0 +1,325 @@
+"""The datastore folder: where the server keeps its keys, secrets, database, uploads and exports.
+
+The first open creates the CA, the server certificate, the enrolment secret and the operator API
+token; every later open reuses them, because agents pin this CA and carry this secret in their
+config. Every file is written atomically (temporary file in the same folder, fsync, rename), so a
+crash leaves either the old file, the new one, or neither, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from velotui.server import tls
+
+DATASTORE_ENV_VAR = "VELOTUI_DATASTORE"
+APP_FOLDER_NAME = "velotui"
+
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+FOLDER_MODE = 0o700
+
+CA_CERT_NAME = "ca.pem"
+CA_KEY_NAME = "ca.key"
+SERVER_CERT_NAME = "server.pem"
+SERVER_KEY_NAME = "server.key"
+ENROLMENT_SECRET_NAME = "enrolment_secret"
+API_TOKEN_NAME = "api_token"
+SERVER_ADDRESS_NAME = "server.json"
+DATABASE_NAME = "velotui.db"
+LOCK_NAME = ".lock"
+
+# Files that only the initialisation writes, always while holding the lock; their leftover
+# temporary files can therefore be removed safely at the next initialisation.
+_INITIALISED_NAMES = (
+    CA_CERT_NAME,
+    CA_KEY_NAME,
+    SERVER_CERT_NAME,
+    SERVER_KEY_NAME,
+    ENROLMENT_SECRET_NAME,
+    API_TOKEN_NAME,
+)
+_TEMP_SUFFIX = ".tmp"
+
+
+class DatastoreError(Exception):
+    """The datastore folder is damaged in a way that must not be repaired silently."""
+
+
+def default_datastore_path() -> Path:
+    """The datastore folder used when none is given.
+
+    ``$VELOTUI_DATASTORE`` when set; otherwise the per-user data folder: ``$XDG_DATA_HOME/velotui``
+    or ``~/.local/share/velotui`` on Linux and other Unixes, ``~/Library/Application
+    Support/velotui`` on macOS, ``%LOCALAPPDATA%\\velotui`` on Windows.
+    """
+    override = os.environ.get(DATASTORE_ENV_VAR, "").strip()
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        local_app_data = os.environ.get("LOCALAPPDATA", "").strip()
+        base = Path(local_app_data) if local_app_data else Path.home() / "AppData" / "Local"
+        return base / APP_FOLDER_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_FOLDER_NAME
+    xdg_data_home = os.environ.get("XDG_DATA_HOME", "").strip()
+    # The XDG spec says a relative path is invalid and must be ignored.
+    if xdg_data_home and Path(xdg_data_home).is_absolute():
+        return Path(xdg_data_home) / APP_FOLDER_NAME
+    return Path.home() / ".local" / "share" / APP_FOLDER_NAME
+
+
+def write_file_atomically(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never half.
+
+    The temporary file is made in the same folder (a rename is atomic only within one file
+    system), created with ``mode`` from the start, and fsynced before and after the rename.
+    Raises OSError when the folder is not writable.
+    """
+    folder = path.parent
+    descriptor, temp_name = tempfile.mkstemp(
+        dir=folder, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as temp_file:
+            if hasattr(os, "fchmod"):
+                os.fchmod(temp_file.fileno(), mode)
+            temp_file.write(data)
+            temp_file.flush()
+            os.fsync(temp_file.fileno())
+        if not hasattr(os, "fchmod"):
+            os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    _fsync_folder(folder)
+
+
+class Datastore:
+    """One datastore folder. Use ``Datastore.open`` to get one that is ready to use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> Datastore:
+        """Open the datastore at ``path`` (default: ``default_datastore_path()``).
+
+        Creates the folder (mode 0700) and, on first use, the CA, the server certificate, the
+        enrolment secret and the API token; later opens reuse them. Raises DatastoreError when
+        the CA certificate exists but its key is gone, and OSError when the folder cannot be
+        created or written.
+        """
+        root = (path if path is not None else default_datastore_path()).expanduser().absolute()
+        datastore = cls(root)
+        datastore._initialise()
+        return datastore
+
+    # Paths.
+
+    @property
+    def database_path(self) -> Path:
+        return self.root / DATABASE_NAME
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def server_address_file(self) -> Path:
+        return self.root / SERVER_ADDRESS_NAME
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.root / CA_CERT_NAME
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / CA_KEY_NAME
+
+    @property
+    def server_cert_path(self) -> Path:
+        return self.root / SERVER_CERT_NAME
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.root / SERVER_KEY_NAME
+
+    @property
+    def enrolment_secret_path(self) -> Path:
+        return self.root / ENROLMENT_SECRET_NAME
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.root / API_TOKEN_NAME
+
+    # Contents.
+
+    def read_secret(self, name: str) -> str:
+        """The text of the file ``name`` in the datastore folder, without surrounding whitespace.
+
+        Raises ValueError for a name that is not a plain file name, FileNotFoundError when the
+        file does not exist.
+        """
+        if not name or name != Path(name).name or name.startswith(".") or "\\" in name:
+            raise ValueError(f"not a datastore file name: {name!r}")
+        return (self.root / name).read_text(encoding="utf-8").strip()
+
+    def ca_pem(self) -> str:
+        """The CA certificate in PEM, as pinned in agent configs."""
+        return self.read_secret(CA_CERT_NAME) + "\n"
+
+    def enrolment_secret(self) -> str:
+        """The secret an agent presents on first contact."""
+        return self.read_secret(ENROLMENT_SECRET_NAME)
+
+    def api_token(self) -> str:
+        """The token the operator API requires."""
+        return self.read_secret(API_TOKEN_NAME)
+
+    def write_server_address(self, url: str) -> None:
+        """Record the running server's listen URL so that the command line can find it."""
+        document = {"url": url, "pid": os.getpid()}
+        write_file_atomically(
+            self.server_address_file, json.dumps(document).encode("utf-8"), SECRET_MODE
+        )
+
+    def read_server_address(self) -> str | None:
+        """The URL recorded by ``write_server_address``; None when none is recorded or readable."""
+        try:
+            document = json.loads(self.server_address_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        url = document.get("url") if isinstance(document, dict) else None
+        return url if isinstance(url, str) and url else None
+
+    def clear_server_address(self) -> None:
+        """Forget the recorded URL (a server calls this as it stops)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.server_address_file.unlink()
+
+    # Initialisation.
+
+    def _initialise(self) -> None:
+        _make_private_folder(self.root)
+        for folder in (self.uploads_dir, self.exports_dir, self.logs_dir):
+            _make_private_folder(folder)
+        # Two processes opening a fresh datastore at once (console and `velotui serve`) must not
+        # each make a CA: the second would overwrite the first's key under the first's certificate.
+        with _exclusive_lock(self.root / LOCK_NAME):
+            self._remove_leftover_temp_files()
+            ca_created = self._ensure_certificate_authority()
+            self._ensure_server_certificate(reissue=ca_created)
+            for name in (ENROLMENT_SECRET_NAME, API_TOKEN_NAME):
+                if not (self.root / name).is_file():
+                    # 32 random bytes, URL-safe base64: safe in config files and HTTP headers.
+                    secret = secrets.token_urlsafe(32)
+                    write_file_atomically(self.root / name, secret.encode("ascii"), SECRET_MODE)
+
+    def _ensure_certificate_authority(self) -> bool:
+        have_cert = self.ca_cert_path.is_file()
+        have_key = self.ca_key_path.is_file()
+        if have_cert and have_key:
+            return False
+        if have_cert:
+            # Agents pin this certificate; a new CA would silently cut every one of them off.
+            raise DatastoreError(
+                f"{self.ca_key_path} is missing but {self.ca_cert_path} exists: restore the key "
+                "from a backup, or start a new datastore and re-issue every agent's config"
+            )
+        # The key is written first, so a certificate on disk always has its key. A key without a
+        # certificate is what a crash between the two writes leaves; no agent can have pinned it.
+        cert_pem, key_pem = tls.create_certificate_authority()
+        write_file_atomically(self.ca_key_path, key_pem, SECRET_MODE)
+        write_file_atomically(self.ca_cert_path, cert_pem, PUBLIC_MODE)
+        return True
+
+    def _ensure_server_certificate(self, reissue: bool) -> None:
+        if not reissue and self.server_cert_path.is_file() and self.server_key_path.is_file():
+            return
+        # Agents pin the CA, not this certificate, so re-issuing it is always safe.
+        cert_pem, key_pem = tls.create_server_certificate(
+            self.ca_cert_path.read_bytes(),
+            self.ca_key_path.read_bytes(),
+            hostnames=_machine_hostnames(),
+            ip_addresses=[],
+        )
+        write_file_atomically(self.server_key_path, key_pem, SECRET_MODE)
+        write_file_atomically(self.server_cert_path, cert_pem, PUBLIC_MODE)
+
+    def _remove_leftover_temp_files(self) -> None:
+        for name in _INITIALISED_NAMES:
+            for leftover in self.root.glob(f".{name}.*{_TEMP_SUFFIX}"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+
+
+def _machine_hostnames() -> list[str]:
+    names: list[str] = []
+    hostname = socket.gethostname().strip()
+    candidates = [hostname]
+    if "." in hostname:
+        candidates.append(hostname.split(".", 1)[0])
+    for name in candidates:
+        try:
+            name.encode("idna")
+        except UnicodeError:
+            continue  # not expressible as a DNS name; localhost and the IPs still work
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def _make_private_folder(folder: Path) -> None:
+    folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    # mkdir's mode is reduced by the umask and ignored for an existing folder; set it explicitly.
+    if os.name == "posix" and (folder.stat().st_mode & 0o777) != FOLDER_MODE:
+        folder.chmod(FOLDER_MODE)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename itself is durable only once the folder's entry is on disk (POSIX only; Windows
+    # cannot open a folder for fsync).
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+    try:
+        if os.name == "posix":
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        else:
+            import msvcrt
+
+            msvcrt.locking(descriptor, msvcrt.LK_LOCK, 1)
+        yield
+    finally:
+        # Closing the descriptor releases the lock on both systems.
+        os.close(descriptor)
