@@ -108,7 +108,7 @@ def _describe(impl: Callable[..., Any], name: str, kind: str) -> Callee:
     )
 
 
-@dataclass
+@dataclass(eq=False)
 class Registry:
     """Functions, plugins and variables, layered over an optional parent registry."""
 
@@ -116,6 +116,8 @@ class Registry:
     _functions: dict[str, Callee] = field(default_factory=dict)
     _plugins: dict[str, Callee] = field(default_factory=dict)
     _variables: dict[str, Any] = field(default_factory=dict)
+    # Programs compiled against this registry (see engine.compile_query); cleared when it changes.
+    program_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def child(self) -> Registry:
         """A new registry that sees everything here and can add or override without changing it."""
@@ -133,6 +135,7 @@ class Registry:
             vql_name = name or fn.__name__.rstrip("_")
             kind = "aggregate" if aggregate else "function"
             self._functions[vql_name] = _describe(fn, vql_name, kind)
+            self.program_cache.clear()
             return fn
 
         return register(impl) if impl is not None else register
@@ -143,6 +146,7 @@ class Registry:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             vql_name = name or fn.__name__.rstrip("_")
             self._plugins[vql_name] = _describe(fn, vql_name, "plugin")
+            self.program_cache.clear()
             return fn
 
         return register(impl) if impl is not None else register

@@ -1,0 +1,151 @@
+"""Compile and run VQL: the entry points the agent, the server and the command line use."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from velotui.vql import aggregates, functions, plugins
+from velotui.vql.compiler import Compiler, LetPlan
+from velotui.vql.executor import (
+    LazyExpression,
+    LetFunction,
+    SelectPlan,
+    StoredQuery,
+    evaluate,
+    execute,
+)
+from velotui.vql.parser import parse
+from velotui.vql.registry import Registry
+from velotui.vql.scope import LogSink, QueryContext, Scope
+
+
+@functools.cache
+def builtins_registry() -> Registry:
+    """The engine's own functions and plugins. Shared: add yours to ``.child()``, not here."""
+    registry = Registry()
+    functions.register(registry)
+    aggregates.register(registry)
+    plugins.register(registry)
+    return registry
+
+
+def default_registry() -> Registry:
+    """A fresh registry over the built-ins, for a caller to add its own to."""
+    return builtins_registry().child()
+
+
+@dataclass
+class Program:
+    """A parsed and compiled VQL text: its statements in order."""
+
+    text: str
+    statements: list[LetPlan | SelectPlan]
+
+    async def rows(self, scope: Scope) -> AsyncIterator[dict[str, Any]]:
+        """Run every statement in ``scope`` (whose innermost layer takes the LETs) and yield
+        the rows of each SELECT in turn. A statement that fails is logged and the next runs."""
+        for statement in self.statements:
+            if isinstance(statement, LetPlan):
+                try:
+                    await _bind(statement, scope)
+                except Exception as error:
+                    scope.error(f"LET {statement.name}: {error.__class__.__name__}: {error}")
+                continue
+            try:
+                async with contextlib.aclosing(execute(statement, scope)) as rows:
+                    async for row in rows:
+                        yield row
+            except Exception as error:
+                scope.error(f"query failed: {error.__class__.__name__}: {error}")
+
+
+async def _bind(plan: LetPlan, scope: Scope) -> None:
+    if plan.masks_builtin:
+        scope.warn(f"LET {plan.name} masks a built-in function: {plan.name}() still calls it")
+    if plan.materialised and plan.parameters is not None:
+        scope.warn(f"LET {plan.name} takes parameters but is materialised; did you mean '='?")
+    value: Any
+    if plan.select is not None:
+        if plan.materialised and plan.parameters is None:
+            value = [row async for row in execute(plan.select, scope)]
+        else:
+            value = StoredQuery(plan.select, plan.name, plan.parameters)
+    else:
+        assert plan.code is not None
+        if plan.parameters is not None:
+            value = LetFunction(plan.name, plan.parameters, plan.code)
+        elif plan.materialised:
+            value = await evaluate(plan.code, scope)
+        else:
+            value = LazyExpression(plan.name, plan.code)
+    scope.vars[plan.name] = value  # type: ignore[index]  # the LET layer is a plain dict
+
+
+_PROGRAM_CACHE_SIZE = 512
+
+
+def compile_query(text: str, registry: Registry | None = None) -> Program:
+    """Parse and compile ``text`` against ``registry`` (the built-ins by default).
+
+    Raises ``VQLSyntaxError`` (with line and column) when the text is not VQL. Compiled
+    programs are cached per registry, so running one text many times compiles it once.
+    """
+    registry = registry if registry is not None else builtins_registry()
+    cache = registry.program_cache
+    program = cache.get(text)
+    if program is None:
+        compiler = Compiler(registry)
+        program = Program(text, [compiler.statement(node) for node in parse(text)])
+        if len(cache) >= _PROGRAM_CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[text] = program
+    return program
+
+
+def new_scope(
+    registry: Registry | None = None,
+    env: Mapping[str, Any] | None = None,
+    on_log: LogSink | None = None,
+    services: dict[str, Any] | None = None,
+) -> Scope:
+    """A root scope for one run: the registry's globals, then ``env``, then a layer for LETs."""
+    registry = registry if registry is not None else builtins_registry()
+    context = QueryContext(registry, on_log=on_log, services=services)
+    globals_scope = Scope(registry.variables(), context=context)
+    env_scope = Scope(dict(env or {}), globals_scope)
+    return Scope({}, env_scope)
+
+
+async def run(
+    query: str | Program,
+    *,
+    env: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+    on_log: LogSink | None = None,
+    services: dict[str, Any] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the rows of every statement of ``query``.
+
+    Raises ``VQLSyntaxError`` before yielding anything when the text is not VQL. Errors while
+    running (unknown symbols, failing functions) go to ``on_log`` and never stop the query.
+    """
+    program = query if isinstance(query, Program) else compile_query(query, registry)
+    scope = new_scope(registry, env, on_log, services)
+    async with contextlib.aclosing(program.rows(scope)) as rows:
+        async for row in rows:
+            yield row
+
+
+async def collect(query: str | Program, **options: Any) -> list[dict[str, Any]]:
+    """Every row of ``query`` as a list (see ``run`` for the options)."""
+    return [row async for row in run(query, **options)]
+
+
+def run_sync(query: str | Program, **options: Any) -> list[dict[str, Any]]:
+    """``collect`` for callers without an event loop (tests, scripts)."""
+    return asyncio.run(collect(query, **options))
