@@ -12,7 +12,25 @@ from typing import Any
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 KEYWORDS = frozenset(
-    "select from where let as limit desc not in null true false and or group order by".split()
+    [
+        "select",
+        "from",
+        "where",
+        "let",
+        "as",
+        "limit",
+        "desc",
+        "not",
+        "in",
+        "null",
+        "true",
+        "false",
+        "and",
+        "or",
+        "group",
+        "order",
+        "by",
+    ]
 )
 
 
@@ -262,7 +280,12 @@ class Select(Node):
     position: Position = NOWHERE
 
     def to_vql(self) -> str:
-        parts = ["SELECT", ", ".join(c.to_vql() for c in self.columns), "FROM", self.source.to_vql()]
+        parts = [
+            "SELECT",
+            ", ".join(c.to_vql() for c in self.columns),
+            "FROM",
+            self.source.to_vql(),
+        ]
         if self.where is not None:
             parts += ["WHERE", self.where.to_vql()]
         if self.group_by:

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Alternate the two so that a noisy neighbour hurts both alike.
     engine_best = loop_best = float("inf")
     for _ in range(args.repeat):
-        engine_best = min(engine_best, best_of(1, lambda: asyncio.run(
-            collect(program, env={"rows": rows}))))
+        engine_best = min(
+            engine_best, best_of(1, lambda: asyncio.run(collect(program, env={"rows": rows})))
+        )
         loop_best = min(loop_best, best_of(1, lambda: hand_written_filter(rows)))
 
     engine_rate = args.rows / engine_best

@@ -37,7 +37,12 @@ from velotui.vql.scope import MISSING, Scope
 
 # What a LET name is bound to, as far as the compiler can tell.
 LAZY_SYNC, LAZY_ASYNC, QUERY, FUNCTION, QUERY_FUNCTION, VALUE = (
-    "lazy", "lazy-async", "query", "function", "query-function", "value"
+    "lazy",
+    "lazy-async",
+    "query",
+    "function",
+    "query-function",
+    "value",
 )
 
 
@@ -187,9 +192,7 @@ class Compiler:
             else:
                 columns[name] = ColumnPlan(name, code)
                 items.append(columns[name])
-        aliases = {
-            name: plan for name, plan in columns.items() if plan.code.symbol != name
-        }
+        aliases = {name: plan for name, plan in columns.items() if plan.code.symbol != name}
         context = _Context(aliases=aliases)
         plan = SelectPlan(
             source=self.source(node.source),
@@ -315,6 +318,7 @@ class Compiler:
         fallback = self._sync_symbol(name).fn
 
         if not column.code.is_async:
+
             def read(scope: Scope) -> Any:
                 row = scope.vars
                 return row.value(name) if row.__class__ is LazyRow else fallback(scope)
@@ -410,11 +414,14 @@ class Compiler:
 
     def _member(self, node: ast.Member, context: _Context) -> Code:
         name = node.name
-        return _apply1(lambda target: V.get_member(target, name), self.expression(node.target, context))
+        return _apply1(
+            lambda target: V.get_member(target, name), self.expression(node.target, context)
+        )
 
     def _index(self, node: ast.Index, context: _Context) -> Code:
-        return _apply2(V.get_index, self.expression(node.target, context),
-                       self.expression(node.index, context))
+        return _apply2(
+            V.get_index, self.expression(node.target, context), self.expression(node.index, context)
+        )
 
     def _slice(self, node: ast.Slice, context: _Context) -> Code:
         parts = [self.expression(node.target, context)]
@@ -473,25 +480,30 @@ def _compare_with_number(op: str, left: Code, number: float) -> Code:
     left_fn = left.fn
     generic = _OPERATORS[op]
     if op == ">":
+
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
             return value > number if cls is int or cls is float else generic(value, number)
     elif op == "<":
+
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
             return value < number if cls is int or cls is float else generic(value, number)
     elif op == ">=":
+
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
             return value >= number if cls is int or cls is float else generic(value, number)
     else:
+
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
             return value <= number if cls is int or cls is float else generic(value, number)
+
     return Code(compare, boolean=True)
 
 
@@ -505,6 +517,7 @@ def _log_invalid_regex(code: Code) -> Code:
         return value
 
     if code.is_async:
+
         async def run_async(scope: Scope) -> Any:
             return finish(await inner(scope), scope)
 
@@ -514,24 +527,27 @@ def _log_invalid_regex(code: Code) -> Code:
 
 def _logical(op: str, left: Code, right: Code) -> Code:
     truthy = V.truthy
-    if op == "AND" and left.boolean and right.boolean and not left.is_async \
-            and not right.is_async:
+    if op == "AND" and left.boolean and right.boolean and not left.is_async and not right.is_async:
         left_fn, right_fn = left.fn, right.fn
         return Code(lambda scope: left_fn(scope) and right_fn(scope), boolean=True)
     if op == "AND":
+
         def combine_sync(scope: Scope) -> Any:
             return truthy(left.fn(scope)) and truthy(right.fn(scope))
     elif op == "&&":
+
         def combine_sync(scope: Scope) -> Any:
             if not truthy(left.fn(scope)):
                 return False
             value = right.fn(scope)
             return value if truthy(value) else False
     elif op == "||":
+
         def combine_sync(scope: Scope) -> Any:
             value = left.fn(scope)
             return value if truthy(value) else right.fn(scope)
     else:  # OR, |, |||: a later truthy term is TRUE, a truthy first term itself
+
         def combine_sync(scope: Scope) -> Any:
             value = left.fn(scope)
             if truthy(value):
@@ -571,8 +587,9 @@ def _logs(message: str) -> Code:
 def _function_call(function: Callee, args: list[tuple[str, Code]]) -> Code:
     impl = function.impl
     name = function.name
-    python_args = [(function.parameters[n].python_name if n in function.parameters else n, c)
-                   for n, c in args]
+    python_args = [
+        (function.parameters[n].python_name if n in function.parameters else n, c) for n, c in args
+    ]
     arg_fns = [(n, c.fn) for n, c in python_args]
     any_async_arg = any(c.is_async for _, c in python_args)
     aggregate = function.is_aggregate
@@ -583,6 +600,7 @@ def _function_call(function: Callee, args: list[tuple[str, Code]]) -> Code:
 
     if not any_async_arg and not function.is_async:
         if aggregate:
+
             def call_aggregate(scope: Scope) -> Any:
                 state = scope.agg.get(site)
                 if state is None:

@@ -133,11 +133,13 @@ async def run_file(path: str, check: bool, out: Any) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m velotui.vql.conformance",
-                                     description="Run a VQL conformance suite.")
+    parser = argparse.ArgumentParser(
+        prog="python -m velotui.vql.conformance", description="Run a VQL conformance suite."
+    )
     parser.add_argument("file", help="cases, one JSON object a line")
-    parser.add_argument("--check", action="store_true",
-                        help="compare with each case's expectation and count passes")
+    parser.add_argument(
+        "--check", action="store_true", help="compare with each case's expectation and count passes"
+    )
     args = parser.parse_args(argv)
     passed, failed = asyncio.run(run_file(args.file, args.check, sys.stdout))
     if args.check:

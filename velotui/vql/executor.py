@@ -23,8 +23,13 @@ class Code:
     __slots__ = ("boolean", "constant", "fn", "is_async", "symbol")
 
     def __init__(
-        self, fn: Any, is_async: bool = False, *, constant: Any = MISSING,
-        symbol: str | None = None, boolean: bool = False,
+        self,
+        fn: Any,
+        is_async: bool = False,
+        *,
+        constant: Any = MISSING,
+        symbol: str | None = None,
+        boolean: bool = False,
     ) -> None:
         self.fn = fn
         self.is_async = is_async
@@ -346,8 +351,9 @@ async def execute(plan: SelectPlan, scope: Scope) -> AsyncIterator[dict]:
         return
     if plan.order_by is not None:
         name = plan.order_by
-        rows.sort(key=lambda pair: sort_key(_order_value(pair[0], pair[1], name)),
-                  reverse=plan.descending)
+        rows.sort(
+            key=lambda pair: sort_key(_order_value(pair[0], pair[1], name)), reverse=plan.descending
+        )
     if plan.limit is not None:
         rows = rows[: plan.limit]
     for out, _source in rows:
@@ -359,8 +365,13 @@ async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[
     where = plan.where
     needs_lazy = plan.needs_lazy_row
     source = open_source(plan.source, scope)
-    if isinstance(source, list) and where is not None and not where.is_async and not needs_lazy \
-            and plan.columns_sync:
+    if (
+        isinstance(source, list)
+        and where is not None
+        and not where.is_async
+        and not needs_lazy
+        and plan.columns_sync
+    ):
         # The common case of filtering rows held in memory, without awaiting per row.
         where_fn = where.fn
         boolean = where.boolean
@@ -481,9 +492,7 @@ def open_source(plan: SourcePlan, scope: Scope) -> Any:
     return []
 
 
-async def evaluate_arguments(
-    args: list[tuple[str, Code, str]], scope: Scope
-) -> dict[str, Any]:
+async def evaluate_arguments(args: list[tuple[str, Code, str]], scope: Scope) -> dict[str, Any]:
     """Argument values for a plugin or stored query: subqueries stay unevaluated so the plugin
     runs them in the scope it chooses; a bare stored-query variable is passed as the query."""
     values: dict[str, Any] = {}

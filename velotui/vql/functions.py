@@ -18,8 +18,24 @@ from velotui.vql.values import compile_regex, get_index, get_member, truthy
 
 def register(registry: Registry) -> None:
     """Add the built-in functions to ``registry``."""
-    for fn in (format_, len_, split, get, if_, dict_, lowcase, upcase, regex_replace, encode,
-               timestamp, now, str_, int_, join, strip):
+    for fn in (
+        format_,
+        len_,
+        split,
+        get,
+        if_,
+        dict_,
+        lowcase,
+        upcase,
+        regex_replace,
+        encode,
+        timestamp,
+        now,
+        str_,
+        int_,
+        join,
+        strip,
+    ):
         registry.function(fn)
 
 
@@ -34,7 +50,7 @@ def format_(scope: Scope, *, format: str, args: Any = None) -> str:
     return go_format(str(format), values)
 
 
-def len_(scope: Scope, *, list: Any) -> int:  # noqa: A002 - the VQL argument is called list
+def len_(scope: Scope, *, list: Any) -> int:
     """The number of items in a list or dict, or of bytes in a string."""
     if list is None:
         return 0
@@ -46,8 +62,9 @@ def len_(scope: Scope, *, list: Any) -> int:  # noqa: A002 - the VQL argument is
         return 0
 
 
-def split(scope: Scope, *, string: str, sep: str | None = None, sep_string: str | None = None
-          ) -> list[str] | None:
+def split(
+    scope: Scope, *, string: str, sep: str | None = None, sep_string: str | None = None
+) -> list[str] | None:
     """``string`` split on the regular expression ``sep`` or the literal ``sep_string``."""
     if not isinstance(string, str):
         return None
@@ -63,8 +80,14 @@ def split(scope: Scope, *, string: str, sep: str | None = None, sep_string: str 
         return None
 
 
-def get(scope: Scope, *, item: Any = MISSING, member: str | None = None, field: Any = None,
-        default: Any = None) -> Any:
+def get(
+    scope: Scope,
+    *,
+    item: Any = MISSING,
+    member: str | None = None,
+    field: Any = None,
+    default: Any = None,
+) -> Any:
     """A nested value: ``member`` is a dotted path (numeric parts index lists); ``field`` one key.
     Without ``item`` the path starts from the scope's variables."""
     if member is not None:
@@ -135,7 +158,7 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
     return _GO_TEMPLATE.sub(group, template)
 
 
-def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> str | None:  # noqa: A002
+def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> str | None:
     """``source`` with every match of ``re`` (case-insensitive) replaced; ``$1`` expands groups."""
     if not isinstance(source, str):
         return None
@@ -148,7 +171,7 @@ def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> s
     return pattern.sub(lambda match: _go_expand(template, match), source)
 
 
-def encode(scope: Scope, *, string: Any, type: str) -> str | None:  # noqa: A002
+def encode(scope: Scope, *, string: Any, type: str) -> str | None:
     """``string`` encoded as hex, base64 or base64url (text is encoded as UTF-8 first)."""
     data = string if isinstance(string, bytes) else go_text(string).encode("utf-8")
     kind = str(type).lower()
@@ -194,8 +217,9 @@ def _parse_time_text(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def timestamp(scope: Scope, *, epoch: Any = None, string: Any = None, winfiletime: Any = None
-              ) -> datetime | None:
+def timestamp(
+    scope: Scope, *, epoch: Any = None, string: Any = None, winfiletime: Any = None
+) -> datetime | None:
     """A time from seconds (or ms/us/ns) since 1970, a date string, or a Windows FILETIME.
     An epoch of 0 means unset and gives NULL."""
     try:
@@ -221,12 +245,12 @@ def now(scope: Scope) -> int:
     return int(time.time())
 
 
-def str_(scope: Scope, *, str: Any) -> str:  # noqa: A002 - Velociraptor's argument name
+def str_(scope: Scope, *, str: Any) -> str:
     """Any value as text."""
     return go_text(str)
 
 
-def int_(scope: Scope, *, int: Any) -> Any:  # noqa: A002 - Velociraptor's argument name
+def int_(scope: Scope, *, int: Any) -> Any:
     """A value as an integer (floats truncated, numeric text parsed), or NULL."""
     value = int
     if isinstance(value, bool):
@@ -253,15 +277,16 @@ def join(scope: Scope, *, array: Any, sep: str = "") -> str | None:
     return str(sep).join(go_text(item) for item in array)
 
 
-def strip(scope: Scope, *, string: Any, prefix: str | None = None, suffix: str | None = None
-          ) -> str | None:
+def strip(
+    scope: Scope, *, string: Any, prefix: str | None = None, suffix: str | None = None
+) -> str | None:
     """``string`` without surrounding whitespace, or without the given prefix / suffix."""
     if not isinstance(string, str):
         return None
     if prefix is None and suffix is None:
         return string.strip()
     if prefix and string.startswith(prefix):
-        string = string[len(prefix):]
+        string = string[len(prefix) :]
     if suffix and string.endswith(suffix):
         string = string[: -len(suffix)]
     return string

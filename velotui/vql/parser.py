@@ -36,13 +36,37 @@ class VQLSyntaxError(Exception):
 
 # What each terminal is called in an error message.
 _TERMINAL_NAMES = {
-    "NAME": "a name", "QUOTED_NAME": "a name", "NUMBER": "a number", "STRING": "a string",
-    "RAW_STRING": "a string", "NEG_NAME": "a negated name", "GROUP_BY": "GROUP BY",
-    "ORDER_BY": "ORDER BY", "AND_OP": "AND", "OR_OP": "OR", "EQ": "'='", "NE": "'!='",
-    "LT": "'<'", "GT": "'>'", "LE": "'<='", "GE": "'>='", "REGEX": "'=~'", "PLUS": "'+'",
-    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "DOT": "'.'", "COMMA": "','", "COLON": "':'",
-    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
-    "RBRACE": "'}'", "$END": "the end of the query",
+    "NAME": "a name",
+    "QUOTED_NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "RAW_STRING": "a string",
+    "NEG_NAME": "a negated name",
+    "GROUP_BY": "GROUP BY",
+    "ORDER_BY": "ORDER BY",
+    "AND_OP": "AND",
+    "OR_OP": "OR",
+    "EQ": "'='",
+    "NE": "'!='",
+    "LT": "'<'",
+    "GT": "'>'",
+    "LE": "'<='",
+    "GE": "'>='",
+    "REGEX": "'=~'",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "DOT": "'.'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "$END": "the end of the query",
 }
 
 
@@ -114,8 +138,17 @@ def _end_position(text: str) -> tuple[int, int]:
 
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.S)
 _SIMPLE_ESCAPES = {
-    "n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a": "\a", "b": "\b",
-    "f": "\f", "v": "\v", "0": "\0",
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "0": "\0",
 }
 
 
@@ -273,7 +306,9 @@ class _ToAst(Transformer):
         return ast.Column(expr, alias, _position(expr))
 
     def source(self, children: list[Any]) -> ast.Source:
-        names = [str(c) for c in children if isinstance(c, Token) and c.type in ("NAME", "QUOTED_NAME")]
+        names = [
+            str(c) for c in children if isinstance(c, Token) and c.type in ("NAME", "QUOTED_NAME")
+        ]
         args = children[-1] if isinstance(children[-1], list) else None
         return ast.Source(".".join(names), args, _position(children[0]))
 
@@ -360,7 +395,9 @@ def parse(text: str) -> list[ast.Node]:
     except Exception as error:  # a transformer rejecting a literal is still a syntax error
         inner = getattr(error, "orig_exc", None)
         if isinstance(inner, _BadLiteral):
-            raise VQLSyntaxError(inner.message, inner.token.line, inner.token.column, text) from None
+            raise VQLSyntaxError(
+                inner.message, inner.token.line, inner.token.column, text
+            ) from None
         raise
 
 

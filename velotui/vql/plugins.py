@@ -22,8 +22,9 @@ async def scope_(scope: Scope) -> AsyncIterator[dict[str, Any]]:
     yield {}
 
 
-async def range_(scope: Scope, *, end: int, start: int = 0, step: int = 1
-                 ) -> AsyncIterator[dict[str, Any]]:
+async def range_(
+    scope: Scope, *, end: int, start: int = 0, step: int = 1
+) -> AsyncIterator[dict[str, Any]]:
     """Rows ``_value`` from ``start`` up to (not including) ``end``."""
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end, step)):
         scope.error("range(): start, end and step must be integers")
@@ -39,8 +40,9 @@ def _as_row(item: Any) -> Mapping[str, Any]:
     return item if isinstance(item, Mapping) else {"_value": item}
 
 
-async def foreach(scope: Scope, *, row: Any, query: Any = None, column: str | None = None
-                  ) -> AsyncIterator[Any]:
+async def foreach(
+    scope: Scope, *, row: Any, query: Any = None, column: str | None = None
+) -> AsyncIterator[Any]:
     """For every row of ``row`` (a query or a list; items that are not rows appear as
     ``_value``), run ``query`` with that row's columns in scope, or yield the row itself
     (or its ``column``, when that holds a dict)."""
@@ -93,8 +95,9 @@ async def items(scope: Scope, *, item: Any) -> AsyncIterator[dict[str, Any]]:
                 yield {"_key": index, "_value": value}
 
 
-async def if_(scope: Scope, *, condition: Any, then: Any = None, else_: Any = None
-              ) -> AsyncIterator[Any]:
+async def if_(
+    scope: Scope, *, condition: Any, then: Any = None, else_: Any = None
+) -> AsyncIterator[Any]:
     """The rows of ``then`` when ``condition`` is true (a query is true when it has a row),
     else the rows of ``else``."""
     condition = await scope.materialize(condition)

@@ -126,7 +126,10 @@ class Registry:
     # Registration -------------------------------------------------------------------------------
 
     def function(
-        self, impl: Callable[..., Any] | None = None, *, name: str | None = None,
+        self,
+        impl: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
         aggregate: bool = False,
     ) -> Any:
         """Register a function; usable bare (``@reg.function``) or with options."""

@@ -64,7 +64,9 @@ def equals(left: Any, right: Any) -> bool:
     if isinstance(left, _NUMBER_TYPES) and isinstance(right, _NUMBER_TYPES):
         return left == right
     if isinstance(left, list | tuple) and isinstance(right, list | tuple):
-        return len(left) == len(right) and all(equals(a, b) for a, b in zip(left, right, strict=True))
+        return len(left) == len(right) and all(
+            equals(a, b) for a, b in zip(left, right, strict=True)
+        )
     if isinstance(left, Mapping) and isinstance(right, Mapping):
         return left.keys() == right.keys() and all(equals(left[k], right[k]) for k in left)
     if isinstance(left, datetime):

@@ -1,0 +1,32 @@
+"""The ``velotui`` command: the console by default, and subcommands for everything else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from velotui.cli import query
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="velotui",
+        description="Fleet-wide hunting for incident responders, from a terminal.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    query.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return int(handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from velotui.cli import main
+
+sys.exit(main())
