@@ -319,7 +319,7 @@ def _check(value: Any, annotation: Any, name: str, maximum: int | None) -> Any:
     if origin in _UNION_TYPES:
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         return _check(value, inner, name, maximum)
     if annotation is bool:
         if not isinstance(value, bool):
@@ -384,7 +384,7 @@ def decode(frame: bytes | str, sender: str) -> Message:
     cls = MESSAGES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type {str(kind)[:32]!r}")
-    if cls.FROM != sender:
+    if sender != cls.FROM:
         raise ProtocolError(f"{kind!r} may not be sent by the {sender}")
     values: dict[str, Any] = {}
     for spec in _SPECS[kind]:
