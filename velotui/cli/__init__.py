@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from velotui.cli import query
+from velotui.cli import client_commands, query, server_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     query.add_parser(subparsers)
+    server_commands.add_parsers(subparsers)
+    client_commands.add_parsers(subparsers)
     return parser
 
 

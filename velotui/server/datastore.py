@@ -9,6 +9,7 @@ crash leaves either the old file, the new one, or neither, never half of one.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -17,6 +18,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from cryptography import x509
 
 from velotui.server import tls
 
@@ -215,6 +218,44 @@ class Datastore:
         """Forget the recorded URL (a server calls this as it stops)."""
         with contextlib.suppress(FileNotFoundError):
             self.server_address_file.unlink()
+
+    def ensure_server_names(self, names: list[str]) -> bool:
+        """Make the server certificate valid for every host name or IP address in ``names``
+        (re-issuing it from the same CA when one is missing); True when it was re-issued.
+        Agents pin the CA, so they keep trusting the server; a running server must restart to
+        present the new certificate."""
+        current = x509.load_pem_x509_certificate(self.server_cert_path.read_bytes())
+        try:
+            alternative = current.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+        except x509.ExtensionNotFound:
+            alternative = x509.SubjectAlternativeName([])
+        dns = list(alternative.get_values_for_type(x509.DNSName))
+        ips = [str(ip) for ip in alternative.get_values_for_type(x509.IPAddress)]
+        missing = False
+        for name in names:
+            name = name.strip("[]")
+            try:
+                address = str(ipaddress.ip_address(name))
+            except ValueError:
+                if name.lower() not in (d.lower() for d in dns):
+                    dns.append(name)
+                    missing = True
+            else:
+                if address not in ips and address not in ("0.0.0.0", "::"):
+                    ips.append(address)
+                    missing = True
+        if not missing:
+            return False
+        with _exclusive_lock(self.root / LOCK_NAME):
+            cert_pem, key_pem = tls.create_server_certificate(
+                self.ca_cert_path.read_bytes(), self.ca_key_path.read_bytes(),
+                hostnames=dns, ip_addresses=ips,
+            )
+            write_file_atomically(self.server_key_path, key_pem, SECRET_MODE)
+            write_file_atomically(self.server_cert_path, cert_pem, PUBLIC_MODE)
+        return True
 
     # Initialisation.
 

@@ -1,0 +1,255 @@
+"""The server's side of agent connections: who gets in, and what closes a connection."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgpack
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from agent.identity import AgentIdentity
+from tests.protocol_client import handshake, open_socket, receive
+from velotui.server import protocol
+from velotui.server.protocol import CloseCode
+from velotui.server.server import Server
+
+
+async def closed_with(connection, timeout: float = 10) -> tuple[int, str]:
+    """Wait for the server to close ``connection``; its close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(connection.recv(), timeout)
+        await asyncio.wait_for(connection.recv(), timeout)
+    received = closed.value.rcvd
+    assert received is not None, "the connection dropped without a close frame"
+    return received.code, received.reason
+
+
+async def test_a_new_agent_enrols_with_the_secret_and_is_welcomed(server: Server,
+                                                                  tmp_path: Path) -> None:
+    connection, answer = await handshake(server, tmp_path / "a")
+    assert isinstance(answer, protocol.Welcome)
+    assert answer.enrolled is True
+    identity = AgentIdentity.load_or_create(tmp_path / "a")
+    assert answer.client_id == identity.client_id
+    record = server.directory.get(identity.client_id)
+    assert record is not None and record.hostname == "test-host"
+    assert server.directory.is_online(identity.client_id)
+    await connection.close()
+
+    again, answer = await handshake(server, tmp_path / "a", secret="")
+    assert isinstance(answer, protocol.Welcome) and answer.enrolled is False
+    await again.close()
+
+
+async def test_a_wrong_enrolment_secret_is_refused(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(ConnectionClosed) as closed:
+        await handshake(server, tmp_path / "a", secret="guess")
+    assert closed.value.rcvd.code == CloseCode.AUTH_FAILED
+    assert "enrolment" in closed.value.rcvd.reason
+    assert server.directory.all() == []
+
+
+async def test_a_wrong_key_for_an_existing_id_is_refused(server: Server, tmp_path: Path) -> None:
+    victim = AgentIdentity.load_or_create(tmp_path / "victim")
+    connection, _ = await handshake(server, tmp_path / "victim", identity=victim)
+    await connection.close()
+    attacker = AgentIdentity.load_or_create(tmp_path / "attacker")
+    # The attacker presents the victim's public key but can only sign with its own.
+    with pytest.raises(ConnectionClosed) as closed:
+        await handshake(server, tmp_path / "x", identity=victim, sign_with=attacker)
+    assert closed.value.rcvd.code == CloseCode.AUTH_FAILED
+    assert "signature" in closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "reason"),
+    [
+        (b"\xc1\xc1\xc1", CloseCode.PROTOCOL_ERROR, "not a msgpack frame"),
+        ("hello", CloseCode.PROTOCOL_ERROR, "text frames"),
+        (msgpack.packb({"type": "hello", "version": "1", "public_key": b"k" * 32}),
+         CloseCode.PROTOCOL_ERROR, "field version: expected an integer"),
+        (msgpack.packb({"type": "launch_missiles"}), CloseCode.PROTOCOL_ERROR,
+         "unknown message type"),
+        (msgpack.packb({"type": "ack", "flow_id": "F.1", "seq": 1}), CloseCode.PROTOCOL_ERROR,
+         "may not be sent by the agent"),
+        (msgpack.packb([1, 2, 3]), CloseCode.PROTOCOL_ERROR, "must be a map"),
+    ],
+)
+async def test_malformed_frames_close_the_connection_with_a_reason(
+    server: Server, frame: bytes | str, code: int, reason: str
+) -> None:
+    connection = await open_socket(server)
+    await connection.send(frame)
+    received_code, received_reason = await closed_with(connection)
+    assert received_code == code
+    assert reason in received_reason
+
+
+async def test_an_oversized_frame_is_refused(server: Server) -> None:
+    connection = await open_socket(server)
+    await connection.send(b"\x00" * (protocol.MAX_FRAME_BYTES + 1))
+    code, _reason = await closed_with(connection)
+    assert code == CloseCode.MESSAGE_TOO_BIG
+
+
+async def test_results_for_a_flow_never_scheduled_are_refused(server: Server,
+                                                              tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    assert isinstance(welcome, protocol.Welcome)
+    await connection.send(protocol.encode(protocol.Rows(flow_id="F.NOTSCHEDULED", seq=1,
+                                                        rows=[{"planted": True}])))
+    code, reason = await closed_with(connection)
+    assert code == CloseCode.FLOW_NOT_SCHEDULED
+    assert "not scheduled" in reason
+    stored = await server.store.fetch_one("SELECT COUNT(*) AS n FROM flow_rows")
+    assert stored["n"] == 0
+
+
+async def test_data_for_another_clients_flow_is_refused(server: Server, tmp_path: Path) -> None:
+    owner, welcome = await handshake(server, tmp_path / "owner")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()")
+    request = await receive(owner)
+    assert isinstance(request, protocol.FlowRequest) and request.flow_id == flow.flow_id
+
+    intruder, _ = await handshake(server, tmp_path / "intruder")
+    await intruder.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=1,
+                                                      rows=[{"forged": 1}])))
+    code, _reason = await closed_with(intruder)
+    assert code == CloseCode.FLOW_NOT_SCHEDULED
+    assert (await server.flows.get(welcome.client_id, flow.flow_id)).rows == 0
+    await owner.close()
+
+
+async def test_each_sequence_number_is_applied_once_and_acknowledged(server: Server,
+                                                                     tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    await receive(connection)  # the FlowRequest
+    batch = protocol.Rows(flow_id=flow.flow_id, seq=1, rows=[{"n": 1}, {"n": 2}])
+    for _ in range(3):  # a resend after a lost ack must not store the rows again
+        await connection.send(protocol.encode(batch))
+        ack = await receive(connection)
+        assert ack == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    await connection.send(protocol.encode(protocol.Status(flow_id=flow.flow_id, seq=2, rows=2)))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=2)
+    record = await server.flows.get(welcome.client_id, flow.flow_id)
+    assert (record.state, record.rows) == ("finished", 2)
+    rows = [r async for _s, batch_rows in server.flows.row_batches(welcome.client_id,
+                                                                  flow.flow_id) for r in batch_rows]
+    assert rows == [{"n": 1}, {"n": 2}]
+
+    await connection.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=5, rows=[])))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=5)  # ended: dropped
+    await connection.close()
+
+
+async def test_a_sequence_gap_closes_the_connection(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    await receive(connection)
+    await connection.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=3, rows=[])))
+    code, reason = await closed_with(connection)
+    assert code == CloseCode.PROTOCOL_ERROR and "sequence 3" in reason
+
+
+async def test_the_server_enforces_max_rows_itself(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x", max_rows=3)
+    await receive(connection)
+    await connection.send(protocol.encode(protocol.Rows(
+        flow_id=flow.flow_id, seq=1, rows=[{"n": i} for i in range(5)])))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    cancel = await receive(connection)
+    assert isinstance(cancel, protocol.Cancel) and "row limit of 3" in cancel.reason
+    record = await server.flows.get(welcome.client_id, flow.flow_id)
+    assert (record.state, record.rows, record.error) == ("error", 3, "row limit of 3 reached")
+    await connection.close()
+
+
+async def test_the_server_enforces_the_upload_limit_itself(server: Server,
+                                                           tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x",
+                                       max_upload_bytes=10)
+    await receive(connection)
+    await connection.send(protocol.encode(protocol.Upload(
+        flow_id=flow.flow_id, seq=1, upload_id=0, name="../../etc/passwd", offset=0,
+        data=b"0123456789ABCDEF", eof=True)))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    assert isinstance(await receive(connection), protocol.Cancel)
+    record = await server.flows.get(welcome.client_id, flow.flow_id)
+    assert record.state == "error" and "upload limit of 10 bytes" in record.error
+    assert not (server.datastore.uploads_dir / welcome.client_id).exists()
+    await connection.close()
+
+
+async def test_uploads_land_under_server_chosen_paths(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    await receive(connection)
+    chunks = [b"first part-", b"second part"]
+    offset = 0
+    for seq, chunk in enumerate(chunks, 1):
+        await connection.send(protocol.encode(protocol.Upload(
+            flow_id=flow.flow_id, seq=seq, upload_id=0, name="../../../tmp/evil", offset=offset,
+            data=chunk, eof=seq == len(chunks))))
+        assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=seq)
+        offset += len(chunk)
+    uploads = await server.flows.uploads(welcome.client_id, flow.flow_id)
+    assert len(uploads) == 1
+    stored = server.datastore.uploads_dir / uploads[0]["path"]
+    assert stored.read_bytes() == b"".join(chunks)
+    assert stored.resolve().is_relative_to(server.datastore.uploads_dir.resolve())
+    assert uploads[0]["name"] == "../../../tmp/evil"  # metadata only
+    import hashlib
+
+    assert uploads[0]["sha256"] == hashlib.sha256(b"".join(chunks)).hexdigest()
+    await connection.close()
+
+
+async def test_a_second_connection_replaces_the_first(server: Server, tmp_path: Path) -> None:
+    first, _ = await handshake(server, tmp_path / "a")
+    second, welcome = await handshake(server, tmp_path / "a")
+    code, _reason = await closed_with(first)
+    assert code == CloseCode.REPLACED
+    assert server.directory.sessions[welcome.client_id] is not None
+    await second.close()
+
+
+async def test_flows_for_an_offline_client_are_delivered_when_it_connects(
+    server: Server, tmp_path: Path
+) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    await connection.close()
+    await asyncio.sleep(0.1)
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()")
+    assert (await server.flows.get(welcome.client_id, flow.flow_id)).state == "queued"
+    connection, _ = await handshake(server, tmp_path / "a")
+    request = await receive(connection)
+    assert isinstance(request, protocol.FlowRequest) and request.flow_id == flow.flow_id
+    assert (await server.flows.get(welcome.client_id, flow.flow_id)).state == "running"
+    await connection.close()
+
+
+async def test_a_flow_whose_agent_stays_away_times_out(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    await connection.close()
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()", timeout=5)
+    expired = await server.flows.expire_due(now=flow.created + 3600)
+    assert [r.flow_id for r in expired] == [flow.flow_id]
+    record = await server.flows.get(welcome.client_id, flow.flow_id)
+    assert record.state == "timeout" and "no result within 5 s" in record.error
+
+
+async def test_one_bad_agent_does_not_disturb_another(server: Server, tmp_path: Path) -> None:
+    good, welcome = await handshake(server, tmp_path / "good")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    await receive(good)
+    bad = await open_socket(server)
+    await bad.send(b"\xff" * 100)
+    await closed_with(bad)
+    await good.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=1, rows=[{"a": 1}])))
+    assert await receive(good) == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    await good.close()

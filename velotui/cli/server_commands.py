@@ -1,0 +1,117 @@
+"""``velotui serve`` and ``velotui agent-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from velotui.cli.connection import add_datastore_option
+from velotui.server.datastore import Datastore, DatastoreError
+from velotui.server.protocol import AGENT_PATH
+from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
+
+
+def add_parsers(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve", help="run the server without a console (as a service)",
+        description="Run the velotui server: agents connect to /agent, operators to /api.",
+    )
+    add_datastore_option(serve)
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                       help=f"address to listen on (default {DEFAULT_LISTEN})")
+    serve.add_argument("--verbose", action="store_true", help="log debugging detail")
+    serve.set_defaults(handler=serve_main)
+
+    config = subparsers.add_parser(
+        "agent-config", help="write a configuration file for agents",
+        description="Write an agent configuration: the server URL, the pinned CA, the enrolment "
+        "secret and the agent's labels.",
+    )
+    add_datastore_option(config)
+    config.add_argument("--server-url", required=True, metavar="URL",
+                        help="where agents reach the server, e.g. wss://hunt.example.org:8443")
+    config.add_argument("--label", action="append", default=[], help="a label (repeatable)")
+    config.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    config.set_defaults(handler=agent_config_main)
+
+
+def configure_logging(datastore: Datastore, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.INFO
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers.append(logging.FileHandler(datastore.logs_dir / "server.log"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    try:
+        host, _port = parse_listen(args.listen)
+        datastore = Datastore.open(args.datastore)
+    except (ValueError, DatastoreError) as error:
+        print(f"velotui serve: {error}", file=sys.stderr)
+        return 2
+    configure_logging(datastore, args.verbose)
+    if datastore.ensure_server_names([host]):
+        logging.info("server certificate re-issued to include %s", host)
+    server = Server(datastore, args.listen)
+    return asyncio.run(_serve(server))
+
+
+async def _serve(server: Server) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+    except OSError as error:
+        print(f"velotui serve: cannot listen on {server.host}:{server.port}: {error.strerror}",
+              file=sys.stderr)
+        await server.stop()
+        return 1
+    print(f"velotui server on {server.url} (agents: {server.agent_url}; datastore"
+          f" {server.datastore.root})", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+def agent_config_main(args: argparse.Namespace) -> int:
+    from agent.config import AgentConfig
+
+    url = args.server_url.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme != "wss" or not parts.hostname:
+        print("velotui agent-config: --server-url must look like wss://HOST:PORT",
+              file=sys.stderr)
+        return 2
+    if not parts.path:
+        url += AGENT_PATH
+    try:
+        datastore = Datastore.open(args.datastore)
+    except DatastoreError as error:
+        print(f"velotui agent-config: {error}", file=sys.stderr)
+        return 1
+    if datastore.ensure_server_names([parts.hostname]):
+        print(f"velotui agent-config: the server certificate now covers {parts.hostname};"
+              " restart a running server to use it", file=sys.stderr)
+    config = AgentConfig(
+        server_url=url,
+        ca_pem=datastore.ca_pem(),
+        enrolment_secret=datastore.enrolment_secret(),
+        labels=list(dict.fromkeys(args.label)),
+    )
+    config.save(args.output)
+    print(f"wrote {args.output} for {url}", file=sys.stderr)
+    return 0

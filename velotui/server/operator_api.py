@@ -1,0 +1,118 @@
+"""The operator API: the ``Service`` methods over an authenticated websocket, as JSON.
+
+A request is ``{"id": n, "method": name, "params": {...}}``. A plain method answers
+``{"id": n, "result": ...}``; a streaming one sends ``{"id": n, "event": {...}}`` for each event
+and then ``{"id": n, "result": null}``. A refusal is ``{"id": n, "error": {"message": ...}}``.
+``{"id": n, "cancel": true}`` stops a stream. Requests run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from velotui.server.service import Service, ServiceError
+from velotui.vql.values import to_json_value
+
+log = logging.getLogger(__name__)
+MAX_CONCURRENT_REQUESTS = 64
+
+
+def public_methods() -> dict[str, bool]:
+    """Every method the API serves, and whether it streams."""
+    return {
+        name: bool(getattr(member, "streaming", False))
+        for name, member in vars(Service).items()
+        if not name.startswith("_") and inspect.isfunction(member)
+    }
+
+
+METHODS = public_methods()
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    return json.dumps(to_json_value(payload), ensure_ascii=False, separators=(",", ":"))
+
+
+async def serve_operator(connection: ServerConnection, service: Service) -> None:
+    """Answer requests on one operator connection until it closes."""
+    tasks: dict[Any, asyncio.Task[None]] = {}
+    send_lock = asyncio.Lock()
+
+    async def send(payload: dict[str, Any]) -> None:
+        async with send_lock:
+            await connection.send(_encode(payload))
+
+    try:
+        async for frame in connection:
+            try:
+                request = json.loads(frame)
+                if not isinstance(request, dict):
+                    raise ValueError("a request must be an object")
+            except ValueError as error:
+                await send({"id": None, "error": {"message": f"bad request: {error}"}})
+                continue
+            request_id = request.get("id")
+            if request.get("cancel"):
+                task = tasks.get(request_id)
+                if task is not None:
+                    task.cancel()
+                continue
+            if len(tasks) >= MAX_CONCURRENT_REQUESTS:
+                await send({"id": request_id, "error": {"message": "too many requests at once"}})
+                continue
+            task = asyncio.create_task(_answer(service, request, send))
+            tasks[request_id] = task
+            task.add_done_callback(lambda _t, key=request_id: tasks.pop(key, None))
+    except ConnectionClosed:
+        pass
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        for task in list(tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
+    request_id = request.get("id")
+    name = request.get("method")
+    params = request.get("params") or {}
+    try:
+        if not isinstance(name, str) or name not in METHODS:
+            raise ServiceError(f"no such method {name!r}")
+        if not isinstance(params, dict):
+            raise ServiceError("params must be an object")
+        method = getattr(service, name)
+        try:
+            inspect.signature(method).bind(**params)
+        except TypeError as error:
+            raise ServiceError(f"{name}: {error}") from None
+        if METHODS[name]:
+            async with contextlib.aclosing(method(**params)) as events:
+                async for event in events:
+                    await send({"id": request_id, "event": event})
+            await send({"id": request_id, "result": None})
+        else:
+            await send({"id": request_id, "result": await method(**params)})
+    except asyncio.CancelledError:
+        raise
+    except ServiceError as error:
+        await _send_error(send, request_id, str(error))
+    except ConnectionClosed:
+        pass
+    except Exception as error:
+        log.exception("operator request %s failed", name)
+        await _send_error(send, request_id, f"internal error: {error.__class__.__name__}: {error}")
+
+
+async def _send_error(send: Any, request_id: Any, message: str) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await send({"id": request_id, "error": {"message": message}})

@@ -1,0 +1,146 @@
+"""The operator API of a running server, from elsewhere: the same methods as ``Service``.
+
+``await RemoteService.connect(url, token, ca_pem)`` gives an object on which
+``await remote.list_clients()`` and ``async for event in remote.collect(...)`` work exactly as on a
+``Service`` in the same process, so the command line and ``velotui --connect`` share the code that
+uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from velotui.server import protocol
+from velotui.server.operator_api import METHODS
+from velotui.server.service import ServiceError
+from velotui.server.tls import pinned_client_ssl_context
+
+_END = object()
+
+
+class RemoteError(ServiceError):
+    """The server refused a request, or the connection failed."""
+
+
+class RemoteService:
+    """A connection to the operator API."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Queue[Any]] = {}
+        self._reader = asyncio.create_task(self._read_forever(), name="operator-api-reader")
+
+    @classmethod
+    async def connect(cls, url: str, token: str, ca_pem: str) -> RemoteService:
+        """Connect to ``url`` (``wss://host:port``) with the operator token, trusting only the
+        datastore's CA. Raises RemoteError when the server cannot be reached or refuses."""
+        endpoint = url.rstrip("/")
+        if not endpoint.endswith(protocol.OPERATOR_PATH):
+            endpoint += protocol.OPERATOR_PATH
+        try:
+            connection = await websockets.asyncio.client.connect(
+                endpoint,
+                ssl=pinned_client_ssl_context(ca_pem),
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=64 * 1024 * 1024,
+                compression=None,
+                open_timeout=10,
+            )
+        except InvalidStatus as error:
+            status = error.response.status_code
+            reason = "the token was refused" if status == 401 else f"HTTP {status}"
+            raise RemoteError(f"cannot use the server at {url}: {reason}") from None
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as error:
+            raise RemoteError(f"cannot reach the server at {url}: {error}") from None
+        return cls(connection)
+
+    async def close(self) -> None:
+        await self._connection.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> RemoteService:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def _read_forever(self) -> None:
+        try:
+            async for frame in self._connection:
+                message = json.loads(frame)
+                queue = self._waiting.get(message.get("id"))
+                if queue is not None:
+                    queue.put_nowait(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            for queue in self._waiting.values():
+                queue.put_nowait({"error": {"message": "the connection to the server closed"}})
+
+    async def _send(self, request_id: int, method: str, params: dict[str, Any]) -> None:
+        try:
+            await self._connection.send(json.dumps({"id": request_id, "method": method,
+                                                    "params": params}))
+        except ConnectionClosed:
+            raise RemoteError("the connection to the server closed") from None
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """The result of a plain method. Raises RemoteError with the server's message."""
+        request_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiting[request_id] = queue
+        try:
+            await self._send(request_id, method, params)
+            reply = await queue.get()
+        finally:
+            self._waiting.pop(request_id, None)
+        if "error" in reply:
+            raise RemoteError(reply["error"]["message"])
+        return reply.get("result")
+
+    async def stream(self, method: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """The events of a streaming method. Raises RemoteError with the server's message."""
+        request_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._waiting[request_id] = queue
+        finished = False
+        try:
+            await self._send(request_id, method, params)
+            while True:
+                reply = await queue.get()
+                if "error" in reply:
+                    finished = True
+                    raise RemoteError(reply["error"]["message"])
+                if "event" in reply:
+                    yield reply["event"]
+                    continue
+                finished = True
+                return
+        finally:
+            self._waiting.pop(request_id, None)
+            if not finished:
+                with contextlib.suppress(Exception):
+                    await self._connection.send(json.dumps({"id": request_id, "cancel": True}))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in METHODS:
+            raise AttributeError(name)
+        if METHODS[name]:
+            return lambda **params: self.stream(name, **params)
+
+        async def call(**params: Any) -> Any:
+            return await self.call(name, **params)
+
+        return call

@@ -1,0 +1,153 @@
+"""The velotui server: one TLS websocket listener for agents (``/agent``) and operators (``/api``),
+the store, the client directory and the flows. ``velotui serve`` runs it alone; the console embeds
+it in its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from typing import Any
+
+import websockets
+from websockets.asyncio.server import Server as WebsocketServer
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from velotui.server import protocol
+from velotui.server.client_identity import secrets_equal
+from velotui.server.clients import ClientDirectory
+from velotui.server.datastore import Datastore
+from velotui.server.flows import FlowManager
+from velotui.server.operator_api import serve_operator
+from velotui.server.protocol import CloseCode
+from velotui.server.service import Service
+from velotui.server.sessions import AgentSession
+from velotui.server.store import Store
+from velotui.server.tls import server_ssl_context
+
+log = logging.getLogger(__name__)
+DEFAULT_LISTEN = "127.0.0.1:8443"
+OPERATOR_TOKEN_NAME = "operator"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 hosts in brackets) as (host, port). Raises ValueError otherwise."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Server:
+    """Everything the server runs, started and stopped as one."""
+
+    def __init__(self, datastore: Datastore, listen: str = DEFAULT_LISTEN) -> None:
+        self.datastore = datastore
+        self.host, self.port = parse_listen(listen)
+        self.store: Store
+        self.directory: ClientDirectory
+        self.flows: FlowManager
+        self.enrolment_secret = ""
+        self._api_token = ""
+        self._listener: WebsocketServer | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Open the store, load state, and listen. Raises OSError if the address is taken."""
+        self.enrolment_secret = self.datastore.enrolment_secret()
+        self._api_token = self.datastore.api_token()
+        self.store = await Store.open(self.datastore.database_path)
+        self.directory = ClientDirectory(self.store)
+        await self.directory.load()
+        self.flows = FlowManager(self.store, self.datastore.uploads_dir, self.directory.sessions)
+        await self.flows.load()
+        context = server_ssl_context(self.datastore.server_cert_path,
+                                     self.datastore.server_key_path)
+        self._listener = await websockets.asyncio.server.serve(
+            self._route,
+            self.host,
+            self.port,
+            ssl=context,
+            max_size=protocol.MAX_FRAME_BYTES,
+            compression=None,
+            process_request=self._check_request,
+            ping_interval=20,
+            ping_timeout=60,
+            close_timeout=5,
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+        shown_host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        if ":" in shown_host:
+            shown_host = f"[{shown_host}]"
+        self.url = f"wss://{shown_host}:{self.port}"
+        self.datastore.write_server_address(self.url)
+        log.info("listening on %s (datastore %s)", self.url, self.datastore.root)
+
+    @property
+    def agent_url(self) -> str:
+        return self.url + protocol.AGENT_PATH
+
+    async def stop(self) -> None:
+        """Close every connection, finish queued writes, and close the store."""
+        if self._listener is not None:
+            for session in list(self.directory.sessions.values()):
+                try:
+                    await session.close(int(CloseCode.GOING_AWAY), "the server is stopping")
+                except Exception:
+                    pass
+            self._listener.close()
+            await self._listener.wait_closed()
+            self._listener = None
+            self.datastore.clear_server_address()
+        await self.flows.close()
+        await self.store.close()
+
+    def service(self, actor: str) -> Service:
+        """The operator API acting as ``actor`` (recorded in the audit log)."""
+        return Service(self, actor)
+
+    # Connections --------------------------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == protocol.AGENT_PATH:
+            return None
+        if path == protocol.OPERATOR_PATH:
+            header = request.headers.get("Authorization", "")
+            token = header.removeprefix("Bearer ").strip()
+            if not token or not secrets_equal(token, self._api_token):
+                log.warning("operator connection refused: bad token")
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
+            connection.velotui_actor = OPERATOR_TOKEN_NAME  # type: ignore[attr-defined]
+            return None
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "no such endpoint\n")
+
+    async def _route(self, connection: ServerConnection) -> None:
+        path = connection.request.path.split("?", 1)[0] if connection.request else ""
+        if path == protocol.AGENT_PATH:
+            await AgentSession(self, connection).run()
+        elif path == protocol.OPERATOR_PATH:
+            actor = getattr(connection, "velotui_actor", OPERATOR_TOKEN_NAME)
+            await serve_operator(connection, self.service(actor))
+
+    # Hooks for the foreman ----------------------------------------------------------------------
+
+    async def client_checked_in(self, session: AgentSession, last_hunt_timestamp: int) -> None:
+        """An agent connected or polled, reporting the newest hunt it was checked for."""
+
+    async def client_disconnected(self, session: AgentSession) -> None:
+        """An agent's connection ended."""
+
+
+async def run_until_stopped(server: Server, stop: asyncio.Event) -> None:
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def describe(server: Server) -> dict[str, Any]:
+    return {"url": server.url, "datastore": str(server.datastore.root)}
