@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import math
@@ -238,6 +239,15 @@ def timestamp(
     except (OverflowError, ValueError, OSError) as error:
         scope.error(f"timestamp(): {error}")
     return None
+
+
+async def sleep(scope: Scope, *, time: Any) -> bool:
+    """Wait ``time`` seconds, then give TRUE (Velociraptor's sleep())."""
+    if isinstance(time, bool) or not isinstance(time, int | float) or time < 0:
+        scope.error("sleep(): time must be a number of seconds")
+        return False
+    await asyncio.sleep(float(time))
+    return True
 
 
 def now(scope: Scope) -> int:
