@@ -1,0 +1,135 @@
+"""The agent's config file: where the server is, which CA to trust, how to enrol, which labels.
+
+The server writes it (``velotui agent-config`` calls ``AgentConfig(...).save(path)``); the agent
+reads it with ``AgentConfig.load(path)``. It is JSON, holds the enrolment secret, and so is
+written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from agent.atomic import write_file_atomically
+from velotui.server.protocol import AGENT_PATH
+
+CONFIG_FILE_MODE = 0o600
+MIN_BACKOFF_CAP = 0.5  # the backoff's base delay: a smaller cap would make it meaningless
+
+
+@dataclass
+class AgentConfig:
+    """What an agent needs to reach and trust its server.
+
+    Raises ValueError on construction when a field is missing its meaning (see ``check``).
+    """
+
+    server_url: str
+    ca_pem: str
+    enrolment_secret: str
+    labels: list[str] = field(default_factory=list)
+    poll_interval: float = 60.0
+    max_backoff: float = 60.0
+
+    def __post_init__(self) -> None:
+        # The server's datastore holds the CA as bytes; the file holds text.
+        if isinstance(self.ca_pem, bytes | bytearray):
+            self.ca_pem = bytes(self.ca_pem).decode("ascii", errors="replace")
+        if isinstance(self.labels, tuple):
+            self.labels = list(self.labels)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the first field that is wrong, and how."""
+        if not isinstance(self.server_url, str) or not self.server_url.strip():
+            raise ValueError("server_url must be a wss:// URL")
+        parts = urlsplit(self.server_url.strip())
+        if parts.scheme != "wss":
+            # The pinned CA is the agent's only trust: plain ws:// would throw it away.
+            raise ValueError(f"server_url must start with wss://, not {self.server_url!r}")
+        try:
+            parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"server_url has a bad port: {self.server_url!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"server_url names no host: {self.server_url!r}")
+        if not isinstance(self.ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in self.ca_pem:
+            raise ValueError("ca_pem must hold the server's CA certificate in PEM form")
+        if not isinstance(self.enrolment_secret, str):
+            raise ValueError("enrolment_secret must be a string")
+        if not isinstance(self.labels, list) or not all(
+            isinstance(label, str) for label in self.labels
+        ):
+            raise ValueError("labels must be a list of strings")
+        for name in ("poll_interval", "max_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number of seconds")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {value}")
+        if self.max_backoff < MIN_BACKOFF_CAP:
+            raise ValueError(f"max_backoff must be at least {MIN_BACKOFF_CAP} seconds")
+
+    @property
+    def connect_url(self) -> str:
+        """The URL to connect to: ``server_url``, with the agent endpoint's path if it has none."""
+        parts = urlsplit(self.server_url.strip())
+        if parts.path in ("", "/"):
+            parts = parts._replace(path=AGENT_PATH)
+        return urlunsplit(parts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AgentConfig:
+        """The config in the JSON file at ``path``.
+
+        Unknown keys are ignored, so a newer server's config still loads. Raises ValueError naming
+        the file and the problem when it cannot be read, is not a JSON object, lacks a field or
+        has a wrong one.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(
+                f"agent config {path}: cannot read it: {error.strerror or error}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(f"agent config {path}: not UTF-8 text") from None
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"agent config {path}: not valid JSON ({error.msg} at line {error.lineno}, "
+                f"column {error.colno})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"agent config {path}: expected a JSON object")
+        missing = [name for name in _REQUIRED_FIELDS if name not in data]
+        if missing:
+            raise ValueError(f"agent config {path}: missing {', '.join(missing)}")
+        known = {name: data[name] for name in _FIELD_NAMES if name in data}
+        try:
+            return cls(**known)
+        except ValueError as error:
+            raise ValueError(f"agent config {path}: {error}") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write this config to ``path`` as JSON, atomically and with mode 0600 (it holds the
+        enrolment secret). Raises ValueError for a bad field, OSError when it cannot be written."""
+        self.check()
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        write_file_atomically(Path(path), text.encode("utf-8"), CONFIG_FILE_MODE)
+
+
+_REQUIRED_FIELDS = ("server_url", "ca_pem", "enrolment_secret")
+_FIELD_NAMES = (
+    "server_url",
+    "ca_pem",
+    "enrolment_secret",
+    "labels",
+    "poll_interval",
+    "max_backoff",
+)

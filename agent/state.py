@@ -1,0 +1,96 @@
+"""The agent's state folder: its key (identity) and the newest hunt it has been checked for.
+
+Losing ``state.json`` is harmless (the agent is checked for old hunts again and the server, which
+remembers who it checked, does not run them twice); losing ``agent.key`` makes a new client. So a
+damaged ``state.json`` is reset with a warning, while a damaged key is an error (see identity).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent.atomic import write_file_atomically
+from agent.identity import AgentIdentity
+
+APP_FOLDER_NAME = "velotui-agent"
+STATE_FILE_NAME = "state.json"
+
+log = logging.getLogger(__name__)
+
+
+def default_state_dir() -> Path:
+    """The per-user data folder used when ``--state`` is not given: ``$XDG_DATA_HOME/velotui-agent``
+    or ``~/.local/share/velotui-agent`` on Linux and other Unixes, ``~/Library/Application
+    Support/velotui-agent`` on macOS, ``%LOCALAPPDATA%\\velotui-agent`` on Windows."""
+    if sys.platform == "win32":
+        local_app_data = os.environ.get("LOCALAPPDATA", "").strip()
+        base = Path(local_app_data) if local_app_data else Path.home() / "AppData" / "Local"
+        return base / APP_FOLDER_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_FOLDER_NAME
+    xdg_data_home = os.environ.get("XDG_DATA_HOME", "").strip()
+    # The XDG spec says a relative path is invalid and must be ignored.
+    if xdg_data_home and Path(xdg_data_home).is_absolute():
+        return Path(xdg_data_home) / APP_FOLDER_NAME
+    return Path.home() / ".local" / "share" / APP_FOLDER_NAME
+
+
+class AgentState:
+    """One agent's state folder: ``identity`` and ``last_hunt_timestamp``."""
+
+    def __init__(self, folder: Path, identity: AgentIdentity, last_hunt_timestamp: int) -> None:
+        self.folder = folder
+        self.identity = identity
+        self._last_hunt_timestamp = last_hunt_timestamp
+
+    @classmethod
+    def open(cls, folder: str | Path) -> AgentState:
+        """The state kept in ``folder``, which is created (mode 0700) with a new key if needed.
+
+        Blocking. Raises ValueError for an unreadable key, OSError when the folder cannot be
+        created or written.
+        """
+        folder = Path(folder).expanduser().absolute()
+        identity = AgentIdentity.load_or_create(folder)
+        return cls(folder, identity, _read_last_hunt_timestamp(folder / STATE_FILE_NAME))
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / STATE_FILE_NAME
+
+    @property
+    def last_hunt_timestamp(self) -> int:
+        """The newest hunt start this agent has been checked for (0: none yet)."""
+        return self._last_hunt_timestamp
+
+    def record_hunt_checkpoint(self, timestamp: int) -> bool:
+        """Remember ``timestamp`` when it is newer than the one kept; True when it was written.
+
+        Blocking (it fsyncs): call it in a thread from async code. Raises OSError when the file
+        cannot be written; the timestamp in memory then stays the old one.
+        """
+        if timestamp <= self._last_hunt_timestamp:
+            return False  # an old checkpoint must never move the agent back
+        text = json.dumps({"last_hunt_timestamp": timestamp}) + "\n"
+        write_file_atomically(self.state_file, text.encode("utf-8"), 0o600)
+        self._last_hunt_timestamp = timestamp
+        return True
+
+
+def _read_last_hunt_timestamp(path: Path) -> int:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        log.warning("%s is unreadable (%s); starting from no hunt checkpoint", path, error)
+        return 0
+    value = data.get("last_hunt_timestamp") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        log.warning("%s holds no valid last_hunt_timestamp; starting from none", path)
+        return 0
+    return value
