@@ -1,0 +1,363 @@
+"""Running one flow on the agent: a VQL query whose rows, logs and uploads stream to the server.
+
+A flow's messages go into the agent's ``Outbox`` with per-flow sequence numbers: rows in batches
+(flushed at ``ROW_BATCH_COUNT`` rows, ``ROW_BATCH_BYTES`` of encoded rows, or ``ROW_BATCH_DELAY``
+seconds after the first unsent one, whichever comes first), log lines, upload chunks, and last of
+all exactly one ``Status``. When the outbox is full the query waits, so a fast query cannot outrun
+a slow server. The flow honours its limits (rows, upload bytes, time) and a cancel from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import msgpack
+
+from agent.outbox import Outbox
+from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
+from velotui.server.protocol import (
+    MAX_FRAME_BYTES,
+    MAX_NAME,
+    MAX_TEXT,
+    FlowRequest,
+    Log,
+    Message,
+    Rows,
+    Status,
+    Upload,
+)
+from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
+
+ROW_BATCH_COUNT = 1000
+ROW_BATCH_BYTES = 1024 * 1024
+ROW_BATCH_DELAY = 1.0
+UPLOAD_CHUNK_BYTES = 512 * 1024
+# A batch must fit in one frame with room for the message around the rows.
+MAX_BATCH_BYTES = MAX_FRAME_BYTES - 64 * 1024
+# Logs wait here for the outbox; a query that logs without end must not fill memory instead.
+MAX_PENDING_LOGS = 1000
+
+log = logging.getLogger(__name__)
+
+
+class FlowRunner:
+    """Runs one ``FlowRequest`` into an ``Outbox``; ``run()`` returns the Status it sent."""
+
+    def __init__(self, request: FlowRequest, outbox: Outbox, registry: Registry) -> None:
+        self.request = request
+        self.flow_id = request.flow_id
+        self._outbox = outbox
+        self._registry = registry
+        self.uploader = FlowUploader(self)
+        self.rows_sent = 0
+        self._rows_taken = 0  # rows pulled from the query, sent or waiting to be
+        self._pending_rows: list[dict[str, Any]] = []
+        self._pending_sizes: list[int] = []
+        self._pending_bytes = 0
+        self._pending_logs: deque[tuple[str, str, float]] = deque()
+        self._dropped_logs = 0
+        self._first_pending_at: float | None = None
+        self._pending = asyncio.Event()  # set when something starts waiting to be flushed
+        self._flush_lock = asyncio.Lock()  # one flush at a time keeps batches in order
+        # How the flow ends when something other than the query's own end stops it.
+        self._end: tuple[str, str | None] | None = None
+        self._stop = asyncio.Event()
+
+    # Control ---------------------------------------------------------------------------------
+
+    def cancel(self, reason: str = "") -> None:
+        """Stop the flow; it ends with state "cancelled" (unless it already ended otherwise)."""
+        self._end_early("cancelled", reason or "cancelled by the server")
+
+    @property
+    def stopping(self) -> bool:
+        """True once the flow has been told to end early (cancel or a limit)."""
+        return self._end is not None
+
+    def _end_early(self, state: str, error: str | None) -> None:
+        if self._end is None:  # the first reason wins: a cancel after a limit changes nothing
+            self._end = (state, error)
+            self._stop.set()
+
+    # Running ---------------------------------------------------------------------------------
+
+    async def run(self) -> Status:
+        """Run the flow to its end and put its Status (the flow's last message); return it.
+
+        Waits when the outbox is full. Cancelling this coroutine (the agent is stopping) stops the
+        query and sends no status.
+        """
+        started = time.monotonic()
+        ticker = asyncio.create_task(self._flush_when_due(), name=f"flush {self.flow_id}")
+        try:
+            try:
+                program = compile_query(self.request.query, self._registry)
+            except VQLSyntaxError as error:
+                state, error_text = "error", str(error)  # "line L, col C: what is wrong"
+            except Exception as error:  # a compile failure that is not a syntax error
+                state, error_text = "error", f"cannot compile the query: {error}"
+            else:
+                state, error_text = await self._run_program(program)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        # Everything the query produced reaches the server before the status that closes it.
+        await self._flush()
+        status_fields: dict[str, Any] = {
+            "flow_id": self.flow_id,
+            "state": state,
+            "error": error_text[:MAX_TEXT] if error_text is not None else None,
+            "rows": self.rows_sent,
+            "bytes": self.uploader.uploaded_bytes,
+            "duration": time.monotonic() - started,
+        }
+        seq = await self._emit(lambda seq: Status(seq=seq, **status_fields))
+        return Status(seq=seq, **status_fields)
+
+    async def _run_program(self, program: Program) -> tuple[str, str | None]:
+        timeout = self.request.timeout if self.request.timeout > 0 else None
+        query = asyncio.create_task(self._pump_rows(program), name=f"query {self.flow_id}")
+        stopped = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {query, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopped.cancel()
+            query.cancel()  # nothing when it has ended
+            # Wait for the query to unwind (closing its plugins and files) before the status;
+            # asyncio.wait does not raise what the query raised, which is reported below.
+            await asyncio.wait({query, stopped})
+        if query in done and query.exception() is not None:
+            error = query.exception()
+            log.error("flow %s: the query failed", self.flow_id, exc_info=error)
+            return "error", f"the query failed: {error.__class__.__name__}: {error}"
+        if self._end is not None:
+            return self._end
+        if query in done:
+            return "finished", None
+        return "timeout", f"timed out after {self.request.timeout:g} seconds"
+
+    async def _pump_rows(self, program: Program) -> None:
+        max_rows = self.request.max_rows
+        rows = run(
+            program,
+            env=self.request.env,
+            registry=self._registry,
+            on_log=self._on_log,
+            services={UPLOADER_SERVICE: self.uploader},
+        )
+        async with contextlib.aclosing(rows):
+            async for row in rows:
+                if max_rows and self._rows_taken >= max_rows:
+                    # One row too many: the limit is exceeded, not merely met. Closing the
+                    # generator (leaving the block) stops the query.
+                    self._end_early("error", f"row limit of {max_rows} reached")
+                    return
+                value = to_json_value(row)
+                try:
+                    size = len(msgpack.packb(value, use_bin_type=True))
+                except (OverflowError, TypeError, ValueError) as error:
+                    # Say so and go on: one odd value (an integer past 64 bits) is no reason
+                    # to lose the flow.
+                    self._on_log("error", f"a row cannot be sent ({error}); skipped")
+                    continue
+                if size > MAX_BATCH_BYTES:
+                    self._on_log("error", f"a row of {size} bytes does not fit a message; skipped")
+                    continue
+                if self._pending_rows and self._pending_bytes + size > MAX_BATCH_BYTES:
+                    await self._flush()
+                self._pending_rows.append(value)
+                self._pending_sizes.append(size)
+                self._pending_bytes += size
+                self._rows_taken += 1
+                self._mark_pending()
+                if (
+                    len(self._pending_rows) >= ROW_BATCH_COUNT
+                    or self._pending_bytes >= ROW_BATCH_BYTES
+                ):
+                    await self._flush()
+
+    def _on_log(self, level: str, message: str) -> None:
+        # Called synchronously from inside the query: queue it for the next flush.
+        log.debug("flow %s: %s: %s", self.flow_id, level, message)
+        if len(self._pending_logs) >= MAX_PENDING_LOGS:
+            self._dropped_logs += 1
+            return
+        self._pending_logs.append((level, message[:MAX_TEXT], time.time()))
+        self._mark_pending()
+
+    # Flushing --------------------------------------------------------------------------------
+
+    def _mark_pending(self) -> None:
+        if self._first_pending_at is None:
+            self._first_pending_at = time.monotonic()
+            self._pending.set()
+
+    async def _flush_when_due(self) -> None:
+        """Flush what waits ``ROW_BATCH_DELAY`` seconds after the first of it arrived."""
+        while True:
+            if self._first_pending_at is None:
+                self._pending.clear()
+                await self._pending.wait()
+                continue
+            delay = self._first_pending_at + ROW_BATCH_DELAY - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Put every pending row (in batches) and log line into the outbox.
+
+        Rows leave the pending list only once stored, so a flush interrupted by a cancel loses
+        nothing: the final flush sends them. What arrives while a flush waits joins it.
+        """
+        async with self._flush_lock:
+            while True:
+                if self._pending_rows:
+                    count = self._next_batch_count()
+                    batch = self._pending_rows[:count]
+                    await self._emit(
+                        lambda seq, batch=batch: Rows(flow_id=self.flow_id, seq=seq, rows=batch)
+                    )
+                    del self._pending_rows[:count]
+                    self._pending_bytes -= sum(self._pending_sizes[:count])
+                    del self._pending_sizes[:count]
+                    self.rows_sent += count
+                elif self._pending_logs:
+                    level, message, at = self._pending_logs[0]
+                    await self._emit(
+                        lambda seq, level=level, message=message, at=at: Log(
+                            flow_id=self.flow_id, seq=seq, level=level, message=message, time=at
+                        )
+                    )
+                    self._pending_logs.popleft()
+                elif self._dropped_logs:
+                    dropped = self._dropped_logs
+                    text = (
+                        f"{dropped} log messages were dropped: the flow logged faster than it sent"
+                    )
+                    await self._emit(
+                        lambda seq, text=text: Log(
+                            flow_id=self.flow_id,
+                            seq=seq,
+                            level="warning",
+                            message=text,
+                            time=time.time(),
+                        )
+                    )
+                    self._dropped_logs -= dropped
+                else:
+                    break
+            self._first_pending_at = None
+
+    def _next_batch_count(self) -> int:
+        """How many pending rows the next Rows message takes."""
+        count = size = 0
+        for row_size in self._pending_sizes:
+            if count == ROW_BATCH_COUNT or size >= ROW_BATCH_BYTES:
+                break
+            if count and size + row_size > MAX_BATCH_BYTES:
+                break
+            count += 1
+            size += row_size
+        return count
+
+    async def _emit(self, build: Callable[[int], Message]) -> int:
+        """Put ``build(seq)`` into the outbox (waiting for space); return its seq."""
+        entry = await self._outbox.put(self.flow_id, build)
+        return entry.seq
+
+
+class FlowUploader:
+    """The flow's ``uploader`` service: streams files through the outbox as Upload chunks."""
+
+    def __init__(self, runner: FlowRunner) -> None:
+        self._runner = runner
+        self._next_upload_id = 0
+        self.uploaded_bytes = 0  # file bytes put into the outbox
+        # Bytes of uploads under way not yet sent: counted against the limit from the start, so
+        # uploads running side by side cannot overrun it together.
+        self._reserved_bytes = 0
+
+    async def upload(self, path: str, name: str | None) -> dict[str, Any]:
+        """Send the file at ``path`` in chunks; return Path (``name`` or ``path``), Size, sha256
+        and md5.
+
+        The file is read as it is when opened: at most the size it had then. Raises
+        UploadRefused when the flow's upload limit would be exceeded (the flow then ends with
+        state "error") or the flow is ending; OSError when the file cannot be read.
+        """
+        runner = self._runner
+        if runner.stopping:
+            raise UploadRefused("the flow is ending")
+        handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
+        try:
+            size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
+            limit = runner.request.max_upload_bytes
+            if limit and self.uploaded_bytes + self._reserved_bytes + size > limit:
+                reason = f"upload limit of {limit} bytes reached"
+                runner._end_early("error", reason)
+                raise UploadRefused(reason)
+            upload_id = self._next_upload_id
+            self._next_upload_id += 1
+            self._reserved_bytes += size
+            try:
+                sha256, md5, length = await self._send_chunks(
+                    handle, size, upload_id, (name or path)[:MAX_NAME]
+                )
+            finally:
+                self._reserved_bytes -= size
+        finally:
+            handle.close()
+        return {"Path": name or path, "Size": length, "sha256": sha256, "md5": md5}
+
+    async def _send_chunks(
+        self, handle: BinaryIO, size: int, upload_id: int, name: str
+    ) -> tuple[str, str, int]:
+        sha256 = hashlib.sha256()
+        md5 = hashlib.md5()
+        offset = 0
+        while True:
+            want = min(UPLOAD_CHUNK_BYTES, size - offset)
+            # Reading and hashing happen off the event loop: a big file must not stall the agent.
+            data = b""
+            if want:
+                data = await asyncio.to_thread(_read_and_hash, handle, want, sha256, md5)
+            # A short read means the file shrank since it was opened: what was read is the file.
+            eof = offset + len(data) >= size or len(data) < want
+            chunk_offset = offset
+            digest = sha256.hexdigest() if eof else None
+            await self._runner._emit(
+                lambda seq, data=data, chunk_offset=chunk_offset, eof=eof, digest=digest: Upload(
+                    flow_id=self._runner.flow_id,
+                    seq=seq,
+                    upload_id=upload_id,
+                    name=name,
+                    offset=chunk_offset,
+                    data=data,
+                    eof=eof,
+                    sha256=digest,
+                )
+            )
+            offset += len(data)
+            self.uploaded_bytes += len(data)
+            if eof:
+                return sha256.hexdigest(), md5.hexdigest(), offset
+
+
+def _read_and_hash(handle: BinaryIO, size: int, *hashes: Any) -> bytes:
+    data = handle.read(size)
+    for digest in hashes:
+        digest.update(data)
+    return data
