@@ -1,0 +1,409 @@
+"""One agent's connection to its server: connect, prove its key, serve flows, reconnect.
+
+The session outlives its connections. Flows keep running while the connection is down, their
+messages wait in the ``Outbox`` (until it is full, which slows them down), and after the next
+``Welcome`` everything unacknowledged is sent again, in order, before anything new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from agent.config import AgentConfig
+from agent.flow_runner import FlowRunner
+from agent.outbox import Outbox
+from agent.plugins import client_registry
+from agent.plugins.info import host_info
+from agent.state import AgentState
+from agent.tls import pinned_ssl_context
+from velotui.server.protocol import (
+    MAX_FRAME_BYTES,
+    MAX_TEXT,
+    PROTOCOL_VERSION,
+    Ack,
+    Auth,
+    Cancel,
+    Challenge,
+    CheckIn,
+    CheckNow,
+    CloseCode,
+    FlowRequest,
+    Hello,
+    HuntCheckpoint,
+    Message,
+    ProtocolError,
+    Welcome,
+    decode,
+    encode,
+)
+from velotui.vql import to_json_value
+
+BACKOFF_BASE = 0.5
+# A session that lasted this long was a real one: the next failure starts the backoff afresh.
+BACKOFF_RESET_AFTER = 30.0
+HANDSHAKE_TIMEOUT = 30.0
+OPEN_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 5.0
+MAX_HELLO_FLOWS = 1024
+MAX_HELLO_LABELS = 256
+
+# Close codes after which trying again soon cannot help: wait the longest delay instead.
+_GIVE_IT_TIME = {CloseCode.AUTH_FAILED, CloseCode.UNSUPPORTED_VERSION, CloseCode.REPLACED}
+
+log = logging.getLogger(__name__)
+
+_MessageType = TypeVar("_MessageType", bound=Message)
+
+
+@functools.cache
+def agent_version() -> str:
+    """The installed velotui version, sent in Hello for the operator's information."""
+    try:
+        return metadata.version("velotui")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = BACKOFF_BASE,
+    cap: float = 60.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry).
+
+    Exponential backoff with full jitter: uniform between 0 and min(cap, base * 2**attempt), so
+    a fleet that lost its server at one moment does not return at one moment.
+    """
+    ceiling = min(cap, base * 2 ** min(max(attempt, 0), 62))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def close_code_text(code: int | None) -> str:
+    """A close code with its name, like ``4003 AUTH_FAILED``."""
+    if code is None:
+        return "no close code"
+    try:
+        return f"{code} {CloseCode(code).name}"
+    except ValueError:
+        return str(code)
+
+
+@dataclass
+class ConnectionOutcome:
+    """How one connection attempt ended, which decides the wait before the next."""
+
+    authenticated: bool = False
+    session_seconds: float = 0.0
+    close_code: int | None = None
+    problem: str = ""
+
+
+class AgentSession:
+    """One agent (identity, state, outbox, flows) and its connection to the server."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        state: AgentState,
+        *,
+        facts: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        outbox: Outbox | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Raises ValueError when the config's CA is not usable."""
+        self.config = config
+        self.state = state
+        self.facts = dict(facts) if facts else None
+        self.name = name or state.identity.client_id
+        self.outbox = outbox if outbox is not None else Outbox()
+        self.registry = client_registry(labels=config.labels, facts=self.facts)
+        # The labels the server is told are the ones config.Labels shows a query.
+        self.labels: list[str] = list(self.registry.variables()["config"]["Labels"])
+        self._ssl_context = ssl_context or pinned_ssl_context(config.ca_pem)
+        self._rng = rng or random.Random()
+        self._flows: dict[str, FlowRunner] = {}
+        self._flow_tasks: set[asyncio.Task[Any]] = set()
+        self._check_in_now = asyncio.Event()
+        self._last_problem = ""
+        self.log = _AgentLog(log, self.name)
+
+    # The reconnect loop ----------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Stay connected, reconnecting with backoff, until cancelled; then stop every flow."""
+        attempt = 0
+        try:
+            while True:
+                outcome = await self.connect_once()
+                if outcome.session_seconds > BACKOFF_RESET_AFTER:
+                    attempt = 0
+                if outcome.close_code in _GIVE_IT_TIME:
+                    # Hammering a server that refused us helps no one: wait about the longest
+                    # delay, jittered so that a fleet refused at once does not return at once.
+                    delay = self.config.max_backoff * self._rng.uniform(0.5, 1.0)
+                else:
+                    delay = backoff_delay(attempt, cap=self.config.max_backoff, rng=self._rng)
+                    attempt += 1
+                self.log.info("reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self._stop_flows()
+
+    async def connect_once(self) -> ConnectionOutcome:
+        """Connect, authenticate and serve until the connection ends; say how it ended.
+
+        Connection failures are logged and reported, never raised; cancellation closes the
+        connection with GOING_AWAY and propagates.
+        """
+        outcome = ConnectionOutcome()
+        try:
+            async with connect(
+                self.config.connect_url,
+                ssl=self._ssl_context,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,
+                proxy=None,  # the config names the server; no proxy from the environment
+                open_timeout=OPEN_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+                user_agent_header=f"velotui-agent/{agent_version()}",
+            ) as connection:
+                await self._serve(connection, outcome)
+        except ConnectionClosed as closed:
+            if closed.rcvd is None:
+                outcome.problem = "the connection was lost"
+            else:
+                outcome.close_code = closed.rcvd.code
+                outcome.problem = (
+                    f"the server closed the connection ({close_code_text(closed.rcvd.code)}"
+                    + (f": {closed.rcvd.reason})" if closed.rcvd.reason else ")")
+                )
+        except ProtocolError as error:
+            outcome.problem = f"the server broke the protocol: {error.reason}"
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
+            outcome.problem = f"cannot connect to {self.config.connect_url}: {_describe(error)}"
+        except Exception:
+            # A bug must not end the agent for good: log it in full and try again later.
+            self.log.exception("the connection failed unexpectedly")
+            outcome.problem = "the connection failed unexpectedly"
+        self._report(outcome)
+        return outcome
+
+    def _report(self, outcome: ConnectionOutcome) -> None:
+        if not outcome.problem:
+            return
+        if outcome.close_code == CloseCode.AUTH_FAILED:
+            self.log.error("authentication refused: %s", outcome.problem)
+        elif outcome.close_code == CloseCode.REPLACED:
+            self.log.error(
+                "%s; is another agent running with the state folder %s?",
+                outcome.problem,
+                self.state.folder,
+            )
+        elif outcome.problem != self._last_problem or outcome.authenticated:
+            self.log.warning("%s", outcome.problem)
+        else:
+            # The same failure again and again: once at warning level is enough.
+            self.log.info("%s", outcome.problem)
+        self._last_problem = outcome.problem
+
+    async def _serve(self, connection: ClientConnection, outcome: ConnectionOutcome) -> None:
+        try:
+            try:
+                welcome = await self._handshake(connection)
+            except TimeoutError:
+                raise ProtocolError("no answer to the handshake") from None
+            outcome.authenticated = True
+            self._last_problem = ""
+            started = time.monotonic()
+            self.log.info(
+                "connected as %s%s",
+                welcome.client_id,
+                " (newly enrolled)" if welcome.enrolled else "",
+            )
+            try:
+                await self._exchange(connection)
+            finally:
+                outcome.session_seconds = time.monotonic() - started
+        except ProtocolError as error:
+            await connection.close(error.code, error.reason)
+            raise
+        except asyncio.CancelledError:
+            await connection.close(CloseCode.GOING_AWAY, "agent stopping")
+            raise
+
+    async def _handshake(self, connection: ClientConnection) -> Welcome:
+        facts = await asyncio.to_thread(host_info, self.facts)
+        identity = self.state.identity
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            public_key=identity.public_key_bytes,
+            enrolment_secret=self.config.enrolment_secret,
+            facts=to_json_value(facts),
+            labels=[label[:MAX_TEXT] for label in self.labels[:MAX_HELLO_LABELS]],
+            last_hunt_timestamp=self.state.last_hunt_timestamp,
+            running_flows=self.open_flow_ids()[:MAX_HELLO_FLOWS],
+            agent_version=agent_version(),
+        )
+        await connection.send(encode(hello))
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            challenge = await _receive(connection, Challenge)
+            await connection.send(encode(Auth(signature=identity.sign(challenge.nonce))))
+            welcome = await _receive(connection, Welcome)
+        if welcome.client_id != identity.client_id:
+            self.log.warning(
+                "the server calls this agent %s, its key says %s",
+                welcome.client_id,
+                identity.client_id,
+            )
+        return welcome
+
+    async def _exchange(self, connection: ClientConnection) -> None:
+        """Run the writer, the reader and the check-ins until one of them ends the connection."""
+        resent = asyncio.Event()
+        tasks = {
+            asyncio.create_task(self._write(connection, resent), name=f"{self.name} writer"),
+            asyncio.create_task(self._read(connection), name=f"{self.name} reader"),
+            asyncio.create_task(self._check_in(connection, resent), name=f"{self.name} check-in"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+
+    async def _write(self, connection: ClientConnection, resent: asyncio.Event) -> None:
+        # What the last connection left unacknowledged goes first, in the order it was made.
+        for entry in self.outbox.rewind():
+            if not entry.acked:
+                await connection.send(entry.frame)
+        resent.set()
+        while True:
+            entry = await self.outbox.next_unsent()
+            await connection.send(entry.frame)
+
+    async def _check_in(self, connection: ClientConnection, resent: asyncio.Event) -> None:
+        await resent.wait()
+        while True:
+            self._check_in_now.clear()
+            check_in = CheckIn(last_hunt_timestamp=self.state.last_hunt_timestamp)
+            await connection.send(encode(check_in))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.poll_interval):
+                    await self._check_in_now.wait()
+
+    async def _read(self, connection: ClientConnection) -> None:
+        while True:
+            message = decode(await connection.recv(), "server")
+            await self.handle_message(message)
+
+    async def handle_message(self, message: Message) -> None:
+        """Act on one message from the server after the handshake.
+
+        Raises ProtocolError for a message that has no place there (a challenge or welcome).
+        """
+        if isinstance(message, Ack):
+            self.outbox.ack(message.flow_id, message.seq)
+        elif isinstance(message, FlowRequest):
+            self.start_flow(message)
+        elif isinstance(message, Cancel):
+            runner = self._flows.get(message.flow_id)
+            if runner is not None:
+                self.log.info("flow %s cancelled", message.flow_id)
+                runner.cancel(message.reason)
+        elif isinstance(message, CheckNow):
+            self._check_in_now.set()
+        elif isinstance(message, HuntCheckpoint):
+            await self._record_checkpoint(message.last_hunt_timestamp)
+        else:
+            raise ProtocolError(f"unexpected {message.TYPE} after the handshake")
+
+    async def _record_checkpoint(self, timestamp: int) -> None:
+        try:
+            # It fsyncs: off the event loop, which a thousand simulated agents share.
+            await asyncio.to_thread(self.state.record_hunt_checkpoint, timestamp)
+        except OSError as error:
+            self.log.error("cannot record the hunt checkpoint: %s", error)
+
+    # Flows -----------------------------------------------------------------------------------
+
+    def start_flow(self, request: FlowRequest) -> bool:
+        """Start running ``request`` unless this flow is running or still unacknowledged here;
+        True when it was started."""
+        if request.flow_id in self._flows or self.outbox.knows(request.flow_id):
+            # A repeated request (after a reconnect) must not run the flow twice.
+            self.log.debug("flow %s is already here", request.flow_id)
+            return False
+        runner = FlowRunner(request, self.outbox, self.registry)
+        self._flows[request.flow_id] = runner
+        task = asyncio.create_task(runner.run(), name=f"flow {request.flow_id}")
+        self._flow_tasks.add(task)
+        task.add_done_callback(lambda done: self._flow_ended(request.flow_id, done))
+        self.log.info("flow %s started", request.flow_id)
+        return True
+
+    def _flow_ended(self, flow_id: str, task: asyncio.Task[Any]) -> None:
+        self._flow_tasks.discard(task)
+        self._flows.pop(flow_id, None)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self.log.error("flow %s failed", flow_id, exc_info=error)
+        else:
+            status = task.result()
+            self.log.info("flow %s %s (%d rows)", flow_id, status.state, status.rows)
+
+    def open_flow_ids(self) -> list[str]:
+        """Flows running here or with messages the server has not acknowledged."""
+        return list(dict.fromkeys([*self._flows, *self.outbox.flow_ids()]))
+
+    async def _stop_flows(self) -> None:
+        tasks = list(self._flow_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _receive(connection: ClientConnection, expected: type[_MessageType]) -> _MessageType:
+    message = decode(await connection.recv(), "server")
+    if not isinstance(message, expected):
+        raise ProtocolError(f"expected {expected.TYPE}, got {message.TYPE}")
+    return message
+
+
+class _AgentLog(logging.LoggerAdapter):
+    """Prefixes each line with the agent's name: with --simulate, many agents share one log."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.extra}: {msg}", kwargs
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the server's certificate is not trusted ({error.verify_message})"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error) or error.__class__.__name__
+    return text
