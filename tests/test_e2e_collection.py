@@ -185,3 +185,23 @@ def test_simulated_agents_each_enrol_with_their_own_identity(tmp_path: Path) -> 
         web = next(c for c in online if c["hostname"] == "web-1")
         result = collect(server, web["client_id"], "SELECT Fqdn, config.Labels AS L FROM info()")
         assert json.loads(result.stdout) == {"Fqdn": "web-1.corp.example", "L": ["Web"]}
+
+
+def test_the_cli_reaches_a_server_by_url_and_token_file(fleet, tmp_path: Path) -> None:
+    server, _agent, client = fleet
+    token_file = server.datastore / "api_token"
+    result = velotui("clients", "--server", server.url, "--token-file", str(token_file), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["client_id"] for line in result.stdout.splitlines()] == [
+        client["client_id"]]
+
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("not-the-token")
+    refused = velotui("clients", "--server", server.url, "--token-file", str(wrong),
+                      "--ca-file", str(server.datastore / "ca.pem"))
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"velotui clients: cannot use the server at {server.url}: the token was refused")
+
+    usage = velotui("clients", "--server", server.url)
+    assert usage.returncode == 2 and "--server needs --token-file" in usage.stderr
