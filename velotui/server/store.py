@@ -83,6 +83,52 @@ CREATE TABLE IF NOT EXISTS flow_logs (
     PRIMARY KEY (client_id, flow_id, seq)
 );
 
+CREATE TABLE IF NOT EXISTS hunts (
+    hunt_id TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL,
+    client_condition TEXT NOT NULL,
+    server_condition TEXT NOT NULL DEFAULT '',
+    rate REAL NOT NULL DEFAULT 0,
+    client_limit INTEGER NOT NULL DEFAULT 0,
+    expires REAL NOT NULL,
+    timeout REAL NOT NULL,
+    max_rows INTEGER NOT NULL DEFAULT 0,
+    max_upload_bytes INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    stop_reason TEXT,
+    created REAL NOT NULL,
+    creator TEXT NOT NULL DEFAULT '',
+    started REAL,
+    start_timestamp INTEGER NOT NULL DEFAULT 0,
+    stopped REAL
+);
+
+-- One row per client a hunt has looked at; its queue is the client's place in the hunt, so the
+-- hunt's counts are a GROUP BY over this table and cannot drift from it.
+CREATE TABLE IF NOT EXISTS hunt_clients (
+    hunt_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'condition',
+    flow_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    checked REAL NOT NULL,
+    updated REAL NOT NULL,
+    error TEXT,
+    PRIMARY KEY (hunt_id, client_id)
+);
+CREATE INDEX IF NOT EXISTS hunt_clients_by_queue ON hunt_clients (hunt_id, queue, checked);
+
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+
 CREATE TABLE IF NOT EXISTS uploads (
     client_id TEXT NOT NULL,
     flow_id TEXT NOT NULL,
