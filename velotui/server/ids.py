@@ -35,9 +35,11 @@ def hunt_flow_id(hunt_id: str, attempt: int = 1) -> str:
     return base if attempt <= 1 else f"{base}.{attempt}"
 
 
-def condition_flow_id(hunt_id: str) -> str:
-    """The CheckHuntCondition flow of a hunt on a client: ``F.<hunt>.C``."""
-    return f"F.{hunt_id[2:]}.C"
+def condition_flow_id(hunt_id: str, attempt: int = 1) -> str:
+    """The CheckHuntCondition flow of a hunt on a client: ``F.<hunt>.C`` (``.C.2`` when the
+    check is run again after it failed)."""
+    base = f"F.{hunt_id[2:]}.C"
+    return base if attempt <= 1 else f"{base}.{attempt}"
 
 
 def is_flow_id(text: str) -> bool:

@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS hunt_clients (
     stage TEXT NOT NULL DEFAULT 'condition',
     flow_id TEXT,
     attempt INTEGER NOT NULL DEFAULT 0,
+    condition_flow_id TEXT,
+    condition_attempt INTEGER NOT NULL DEFAULT 1,
     checked REAL NOT NULL,
     updated REAL NOT NULL,
     error TEXT,
