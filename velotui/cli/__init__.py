@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from velotui.cli import client_commands, query, server_commands
+from velotui.cli import client_commands, hunt_commands, query, server_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_parser(subparsers)
     server_commands.add_parsers(subparsers)
     client_commands.add_parsers(subparsers)
+    hunt_commands.add_parsers(subparsers)
     return parser
 
 

@@ -16,10 +16,14 @@ from velotui.server.remote import RemoteError, RemoteService
 
 
 def add_parsers(subparsers: Any) -> None:
-    clients = subparsers.add_parser("clients", help="list the clients the server knows")
+    clients = subparsers.add_parser("clients", help="list the clients the server knows "
+                                    "(and label them: clients label)")
     add_server_options(clients)
     clients.add_argument("--json", action="store_true", help="one JSON object a line")
     clients.set_defaults(handler=lambda args: run_remote(args, list_clients))
+    from velotui.cli.hunt_commands import add_label_parser
+
+    add_label_parser(clients.add_subparsers(dest="clients_command", metavar="ACTION"))
 
     collect = subparsers.add_parser(
         "collect", help="run one query on one client and print its rows",

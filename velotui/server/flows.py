@@ -133,7 +133,7 @@ class _Outcome:
     cancel_reason: str | None = None
 
 
-FinishListener = Callable[[FlowRecord], Awaitable[None]]
+FinishListener = Callable[[list[FlowRecord]], Awaitable[None]]
 _COUNTERS = ("rows", "bytes", "state", "error", "finished", "started")
 
 
@@ -194,12 +194,13 @@ class FlowManager:
                 pass
 
     def on_finished(self, listener: FinishListener) -> None:
-        """Call ``listener`` with every flow that reaches a final state."""
+        """Call ``listener`` with the flows that reach a final state (a list, so that ending
+        many at once is handled at once)."""
         self._finish_listeners.append(listener)
 
     # Scheduling and delivery --------------------------------------------------------------------
 
-    async def schedule(
+    def prepare(
         self,
         client_id: str,
         query: str,
@@ -211,9 +212,13 @@ class FlowManager:
         hunt_id: str | None = None,
         kind: str = "collection",
         flow_id: str | None = None,
+        now: float | None = None,
     ) -> FlowRecord:
-        """Queue a flow durably and hand it to the agent now if it is connected."""
-        record = FlowRecord(
+        """A new flow, not yet stored: ``running`` if its client is connected (it is handed over
+        as soon as it is stored), ``queued`` otherwise."""
+        now = time.time() if now is None else now
+        online = client_id in self.sessions
+        return FlowRecord(
             client_id=client_id,
             flow_id=flow_id or new_flow_id(),
             hunt_id=hunt_id,
@@ -223,24 +228,44 @@ class FlowManager:
             timeout=float(timeout),
             max_rows=int(max_rows),
             max_upload_bytes=int(max_upload_bytes),
-            state="queued",
-            created=time.time(),
+            state="running" if online else "queued",
+            created=now,
+            started=now if online else None,
         )
 
-        def insert(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, env, timeout,"
-                " max_rows, max_upload_bytes, state, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (record.client_id, record.flow_id, record.hunt_id, record.kind, record.query,
-                 json.dumps(record.env), record.timeout, record.max_rows,
-                 record.max_upload_bytes, record.state, record.created),
-            )
+    @staticmethod
+    def insert(connection: sqlite3.Connection, records: list[FlowRecord]) -> None:
+        """Store new flows, inside a caller's write (so a flow and what it is for are one
+        transaction)."""
+        connection.executemany(
+            "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, env, timeout,"
+            " max_rows, max_upload_bytes, state, created, started)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.client_id, r.flow_id, r.hunt_id, r.kind, r.query, json.dumps(r.env),
+                 r.timeout, r.max_rows, r.max_upload_bytes, r.state, r.created, r.started)
+                for r in records
+            ],
+        )
 
-        await self.store.write(insert)
-        self.active[record.key] = record
-        session = self.sessions.get(client_id)
-        if session is not None:
-            await self.deliver(session, record)
+    async def adopt(self, records: list[FlowRecord]) -> None:
+        """Take stored flows into the running set and hand each to its agent if connected."""
+        for record in records:
+            self.active[record.key] = record
+        for record in records:
+            session = self.sessions.get(record.client_id)
+            if session is None:
+                continue
+            try:
+                await self._send_request(session, record)
+            except Exception:  # the agent left; the flow is sent again when it returns
+                log.debug("could not hand %s to %s", record.flow_id, record.client_id)
+
+    async def schedule(self, client_id: str, query: str, **options: Any) -> FlowRecord:
+        """Store one flow and hand it to its agent now if it is connected (see ``prepare``)."""
+        record = self.prepare(client_id, query, **options)
+        await self.store.write(lambda connection: self.insert(connection, [record]))
+        await self.adopt([record])
         return record
 
     async def deliver(self, session: Any, record: FlowRecord) -> None:
@@ -258,6 +283,9 @@ class FlowManager:
             await self.store.write(mark)
             record.state = "running"
             record.started = started
+        await self._send_request(session, record)
+
+    async def _send_request(self, session: Any, record: FlowRecord) -> None:
         remaining = record.timeout
         if record.timeout > 0:
             remaining = max(record.created + record.timeout - time.time(), 1.0)
@@ -279,7 +307,8 @@ class FlowManager:
             if record.state == "running" and record.flow_id in running:
                 continue  # the agent still has it and will resend what we lack
             if record.state == "running" and record.last_seq > 0:
-                await self._end(record, "error", "the agent lost the collection (restarted?)")
+                await self.end_many([record], "error",
+                                    "the agent lost the collection (restarted?)")
                 continue
             # Queued, or handed over but nothing came back: (re)sending cannot duplicate rows.
             await self.deliver(session, record)
@@ -438,48 +467,62 @@ class FlowManager:
         record = self.active.get((client_id, flow_id))
         if record is None:
             return None
-        await self._end(record, "cancelled", reason)
+        await self.end_many([record], "cancelled", reason)
         return record
 
-    async def _end(self, record: FlowRecord, state: str, error: str) -> None:
-        changes = _ended(record, state, error)
+    async def end_many(self, records: list[FlowRecord], state: str, error: str) -> None:
+        """End unfinished flows in ``state`` in one write, and tell their agents to stop."""
+        records = [r for r in records if r.active]
+        if not records:
+            return
+        changes = [(r, _ended(r, state, error)) for r in records]
 
         def op(connection: sqlite3.Connection) -> None:
-            connection.execute(
+            connection.executemany(
                 "UPDATE flows SET state = ?, error = ?, finished = ?, started = ?"
                 " WHERE client_id = ? AND flow_id = ?",
-                (changes["state"], changes["error"], changes["finished"], changes["started"],
-                 record.client_id, record.flow_id),
+                [(c["state"], c["error"], c["finished"], c["started"], r.client_id, r.flow_id)
+                 for r, c in changes],
             )
 
         await self.store.write(op)
-        for name, value in changes.items():
-            setattr(record, name, value)
-        session = self.sessions.get(record.client_id)
-        if session is not None:
+        for record, change in changes:
+            for name, value in change.items():
+                setattr(record, name, value)
+        for record in records:
+            session = self.sessions.get(record.client_id)
+            if session is None:
+                continue
             try:
                 await session.send(protocol.Cancel(flow_id=record.flow_id, reason=error))
             except Exception:  # the agent is going away; the flow has ended here regardless
                 log.debug("could not send cancel to %s", record.client_id, exc_info=True)
-        await self._finished(record)
+        await self._finished_many(records)
 
     async def _finished(self, record: FlowRecord) -> None:
-        self.active.pop(record.key, None)
-        self._notify(record.key)
+        await self._finished_many([record])
+
+    async def _finished_many(self, records: list[FlowRecord]) -> None:
+        for record in records:
+            self.active.pop(record.key, None)
+            self._notify(record.key)
         for listener in self._finish_listeners:
             try:
-                await listener(record)
+                await listener(records)
             except Exception:
-                log.exception("a flow-finished listener failed for %s", record.flow_id)
+                log.exception("a flow-finished listener failed")
 
     async def expire_due(self, now: float | None = None) -> list[FlowRecord]:
         """End every unfinished flow past its deadline as ``timeout``; returns them."""
         now = time.time() if now is None else now
         due = [r for r in self.active.values() if r.deadline is not None and r.deadline < now]
+        by_timeout: dict[float, list[FlowRecord]] = {}
         for record in due:
-            await self._end(
-                record, "timeout",
-                f"no result within {record.timeout:g} s (the agent was away or too slow)",
+            by_timeout.setdefault(record.timeout, []).append(record)
+        for timeout, records in by_timeout.items():
+            await self.end_many(
+                records, "timeout",
+                f"no result within {timeout:g} s (the agent was away or too slow)",
             )
         return due
 

@@ -5,10 +5,8 @@ it in its own event loop.
 
 from __future__ import annotations
 
-import asyncio
 import http
 import logging
-from typing import Any
 
 import websockets
 from websockets.asyncio.server import Server as WebsocketServer
@@ -16,10 +14,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from velotui.server import protocol
+from velotui.server.audit import AuditLog
 from velotui.server.client_identity import secrets_equal
 from velotui.server.clients import ClientDirectory
 from velotui.server.datastore import Datastore
 from velotui.server.flows import FlowManager
+from velotui.server.foreman import Foreman
+from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
 from velotui.server.protocol import CloseCode
 from velotui.server.service import Service
@@ -49,6 +50,9 @@ class Server:
         self.store: Store
         self.directory: ClientDirectory
         self.flows: FlowManager
+        self.hunts: HuntManager
+        self.foreman: Foreman
+        self.audit: AuditLog
         self.enrolment_secret = ""
         self._api_token = ""
         self._listener: WebsocketServer | None = None
@@ -63,6 +67,11 @@ class Server:
         await self.directory.load()
         self.flows = FlowManager(self.store, self.datastore.uploads_dir, self.directory.sessions)
         await self.flows.load()
+        self.audit = AuditLog(self.store)
+        self.hunts = HuntManager(self.store, self.flows)
+        self.foreman = Foreman(self.hunts, self.flows, self.directory)
+        await self.hunts.load()
+        await self.foreman.load()
         context = server_ssl_context(self.datastore.server_cert_path,
                                      self.datastore.server_key_path)
         self._listener = await websockets.asyncio.server.serve(
@@ -101,6 +110,8 @@ class Server:
             await self._listener.wait_closed()
             self._listener = None
             self.datastore.clear_server_address()
+        await self.foreman.close()
+        await self.hunts.close()
         await self.flows.close()
         await self.store.close()
 
@@ -136,18 +147,7 @@ class Server:
 
     async def client_checked_in(self, session: AgentSession, last_hunt_timestamp: int) -> None:
         """An agent connected or polled, reporting the newest hunt it was checked for."""
+        await self.foreman.check_in(session, last_hunt_timestamp)
 
     async def client_disconnected(self, session: AgentSession) -> None:
         """An agent's connection ended."""
-
-
-async def run_until_stopped(server: Server, stop: asyncio.Event) -> None:
-    await server.start()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-
-
-def describe(server: Server) -> dict[str, Any]:
-    return {"url": server.url, "datastore": str(server.datastore.root)}

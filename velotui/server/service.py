@@ -12,6 +12,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from velotui import __version__
+from velotui.server.conditions import estimate
+from velotui.server.errors import ServiceError
+from velotui.server.hunts import (
+    DEFAULT_CLIENT_CONDITION,
+    DEFAULT_EXPIRY,
+    DEFAULT_TIMEOUT,
+    Hunt,
+    parse_duration,
+)
 from velotui.vql import check
 from velotui.vql.values import to_json_value
 
@@ -19,10 +28,6 @@ if TYPE_CHECKING:
     from velotui.server.server import Server
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ServiceError(Exception):
-    """A request the server refuses; the message is one line for the operator."""
 
 
 def streaming(method: F) -> F:
@@ -95,6 +100,8 @@ class Service:
             client_id, query, timeout=timeout, max_rows=max_rows,
             max_upload_bytes=max_upload_bytes,
         )
+        await self.server.audit.record(self.actor, "collect", f"{client_id}/{record.flow_id}",
+                                       query=query)
         return record.describe()
 
     @streaming
@@ -159,4 +166,182 @@ class Service:
         record = await self.server.flows.cancel(client_id, flow_id)
         if record is None:
             raise ServiceError(f"flow {flow_id} on {client_id} is not running")
+        await self.server.audit.record(self.actor, "cancel", f"{client_id}/{flow_id}")
         return record.describe()
+
+    # Hunts --------------------------------------------------------------------------------------
+
+    async def create_hunt(
+        self,
+        query: str,
+        client_condition: str = DEFAULT_CLIENT_CONDITION,
+        server_condition: str = "",
+        rate: float = 0,
+        limit: int = 0,
+        expires: float | str = DEFAULT_EXPIRY,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_rows: int = 0,
+        max_upload_bytes: int = 0,
+        description: str = "",
+        start: bool = False,
+    ) -> dict[str, Any]:
+        """Create a hunt (paused unless ``start``); ``expires`` is seconds from now or a
+        duration like ``7d``. Refuses VQL that does not parse, naming line and column."""
+        check_query(query, "collection query")
+        check_query(client_condition, "client-side condition")
+        if server_condition.strip():
+            check_query(server_condition, "server-side condition")
+        try:
+            lifetime = parse_duration(expires) if isinstance(expires, str) else float(expires)
+            rate, limit = float(rate), int(limit)
+        except (TypeError, ValueError) as error:
+            raise ServiceError(str(error)) from None
+        if lifetime <= 0 or rate < 0 or limit < 0:
+            raise ServiceError("expiry must be positive; rate and limit cannot be negative")
+        timeout, max_rows, max_upload_bytes = _limits(timeout, max_rows, max_upload_bytes)
+        hunt = Hunt(
+            hunt_id="", query=query, client_condition=client_condition,
+            server_condition=server_condition, description=str(description), rate=rate,
+            client_limit=limit, expires=time.time() + lifetime, timeout=timeout,
+            max_rows=max_rows, max_upload_bytes=max_upload_bytes, state="paused", created=0.0,
+            creator=self.actor,
+        )
+        hunt = await self.server.hunts.create(hunt)
+        await self.server.audit.record(self.actor, "create", hunt.hunt_id,
+                                       description=hunt.description, query=query)
+        if start:
+            return await self.start_hunt(hunt.hunt_id)
+        return hunt.describe()
+
+    async def list_hunts(self) -> list[dict[str, Any]]:
+        """Every hunt, newest first."""
+        hunts = sorted(self.server.hunts.hunts.values(), key=lambda h: h.created, reverse=True)
+        return [h.describe() for h in hunts]
+
+    async def get_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """One hunt: its spec, state and counts."""
+        return self.server.hunts.get(hunt_id).describe()
+
+    async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
+        hunt = await self.server.hunts.start(hunt_id)
+        await self.server.audit.record(self.actor, "start", hunt_id)
+        return hunt.describe()
+
+    async def stop_hunt(self, hunt_id: str) -> dict[str, Any]:
+        hunt = await self.server.hunts.stop(hunt_id, f"stopped by {self.actor}")
+        await self.server.audit.record(self.actor, "stop", hunt_id)
+        return hunt.describe()
+
+    async def relaunch_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Re-run the clients of the hunt that ended in errors, and only those."""
+        count = await self.server.hunts.relaunch(hunt_id)
+        await self.server.audit.record(self.actor, "relaunch", hunt_id, clients=count)
+        return {**self.server.hunts.get(hunt_id).describe(), "relaunched": count}
+
+    @streaming
+    async def watch_hunts(self) -> AsyncIterator[dict[str, Any]]:
+        """Every hunt, then each hunt again whenever its state or counts change."""
+        async with contextlib.aclosing(self.server.hunts.subscribe()) as events:
+            async for event in events:
+                yield event
+
+    async def hunt_clients(self, hunt_id: str, queue: str | None = None, offset: int = 0,
+                           limit: int = 1000) -> list[dict[str, Any]]:
+        """The clients of a hunt with their queue and their collection's state and figures."""
+        self.server.hunts.get(hunt_id)
+        where, params = "hc.hunt_id = ?", [hunt_id]
+        if queue:
+            where += " AND hc.queue = ?"
+            params.append(queue)
+        rows = await self.server.store.fetch_all(
+            "SELECT hc.client_id, hc.queue, hc.stage, hc.flow_id, hc.attempt, hc.error AS"
+            " hunt_error, hc.checked, hc.updated, f.state, f.rows, f.bytes, f.error, f.started,"
+            " f.finished FROM hunt_clients hc LEFT JOIN flows f ON f.client_id = hc.client_id"
+            f" AND f.flow_id = hc.flow_id WHERE {where} ORDER BY hc.checked, hc.client_id"
+            " LIMIT ? OFFSET ?",
+            (*params, int(limit), int(offset)),
+        )
+        directory = self.server.directory
+        described = []
+        for row in rows:
+            record = directory.get(row["client_id"])
+            started, finished = row["started"], row["finished"]
+            described.append({
+                "client_id": row["client_id"],
+                "hostname": record.hostname if record else "",
+                "fqdn": record.fqdn if record else "",
+                "queue": row["queue"],
+                "stage": row["stage"],
+                "flow_id": row["flow_id"],
+                "attempt": row["attempt"],
+                "state": row["state"],
+                "rows": row["rows"] or 0,
+                "bytes": row["bytes"] or 0,
+                "duration": (finished - started) if started and finished else None,
+                "error": row["hunt_error"] or row["error"],
+                "checked": row["checked"],
+                "online": directory.is_online(row["client_id"]),
+            })
+        return described
+
+    @streaming
+    async def hunt_results(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Every client's rows, each with ``ClientId``, ``Fqdn`` and ``FlowId`` first."""
+        self.server.hunts.get(hunt_id)
+        clients = await self.server.store.fetch_all(
+            "SELECT client_id, flow_id FROM hunt_clients WHERE hunt_id = ? AND flow_id IS NOT"
+            " NULL ORDER BY checked, client_id",
+            (hunt_id,),
+        )
+        for client in clients:
+            record = self.server.directory.get(client["client_id"])
+            fqdn = record.fqdn if record else ""
+            extra = {"ClientId": client["client_id"], "Fqdn": fqdn, "FlowId": client["flow_id"]}
+            async for _seq, rows in self.server.flows.row_batches(client["client_id"],
+                                                                  client["flow_id"]):
+                yield {"event": "rows", "rows": [{**extra, **row} for row in rows]}
+
+    async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """Log lines and errors from the hunt's agents, newest last."""
+        self.server.hunts.get(hunt_id)
+        rows = await self.server.store.fetch_all(
+            "SELECT * FROM (SELECT l.client_id, l.flow_id, l.time, l.level, l.message"
+            " FROM flow_logs l JOIN flows f ON f.client_id = l.client_id AND f.flow_id = l.flow_id"
+            " WHERE f.hunt_id = ? UNION ALL SELECT client_id, flow_id, COALESCE(finished,"
+            " created), 'error', error FROM flows WHERE hunt_id = ? AND error IS NOT NULL)"
+            " ORDER BY time DESC LIMIT ?",
+            (hunt_id, hunt_id, int(limit)),
+        )
+        return [dict(row) for row in reversed(rows)]
+
+    async def estimate_hunt(self, server_condition: str = "",
+                            client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
+        """How many known clients would match, judged by their last known facts."""
+        check_query(client_condition, "client-side condition")
+        if server_condition.strip():
+            check_query(server_condition, "server-side condition")
+        result = await estimate(self.server.directory.all(), client_condition, server_condition)
+        return result.describe()
+
+    # Clients, audit -----------------------------------------------------------------------------
+
+    async def label_client(self, client_id: str, add: list[str] | None = None,
+                           remove: list[str] | None = None) -> dict[str, Any]:
+        """Add and remove operator-assigned labels; returns the client."""
+        record = self.server.directory.get(client_id)
+        if record is None:
+            raise ServiceError(f"no client {client_id!r} (see: velotui clients)")
+        labels = [label for label in record.operator_labels if label not in (remove or [])]
+        for label in add or []:
+            if not label or len(label) > 128:
+                raise ServiceError(f"bad label {label!r}")
+            if label not in labels:
+                labels.append(label)
+        record = await self.server.directory.set_operator_labels(client_id, labels)
+        await self.server.audit.record(self.actor, "label", client_id, add=add or [],
+                                       remove=remove or [])
+        return to_json_value(self.server.directory.describe(record))
+
+    async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Operator actions, oldest first."""
+        return await self.server.audit.entries(limit)

@@ -1,0 +1,856 @@
+"""Exporting a hunt: one zip holding the hunt, every client's rows, logs and uploaded files.
+
+The zip is streamed. Rows are read from the database a few batches at a time and handed, in
+chunks, to one worker thread that owns the zip file, through a bounded queue: memory stays flat
+whatever the hunt's size, and the event loop keeps serving agents while a big export runs. The
+zip is written to a temporary file beside the destination and renamed into place only once it is
+complete, so an interrupted export never leaves half a zip under the final name.
+
+Layout (``fmt`` picks the ``.jsonl`` and/or ``.csv`` entries; ``summary`` drops the folders)::
+
+    hunt.json                          the hunt, its queries, counts, timings and export options
+    results/All.jsonl, All.csv         every client's rows, with ClientId, Fqdn, FlowId first
+    <hostname>-<client_id>/client.json the client, its place in the hunt, its flow
+    <hostname>-<client_id>/results.jsonl, results.csv
+    <hostname>-<client_id>/log.jsonl   the flow's log lines
+    <hostname>-<client_id>/uploads.json each upload: its entry, the agent's name, size, sha256
+    <hostname>-<client_id>/uploads/<safe name>
+
+Every entry name is built here from sanitised components: no absolute paths, drive letters,
+``..``, backslashes, control characters or empty components, whatever an agent called its files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import queue
+import re
+import tempfile
+import threading
+import time
+import unicodedata
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from velotui.server.flows import unpack_rows
+from velotui.server.hunts import CHECKING, QUEUES, Hunt
+from velotui.server.store import Store
+from velotui.vql.values import json_text, to_json_value
+
+FORMATS = ("json", "csv", "both")
+ADDED_COLUMNS = ("ClientId", "Fqdn", "FlowId")
+
+# Text is handed to the worker in chunks of about this size; with QUEUE_DEPTH chunks waiting at
+# most, the export holds a few megabytes whatever the hunt's size.
+CHUNK_CHARS = 256 * 1024
+QUEUE_DEPTH = 8
+COPY_CHUNK_BYTES = 1024 * 1024
+# A stored batch can be up to a frame (4 MiB): read a few at a time, never a few hundred.
+BATCHES_PER_READ = 4
+PROGRESS_INTERVAL = 0.25
+
+# Components are capped in UTF-8 bytes: file systems limit names to 255 bytes, and a folder name
+# plus a disambiguating suffix must still fit.
+COMPONENT_BYTES = 120
+HOSTNAME_BYTES = 64
+_UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*]')
+_DOT_RUNS = re.compile(r"\.{2,}")
+# Names Windows reserves for devices, whatever the extension: extracting them there misbehaves.
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
+_UNWANTED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+class ExportError(Exception):
+    """The export cannot be made: an unknown hunt, or a destination that cannot be written."""
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """How far an export has got; every count is of what the zip already holds."""
+
+    entries_written: int
+    rows_written: int  # rows in results/All.* (each row once, whatever the format)
+    bytes_written: int  # bytes of the zip file so far
+    clients_done: int
+    clients_total: int
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A finished export."""
+
+    path: Path
+    entries: int
+    rows: int
+    bytes: int  # the zip file's size
+    clients: int
+
+
+# Entry names ------------------------------------------------------------------------------------
+
+
+def _cap(text: str, limit: int, keep_end: bool = False) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    # Cutting bytes may split a character; "ignore" drops the half.
+    cut = data[-limit:] if keep_end else data[:limit]
+    return cut.decode("utf-8", errors="ignore")
+
+
+def safe_component(text: str, fallback: str = "_", limit: int = COMPONENT_BYTES,
+                   keep_end: bool = False) -> str:
+    """``text`` as one path component safe on any system: no separators, drive colons, control
+    or invisible characters, runs of dots, trailing dots or spaces, or reserved device names;
+    at most ``limit`` UTF-8 bytes (keeping the end when ``keep_end``). ``fallback`` when
+    nothing is left."""
+    cleaned = "".join(
+        "_" if unicodedata.category(ch) in _UNWANTED_CATEGORIES else ch for ch in str(text)
+    )
+    cleaned = _UNSAFE_CHARACTERS.sub("_", cleaned)
+    # ".." anywhere would alarm zip-slip checkers even where it is harmless; one dot says as much.
+    cleaned = _DOT_RUNS.sub(".", cleaned)
+    cleaned = _cap(cleaned, limit, keep_end)
+    # Windows drops trailing dots and spaces, so "x." and "x" would be one file there.
+    cleaned = cleaned.strip(" ").rstrip(". ")
+    if cleaned in ("", "."):
+        return fallback
+    if cleaned.split(".", 1)[0].upper() in _RESERVED:
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def safe_upload_name(name: str) -> str:
+    """An agent's name for a file (any path, from any system) as one safe file name: its path
+    components joined with ``_``, dropping empty, ``.`` and ``..`` ones; the end is kept when it
+    is too long, as that is where the file's own name is."""
+    parts = [p for p in re.split(r"[/\\]", str(name)) if p not in ("", ".", "..")]
+    joined = "_".join(safe_component(p, fallback="", keep_end=True) for p in parts)
+    return safe_component(joined, fallback="upload", keep_end=True)
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``name (2).ext`` and so on, not yet in ``used`` (compared case-insensitively,
+    as extraction on Windows and macOS would); the result is added to ``used``."""
+    candidate = name
+    stem, dot, extension = name.rpartition(".")
+    if not dot or not stem or len(extension) > 16:
+        stem, extension = name, ""
+    else:
+        extension = "." + extension
+    number = 2
+    while candidate.casefold() in used:
+        candidate = f"{stem} ({number}){extension}"
+        number += 1
+    used.add(candidate.casefold())
+    return candidate
+
+
+# The worker thread ------------------------------------------------------------------------------
+
+
+def _mark_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _fsync_folder(folder: Path) -> None:
+    # The rename is durable only once the folder's entry is on disk (POSIX only).
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _ZipWorker:
+    """The one thread that writes the zip. The event loop hands it operations through an
+    unbounded queue guarded by a semaphore the thread releases, so at most QUEUE_DEPTH wait and
+    the loop never blocks on a full queue."""
+
+    def __init__(self, destination: Path, date_time: tuple[int, int, int, int, int, int]) -> None:
+        self.destination = destination
+        self._date_time = date_time
+        self._loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(QUEUE_DEPTH)
+        self._operations: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None]
+        self._operations = queue.SimpleQueue()
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._aborting = False
+        self._committed = False
+        self.error: BaseException | None = None
+        # Counts of what the zip holds, written by the thread only.
+        self.entries = 0
+        self.rows = 0
+        self.clients = 0
+        self.bytes = 0
+        self._temp_path: Path | None = None
+        self._file: IO[bytes] | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._entry: IO[bytes] | None = None
+        self._source: IO[bytes] | None = None
+        self._source_left = 0
+        self._thread = threading.Thread(target=self._run, name="velotui-export", daemon=True)
+        self._thread.start()
+
+    # Event loop side.
+
+    def raise_if_failed(self) -> None:
+        """Raise what the thread ran into (an OSError as ExportError)."""
+        error = self.error
+        if error is None:
+            return
+        if isinstance(error, OSError):
+            raise ExportError(f"cannot write {self.destination}: {error}") from error
+        raise error
+
+    async def submit(self, operation: Callable[..., None], *args: Any) -> None:
+        self.raise_if_failed()
+        await self._slots.acquire()
+        self._operations.put((operation, args))
+
+    async def finish(self) -> None:
+        """Complete the zip and rename it into place; raises what went wrong."""
+        await self.submit(self._commit)
+        self._operations.put(None)
+        await asyncio.shield(self._stopped)
+        self.raise_if_failed()
+
+    async def abort(self) -> None:
+        """Drop what is queued and remove the temporary file."""
+        self._aborting = True
+        self._operations.put(None)
+        with contextlib.suppress(asyncio.CancelledError):
+            # Shielded: a second cancellation must not leave the thread's cleanup unawaited.
+            await asyncio.shield(self._stopped)
+
+    async def write_json(self, name: str, document: Any) -> None:
+        text = json.dumps(to_json_value(document), indent=2, ensure_ascii=False) + "\n"
+        await self.submit(self._open_entry, name)
+        await self.submit(self._write, text.encode("utf-8"))
+        await self.submit(self._close_entry)
+
+    @contextlib.asynccontextmanager
+    async def entry(self, name: str) -> AsyncIterator[_TextEntry]:
+        """A text entry written in chunks; closed when the block ends without error."""
+        await self.submit(self._open_entry, name)
+        text = _TextEntry(self)
+        yield text
+        await text.flush()
+        await self.submit(self._close_entry)
+
+    async def count(self, rows: int = 0, clients: int = 0) -> None:
+        """Count rows or clients as written once everything handed over before is."""
+        await self.submit(self._count, rows, clients)
+
+    # Thread side.
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._operations.get()
+                if item is None:
+                    return
+                operation, args = item
+                try:
+                    if self.error is None and not self._aborting:
+                        operation(*args)
+                except BaseException as error:  # handed to the event loop at its next submit
+                    self.error = error
+                finally:
+                    self._call_loop(self._slots.release)
+        finally:
+            if not self._committed:
+                self._discard()
+            self._call_loop(_mark_done, self._stopped)
+
+    def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _start(self) -> None:
+        folder = self.destination.parent
+        descriptor, temp_name = tempfile.mkstemp(
+            dir=folder, prefix=f".{self.destination.name}.", suffix=".tmp"
+        )
+        self._temp_path = Path(temp_name)
+        self._file = os.fdopen(descriptor, "w+b")
+        self._zip = zipfile.ZipFile(self._file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+
+    def _open_entry(self, name: str) -> None:
+        assert self._zip is not None and self._entry is None
+        info = zipfile.ZipInfo(name, self._date_time)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o600 << 16  # results are sensitive: owner only when extracted
+        # force_zip64: the size is unknown when the entry starts and may pass 4 GiB.
+        self._entry = self._zip.open(info, "w", force_zip64=True)
+
+    def _write(self, data: bytes) -> None:
+        assert self._entry is not None and self._file is not None
+        self._entry.write(data)
+        self.bytes = self._file.tell()
+
+    def _close_entry(self) -> None:
+        assert self._entry is not None and self._file is not None
+        self._entry.close()
+        self._entry = None
+        self.entries += 1
+        self.bytes = self._file.tell()
+
+    def _open_source(self, path: Path, size: int) -> None:
+        self._source = open(path, "rb")  # noqa: SIM115 - closed by _close_source or _discard
+        self._source_left = size
+
+    def _copy_chunk(self) -> None:
+        assert self._source is not None and self._entry is not None and self._file is not None
+        data = self._source.read(min(COPY_CHUNK_BYTES, self._source_left))
+        if data:
+            self._entry.write(data)
+            self._source_left -= len(data)
+            self.bytes = self._file.tell()
+
+    def _close_source(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
+    def _count(self, rows: int, clients: int) -> None:
+        self.rows += rows
+        self.clients += clients
+
+    def _commit(self) -> None:
+        assert self._zip is not None and self._file is not None and self._temp_path is not None
+        self._zip.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.bytes = self._file.tell()
+        self._file.close()
+        os.replace(self._temp_path, self.destination)
+        self._committed = True
+        # The zip is complete and in place; a folder that cannot be synced does not undo that.
+        with contextlib.suppress(OSError):
+            _fsync_folder(self.destination.parent)
+
+    def _discard(self) -> None:
+        # Best effort: the export has failed already, and the temporary file must go regardless.
+        with contextlib.suppress(Exception):
+            self._close_source()
+        if self._entry is not None:
+            with contextlib.suppress(Exception):
+                self._entry.close()
+        if self._zip is not None:
+            with contextlib.suppress(Exception):
+                self._zip.close()
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+        if self._temp_path is not None:
+            with contextlib.suppress(OSError):
+                self._temp_path.unlink()
+
+
+class _TextEntry:
+    """Text for the open entry, gathered into chunks of about CHUNK_CHARS for the worker."""
+
+    def __init__(self, worker: _ZipWorker) -> None:
+        self._worker = worker
+        self.buffer = io.StringIO()  # also the target of a csv.writer, so never replaced
+
+    async def write(self, text: str) -> None:
+        self.buffer.write(text)
+        await self.flush_if_full()
+
+    async def flush_if_full(self) -> None:
+        if self.buffer.tell() >= CHUNK_CHARS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        text = self.buffer.getvalue()
+        if text:
+            self.buffer.seek(0)
+            self.buffer.truncate()
+            await self._worker.submit(self._worker._write, text.encode("utf-8"))
+
+
+class _Reporter:
+    """Calls the caller's progress callback, on the event loop, at most every PROGRESS_INTERVAL
+    seconds, and whenever ``report`` is called."""
+
+    def __init__(self, worker: _ZipWorker, clients_total: int,
+                 callback: Callable[[ExportProgress], None] | None) -> None:
+        self._worker = worker
+        self._clients_total = clients_total
+        self._callback = callback
+        self._last = time.monotonic()
+
+    def report(self) -> None:
+        if self._callback is None:
+            return
+        self._last = time.monotonic()
+        worker = self._worker
+        self._callback(ExportProgress(
+            entries_written=worker.entries,
+            rows_written=worker.rows,
+            bytes_written=worker.bytes,
+            clients_done=worker.clients,
+            clients_total=self._clients_total,
+        ))
+
+    def maybe_report(self) -> None:
+        if self._callback is not None and time.monotonic() - self._last >= PROGRESS_INTERVAL:
+            self.report()
+
+
+# Reading the hunt -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Member:
+    """A client of the hunt with a collection flow, as the export saw it at its start."""
+
+    client_id: str
+    flow_id: str
+    hostname: str
+    fqdn: str
+    folder: str
+    columns: tuple[str, ...] = ()
+
+
+def _facts(text: str | None) -> dict[str, Any]:
+    try:
+        facts = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return facts if isinstance(facts, dict) else {}
+
+
+def _text_fact(facts: dict[str, Any], name: str) -> str:
+    value = facts.get(name)
+    return str(value) if value not in (None, "") else ""
+
+
+async def _members(store: Store, hunt_id: str) -> list[_Member]:
+    """The hunt's clients that have a collection flow, each with its current flow (its latest
+    attempt), taken once so every pass of the export sees the same clients and flows."""
+    members: list[_Member] = []
+    folders: set[str] = set()
+    async for row in store.iterate(
+        "SELECT hc.client_id, hc.flow_id, c.facts FROM hunt_clients hc"
+        " JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
+        " LEFT JOIN clients c ON c.client_id = hc.client_id"
+        " WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL AND f.kind = 'collection'"
+        " ORDER BY hc.client_id",
+        (hunt_id,),
+    ):
+        facts = _facts(row["facts"])
+        hostname = _text_fact(facts, "Hostname")
+        fqdn = _text_fact(facts, "Fqdn") or hostname
+        folder_host = safe_component(hostname or fqdn, "unknown", HOSTNAME_BYTES)
+        folder = _unique(f"{folder_host}-{safe_component(row['client_id'])}", folders)
+        members.append(_Member(row["client_id"], row["flow_id"], hostname, fqdn, folder))
+    return members
+
+
+async def _row_batches(store: Store, member: _Member, cutoff: int
+                       ) -> AsyncIterator[list[dict[str, Any]]]:
+    """The member's stored rows, batch by batch, up to the export's snapshot."""
+    after = -1
+    while True:
+        # Paged by hand: store.iterate fetches hundreds of rows at once, and a batch can be MiBs.
+        page = await store.fetch_all(
+            "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq > ?"
+            " AND rowid <= ? ORDER BY seq LIMIT ?",
+            (member.client_id, member.flow_id, after, cutoff, BATCHES_PER_READ),
+        )
+        if not page:
+            return
+        for record in page:
+            after = record["seq"]
+            yield [
+                row if isinstance(row, dict) else {"_value": row}
+                for row in unpack_rows(record["data"])
+            ]
+        if len(page) < BATCHES_PER_READ:
+            return
+
+
+def _with_added(member: _Member, row: dict[str, Any]) -> dict[str, Any]:
+    # The server's own ClientId, Fqdn and FlowId win over same-named columns an agent sent (an
+    # agent must not pass for another); the client's own results keep the agent's columns.
+    combined: dict[str, Any] = {
+        "ClientId": member.client_id, "Fqdn": member.fqdn, "FlowId": member.flow_id,
+    }
+    for key, value in row.items():
+        if key not in combined:
+            combined[key] = value
+    return combined
+
+
+def _cell(value: Any) -> str:
+    # The same cell text as the CLI's CSV (velotui.cli.output.cell_text; the server cannot
+    # import the CLI): NULL empty, booleans lower case, nested values as JSON.
+    value = to_json_value(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json_text(value)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    # Formatted as `velotui hunt results --format jsonl` writes rows.
+    return json.dumps(to_json_value(row), ensure_ascii=False) + "\n"
+
+
+async def _learn_columns(store: Store, members: list[_Member], cutoff: int,
+                         reporter: _Reporter) -> list[str]:
+    """The first pass for CSV: the columns of All.csv (added ones first, then every column in
+    first-seen order), and each member's own columns."""
+    every: dict[str, None] = dict.fromkeys(ADDED_COLUMNS)
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # most clients share one set of columns
+    for member in members:
+        seen: dict[str, None] = {}
+        async for batch in _row_batches(store, member, cutoff):
+            for row in batch:
+                for key in row:
+                    if key not in seen:
+                        seen[key] = None
+                        every.setdefault(key, None)
+            reporter.maybe_report()
+        columns = tuple(seen)
+        member.columns = shared.setdefault(columns, columns)
+    return list(every)
+
+
+async def _write_all(worker: _ZipWorker, store: Store, members: list[_Member], cutoff: int,
+                     kind: str, header: list[str], *, count_rows: bool, count_clients: bool,
+                     reporter: _Reporter) -> None:
+    """results/All.jsonl or results/All.csv: every member's rows with the added columns."""
+    async with worker.entry(f"results/All.{kind}") as out:
+        writer = csv.writer(out.buffer, lineterminator="\n")
+        if kind == "csv":
+            writer.writerow(header)
+        for member in members:
+            rows = 0
+            async for batch in _row_batches(store, member, cutoff):
+                for row in batch:
+                    combined = _with_added(member, row)
+                    if kind == "csv":
+                        writer.writerow([_cell(combined.get(column)) for column in header])
+                    else:
+                        out.buffer.write(_row_line(combined))
+                rows += len(batch)
+                await out.flush_if_full()
+                reporter.maybe_report()
+            if count_rows and rows:
+                await out.flush()
+                await worker.count(rows=rows)
+            if count_clients:
+                await out.flush()
+                await worker.count(clients=1)
+                reporter.report()
+
+
+# One client's folder ----------------------------------------------------------------------------
+
+
+async def _write_client_results(worker: _ZipWorker, store: Store, member: _Member, cutoff: int,
+                                kind: str, reporter: _Reporter) -> int:
+    rows = 0
+    async with worker.entry(f"{member.folder}/results.{kind}") as out:
+        writer = csv.writer(out.buffer, lineterminator="\n")
+        if kind == "csv":
+            writer.writerow(member.columns)
+        async for batch in _row_batches(store, member, cutoff):
+            for row in batch:
+                if kind == "csv":
+                    writer.writerow([_cell(row.get(column)) for column in member.columns])
+                else:
+                    out.buffer.write(_row_line(row))
+            rows += len(batch)
+            await out.flush_if_full()
+            reporter.maybe_report()
+    return rows
+
+
+async def _write_client_log(worker: _ZipWorker, store: Store, member: _Member) -> int:
+    lines = 0
+    async with worker.entry(f"{member.folder}/log.jsonl") as out:
+        async for row in store.iterate(
+            "SELECT time, level, message FROM flow_logs WHERE client_id = ? AND flow_id = ?"
+            " ORDER BY seq",
+            (member.client_id, member.flow_id),
+        ):
+            line = {"time": row["time"], "level": row["level"], "message": row["message"]}
+            await out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            lines += 1
+    return lines
+
+
+def _stored_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+async def _write_client_uploads(worker: _ZipWorker, store: Store, uploads_dir: Path,
+                                member: _Member, reporter: _Reporter) -> list[dict[str, Any]]:
+    """Copy each upload of the member's flow into ``uploads/``; returns the index."""
+    index: list[dict[str, Any]] = []
+    used: set[str] = set()
+    async for row in store.iterate(
+        "SELECT upload_id, name, path, size, sha256, complete FROM uploads"
+        " WHERE client_id = ? AND flow_id = ? ORDER BY upload_id",
+        (member.client_id, member.flow_id),
+    ):
+        item: dict[str, Any] = {
+            "entry": None,
+            "name": row["name"],
+            "upload_id": row["upload_id"],
+            "size": 0,
+            "sha256": row["sha256"],
+            "complete": bool(row["complete"]),
+            "error": None,
+        }
+        index.append(item)
+        relative = Path(row["path"])
+        if relative.is_absolute() or ".." in relative.parts:
+            item["error"] = "the stored path is outside the uploads folder"
+            continue
+        source = uploads_dir / relative
+        on_disk = await asyncio.to_thread(_stored_size, source)
+        if on_disk is None:
+            item["error"] = "the stored file is missing"
+            continue
+        # Only what the database recorded is durable; bytes past it are from an unrecorded chunk.
+        size = min(int(row["size"]), on_disk)
+        if size < int(row["size"]):
+            item["error"] = f"the stored file has {on_disk} of {row['size']} bytes"
+        name = _unique(safe_upload_name(row["name"]), used)
+        item["entry"] = f"uploads/{name}"
+        item["size"] = size
+        await worker.submit(worker._open_entry, f"{member.folder}/uploads/{name}")
+        await worker.submit(worker._open_source, source, size)
+        for _ in range(-(-size // COPY_CHUNK_BYTES)):
+            await worker.submit(worker._copy_chunk)
+            reporter.maybe_report()
+        await worker.submit(worker._close_source)
+        await worker.submit(worker._close_entry)
+    return index
+
+
+async def _client_document(store: Store, hunt_id: str, member: _Member, *, rows: int,
+                           log_lines: int, uploads: int) -> dict[str, Any]:
+    row = await store.fetch_one(
+        "SELECT hc.queue, hc.stage, hc.attempt, hc.checked, hc.updated, hc.error AS hunt_error,"
+        " c.first_seen, c.last_seen, c.facts, c.agent_labels, c.operator_labels,"
+        " f.state, f.created, f.started, f.finished, f.rows, f.bytes, f.error"
+        " FROM hunt_clients hc"
+        " LEFT JOIN clients c ON c.client_id = hc.client_id"
+        " LEFT JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = ?"
+        " WHERE hc.hunt_id = ? AND hc.client_id = ?",
+        (member.flow_id, hunt_id, member.client_id),
+    )
+    data: dict[str, Any] = dict(row) if row is not None else {}
+    facts = _facts(data.get("facts"))
+    agent_labels = _json_list(data.get("agent_labels"))
+    operator_labels = _json_list(data.get("operator_labels"))
+    started, finished = data.get("started"), data.get("finished")
+    return {
+        "client_id": member.client_id,
+        "hostname": member.hostname,
+        "fqdn": member.fqdn,
+        "os": _text_fact(facts, "OS"),
+        "labels": list(dict.fromkeys([*agent_labels, *operator_labels])),
+        "agent_labels": agent_labels,
+        "operator_labels": operator_labels,
+        "first_seen": data.get("first_seen"),
+        "last_seen": data.get("last_seen"),
+        "hunt": {
+            "hunt_id": hunt_id,
+            "queue": data.get("queue"),
+            "stage": data.get("stage"),
+            "attempt": data.get("attempt"),
+            "checked": data.get("checked"),
+            "updated": data.get("updated"),
+            "error": data.get("hunt_error"),
+        },
+        "flow": {
+            "flow_id": member.flow_id,
+            "state": data.get("state"),
+            "rows": data.get("rows"),
+            "bytes": data.get("bytes"),
+            "error": data.get("error"),
+            "created": data.get("created"),
+            "started": started,
+            "finished": finished,
+            "duration": max(finished - started, 0.0)
+            if started is not None and finished is not None else None,
+        },
+        "export": {"folder": member.folder, "rows": rows, "log_lines": log_lines,
+                   "uploads": uploads},
+    }
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+async def _hunt_document(store: Store, hunt_row: Any, *, exported: float, fmt: str,
+                         summary: bool, clients: int) -> dict[str, Any]:
+    hunt = Hunt.from_row(hunt_row)
+    for count in await store.fetch_all(
+        "SELECT queue, COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ? GROUP BY queue",
+        (hunt.hunt_id,),
+    ):
+        hunt.counts[count["queue"]] = count["n"]
+    finished = await store.fetch_one(
+        "SELECT MIN(finished) AS first, MAX(finished) AS last FROM flows"
+        " WHERE hunt_id = ? AND kind = 'collection'",
+        (hunt.hunt_id,),
+    )
+    return {
+        "hunt_id": hunt.hunt_id,
+        "description": hunt.description,
+        "state": hunt.state,
+        "stop_reason": hunt.stop_reason,
+        "creator": hunt.creator,
+        "queries": {
+            "collection": hunt.query,
+            "client_condition": hunt.client_condition,
+            "server_condition": hunt.server_condition,
+        },
+        "rate": hunt.rate,
+        "limit": hunt.client_limit,
+        "expires": hunt.expires,
+        "limits": {
+            "timeout": hunt.timeout,
+            "max_rows": hunt.max_rows,
+            "max_upload_bytes": hunt.max_upload_bytes,
+        },
+        "counts": {queue: hunt.counts.get(queue, 0) for queue in QUEUES},
+        "checking": hunt.counts.get(CHECKING, 0),
+        "timings": {
+            "created": hunt.created,
+            "started": hunt.started,
+            "stopped": hunt.stopped,
+            "first_finished": finished["first"] if finished is not None else None,
+            "last_finished": finished["last"] if finished is not None else None,
+        },
+        "export": {"time": exported, "format": fmt, "summary": summary, "clients": clients},
+    }
+
+
+def _zip_time(when: float) -> tuple[int, int, int, int, int, int]:
+    stamp = time.localtime(when)
+    if stamp.tm_year < 1980:  # the zip format cannot say earlier
+        return (1980, 1, 1, 0, 0, 0)
+    return (stamp.tm_year, stamp.tm_mon, stamp.tm_mday, stamp.tm_hour, stamp.tm_min,
+            stamp.tm_sec)
+
+
+# The export -------------------------------------------------------------------------------------
+
+
+async def export_hunt(
+    store: Store,
+    uploads_dir: Path,
+    hunt_id: str,
+    destination: Path,
+    *,
+    fmt: str = "json",
+    summary: bool = False,
+    progress: Callable[[ExportProgress], None] | None = None,
+) -> ExportResult:
+    """Write hunt ``hunt_id`` as one zip at ``destination`` (layout in this module's docstring):
+    ``fmt`` is "json", "csv" or "both"; ``summary`` leaves out the per-client folders;
+    ``progress`` is called on the event loop after each client, every so often in between, and
+    at the end.
+
+    The export reads the rows stored when it starts; rows arriving meanwhile are left out, so
+    every entry agrees with the others. Returns what was written. Raises ValueError for an
+    unknown ``fmt``, ExportError for an unknown hunt or a destination that cannot be written;
+    on any error or cancellation ``destination`` is left as it was.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    destination = Path(destination)
+    hunt_row = await store.fetch_one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+    if hunt_row is None:
+        raise ExportError(f"no hunt {hunt_id}")
+    if not destination.parent.is_dir():
+        raise ExportError(f"cannot write {destination}: {destination.parent} is not a folder")
+
+    exported = time.time()
+    # Rows are only ever added, so a rowid bound is a snapshot every pass can share.
+    snapshot = await store.fetch_one("SELECT COALESCE(MAX(rowid), 0) AS cutoff FROM flow_rows")
+    cutoff = int(snapshot["cutoff"]) if snapshot is not None else 0
+    members = await _members(store, hunt_id)
+    document = await _hunt_document(store, hunt_row, exported=exported, fmt=fmt,
+                                    summary=summary, clients=len(members))
+    kinds = {"json": ("jsonl",), "csv": ("csv",), "both": ("jsonl", "csv")}[fmt]
+
+    worker = _ZipWorker(destination, _zip_time(exported))
+    reporter = _Reporter(worker, len(members), progress)
+    try:
+        await worker.submit(worker._start)
+        await worker.write_json("hunt.json", document)
+        header: list[str] = []
+        if "csv" in kinds:
+            header = await _learn_columns(store, members, cutoff, reporter)
+        for position, kind in enumerate(kinds):
+            # Rows are counted once whatever the formats; in a summary a client is done once
+            # its rows are in the last of them.
+            await _write_all(
+                worker, store, members, cutoff, kind, header,
+                count_rows=position == 0,
+                count_clients=summary and position == len(kinds) - 1,
+                reporter=reporter,
+            )
+        if not summary:
+            for member in members:
+                rows = 0
+                for kind in kinds:
+                    rows = await _write_client_results(worker, store, member, cutoff, kind,
+                                                       reporter)
+                log_lines = await _write_client_log(worker, store, member)
+                index = await _write_client_uploads(worker, store, uploads_dir, member, reporter)
+                await worker.write_json(f"{member.folder}/uploads.json", index)
+                await worker.write_json(
+                    f"{member.folder}/client.json",
+                    await _client_document(store, hunt_id, member, rows=rows,
+                                           log_lines=log_lines, uploads=len(index)),
+                )
+                await worker.count(clients=1)
+                reporter.report()
+        await worker.finish()
+    except BaseException:
+        await worker.abort()
+        raise
+    reporter.report()
+    return ExportResult(
+        path=destination,
+        entries=worker.entries,
+        rows=worker.rows,
+        bytes=worker.bytes,
+        clients=worker.clients,
+    )
