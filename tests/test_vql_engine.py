@@ -324,3 +324,19 @@ async def test_foreach_runs_the_query_per_row_with_its_columns() -> None:
         "query={SELECT X * X AS Square FROM scope()})"
     )
     assert rows == [{"Square": 0}, {"Square": 1}, {"Square": 4}]
+
+
+async def test_sleep_waits_without_blocking_the_loop() -> None:
+    ticks: list[int] = []
+
+    async def tick() -> None:
+        for i in range(3):
+            ticks.append(i)
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    rows = await rows_of("SELECT sleep(time=0.5) AS Slept FROM scope()")
+    ticked_while_sleeping = list(ticks)
+    await ticker
+    assert rows == [{"Slept": True}]
+    assert ticked_while_sleeping == [0, 1, 2]  # the other task ran while the query slept

@@ -1,9 +1,10 @@
 """Exporting a hunt: one zip holding the hunt, every client's rows, logs and uploaded files.
 
-The zip is streamed. Rows are read from the database a few batches at a time and handed, in
-chunks, to one worker thread that owns the zip file, through a bounded queue: memory stays flat
-whatever the hunt's size, and the event loop keeps serving agents while a big export runs. The
-zip is written to a temporary file beside the destination and renamed into place only once it is
+The zip is streamed. The event loop reads stored row batches a few at a time and hands them,
+through a bounded queue, to one worker thread that owns the zip file: it unpacks, formats,
+compresses and writes them, so memory stays flat whatever the hunt's size and the event loop,
+left with only the database reads, keeps serving agents while a big export runs. The zip is
+written to a temporary file beside the destination and renamed into place only once it is
 complete, so an interrupted export never leaves half a zip under the final name.
 
 Layout (``fmt`` picks the ``.jsonl`` and/or ``.csv`` entries; ``summary`` drops the folders)::
@@ -35,23 +36,25 @@ import threading
 import time
 import unicodedata
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from velotui.server.flows import unpack_rows
 from velotui.server.hunts import CHECKING, QUEUES, Hunt
 from velotui.server.store import Store
 from velotui.vql.values import json_text, to_json_value
 
+T = TypeVar("T")
+
 FORMATS = ("json", "csv", "both")
 ADDED_COLUMNS = ("ClientId", "Fqdn", "FlowId")
 
-# Text is handed to the worker in chunks of about this size; with QUEUE_DEPTH chunks waiting at
-# most, the export holds a few megabytes whatever the hunt's size.
+# At most QUEUE_DEPTH operations wait for the worker, each holding at most BATCHES_PER_READ
+# stored batches, a text chunk of about CHUNK_CHARS or nothing: a few megabytes in all.
+QUEUE_DEPTH = 4
 CHUNK_CHARS = 256 * 1024
-QUEUE_DEPTH = 8
 COPY_CHUNK_BYTES = 1024 * 1024
 # A stored batch can be up to a frame (4 MiB): read a few at a time, never a few hundred.
 BATCHES_PER_READ = 4
@@ -157,9 +160,9 @@ def _unique(name: str, used: set[str]) -> str:
 # The worker thread ------------------------------------------------------------------------------
 
 
-def _mark_done(future: asyncio.Future[None]) -> None:
+def _settle(future: asyncio.Future[Any], result: Any = None) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(result)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -183,8 +186,7 @@ class _ZipWorker:
         self._date_time = date_time
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(QUEUE_DEPTH)
-        self._operations: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None]
-        self._operations = queue.SimpleQueue()
+        self._operations: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
         self._stopped: asyncio.Future[None] = self._loop.create_future()
         self._aborting = False
         self._committed = False
@@ -214,14 +216,25 @@ class _ZipWorker:
             raise ExportError(f"cannot write {self.destination}: {error}") from error
         raise error
 
-    async def submit(self, operation: Callable[..., None], *args: Any) -> None:
+    async def submit(self, operation: Callable[..., Any], *args: Any) -> None:
+        """Run ``operation(*args)`` on the thread after what was submitted before."""
         self.raise_if_failed()
         await self._slots.acquire()
-        self._operations.put((operation, args))
+        self._operations.put((operation, args, None))
+
+    async def call(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run ``operation(*args)`` on the thread after what was submitted before; its result."""
+        self.raise_if_failed()
+        await self._slots.acquire()
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._operations.put((operation, args, future))
+        result = await future
+        self.raise_if_failed()
+        return result
 
     async def finish(self) -> None:
         """Complete the zip and rename it into place; raises what went wrong."""
-        await self.submit(self._commit)
+        await self.call(self._commit)
         self._operations.put(None)
         await asyncio.shield(self._stopped)
         self.raise_if_failed()
@@ -261,18 +274,22 @@ class _ZipWorker:
                 item = self._operations.get()
                 if item is None:
                     return
-                operation, args = item
+                operation, args, future = item
+                result = None
                 try:
+                    # After a failure the rest is skipped; the loop learns of it at its next step.
                     if self.error is None and not self._aborting:
-                        operation(*args)
-                except BaseException as error:  # handed to the event loop at its next submit
+                        result = operation(*args)
+                except BaseException as error:
                     self.error = error
                 finally:
                     self._call_loop(self._slots.release)
+                    if future is not None:  # settled even when skipped: nobody waits forever
+                        self._call_loop(_settle, future, result)
         finally:
             if not self._committed:
                 self._discard()
-            self._call_loop(_mark_done, self._stopped)
+            self._call_loop(_settle, self._stopped)
 
     def _call_loop(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
@@ -306,6 +323,13 @@ class _ZipWorker:
         self._entry = None
         self.entries += 1
         self.bytes = self._file.tell()
+
+    def _write_encoded(self, encode: Callable[..., tuple[bytes, int]], args: tuple[Any, ...],
+                       count_rows: bool) -> None:
+        data, rows = encode(*args)
+        self._write(data)
+        if count_rows:
+            self.rows += rows
 
     def _open_source(self, path: Path, size: int) -> None:
         self._source = open(path, "rb")  # noqa: SIM115 - closed by _close_source or _discard
@@ -357,6 +381,9 @@ class _ZipWorker:
         if self._temp_path is not None:
             with contextlib.suppress(OSError):
                 self._temp_path.unlink()
+
+
+_Operation = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
 
 
 class _TextEntry:
@@ -461,9 +488,8 @@ async def _members(store: Store, hunt_id: str) -> list[_Member]:
     return members
 
 
-async def _row_batches(store: Store, member: _Member, cutoff: int
-                       ) -> AsyncIterator[list[dict[str, Any]]]:
-    """The member's stored rows, batch by batch, up to the export's snapshot."""
+async def _row_pages(store: Store, member: _Member, cutoff: int) -> AsyncIterator[list[bytes]]:
+    """The member's stored row batches (packed), a few at a time, up to the export's snapshot."""
     after = -1
     while True:
         # Paged by hand: store.iterate fetches hundreds of rows at once, and a batch can be MiBs.
@@ -474,14 +500,20 @@ async def _row_batches(store: Store, member: _Member, cutoff: int
         )
         if not page:
             return
-        for record in page:
-            after = record["seq"]
-            yield [
-                row if isinstance(row, dict) else {"_value": row}
-                for row in unpack_rows(record["data"])
-            ]
+        after = page[-1]["seq"]
+        yield [bytes(record["data"]) for record in page]
         if len(page) < BATCHES_PER_READ:
             return
+
+
+# These run on the worker thread: unpacking and formatting rows is the export's CPU work, and
+# there it does not hold up the event loop.
+
+
+def _rows_of(batches: list[bytes]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
+        for row in unpack_rows(batch):
+            yield row if isinstance(row, dict) else {"_value": row}
 
 
 def _with_added(member: _Member, row: dict[str, Any]) -> dict[str, Any]:
@@ -511,80 +543,98 @@ def _cell(value: Any) -> str:
     return json_text(value)
 
 
-def _row_line(row: dict[str, Any]) -> str:
-    # Formatted as `velotui hunt results --format jsonl` writes rows.
-    return json.dumps(to_json_value(row), ensure_ascii=False) + "\n"
+def _encode_rows(batches: list[bytes], kind: str, columns: list[str] | tuple[str, ...],
+                 added_for: _Member | None) -> tuple[bytes, int]:
+    """Rows of ``batches`` as JSON lines (formatted as ``velotui hunt results`` writes them) or
+    CSV lines in ``columns``, with the added columns when ``added_for``; and how many."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    count = 0
+    for row in _rows_of(batches):
+        if added_for is not None:
+            row = _with_added(added_for, row)
+        if kind == "csv":
+            writer.writerow([_cell(row.get(column)) for column in columns])
+        else:
+            out.write(json.dumps(to_json_value(row), ensure_ascii=False) + "\n")
+        count += 1
+    return out.getvalue().encode("utf-8"), count
 
 
-async def _learn_columns(store: Store, members: list[_Member], cutoff: int,
+def _csv_line(values: list[str] | tuple[str, ...]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue().encode("utf-8")
+
+
+class _ColumnLearner:
+    """The first pass for CSV: every column in first-seen order (for All.csv) and each client's
+    own columns (for its results.csv). Fed on the worker thread."""
+
+    def __init__(self) -> None:
+        self.every: dict[str, None] = dict.fromkeys(ADDED_COLUMNS)
+        self._client: dict[str, None] = {}
+        self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # most clients share one set
+
+    def add(self, batches: list[bytes]) -> None:
+        for row in _rows_of(batches):
+            for key in row:
+                if key not in self._client:
+                    self._client[key] = None
+                    self.every.setdefault(key, None)
+
+    def end_client(self, member: _Member) -> None:
+        columns = tuple(self._client)
+        member.columns = self._shared.setdefault(columns, columns)
+        self._client = {}
+
+    def header(self) -> list[str]:
+        return list(self.every)
+
+
+async def _learn_columns(worker: _ZipWorker, store: Store, members: list[_Member], cutoff: int,
                          reporter: _Reporter) -> list[str]:
-    """The first pass for CSV: the columns of All.csv (added ones first, then every column in
-    first-seen order), and each member's own columns."""
-    every: dict[str, None] = dict.fromkeys(ADDED_COLUMNS)
-    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # most clients share one set of columns
+    """The All.csv header (added columns first); sets each member's own columns."""
+    learner = _ColumnLearner()
     for member in members:
-        seen: dict[str, None] = {}
-        async for batch in _row_batches(store, member, cutoff):
-            for row in batch:
-                for key in row:
-                    if key not in seen:
-                        seen[key] = None
-                        every.setdefault(key, None)
+        async for page in _row_pages(store, member, cutoff):
+            await worker.submit(learner.add, page)
             reporter.maybe_report()
-        columns = tuple(seen)
-        member.columns = shared.setdefault(columns, columns)
-    return list(every)
+        await worker.submit(learner.end_client, member)
+    return await worker.call(learner.header)
 
 
 async def _write_all(worker: _ZipWorker, store: Store, members: list[_Member], cutoff: int,
                      kind: str, header: list[str], *, count_rows: bool, count_clients: bool,
                      reporter: _Reporter) -> None:
     """results/All.jsonl or results/All.csv: every member's rows with the added columns."""
-    async with worker.entry(f"results/All.{kind}") as out:
-        writer = csv.writer(out.buffer, lineterminator="\n")
-        if kind == "csv":
-            writer.writerow(header)
-        for member in members:
-            rows = 0
-            async for batch in _row_batches(store, member, cutoff):
-                for row in batch:
-                    combined = _with_added(member, row)
-                    if kind == "csv":
-                        writer.writerow([_cell(combined.get(column)) for column in header])
-                    else:
-                        out.buffer.write(_row_line(combined))
-                rows += len(batch)
-                await out.flush_if_full()
-                reporter.maybe_report()
-            if count_rows and rows:
-                await out.flush()
-                await worker.count(rows=rows)
-            if count_clients:
-                await out.flush()
-                await worker.count(clients=1)
-                reporter.report()
+    await worker.submit(worker._open_entry, f"results/All.{kind}")
+    if kind == "csv":
+        await worker.submit(worker._write, _csv_line(header))
+    for member in members:
+        async for page in _row_pages(store, member, cutoff):
+            await worker.submit(worker._write_encoded, _encode_rows,
+                                (page, kind, header, member), count_rows)
+            reporter.maybe_report()
+        if count_clients:
+            await worker.count(clients=1)
+            reporter.report()
+    await worker.submit(worker._close_entry)
 
 
 # One client's folder ----------------------------------------------------------------------------
 
 
 async def _write_client_results(worker: _ZipWorker, store: Store, member: _Member, cutoff: int,
-                                kind: str, reporter: _Reporter) -> int:
-    rows = 0
-    async with worker.entry(f"{member.folder}/results.{kind}") as out:
-        writer = csv.writer(out.buffer, lineterminator="\n")
-        if kind == "csv":
-            writer.writerow(member.columns)
-        async for batch in _row_batches(store, member, cutoff):
-            for row in batch:
-                if kind == "csv":
-                    writer.writerow([_cell(row.get(column)) for column in member.columns])
-                else:
-                    out.buffer.write(_row_line(row))
-            rows += len(batch)
-            await out.flush_if_full()
-            reporter.maybe_report()
-    return rows
+                                kind: str, reporter: _Reporter) -> None:
+    await worker.submit(worker._open_entry, f"{member.folder}/results.{kind}")
+    if kind == "csv":
+        await worker.submit(worker._write, _csv_line(member.columns))
+    async for page in _row_pages(store, member, cutoff):
+        await worker.submit(worker._write_encoded, _encode_rows,
+                            (page, kind, member.columns, None), False)
+        reporter.maybe_report()
+    await worker.submit(worker._close_entry)
 
 
 async def _write_client_log(worker: _ZipWorker, store: Store, member: _Member) -> int:
@@ -654,8 +704,13 @@ async def _write_client_uploads(worker: _ZipWorker, store: Store, uploads_dir: P
     return index
 
 
-async def _client_document(store: Store, hunt_id: str, member: _Member, *, rows: int,
+async def _client_document(store: Store, hunt_id: str, member: _Member, *, cutoff: int,
                            log_lines: int, uploads: int) -> dict[str, Any]:
+    exported = await store.fetch_one(
+        "SELECT COALESCE(SUM(row_count), 0) AS n FROM flow_rows"
+        " WHERE client_id = ? AND flow_id = ? AND rowid <= ?",
+        (member.client_id, member.flow_id, cutoff),
+    )
     row = await store.fetch_one(
         "SELECT hc.queue, hc.stage, hc.attempt, hc.checked, hc.updated, hc.error AS hunt_error,"
         " c.first_seen, c.last_seen, c.facts, c.agent_labels, c.operator_labels,"
@@ -702,7 +757,8 @@ async def _client_document(store: Store, hunt_id: str, member: _Member, *, rows:
             "duration": max(finished - started, 0.0)
             if started is not None and finished is not None else None,
         },
-        "export": {"folder": member.folder, "rows": rows, "log_lines": log_lines,
+        "export": {"folder": member.folder, "rows": exported["n"] if exported else 0,
+                   "log_lines": log_lines,
                    "uploads": uploads},
     }
 
@@ -828,16 +884,14 @@ async def export_hunt(
             )
         if not summary:
             for member in members:
-                rows = 0
                 for kind in kinds:
-                    rows = await _write_client_results(worker, store, member, cutoff, kind,
-                                                       reporter)
+                    await _write_client_results(worker, store, member, cutoff, kind, reporter)
                 log_lines = await _write_client_log(worker, store, member)
                 index = await _write_client_uploads(worker, store, uploads_dir, member, reporter)
                 await worker.write_json(f"{member.folder}/uploads.json", index)
                 await worker.write_json(
                     f"{member.folder}/client.json",
-                    await _client_document(store, hunt_id, member, rows=rows,
+                    await _client_document(store, hunt_id, member, cutoff=cutoff,
                                            log_lines=log_lines, uploads=len(index)),
                 )
                 await worker.count(clients=1)

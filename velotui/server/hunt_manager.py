@@ -38,6 +38,29 @@ class HuntError(ServiceError):
     """A hunt operation that cannot be done; the message says why in one line."""
 
 
+class RecruitmentBudget:
+    """A hunt's rate as a token bucket: ``rate`` clients a minute, with at most one second's
+    worth saved up, so 60 a minute lets about one client through each second and an idle spell
+    never turns into a burst. A rate of 0 means no limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate / 60.0)
+        self.tokens = self.capacity
+        self.last: float | None = None
+
+    def take(self, now: float, wanted: int) -> int:
+        """How many of ``wanted`` clients may be recruited at ``now``; those are spent."""
+        if self.rate <= 0:
+            return max(wanted, 0)
+        if self.last is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate / 60.0)
+        self.last = now
+        allowed = max(min(wanted, int(self.tokens)), 0)
+        self.tokens -= allowed
+        return allowed
+
+
 @dataclass
 class Move:
     """One client's move to ``queue``, applied only if it is still where it was expected."""
@@ -57,7 +80,7 @@ class HuntManager:
         self.store = store
         self.flows = flows
         self.hunts: dict[str, Hunt] = {}
-        self._tokens: dict[str, tuple[float, float]] = {}  # hunt -> (tokens, last refill)
+        self._budgets: dict[str, RecruitmentBudget] = {}
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._published = asyncio.Event()
@@ -179,7 +202,7 @@ class HuntManager:
         self._last_start_timestamp = timestamp
         hunt.state, hunt.stop_reason, hunt.stopped = "running", None, None
         hunt.started, hunt.start_timestamp = started, timestamp
-        self._tokens.pop(hunt_id, None)
+        self._budgets.pop(hunt_id, None)
         self._changed(hunt_id)
         if self.foreman is not None:
             self.foreman.hunt_started(hunt)
@@ -358,15 +381,15 @@ class HuntManager:
         if now >= hunt.expires:
             await self.stop(hunt.hunt_id, "expired")
             return
-        allowed = min(hunt.counts["pending"], RECRUIT_BATCH)
+        wanted = min(hunt.counts["pending"], RECRUIT_BATCH)
         if hunt.client_limit:
-            allowed = min(allowed, hunt.client_limit - hunt.recruited)
-        if hunt.rate > 0:
-            capacity = max(1.0, hunt.rate / 60.0)
-            tokens, last = self._tokens.get(hunt.hunt_id, (1.0, now))
-            tokens = min(capacity, tokens + (now - last) * hunt.rate / 60.0)
-            allowed = min(allowed, int(tokens))
-            self._tokens[hunt.hunt_id] = (tokens - max(allowed, 0), now)
+            wanted = min(wanted, hunt.client_limit - hunt.recruited)
+        allowed = 0
+        if wanted > 0:
+            budget = self._budgets.get(hunt.hunt_id)
+            if budget is None:
+                budget = self._budgets[hunt.hunt_id] = RecruitmentBudget(hunt.rate)
+            allowed = budget.take(now, wanted)
         if allowed > 0:
             await self._recruit(hunt, allowed)
         if hunt.client_limit and hunt.recruited >= hunt.client_limit and hunt.state == "running":

@@ -32,6 +32,7 @@ def register(registry: Registry) -> None:
         encode,
         timestamp,
         now,
+        sleep,
         str_,
         int_,
         join,
