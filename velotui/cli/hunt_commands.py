@@ -97,7 +97,21 @@ def add_label_parser(clients_actions: Any) -> None:
     add_server_options(label)
     label.add_argument("client_id", metavar="CLIENT_ID")
     label.add_argument("changes", nargs=argparse.REMAINDER, metavar="+LABEL|-LABEL")
-    label.set_defaults(handler=lambda args: run_remote(args, label_client))
+    label.set_defaults(handler=_label_handler)
+
+
+def _label_handler(args: argparse.Namespace) -> int:
+    try:
+        split_label_arguments(args)
+        if not args.changes:
+            raise UsageError("name at least one +LABEL or -LABEL")
+        for change in args.changes:
+            if len(change) < 2 or change[0] not in "+-":
+                raise UsageError(f"{change!r}: write +LABEL to add or -LABEL to remove")
+    except UsageError as error:
+        print(f"velotui clients label: {error}", file=sys.stderr)
+        return 2
+    return run_remote(args, label_client)
 
 
 def _hunt_action(method: str | None) -> Any:
@@ -229,14 +243,30 @@ async def export_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     return 0
 
 
+SERVER_OPTIONS = {"--datastore": Path, "--server": str, "--token-file": Path, "--ca-file": Path}
+
+
+def split_label_arguments(args: argparse.Namespace) -> None:
+    """``-LABEL`` looks like an option to argparse, so the changes are taken as they come;
+    server options written among them are picked out here."""
+    changes: list[str] = []
+    tokens = iter(args.changes)
+    for token in tokens:
+        name, equals, value = token.partition("=")
+        if name in SERVER_OPTIONS:
+            if not equals:
+                value = next(tokens, "")
+                if not value:
+                    raise UsageError(f"{name} needs a value")
+            setattr(args, name[2:].replace("-", "_"), SERVER_OPTIONS[name](value))
+        else:
+            changes.append(token)
+    args.changes = changes
+
+
 async def label_client(remote: RemoteService, args: argparse.Namespace) -> int:
-    add, remove = [], []
-    for change in args.changes:
-        if len(change) < 2 or change[0] not in "+-":
-            raise UsageError(f"{change!r}: write +LABEL to add or -LABEL to remove")
-        (add if change[0] == "+" else remove).append(change[1:])
-    if not add and not remove:
-        raise UsageError("name at least one +LABEL or -LABEL")
+    add = [change[1:] for change in args.changes if change[0] == "+"]
+    remove = [change[1:] for change in args.changes if change[0] == "-"]
     client = await remote.label_client(client_id=args.client_id, add=add, remove=remove)
     print(f"{client['client_id']}: {', '.join(client['labels']) or '(no labels)'}")
     return 0
