@@ -361,6 +361,12 @@ def _check(value: Any, annotation: Any, name: str, maximum: int | None) -> Any:
         if maximum is not None and len(value) > maximum:
             raise ProtocolError(f"field {name}: more than {maximum} items")
         item_type = args[0] if args else Any
+        if item_type is dict:
+            # Rows: thousands a message, so the check stays cheap. Map keys are already text
+            # or bytes (the decoder's strict_map_key); only the item type is left to check.
+            if not all(type(item) is dict for item in value):
+                raise ProtocolError(f"field {name}[]: expected a map")
+            return value
         if item_type is not Any:
             return [_check(item, item_type, f"{name}[]", MAX_TEXT) for item in value]
         return value
