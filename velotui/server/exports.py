@@ -391,7 +391,7 @@ class _TextEntry:
 
     def __init__(self, worker: _ZipWorker) -> None:
         self._worker = worker
-        self.buffer = io.StringIO()  # also the target of a csv.writer, so never replaced
+        self.buffer = io.StringIO()
 
     async def write(self, text: str) -> None:
         self.buffer.write(text)
@@ -872,7 +872,7 @@ async def export_hunt(
         await worker.write_json("hunt.json", document)
         header: list[str] = []
         if "csv" in kinds:
-            header = await _learn_columns(store, members, cutoff, reporter)
+            header = await _learn_columns(worker, store, members, cutoff, reporter)
         for position, kind in enumerate(kinds):
             # Rows are counted once whatever the formats; in a summary a client is done once
             # its rows are in the last of them.
