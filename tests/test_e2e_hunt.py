@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sqlite3
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,17 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     shown = cli(server, "hunt", "show", hunt_id)
     assert "results 2" in shown.stdout and "not matched 4" in shown.stdout
 
+    archive = server.datastore.parent / "seed.zip"
+    exported = cli(server, "hunt", "export", hunt_id, "-o", str(archive), "--format", "both")
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.startswith(f"wrote {archive}: 2 clients, 2 rows")
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
+        assert {"hunt.json", "results/All.jsonl", "results/All.csv"} <= names
+        folders = {name.split("/")[0] for name in names if "/" in name} - {"results"}
+        assert folders == {f"{host}-{ids[host]}" for host in SEED_MATCHES}
+        assert json.loads(zipped.read("hunt.json"))["counts"]["results"] == 2
+
     stopped = cli(server, "hunt", "stop", hunt_id, "--json")
     assert json.loads(stopped.stdout)["state"] == "stopped"
     again = cli(server, "hunt", "stop", hunt_id)
@@ -109,7 +121,7 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     assert labelled.returncode == 0, labelled.stderr
     assert "Triage" in labelled.stdout
     audit = [json.loads(line) for line in cli(server, "audit", "--json").stdout.splitlines()]
-    assert [a["action"] for a in audit] == ["create", "start", "stop", "label"]
+    assert [a["action"] for a in audit] == ["create", "start", "export", "stop", "label"]
     assert {a["actor"] for a in audit} == {"operator"}
 
 

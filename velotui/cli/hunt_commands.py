@@ -12,9 +12,10 @@ from typing import Any
 
 from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
-from velotui.cli.output import cell_text, render_table
+from velotui.cli.output import render_table
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.remote import RemoteService
+from velotui.vql.values import cell_text
 
 COUNT_NAMES = {"not_matched": "not matched"}
 NO_SERVER_CONDITION = "(none: every client whose client-side condition returns a row)"

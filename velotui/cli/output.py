@@ -8,23 +8,9 @@ import shutil
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TextIO
 
-from velotui.vql.values import json_text, to_json_value
+from velotui.vql.values import cell_text, to_json_value
 
 FORMATS = ("jsonl", "json", "csv", "table")
-
-
-def cell_text(value: Any) -> str:
-    """A value as one CSV or table cell: text as is, NULL empty, nested values as JSON."""
-    value = to_json_value(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return json_text(value)
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -44,7 +44,7 @@ from typing import IO, Any, TypeVar
 from velotui.server.flows import unpack_rows
 from velotui.server.hunts import CHECKING, QUEUES, Hunt
 from velotui.server.store import Store
-from velotui.vql.values import json_text, to_json_value
+from velotui.vql.values import cell_text, to_json_value
 
 T = TypeVar("T")
 
@@ -528,20 +528,6 @@ def _with_added(member: _Member, row: dict[str, Any]) -> dict[str, Any]:
     return combined
 
 
-def _cell(value: Any) -> str:
-    # The same cell text as the CLI's CSV (velotui.cli.output.cell_text; the server cannot
-    # import the CLI): NULL empty, booleans lower case, nested values as JSON.
-    value = to_json_value(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float):
-        return str(value)
-    return json_text(value)
-
 
 def _encode_rows(batches: list[bytes], kind: str, columns: list[str] | tuple[str, ...],
                  added_for: _Member | None) -> tuple[bytes, int]:
@@ -554,7 +540,7 @@ def _encode_rows(batches: list[bytes], kind: str, columns: list[str] | tuple[str
         if added_for is not None:
             row = _with_added(added_for, row)
         if kind == "csv":
-            writer.writerow([_cell(row.get(column)) for column in columns])
+            writer.writerow([cell_text(row.get(column)) for column in columns])
         else:
             out.write(json.dumps(to_json_value(row), ensure_ascii=False) + "\n")
         count += 1

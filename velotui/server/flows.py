@@ -561,6 +561,7 @@ class FlowManager:
             "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq > ?"
             " ORDER BY seq",
             (client_id, flow_id, after_seq),
+            batch=4,  # a stored batch may be megabytes
         ):
             yield row["seq"], unpack_rows(row["data"])
 

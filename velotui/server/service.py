@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from velotui import __version__
 from velotui.server.conditions import estimate
 from velotui.server.errors import ServiceError
+from velotui.server.exports import FORMATS, ExportError, ExportProgress, export_hunt
 from velotui.server.hunts import (
     DEFAULT_CLIENT_CONDITION,
     DEFAULT_EXPIRY,
@@ -300,6 +303,44 @@ class Service:
             async for _seq, rows in self.server.flows.row_batches(client["client_id"],
                                                                   client["flow_id"]):
                 yield {"event": "rows", "rows": [{**extra, **row} for row in rows]}
+
+    @streaming
+    async def export_hunt(self, hunt_id: str, path: str, format: str = "json",
+                          summary: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Write the hunt as one zip at ``path`` (an absolute path on the server's machine):
+        ``progress`` events while it writes, then ``done`` with what was written."""
+        self.server.hunts.get(hunt_id)
+        destination = Path(path)
+        if not destination.is_absolute():
+            raise ServiceError(f"{path!r}: the export path must be absolute")
+        if format not in FORMATS:
+            raise ServiceError(f"format must be one of {', '.join(FORMATS)}")
+        updates: asyncio.Queue[ExportProgress] = asyncio.Queue()
+        job = asyncio.create_task(export_hunt(
+            self.server.store, self.server.datastore.uploads_dir, hunt_id, destination,
+            fmt=format, summary=summary, progress=updates.put_nowait,
+        ))
+        try:
+            while not job.done() or not updates.empty():
+                getter = asyncio.ensure_future(updates.get())
+                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield {"event": "progress", **dataclasses.asdict(getter.result())}
+                else:
+                    getter.cancel()
+            try:
+                result = job.result()
+            except ExportError as error:
+                raise ServiceError(str(error)) from None
+        finally:
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(BaseException):
+                    await job
+        await self.server.audit.record(self.actor, "export", hunt_id, path=str(result.path),
+                                       format=format, summary=summary)
+        yield {"event": "done", "path": str(result.path), "entries": result.entries,
+               "rows": result.rows, "bytes": result.bytes, "clients": result.clients}
 
     async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Log lines and errors from the hunt's agents, newest last."""

@@ -288,11 +288,14 @@ class Store:
         async with connection.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
-    async def iterate(self, sql: str, params: tuple[Any, ...] = ()) -> AsyncIterator[sqlite3.Row]:
-        """The rows of a read-only query, fetched a few hundred at a time (memory stays flat)."""
+    async def iterate(
+        self, sql: str, params: tuple[Any, ...] = (), batch: int = 256
+    ) -> AsyncIterator[sqlite3.Row]:
+        """The rows of a read-only query, fetched ``batch`` at a time (memory stays flat; pass
+        a small batch for rows that are large, like stored row batches)."""
         connection = await self._reader()
         async with connection.execute(sql, params) as cursor:
-            cursor.arraysize = 256
+            cursor.arraysize = batch
             while True:
                 rows = await cursor.fetchmany()
                 if not rows:

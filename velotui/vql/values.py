@@ -369,6 +369,20 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
+def cell_text(value: Any) -> str:
+    """A value as one CSV or table cell: text as is, NULL empty, nested values as JSON."""
+    value = to_json_value(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json_text(value)
+
+
 def json_text(value: Any) -> str:
     """Compact JSON text of a value (key order kept)."""
     return json.dumps(to_json_value(value), separators=(",", ":"), ensure_ascii=False)
