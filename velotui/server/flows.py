@@ -35,6 +35,7 @@ ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("finished", "error", "timeout", "cancelled")
 # How long past its own timeout a flow may take to report, for the trip to and from the agent.
 DEADLINE_GRACE = 10.0
+MAX_KEPT_ROWS = 1000
 
 
 @dataclass
@@ -58,6 +59,9 @@ class FlowRecord:
     bytes: int = 0
     error: str | None = None
     last_seq: int = 0
+    # A condition check's rows, kept as they arrive so judging it needs no read back (None:
+    # not kept, or too many to keep; read them from the store).
+    kept_rows: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -231,6 +235,7 @@ class FlowManager:
             state="running" if online else "queued",
             created=now,
             started=now if online else None,
+            kept_rows=[] if kind == "condition" else None,
         )
 
     @staticmethod
@@ -404,6 +409,10 @@ class FlowManager:
                 (record.client_id, record.flow_id, message.seq, len(rows), _pack_rows(rows)),
                 **changes,
             )
+            if record.kept_rows is not None:
+                record.kept_rows.extend(rows)
+                if len(record.kept_rows) > MAX_KEPT_ROWS:
+                    record.kept_rows = None
         else:
             await self._commit(record, message.seq, **changes)
         return outcome

@@ -177,8 +177,11 @@ class Foreman:
         if record.state != "finished":
             return Move(record.client_id, "errors", **expected, changes={
                 "stage": "condition", "error": record.error or record.state})
-        rows = [row async for _seq, batch in self.flows.row_batches(
-            record.client_id, record.flow_id) for row in batch]
+        if record.kept_rows is not None:
+            rows = record.kept_rows
+        else:
+            rows = [row async for _seq, batch in self.flows.row_batches(
+                record.client_id, record.flow_id) for row in batch]
         client = client_variable(self.directory.get(record.client_id), record.client_id)
         try:
             matched = await self._condition(hunt).matches(rows, client)

@@ -13,6 +13,7 @@ never wait for the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -160,14 +161,15 @@ class Store:
     """The database of one datastore. Open with ``await Store.open(path)``."""
 
     MAX_BATCH = 512
-    READERS = 3
+    READERS = 6
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
         self._read_connections: list[aiosqlite.Connection] = []
-        self._next_reader = 0
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._opened = 0
         self._closed = False
         self.commits = 0  # for benchmarks and tests: how many transactions were committed
         self.operations = 0
@@ -264,37 +266,46 @@ class Store:
 
     # Reading ------------------------------------------------------------------------------------
 
-    async def _reader(self) -> aiosqlite.Connection:
+    @contextlib.asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read connection for this caller alone until it is done.
+
+        Never shared between readers in flight: SQLite keeps a connection's read snapshot open
+        while any statement on it is unfinished, so a reader interleaved with another's long
+        iteration would see the database as it was when that iteration began.
+        """
         if self._closed:
             raise StoreClosed("the store is closed")
-        if not self._read_connections:
-            for _ in range(self.READERS):
-                connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
-                connection.row_factory = sqlite3.Row
-                await connection.execute("PRAGMA busy_timeout = 10000")
-                self._read_connections.append(connection)
-        self._next_reader = (self._next_reader + 1) % len(self._read_connections)
-        return self._read_connections[self._next_reader]
+        if self._idle.empty() and self._opened < self.READERS:
+            self._opened += 1
+            connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+            connection.row_factory = sqlite3.Row
+            await connection.execute("PRAGMA busy_timeout = 10000")
+            self._read_connections.append(connection)
+        else:
+            connection = await self._idle.get()
+        try:
+            yield connection
+        finally:
+            self._idle.put_nowait(connection)
 
     async def fetch_all(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """Every row of a read-only query."""
-        connection = await self._reader()
-        async with connection.execute(sql, params) as cursor:
+        async with self._checkout() as connection, connection.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def fetch_one(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Row | None:
         """The first row of a read-only query, or None."""
-        connection = await self._reader()
-        async with connection.execute(sql, params) as cursor:
+        async with self._checkout() as connection, connection.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
     async def iterate(
         self, sql: str, params: tuple[Any, ...] = (), batch: int = 256
     ) -> AsyncIterator[sqlite3.Row]:
         """The rows of a read-only query, fetched ``batch`` at a time (memory stays flat; pass
-        a small batch for rows that are large, like stored row batches)."""
-        connection = await self._reader()
-        async with connection.execute(sql, params) as cursor:
+        a small batch for rows that are large, like stored row batches). Holds one read
+        connection until the iteration ends."""
+        async with self._checkout() as connection, connection.execute(sql, params) as cursor:
             cursor.arraysize = batch
             while True:
                 rows = await cursor.fetchmany()
