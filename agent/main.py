@@ -25,6 +25,7 @@ from agent.plugins.facts import facts_for, load_facts_file, simulated_facts
 from agent.session import AgentSession
 from agent.state import AgentState, default_state_dir
 from agent.tls import pinned_ssl_context
+from velotui.server.runtime import tune_for_many_connections
 
 # Simulated agents start spread over up to this many seconds, so a restarted fleet does not
 # reach the server in one burst.
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     state_root = Path(args.state).expanduser() if args.state else default_state_dir()
     agents = _agent_plans(state_root, args.simulate, facts_list)
+    if args.simulate:
+        tune_for_many_connections()
     try:
         return asyncio.run(_run_agents(config, ssl_context, agents))
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)

@@ -224,8 +224,22 @@ def _static_facts() -> dict[str, Any]:
     }
 
 
+# A simulated fleet asks info() thousands of times a second; one reading a second is plenty.
+MACHINE_INFO_TTL = 1.0
+_machine_info_cache: tuple[float, dict[str, Any]] | None = None
+
+
+def recent_machine_info() -> dict[str, Any] | None:
+    """A copy of the last info() row if it is under a second old, else None (no blocking)."""
+    cached = _machine_info_cache
+    if cached is None or time.monotonic() - cached[0] > MACHINE_INFO_TTL:
+        return None
+    return dict(cached[1])
+
+
 def machine_info() -> dict[str, Any]:
     """This machine's info() row; blocking (call it in a thread from async code)."""
+    global _machine_info_cache
     static = _static_facts()
     now = time.time()
     local = time.localtime(now)
@@ -248,13 +262,19 @@ def machine_info() -> dict[str, Any]:
         "LocalTZOffset": local.tm_gmtoff,
     }
     row.update(static)
-    return {column: row[column] for column in INFO_COLUMNS}
+    result = {column: row[column] for column in INFO_COLUMNS}
+    _machine_info_cache = (time.monotonic(), result)
+    return dict(result)
 
 
 def host_info(facts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The info() row: this machine's, with the given simulated host facts replacing or adding
     columns (Labels excepted); blocking."""
-    row = machine_info()
+    return with_facts(machine_info(), facts)
+
+
+def with_facts(row: dict[str, Any], facts: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``row`` with simulated host facts replacing or adding columns (Labels excepted)."""
     if facts:
         row.update((key, value) for key, value in facts.items() if key not in NOT_INFO_FACTS)
         if "BootTime" in facts and "Uptime" not in facts:
@@ -274,7 +294,10 @@ def make_info_plugin(facts: Mapping[str, Any] | None = None) -> Callable[..., An
         PlatformFamily, PlatformVersion, KernelVersion, VirtualizationSystem,
         VirtualizationRole, HostID, Exe, CWD, IsAdmin, ClientStart, LocalTZ, LocalTZOffset,
         Fqdn, Architecture."""
-        yield await asyncio.to_thread(host_info, fixed_facts)
+        row = recent_machine_info()
+        if row is None:
+            row = await asyncio.to_thread(machine_info)
+        yield with_facts(row, fixed_facts)
 
     return info
 

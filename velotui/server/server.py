@@ -23,6 +23,7 @@ from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
 from velotui.server.protocol import CloseCode
+from velotui.server.runtime import tune_for_many_connections
 from velotui.server.service import Service
 from velotui.server.sessions import AgentSession
 from velotui.server.store import Store
@@ -60,6 +61,7 @@ class Server:
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
+        tune_for_many_connections()
         self.enrolment_secret = self.datastore.enrolment_secret()
         self._api_token = self.datastore.api_token()
         self.store = await Store.open(self.datastore.database_path)
@@ -85,6 +87,7 @@ class Server:
             ping_interval=20,
             ping_timeout=60,
             close_timeout=5,
+            backlog=4096,  # a fleet reconnecting at once must not overflow the listen queue
         )
         self.port = self._listener.sockets[0].getsockname()[1]
         shown_host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"

@@ -384,20 +384,23 @@ def _lexer_only() -> Lark:
 def parse(text: str) -> list[ast.Node]:
     """Parse VQL text into its statements (``ast.Select`` and ``ast.Let``).
 
-    Raises ``VQLSyntaxError`` naming line and column when the text is not VQL.
+    Raises ``VQLSyntaxError`` naming line and column when the text is not VQL. Trees are cached
+    by text (they are never changed once built), so a query run by many agents or checked at
+    every keystroke is parsed once.
     """
+    return list(_parse_cached(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> tuple[ast.Node, ...]:
     try:
-        return _parser().parse(text)
+        return tuple(_parser().parse(text))
     except UnexpectedInput as error:
         raise _syntax_error(error, text) from None
-    except _BadLiteral as error:
-        raise VQLSyntaxError(error.message, error.token.line, error.token.column, text) from None
     except Exception as error:  # a transformer rejecting a literal is still a syntax error
-        inner = getattr(error, "orig_exc", None)
-        if isinstance(inner, _BadLiteral):
-            raise VQLSyntaxError(
-                inner.message, inner.token.line, inner.token.column, text
-            ) from None
+        bad = error if isinstance(error, _BadLiteral) else getattr(error, "orig_exc", None)
+        if isinstance(bad, _BadLiteral):
+            raise VQLSyntaxError(bad.message, bad.token.line, bad.token.column, text) from None
         raise
 
 
