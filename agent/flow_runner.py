@@ -110,8 +110,8 @@ class FlowRunner:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
-        # Everything the query produced reaches the server before the status that closes it.
-        await self._flush()
+        # Everything the query produced reaches the server with the status that closes it.
+        final_rows = await self._flush(keep_tail=True)
         status_fields: dict[str, Any] = {
             "flow_id": self.flow_id,
             "state": state,
@@ -119,6 +119,7 @@ class FlowRunner:
             "rows": self.rows_sent,
             "bytes": self.uploader.uploaded_bytes,
             "duration": time.monotonic() - started,
+            "final_rows": final_rows,
         }
         seq = await self._emit(lambda seq: Status(seq=seq, **status_fields))
         return Status(seq=seq, **status_fields)
@@ -216,20 +217,27 @@ class FlowRunner:
                 continue
             await self._flush()
 
-    async def _flush(self) -> None:
-        """Put every pending row (in batches) and log line into the outbox.
+    async def _flush(self, keep_tail: bool = False) -> list[dict[str, Any]]:
+        """Put every pending row (in batches) and log line into the outbox; with ``keep_tail``,
+        return the last batch of rows instead of sending it (it goes in the Status).
 
         Rows leave the pending list only once stored, so a flush interrupted by a cancel loses
         nothing: the final flush sends them. What arrives while a flush waits joins it.
         """
+        tail: list[dict[str, Any]] = []
         async with self._flush_lock:
             while True:
                 if self._pending_rows:
                     count = self._next_batch_count()
                     batch = self._pending_rows[:count]
-                    await self._emit(
-                        lambda seq, batch=batch: Rows(flow_id=self.flow_id, seq=seq, rows=batch)
-                    )
+                    if keep_tail and count == len(self._pending_rows):
+                        tail = batch  # the last batch rides in the flow's Status
+                    else:
+                        await self._emit(
+                            lambda seq, batch=batch: Rows(
+                                flow_id=self.flow_id, seq=seq, rows=batch
+                            )
+                        )
                     del self._pending_rows[:count]
                     self._pending_bytes -= sum(self._pending_sizes[:count])
                     del self._pending_sizes[:count]
@@ -260,6 +268,7 @@ class FlowRunner:
                 else:
                     break
             self._first_pending_at = None
+        return tail
 
     def _next_batch_count(self) -> int:
         """How many pending rows the next Rows message takes."""

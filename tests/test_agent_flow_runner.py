@@ -45,6 +45,13 @@ def of_type(messages: list[Message], kind: str) -> list[Any]:
     return [message for message in messages if message.TYPE == kind]
 
 
+def row_batches(messages: list[Message]) -> list[list[dict[str, Any]]]:
+    """Every batch of rows sent, in order: Rows messages, then the rows riding in the Status."""
+    batches = [message.rows for message in of_type(messages, "rows")]
+    batches += [m.final_rows for m in of_type(messages, "status") if m.final_rows]
+    return batches
+
+
 class Gate:
     """A plugin ``gate()`` that yields one row, then waits until released, then yields another."""
 
@@ -70,9 +77,9 @@ async def test_rows_stream_in_batches_with_consecutive_seqs_and_one_final_status
     status, messages = await run_flow("SELECT _value FROM range(end=2500)")
 
     assert [message.seq for message in messages] == list(range(1, len(messages) + 1))
-    batches = of_type(messages, "rows")
-    assert [len(batch.rows) for batch in batches] == [ROW_BATCH_COUNT, ROW_BATCH_COUNT, 500]
-    assert [row["_value"] for batch in batches for row in batch.rows] == list(range(2500))
+    batches = row_batches(messages)
+    assert [len(batch) for batch in batches] == [ROW_BATCH_COUNT, ROW_BATCH_COUNT, 500]
+    assert [row["_value"] for batch in batches for row in batch] == list(range(2500))
     assert messages[-1] == status
     assert (status.state, status.error, status.rows, status.bytes) == ("finished", None, 2500, 0)
     assert of_type(messages, "status") == [status]
@@ -85,11 +92,11 @@ async def test_a_batch_is_cut_at_about_a_mebibyte_of_rows() -> None:
 
     status, messages = await run_flow("SELECT * FROM wide()", registry=registry_with(wide))
 
-    batches = of_type(messages, "rows")
+    batches = row_batches(messages)
     assert len(batches) > 1
-    assert all(len(batch.rows) < ROW_BATCH_COUNT for batch in batches)
-    assert all(len(batch.rows) * 100_000 < 2 * ROW_BATCH_BYTES for batch in batches)
-    assert [row["n"] for batch in batches for row in batch.rows] == list(range(30))
+    assert all(len(batch) < ROW_BATCH_COUNT for batch in batches)
+    assert all(len(batch) * 100_000 < 2 * ROW_BATCH_BYTES for batch in batches)
+    assert [row["n"] for batch in batches for row in batch] == list(range(30))
     assert status.rows == 30
 
 
@@ -116,7 +123,7 @@ async def test_rows_are_json_safe_and_env_gives_the_query_its_variables() -> Non
     status, messages = await run_flow(
         "SELECT _value, timestamp(epoch=86400) AS Day FROM range(end=Count)", env={"Count": 3}
     )
-    rows = [row for batch in of_type(messages, "rows") for row in batch.rows]
+    rows = [row for batch in row_batches(messages) for row in batch]
     assert [row["_value"] for row in rows] == [0, 1, 2]
     assert rows[0]["Day"] == "1970-01-02T00:00:00Z"
     assert status.state == "finished"
@@ -137,7 +144,7 @@ async def test_the_row_limit_stops_the_query_and_fails_the_flow() -> None:
 
     assert (status.state, status.error) == ("error", "row limit of 1000 reached")
     assert status.rows == 1000
-    assert sum(len(batch.rows) for batch in of_type(messages, "rows")) == 1000
+    assert sum(len(batch) for batch in row_batches(messages)) == 1000
     assert messages[-1] == status
 
 
@@ -154,7 +161,7 @@ async def test_a_flow_past_its_timeout_ends_with_state_timeout_and_keeps_its_row
 
     assert status.state == "timeout"
     assert "timed out" in status.error
-    assert [row for batch in of_type(messages, "rows") for row in batch.rows] == [{"step": 1}]
+    assert [row for batch in row_batches(messages) for row in batch] == [{"step": 1}]
     assert gate.closed  # the query was stopped, not left running
     assert messages[-1] == status
 
@@ -212,7 +219,7 @@ async def test_a_row_too_big_for_a_message_is_skipped_with_an_error() -> None:
 
     status, messages = await run_flow("SELECT * FROM huge()", registry=registry_with(huge))
 
-    rows = [row for batch in of_type(messages, "rows") for row in batch.rows]
+    rows = [row for batch in row_batches(messages) for row in batch]
     assert [row["n"] for row in rows] == [2]
     assert any("does not fit a message" in log.message for log in of_type(messages, "log"))
     assert status.rows == 1
@@ -235,7 +242,7 @@ async def test_an_upload_streams_the_file_in_chunks_with_its_hash(tmp_path: Path
     assert b"".join(chunk.data for chunk in chunks) == data
     assert chunks[-1].sha256 == hashlib.sha256(data).hexdigest()
     assert [chunk.sha256 for chunk in chunks[:-1]] == [None, None]
-    (row,) = [row for batch in of_type(messages, "rows") for row in batch.rows]
+    (row,) = [row for batch in row_batches(messages) for row in batch]
     assert row["U"] == {
         "Path": "e.bin",
         "Size": len(data),
@@ -301,7 +308,7 @@ async def test_a_flow_waits_for_acks_when_the_outbox_is_full_and_loses_nothing()
         outbox.ack(entry.flow_id, entry.seq)
 
     status = await asyncio.wait_for(flow, GUARD)
-    values = [row["_value"] for batch in of_type(received, "rows") for row in batch.rows]
+    values = [row["_value"] for batch in row_batches(received) for row in batch]
     assert values == list(range(20000))
     assert [message.seq for message in received] == list(range(1, len(received) + 1))
     assert (status.state, status.rows) == ("finished", 20000)
@@ -315,7 +322,7 @@ async def test_a_row_that_cannot_be_encoded_is_skipped_with_an_error() -> None:
 
     status, messages = await run_flow("SELECT * FROM odd()", registry=registry_with(odd))
 
-    assert [row for batch in of_type(messages, "rows") for row in batch.rows] == [{"n": 1}]
+    assert [row for batch in row_batches(messages) for row in batch] == [{"n": 1}]
     assert any("cannot be sent" in log.message for log in of_type(messages, "log"))
     assert (status.state, status.rows) == ("finished", 1)
 

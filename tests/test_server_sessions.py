@@ -253,3 +253,22 @@ async def test_one_bad_agent_does_not_disturb_another(server: Server, tmp_path: 
     await good.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=1, rows=[{"a": 1}])))
     assert await receive(good) == protocol.Ack(flow_id=flow.flow_id, seq=1)
     await good.close()
+
+
+async def test_the_last_rows_may_ride_in_the_status(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x", max_rows=3)
+    await receive(connection)
+    await connection.send(protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=1,
+                                                        rows=[{"n": 1}])))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    await connection.send(protocol.encode(protocol.Status(
+        flow_id=flow.flow_id, seq=2, rows=4, final_rows=[{"n": 2}, {"n": 3}, {"n": 4}])))
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=2)
+    record = await server.flows.get(welcome.client_id, flow.flow_id)
+    # The row limit still holds for rows that come with the status.
+    assert (record.state, record.rows, record.error) == ("error", 3, "row limit of 3 reached")
+    rows = [r async for _s, batch in server.flows.row_batches(welcome.client_id, flow.flow_id)
+            for r in batch]
+    assert rows == [{"n": 1}, {"n": 2}, {"n": 3}]
+    await connection.close()

@@ -391,9 +391,14 @@ class FlowManager:
         record.last_seq = seq
 
     async def _apply_rows(self, record: FlowRecord, message: protocol.Rows) -> _Outcome:
-        rows = message.rows
-        outcome = _Outcome()
-        changes: dict[str, Any] = {}
+        return await self._store_rows(record, message.seq, message.rows)
+
+    async def _store_rows(self, record: FlowRecord, seq: int, rows: list[dict[str, Any]],
+                          ending: dict[str, Any] | None = None) -> _Outcome:
+        """Store a batch (cut at the flow's row limit, which then ends the flow in error), and
+        ``ending`` (the flow's final state) with it when given."""
+        outcome = _Outcome(ended=ending is not None)
+        changes: dict[str, Any] = dict(ending or {})
         if record.max_rows and record.rows + len(rows) > record.max_rows:
             rows = rows[: max(record.max_rows - record.rows, 0)]
             reason = f"row limit of {record.max_rows} reached"
@@ -403,10 +408,10 @@ class FlowManager:
         changes["rows"] = record.rows + len(rows)
         if rows:
             await self._commit(
-                record, message.seq,
+                record, seq,
                 "INSERT INTO flow_rows (client_id, flow_id, seq, row_count, data)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (record.client_id, record.flow_id, message.seq, len(rows), _pack_rows(rows)),
+                (record.client_id, record.flow_id, seq, len(rows), _pack_rows(rows)),
                 **changes,
             )
             if record.kept_rows is not None:
@@ -414,7 +419,7 @@ class FlowManager:
                 if len(record.kept_rows) > MAX_KEPT_ROWS:
                     record.kept_rows = None
         else:
-            await self._commit(record, message.seq, **changes)
+            await self._commit(record, seq, **changes)
         return outcome
 
     async def _apply_log(self, record: FlowRecord, message: protocol.Log) -> _Outcome:
@@ -465,8 +470,10 @@ class FlowManager:
         return _Outcome()
 
     async def _apply_status(self, record: FlowRecord, message: protocol.Status) -> _Outcome:
-        await self._commit(record, message.seq, **_ended(record, message.state, message.error))
-        return _Outcome(ended=True)
+        ending = _ended(record, message.state, message.error)
+        outcome = await self._store_rows(record, message.seq, message.final_rows, ending)
+        outcome.cancel_reason = None  # the agent has finished; there is nothing to cancel
+        return outcome
 
     # Ending flows from the server's side --------------------------------------------------------
 

@@ -150,7 +150,9 @@ class Upload(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Status(Message):
-    """A flow's end: how it ended and what it produced."""
+    """A flow's end: how it ended and what it produced. ``rows`` is how many rows the flow
+    sent in all, ``bytes`` how many file bytes it uploaded. The flow's last rows may travel in
+    ``final_rows`` (one message fewer for the many small flows of a hunt)."""
 
     TYPE: ClassVar[str] = "status"
     FROM: ClassVar[str] = "agent"
@@ -161,6 +163,7 @@ class Status(Message):
     rows: int = 0
     bytes: int = 0
     duration: float = 0.0
+    final_rows: list[dict] = _default_limit(MAX_ROWS_PER_BATCH, [])
 
 
 # Server to agent ---------------------------------------------------------------------------------
