@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 
 
-def write_file_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_file_atomically(path: Path, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
     """Replace ``path`` with ``data``: written to a temporary file (created with ``mode``) in the
-    same folder, fsynced, renamed over ``path``, and the folder fsynced. Raises OSError when the
-    folder is not writable."""
+    same folder, fsynced, renamed over ``path``, and the folder fsynced. ``sync=False`` skips the
+    fsyncs for a file whose loss in a power cut costs nothing (the rename still keeps readers from
+    seeing half a file). Raises OSError when the folder is not writable."""
     path = Path(path)
     folder = path.parent
     # mkstemp creates the file 0600, so a secret is never readable by others, even briefly.
@@ -27,12 +28,13 @@ def write_file_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
                 os.fchmod(temp_file.fileno(), mode)
             temp_file.write(data)
             temp_file.flush()
-            os.fsync(temp_file.fileno())
+            if sync:
+                os.fsync(temp_file.fileno())
         os.replace(temp_name, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
-    if os.name == "posix":
+    if sync and os.name == "posix":
         # The rename itself lives in the folder: make it durable too.
         folder_descriptor = os.open(folder, os.O_RDONLY)
         try:

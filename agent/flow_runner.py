@@ -65,11 +65,14 @@ class FlowRunner:
         self._pending_logs: deque[tuple[str, str, float]] = deque()
         self._dropped_logs = 0
         self._first_pending_at: float | None = None
-        self._pending = asyncio.Event()  # set when something starts waiting to be flushed
+        # Flushes what waits ROW_BATCH_DELAY after the first of it; a timer, not a task, since
+        # most flows of a hunt end long before it fires.
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._timed_flush: asyncio.Task[Any] | None = None
+        self._query: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()  # one flush at a time keeps batches in order
         # How the flow ends when something other than the query's own end stops it.
         self._end: tuple[str, str | None] | None = None
-        self._stop = asyncio.Event()
 
     # Control ---------------------------------------------------------------------------------
 
@@ -85,7 +88,8 @@ class FlowRunner:
     def _end_early(self, state: str, error: str | None) -> None:
         if self._end is None:  # the first reason wins: a cancel after a limit changes nothing
             self._end = (state, error)
-            self._stop.set()
+            if self._query is not None and self._query is not asyncio.current_task():
+                self._query.cancel()
 
     # Running ---------------------------------------------------------------------------------
 
@@ -96,7 +100,6 @@ class FlowRunner:
         query and sends no status.
         """
         started = time.monotonic()
-        ticker = asyncio.create_task(self._flush_when_due(), name=f"flush {self.flow_id}")
         try:
             try:
                 program = compile_query(self.request.query, self._registry)
@@ -107,9 +110,7 @@ class FlowRunner:
             else:
                 state, error_text = await self._run_program(program)
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await self._stop_timer()
         # Everything the query produced reaches the server with the status that closes it.
         final_rows = await self._flush(keep_tail=True)
         status_fields: dict[str, Any] = {
@@ -126,27 +127,29 @@ class FlowRunner:
 
     async def _run_program(self, program: Program) -> tuple[str, str | None]:
         timeout = self.request.timeout if self.request.timeout > 0 else None
-        query = asyncio.create_task(self._pump_rows(program), name=f"query {self.flow_id}")
-        stopped = asyncio.create_task(self._stop.wait())
+        self._query = query = asyncio.create_task(self._pump_rows(program))
+        if self._end is not None:  # cancelled before the query began
+            query.cancel()
         try:
-            done, _ = await asyncio.wait(
-                {query, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopped.cancel()
-            query.cancel()  # nothing when it has ended
-            # Wait for the query to unwind (closing its plugins and files) before the status;
-            # asyncio.wait does not raise what the query raised, which is reported below.
-            await asyncio.wait({query, stopped})
-        if query in done and query.exception() is not None:
-            error = query.exception()
+            await asyncio.wait_for(query, timeout)
+        except TimeoutError:
+            return "timeout", f"timed out after {self.request.timeout:g} seconds"
+        except asyncio.CancelledError:
+            if self._end is None or not query.cancelled():
+                raise  # the agent is stopping: no status
+            return self._end
+        except Exception as error:
             log.error("flow %s: the query failed", self.flow_id, exc_info=error)
             return "error", f"the query failed: {error.__class__.__name__}: {error}"
+        finally:
+            if not query.done():
+                query.cancel()
+                # Let the query unwind (closing its plugins and files) before the status.
+                with contextlib.suppress(BaseException):
+                    await query
         if self._end is not None:
             return self._end
-        if query in done:
-            return "finished", None
-        return "timeout", f"timed out after {self.request.timeout:g} seconds"
+        return "finished", None
 
     async def _pump_rows(self, program: Program) -> None:
         max_rows = self.request.max_rows
@@ -202,20 +205,31 @@ class FlowRunner:
     def _mark_pending(self) -> None:
         if self._first_pending_at is None:
             self._first_pending_at = time.monotonic()
-            self._pending.set()
+            if self._flush_timer is None:
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(ROW_BATCH_DELAY, self._flush_is_due)
 
-    async def _flush_when_due(self) -> None:
-        """Flush what waits ``ROW_BATCH_DELAY`` seconds after the first of it arrived."""
-        while True:
-            if self._first_pending_at is None:
-                self._pending.clear()
-                await self._pending.wait()
-                continue
+    def _flush_is_due(self) -> None:
+        """The timer fired: flush in a task of its own (it may wait for outbox space)."""
+        self._flush_timer = None
+        if self._first_pending_at is None:
+            return
+        if time.monotonic() < self._first_pending_at + ROW_BATCH_DELAY:
+            # What waits now arrived after the last flush: wait for its own second.
             delay = self._first_pending_at + ROW_BATCH_DELAY - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            await self._flush()
+            self._flush_timer = asyncio.get_running_loop().call_later(delay, self._flush_is_due)
+            return
+        if self._timed_flush is None or self._timed_flush.done():
+            self._timed_flush = asyncio.create_task(self._flush())
+
+    async def _stop_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._timed_flush is not None and not self._timed_flush.done():
+            self._timed_flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timed_flush
 
     async def _flush(self, keep_tail: bool = False) -> list[dict[str, Any]]:
         """Put every pending row (in batches) and log line into the outbox; with ``keep_tail``,
@@ -268,6 +282,9 @@ class FlowRunner:
                 else:
                     break
             self._first_pending_at = None
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
         return tail
 
     def _next_batch_count(self) -> int:

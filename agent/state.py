@@ -70,13 +70,16 @@ class AgentState:
     def record_hunt_checkpoint(self, timestamp: int) -> bool:
         """Remember ``timestamp`` when it is newer than the one kept; True when it was written.
 
-        Blocking (it fsyncs): call it in a thread from async code. Raises OSError when the file
-        cannot be written; the timestamp in memory then stays the old one.
+        Blocking (it writes a file): call it in a thread from async code. Raises OSError when the
+        file cannot be written; the timestamp in memory then stays the old one.
         """
         if timestamp <= self._last_hunt_timestamp:
             return False  # an old checkpoint must never move the agent back
         text = json.dumps({"last_hunt_timestamp": timestamp}) + "\n"
-        write_file_atomically(self.state_file, text.encode("utf-8"), 0o600)
+        # Not synced: a checkpoint lost in a power cut only makes the server look again, and it
+        # records every check itself; syncing thousands of simulated agents' files would stall
+        # the fleet for seconds at every hunt start.
+        write_file_atomically(self.state_file, text.encode("utf-8"), 0o600, sync=False)
         self._last_hunt_timestamp = timestamp
         return True
 

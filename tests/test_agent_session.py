@@ -104,13 +104,14 @@ async def test_a_flow_request_runs_once_and_acks_forget_it(
     await session.handle_message(request)  # repeated, as after a reconnect: not run twice
     assert session.open_flow_ids() == ["F.1"]
 
-    await wait_until(lambda: session.outbox.last_seq("F.1") == 2, "the flow's status")
+    await wait_until(lambda: session.outbox.last_seq("F.1") == 1, "the flow's status")
     messages = [decode(entry.frame, "agent") for entry in session.outbox.entries()]
-    assert [m.TYPE for m in messages] == ["rows", "status"]
+    assert [m.TYPE for m in messages] == ["status"]  # three rows ride in the status
+    assert [row["_value"] for row in messages[0].final_rows] == [0, 1, 2]
     await session.handle_message(request)  # finished but unacknowledged: still not run again
-    assert session.outbox.last_seq("F.1") == 2
+    assert session.outbox.last_seq("F.1") == 1
 
-    await session.handle_message(Ack(flow_id="F.1", seq=2))
+    await session.handle_message(Ack(flow_id="F.1", seq=1))
     assert session.open_flow_ids() == []
     assert len(session.outbox) == 0
 

@@ -6,6 +6,7 @@ agent and ``velotui query`` run against it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,6 +34,23 @@ def register_client_plugins(
     ``facts`` are a simulated host's facts: info() reports them over the real machine's, and their
     ``Labels`` join ``labels`` in ``config``.
     """
+    _register_plugins(registry)
+    return _configure(registry, labels, facts)
+
+
+def _register_plugins(registry: Registry) -> None:
+    info.register(registry)
+    processes.register(registry)
+    globbing.register(registry)
+    files.register(registry)
+    hashing.register(registry)
+    users.register(registry)
+    network.register(registry)
+    upload.register(registry)
+
+
+def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None
+               ) -> Registry:
     all_labels = list(labels)
     fact_labels = facts.get("Labels") if facts else None
     if isinstance(fact_labels, list):
@@ -41,15 +59,17 @@ def register_client_plugins(
     # Velociraptor queries read the labels as config.Client_labels; hunt conditions here also
     # use config.Labels. Both name one list.
     registry.set_variable("config", {"Client_labels": all_labels, "Labels": all_labels})
+    if facts:
+        registry.set_setting(info.FACTS_SETTING, dict(facts))
+    return registry
 
-    info.register(registry, facts=facts)
-    processes.register(registry)
-    globbing.register(registry)
-    files.register(registry)
-    hashing.register(registry)
-    users.register(registry)
-    network.register(registry)
-    upload.register(registry)
+
+@functools.cache
+def _shared_plugins() -> Registry:
+    """The client plugins over the built-ins, once per process: every agent's registry is a
+    child adding only its labels and facts, so a simulated fleet compiles each query once."""
+    registry = builtins_registry().child()
+    _register_plugins(registry)
     return registry
 
 
@@ -59,7 +79,9 @@ def client_registry(
     facts: Mapping[str, Any] | None = None,
     base: Registry | None = None,
 ) -> Registry:
-    """A new registry over ``base`` (the engine's built-ins by default) holding the client
-    plugins; ``base`` itself is not changed."""
-    parent = base if base is not None else builtins_registry()
-    return register_client_plugins(parent.child(), labels=labels, facts=facts)
+    """A new registry holding the client plugins, the agent's ``config`` and (for a simulated
+    host) its facts; over ``base`` when given (then the plugins are added to a child of it),
+    else over one process-wide registry of the plugins. ``base`` itself is not changed."""
+    if base is not None:
+        return register_client_plugins(base.child(), labels=labels, facts=facts)
+    return _configure(_shared_plugins().child(), labels, facts)

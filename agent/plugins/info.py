@@ -14,7 +14,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -285,26 +285,20 @@ def with_facts(row: dict[str, Any], facts: Mapping[str, Any] | None) -> dict[str
     return row
 
 
-def make_info_plugin(facts: Mapping[str, Any] | None = None) -> Callable[..., Any]:
-    """The info() plugin, reporting the given simulated host facts over the real machine's."""
-    fixed_facts = dict(facts) if facts else None
-
-    async def info(scope: Scope) -> AsyncIterator[dict[str, Any]]:
-        """One row describing this machine: Hostname, Uptime, BootTime, Procs, OS, Platform,
-        PlatformFamily, PlatformVersion, KernelVersion, VirtualizationSystem,
-        VirtualizationRole, HostID, Exe, CWD, IsAdmin, ClientStart, LocalTZ, LocalTZOffset,
-        Fqdn, Architecture."""
-        row = recent_machine_info()
-        if row is None:
-            row = await asyncio.to_thread(machine_info)
-        yield with_facts(row, fixed_facts)
-
-    return info
+FACTS_SETTING = "simulated_host_facts"
 
 
-info = make_info_plugin()
+async def info(scope: Scope) -> AsyncIterator[dict[str, Any]]:
+    """One row describing this machine: Hostname, Uptime, BootTime, Procs, OS, Platform,
+    PlatformFamily, PlatformVersion, KernelVersion, VirtualizationSystem, VirtualizationRole,
+    HostID, Exe, CWD, IsAdmin, ClientStart, LocalTZ, LocalTZOffset, Fqdn, Architecture (a
+    simulated host's facts, set on the registry, over the real machine's)."""
+    row = recent_machine_info()
+    if row is None:
+        row = await asyncio.to_thread(machine_info)
+    yield with_facts(row, scope.registry.setting(FACTS_SETTING))
 
 
-def register(registry: Registry, facts: Mapping[str, Any] | None = None) -> None:
-    """Add info() to the registry, reporting ``facts`` when given."""
-    registry.plugin(make_info_plugin(facts))
+def register(registry: Registry) -> None:
+    """Add info() to the registry."""
+    registry.plugin(info)

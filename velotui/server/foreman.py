@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from velotui.server.sessions import AgentSession
 
 log = logging.getLogger(__name__)
-NOTIFY_BATCH = 250
-NOTIFY_PER_SECOND = 5000.0
+NOTIFY_BATCH = 500
+NOTIFY_PER_SECOND = 20_000.0
 
 
 class Foreman:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -289,11 +290,89 @@ def _unpack(frame: bytes) -> Any:
         raise ProtocolError(f"not a msgpack frame: {error.__class__.__name__}") from None
 
 
+Checker = Callable[[Any], Any]
+_UNION_TYPES = (typing.Union, types.UnionType)
+
+
+def _checker(annotation: Any, name: str, maximum: int | None) -> Checker:
+    """A function that returns a value when it fits ``annotation`` and ``maximum`` and raises
+    ProtocolError otherwise. Built once per field: decoding runs for every message."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in _UNION_TYPES:
+        inner = _checker(next(a for a in args if a is not type(None)), name, maximum)
+        return lambda value: None if value is None else inner(value)
+    if annotation is bool:
+        def check_bool(value: Any) -> bool:
+            if value is not True and value is not False:
+                raise ProtocolError(f"field {name}: expected a boolean")
+            return value
+
+        return check_bool
+    if annotation is int:
+        def check_int(value: Any) -> int:
+            if value.__class__ is not int:
+                raise ProtocolError(f"field {name}: expected an integer")
+            if not -(2**63) <= value < 2**63:
+                raise ProtocolError(f"field {name}: integer out of range")
+            return value
+
+        return check_int
+    if annotation is float:
+        def check_float(value: Any) -> float:
+            if value.__class__ is not float and value.__class__ is not int:
+                raise ProtocolError(f"field {name}: expected a number")
+            return float(value)
+
+        return check_float
+    if annotation is str or annotation is bytes:
+        kind, unit = (str, "characters") if annotation is str else (bytes, "bytes")
+        expected = "text" if annotation is str else "bytes"
+
+        def check_sized(value: Any) -> Any:
+            if value.__class__ is not kind:
+                raise ProtocolError(f"field {name}: expected {expected}")
+            if maximum is not None and len(value) > maximum:
+                raise ProtocolError(f"field {name}: longer than {maximum} {unit}")
+            return value
+
+        return check_sized
+    if annotation is dict or origin is dict:
+        def check_map(value: Any) -> dict:
+            if value.__class__ is not dict:
+                raise ProtocolError(f"field {name}: expected a map")
+            if maximum is not None and len(value) > maximum:
+                raise ProtocolError(f"field {name}: more than {maximum} entries")
+            if not all(k.__class__ is str for k in value):
+                raise ProtocolError(f"field {name}: map keys must be text")
+            return value
+
+        return check_map
+    if origin is list:
+        item_type = args[0] if args else Any
+        item = _checker(item_type, f"{name}[]", MAX_TEXT) if item_type is not dict else None
+
+        def check_list(value: Any) -> list:
+            if value.__class__ is not list:
+                raise ProtocolError(f"field {name}: expected a list")
+            if maximum is not None and len(value) > maximum:
+                raise ProtocolError(f"field {name}: more than {maximum} items")
+            if item is None:
+                # Rows: thousands a message, so the check stays cheap. Map keys are already
+                # text or bytes (the decoder's strict_map_key); only the item type is left.
+                if not all(element.__class__ is dict for element in value):
+                    raise ProtocolError(f"field {name}[]: expected a map")
+                return value
+            return [item(element) for element in value]
+
+        return check_list
+    raise TypeError(f"no check for {annotation!r}")  # a programming error, not bad input
+
+
 @dataclass(frozen=True)
 class _FieldSpec:
     name: str
-    annotation: Any
-    maximum: int | None
+    check: Checker
     required: bool
 
 
@@ -302,8 +381,7 @@ def _specs(cls: type[Message]) -> list[_FieldSpec]:
     return [
         _FieldSpec(
             name=item.name,
-            annotation=hints[item.name],
-            maximum=item.metadata.get("max"),
+            check=_checker(hints[item.name], item.name, item.metadata.get("max")),
             required=item.default is dataclasses.MISSING
             and item.default_factory is dataclasses.MISSING,
         )
@@ -312,68 +390,6 @@ def _specs(cls: type[Message]) -> list[_FieldSpec]:
 
 
 _SPECS = {kind: _specs(cls) for kind, cls in MESSAGES.items()}
-_UNION_TYPES = (typing.Union, types.UnionType)
-
-
-def _check(value: Any, annotation: Any, name: str, maximum: int | None) -> Any:
-    """``value`` if it fits ``annotation`` and ``maximum``; raises ProtocolError otherwise."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in _UNION_TYPES:
-        if value is None and type(None) in args:
-            return None
-        inner = next(a for a in args if a is not type(None))
-        return _check(value, inner, name, maximum)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ProtocolError(f"field {name}: expected a boolean")
-        return value
-    if annotation is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ProtocolError(f"field {name}: expected an integer")
-        if not -(2**63) <= value < 2**63:
-            raise ProtocolError(f"field {name}: integer out of range")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ProtocolError(f"field {name}: expected a number")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ProtocolError(f"field {name}: expected text")
-        if maximum is not None and len(value) > maximum:
-            raise ProtocolError(f"field {name}: longer than {maximum} characters")
-        return value
-    if annotation is bytes:
-        if not isinstance(value, bytes):
-            raise ProtocolError(f"field {name}: expected bytes")
-        if maximum is not None and len(value) > maximum:
-            raise ProtocolError(f"field {name}: longer than {maximum} bytes")
-        return value
-    if annotation is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"field {name}: expected a map")
-        if maximum is not None and len(value) > maximum:
-            raise ProtocolError(f"field {name}: more than {maximum} entries")
-        if not all(isinstance(k, str) for k in value):
-            raise ProtocolError(f"field {name}: map keys must be text")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"field {name}: expected a list")
-        if maximum is not None and len(value) > maximum:
-            raise ProtocolError(f"field {name}: more than {maximum} items")
-        item_type = args[0] if args else Any
-        if item_type is dict:
-            # Rows: thousands a message, so the check stays cheap. Map keys are already text
-            # or bytes (the decoder's strict_map_key); only the item type is left to check.
-            if not all(type(item) is dict for item in value):
-                raise ProtocolError(f"field {name}[]: expected a map")
-            return value
-        if item_type is not Any:
-            return [_check(item, item_type, f"{name}[]", MAX_TEXT) for item in value]
-        return value
-    raise TypeError(f"no check for {annotation!r}")  # a programming error, not bad input
 
 
 def decode(frame: bytes | str, sender: str) -> Message:
@@ -401,7 +417,7 @@ def decode(frame: bytes | str, sender: str) -> Message:
             if spec.required:
                 raise ProtocolError(f"{kind}: missing field {spec.name}")
             continue
-        values[spec.name] = _check(payload[spec.name], spec.annotation, spec.name, spec.maximum)
+        values[spec.name] = spec.check(payload[spec.name])
     message = cls(**values)
     validate_semantics(message)
     return message

@@ -96,10 +96,15 @@ def compile_query(text: str, registry: Registry | None = None) -> Program:
     programs are cached per registry, so running one text many times compiles it once.
     """
     registry = registry if registry is not None else builtins_registry()
-    cache = registry.program_cache
+    # Registries that add only variables share their parent's programs: a fleet of simulated
+    # agents, each with its own labels, compiles a hunt's query once.
+    owner = registry
+    while owner.compiles_like_parent():
+        owner = owner.parent  # type: ignore[assignment]
+    cache = owner.program_cache
     program = cache.get(text)
     if program is None:
-        compiler = Compiler(registry)
+        compiler = Compiler(owner)
         program = Program(text, [compiler.statement(node) for node in parse(text)])
         if len(cache) >= _PROGRAM_CACHE_SIZE:
             cache.pop(next(iter(cache)))

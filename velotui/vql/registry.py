@@ -116,6 +116,8 @@ class Registry:
     _functions: dict[str, Callee] = field(default_factory=dict)
     _plugins: dict[str, Callee] = field(default_factory=dict)
     _variables: dict[str, Any] = field(default_factory=dict)
+    # Values the host hands its implementations (a simulated host's facts), invisible to VQL.
+    _settings: dict[str, Any] = field(default_factory=dict)
     # Programs compiled against this registry (see engine.compile_query); cleared when it changes.
     program_cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -157,6 +159,24 @@ class Registry:
     def set_variable(self, name: str, value: Any) -> None:
         """Make a global variable visible to every query run with this registry."""
         self._variables[name] = value
+
+    def set_setting(self, name: str, value: Any) -> None:
+        """Hand implementations a value (read with ``setting``) that queries cannot see."""
+        self._settings[name] = value
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A value set with ``set_setting`` here or in a parent registry."""
+        registry: Registry | None = self
+        while registry is not None:
+            if name in registry._settings:
+                return registry._settings[name]
+            registry = registry.parent
+        return default
+
+    def compiles_like_parent(self) -> bool:
+        """True when this registry adds no function or plugin, so a query compiles exactly as
+        in its parent (variables and settings are looked up when a query runs)."""
+        return self.parent is not None and not self._functions and not self._plugins
 
     # Lookup -------------------------------------------------------------------------------------
 
