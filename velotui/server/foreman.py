@@ -224,16 +224,9 @@ class Foreman:
                 return
             batch = online[start:start + NOTIFY_BATCH]
             began = time.monotonic()
+            # No checkpoint is sent here: the agent learns it at its next check-in, and a
+            # message to every agent of the fleet at once is what this budget is meant to avoid.
             await self.check(hunt, batch)
-            for client_id in batch:
-                session = self.directory.sessions.get(client_id)
-                checkpoint = self.checkpoint_for(client_id)
-                if session is not None and checkpoint:
-                    try:
-                        await session.send(protocol.HuntCheckpoint(
-                            last_hunt_timestamp=checkpoint))
-                    except Exception:
-                        log.debug("could not send a checkpoint to %s", client_id)
             # The budget: at most NOTIFY_PER_SECOND launches a second, whatever the fleet's size.
             spare = len(batch) / NOTIFY_PER_SECOND - (time.monotonic() - began)
             if spare > 0:
