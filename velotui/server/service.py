@@ -17,6 +17,7 @@ from velotui import __version__
 from velotui.server.conditions import estimate
 from velotui.server.errors import ServiceError
 from velotui.server.exports import FORMATS, ExportError, ExportProgress, export_hunt
+from velotui.server.flows import unpack_rows
 from velotui.server.hunts import (
     DEFAULT_CLIENT_CONDITION,
     DEFAULT_EXPIRY,
@@ -341,6 +342,40 @@ class Service:
                                        format=format, summary=summary)
         yield {"event": "done", "path": str(result.path), "entries": result.entries,
                "rows": result.rows, "bytes": result.bytes, "clients": result.clients}
+
+    async def hunt_results_page(self, hunt_id: str, offset: int = 0, limit: int = 200
+                                ) -> dict[str, Any]:
+        """One page of every client's rows (as ``hunt_results`` gives them) and the total, for
+        paging through a big hunt without reading it all."""
+        self.server.hunts.get(hunt_id)
+        offset, limit = max(int(offset), 0), min(max(int(limit), 1), 5000)
+        batches = await self.server.store.fetch_all(
+            "SELECT r.client_id, r.flow_id, r.seq, r.row_count FROM hunt_clients hc"
+            " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
+            " WHERE hc.hunt_id = ? ORDER BY hc.checked, hc.client_id, r.seq",
+            (hunt_id,),
+        )
+        total = sum(b["row_count"] for b in batches)
+        rows: list[dict[str, Any]] = []
+        position = 0
+        for batch in batches:
+            end = position + batch["row_count"]
+            if end > offset and position < offset + limit:
+                stored = await self.server.store.fetch_one(
+                    "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
+                    (batch["client_id"], batch["flow_id"], batch["seq"]),
+                )
+                record = self.server.directory.get(batch["client_id"])
+                extra = {"ClientId": batch["client_id"], "Fqdn": record.fqdn if record else "",
+                         "FlowId": batch["flow_id"]}
+                first = max(offset - position, 0)
+                wanted = offset + limit - position
+                for row in unpack_rows(stored["data"])[first:wanted]:
+                    rows.append({**extra, **row})
+            position = end
+            if position >= offset + limit:
+                break
+        return {"rows": to_json_value(rows), "total": total, "offset": offset}
 
     async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Log lines and errors from the hunt's agents, newest last."""
