@@ -20,3 +20,27 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield running
     finally:
         await running.stop()
+
+
+# Console snapshots live in the top-level snapshots/ folder, one folder per test module, rather
+# than beside the tests where pytest-textual-snapshot keeps them by default. This reaches into
+# the plugin (pinned at 1.1.0 for that reason).
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
+
+
+def _snapshot_folder(cls: type, *, test_location: object) -> str:
+    return str(SNAPSHOTS / Path(test_location.filepath).stem)  # type: ignore[attr-defined]
+
+
+try:
+    from pytest_textual_snapshot import SVGImageExtension
+
+    SVGImageExtension.dirname = classmethod(_snapshot_folder)  # type: ignore[method-assign]
+except ImportError:  # pragma: no cover - the test extra is always installed for the suite
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _colour_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NO_COLOR in a developer's shell would change every snapshot.
+    monkeypatch.delenv("NO_COLOR", raising=False)

@@ -8,12 +8,12 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import ProgressBar, Sparkline, Static
 
+from velotui.display import duration
 from velotui.widgets.hunt_panel import (
     BUCKET_SECONDS,
     CompletionHistory,
     HuntPanel,
     eta_text,
-    format_duration,
 )
 
 NOW = 1_800_000_000.0  # a fixed clock: the panel reads no clock of its own
@@ -177,15 +177,15 @@ def test_eta_text() -> None:
     assert eta_text(hunt(not_matched=9), None) == "waiting for clients"
 
 
-def test_format_duration() -> None:
-    assert format_duration(0) == "0s"
-    assert format_duration(45.4) == "45s"
-    assert format_duration(120) == "2m"
-    assert format_duration(200) == "3m20s"
-    assert format_duration(3600) == "1h"
-    assert format_duration(3900) == "1h05m"
-    assert format_duration(2 * 86400 + 3 * 3600) == "2d03h"
-    assert format_duration(float("inf")) == "—"
+def test_duration() -> None:
+    assert duration(0) == "0s"
+    assert duration(45.4) == "45s"
+    assert duration(120) == "2m"
+    assert duration(200) == "3m20s"
+    assert duration(3600) == "1h"
+    assert duration(3900) == "1h05m"
+    assert duration(2 * 86400 + 3 * 3600) == "2d03h"
+    assert duration(float("inf")) == "—"
 
 
 async def test_done_paused_and_stopped_hunts_in_the_panel() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from velotui.cli import client_commands, hunt_commands, query, server_commands
+from velotui.cli import client_commands, console, hunt_commands, query, server_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="velotui",
         description="Fleet-wide hunting for incident responders, from a terminal.",
     )
+    console.add_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     query.add_parser(subparsers)
     server_commands.add_parsers(subparsers)
@@ -26,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        return 2
+        return console.console_main(args)
     return int(handler(args) or 0)
 
 

@@ -25,6 +25,8 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Sparkline, Static
 
+from velotui.display import duration
+
 # Completions are shown per bucket of this many seconds, for this many buckets (two minutes).
 BUCKET_SECONDS = 2.0
 BUCKETS = 60
@@ -48,25 +50,6 @@ QUEUE_LABELS: tuple[tuple[str, str], ...] = (
     ("not_matched", "Unmatched"),
 )
 FINISHED_QUEUES = ("completed", "results", "errors")
-
-
-def format_duration(seconds: float) -> str:
-    """A short duration: ``45s``, ``2m``, ``3m20s``, ``1h05m``, ``2h``, ``3d04h``.
-
-    Rounded to the second; trailing zero parts are left out so round figures read as such."""
-    if not math.isfinite(seconds):
-        return "—"
-    total = max(round(seconds), 0)
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h" if hours else f"{days}d"
 
 
 def _count(hunt: Mapping[str, Any], queue: str) -> int:
@@ -119,9 +102,9 @@ def eta_text(hunt: Mapping[str, Any], observed_per_second: float | None) -> str:
         return "done"
     rate = float(hunt.get("rate") or 0)
     if rate > 0 and pending > 0:
-        return f"ETA {format_duration(pending / rate * 60)}"
+        return f"ETA {duration(pending / rate * 60)}"
     if observed_per_second:
-        return f"ETA {format_duration((pending + running) / observed_per_second)}"
+        return f"ETA {duration((pending + running) / observed_per_second)}"
     return "ETA —"
 
 
@@ -248,7 +231,7 @@ def build_view(
         history = CompletionHistory()
     observed = history.rate(now)
     sparkline = history.per_bucket(now)
-    window = format_duration(BUCKETS * BUCKET_SECONDS)
+    window = duration(BUCKETS * BUCKET_SECONDS)
     return PanelView(
         empty=False,
         title=str(hunt.get("hunt_id") or ""),

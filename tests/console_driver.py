@@ -1,0 +1,63 @@
+"""Helpers for driving the real console with Pilot: start it on a datastore, type text by keys,
+and wait for what the operator would wait for."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.keys import _character_to_key
+from textual.pilot import Pilot
+from textual.widgets import Input, TextArea
+
+from tests.console_seed import NOW
+from velotui.app import VelotuiApp
+from velotui.server_link import EmbeddedLink
+
+
+def console(datastore: Path, *, demo: int = 0, snapshot: bool = False) -> VelotuiApp:
+    """The console with its own embedded server on ``datastore``; for snapshots, a fixed clock
+    and no live updates."""
+    link = EmbeddedLink(datastore_path=datastore, listen="127.0.0.1:0", demo=demo)
+    if snapshot:
+        return VelotuiApp(link, clock=lambda: NOW, follow=False)
+    return VelotuiApp(link)
+
+
+async def type_text(pilot: Pilot[Any], text: str) -> None:
+    """Type ``text`` key by key, as an operator would."""
+    for character in text:
+        await pilot.press(_character_to_key(character) if character != " " else "space")
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float = 60,
+                what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what or condition}")
+        await pilot.pause(0.05)
+
+
+async def ready(pilot: Pilot[Any]) -> None:
+    """Wait for the embedded server and the home screen."""
+    from velotui.screens.hunts import HuntsScreen
+
+    await until(pilot, lambda: isinstance(pilot.app.screen, HuntsScreen), 30, "the home screen")
+    await pilot.pause()
+
+
+async def steady(pilot: Pilot[Any]) -> None:
+    """No blinking cursor (snapshots must not depend on the moment they are taken)."""
+    for screen in pilot.app.screen_stack:
+        for widget in screen.query("Input, TextArea"):
+            if isinstance(widget, Input | TextArea):
+                widget.cursor_blink = False
+    await pilot.pause()
+    await asyncio.sleep(0)

@@ -1,0 +1,170 @@
+"""The console driven by keys with Pilot: the real app, its embedded server, real demo agents."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.console_driver import console, ready, type_text, until
+from tests.console_seed import CLIENTS, seed
+from velotui.screens.clients import ClientsScreen
+from velotui.screens.dialogs import ConfirmScreen, ExportScreen
+from velotui.screens.help import HelpScreen
+from velotui.screens.hunts import COLUMNS, HuntsScreen
+from velotui.screens.new_hunt import NewHuntScreen
+from velotui.widgets.hunt_panel import QUEUE_LABELS, HuntPanel
+
+RESULTS_LABEL = next(label for label in QUEUE_LABELS if "results" in str(label).lower())
+
+pytestmark = pytest.mark.slow
+SIZE = (100, 32)
+
+
+def cell(app: object, hunt_id: str, column: str) -> str:
+    table = app.screen.query_one("#hunts")  # type: ignore[attr-defined]
+    return str(table.get_row(hunt_id)[COLUMNS.index(column)])
+
+
+async def create_hunt_by_keys(pilot: object, query: str) -> str:
+    """n, a description, the query, no server-side condition, start now, ctrl+s."""
+    app = pilot.app  # type: ignore[attr-defined]
+    before = set(app.hunts)
+    await pilot.press("n")  # type: ignore[attr-defined]
+    await until(pilot, lambda: isinstance(app.screen, NewHuntScreen))
+    await type_text(pilot, "triage by keys")
+    await pilot.press("tab")  # type: ignore[attr-defined]
+    await type_text(pilot, query)
+    await pilot.press("tab", "tab", "f7", "backspace")  # type: ignore[attr-defined]
+    for _ in range(7):  # rate, limit, expires, timeout, max rows, max upload, start now
+        await pilot.press("tab")  # type: ignore[attr-defined]
+    await pilot.press("space", "ctrl+s")  # type: ignore[attr-defined]
+    await until(pilot, lambda: isinstance(app.screen, HuntsScreen), 30, "the hunt created")
+    [hunt_id] = set(app.hunts) - before
+    return hunt_id
+
+
+async def test_create_start_watch_and_export_a_hunt_by_keys(tmp_path: Path) -> None:
+    datastore = tmp_path / "datastore"
+    app = console(datastore, demo=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.sub_title.startswith("3 of 3"), 90, "the demo fleet")
+        hunt_id = await create_hunt_by_keys(pilot, "SELECT Hostname, OS FROM info()")
+
+        await until(pilot, lambda: app.hunts[hunt_id]["counts"]["results"] == 3, 60,
+                    "three clients with results")
+        await until(pilot, lambda: cell(app, hunt_id, "Res") == "3", 10, "the table")
+        assert app.hunts[hunt_id]["state"] == "running"
+        assert app.hunts[hunt_id]["description"] == "triage by keys"
+        panel = app.screen.query_one(HuntPanel)
+
+        def panel_shows_results() -> bool:
+            shown = dict(zip(QUEUE_LABELS, panel.view.counts, strict=True))
+            return hunt_id in panel.view.title and shown[RESULTS_LABEL] == "3"
+
+        await until(pilot, panel_shows_results, 10, "the panel")
+
+        await pilot.press("e")
+        await until(pilot, lambda: isinstance(app.screen, ExportScreen))
+        await pilot.press("enter")  # the suggested path in the datastore's exports folder
+        archive = datastore / "exports" / f"{hunt_id}.zip"
+        await until(pilot, lambda: archive.exists() and isinstance(app.screen, HuntsScreen),
+                    60, "the zip")
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        assert "hunt.json" in names and "results/All.jsonl" in names
+        rows = zipped.read("results/All.jsonl").decode().splitlines()
+        assert len(rows) == 3
+        assert len({name.split("/")[0] for name in names if name.endswith("client.json")}) == 3
+
+
+async def test_stop_asks_first_then_cancels_and_relaunch_brings_them_back(tmp_path: Path
+                                                                          ) -> None:
+    app = console(tmp_path / "datastore", demo=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.sub_title.startswith("3 of 3"), 90, "the demo fleet")
+        hunt_id = await create_hunt_by_keys(pilot, "SELECT sleep(time=300) AS Slept FROM scope()")
+        await until(pilot, lambda: app.hunts[hunt_id]["counts"]["running"] == 3, 60)
+
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")  # changed my mind
+        await until(pilot, lambda: isinstance(app.screen, HuntsScreen))
+        assert app.hunts[hunt_id]["state"] == "running"
+
+        await pilot.press("x", "y")
+        await until(pilot, lambda: app.hunts[hunt_id]["counts"]["errors"] == 3, 60,
+                    "the cancelled collections")
+        assert app.hunts[hunt_id]["state"] == "stopped"
+
+        await pilot.press("r")
+        await until(pilot, lambda: app.hunts[hunt_id]["counts"]["running"] == 3, 60,
+                    "the relaunched collections")
+        assert app.hunts[hunt_id]["counts"]["errors"] == 0
+        assert app.hunts[hunt_id]["state"] == "running"
+
+
+async def test_an_invalid_hunt_is_refused_in_place_and_nothing_is_created(tmp_path: Path
+                                                                          ) -> None:
+    app = console(seed(tmp_path / "datastore"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        hunts_before = len(await app.api.list_hunts())
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewHuntScreen))
+        await type_text(pilot, "no query yet")
+        await pilot.press("tab")
+        await type_text(pilot, "SELECT 2-1 FROM scope()")
+        await pilot.pause(0.5)
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.3)
+        problem = str(app.screen.query_one("#problem").render())
+        assert "collection query is not valid VQL: line 1, col 9" in problem
+        assert isinstance(app.screen, NewHuntScreen)
+        assert len(await app.api.list_hunts()) == hunts_before
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, HuntsScreen))
+
+
+async def test_labels_are_added_and_removed_by_keys(tmp_path: Path) -> None:
+    app = console(seed(tmp_path / "datastore"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ClientsScreen))
+        table = app.screen.query_one("#clients")
+        await until(pilot, lambda: table.row_count == len(CLIENTS))
+        client_id = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        await pilot.press("plus")
+        await type_text(pilot, "Triage")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Triage" in str(table.get_row(client_id)[-1]), 10)
+        clients = {c["client_id"]: c for c in await app.api.list_clients()}
+        assert clients[client_id]["operator_labels"] == ["Triage"]
+
+        await pilot.press("minus")
+        await type_text(pilot, "Triage")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Triage" not in str(table.get_row(client_id)[-1]), 10)
+        audit = await app.api.audit_log()
+        assert [entry["action"] for entry in audit] == ["label", "label"]
+        assert audit[0]["actor"].startswith("console:")
+
+
+async def test_the_command_palette_offers_the_screens_actions(tmp_path: Path) -> None:
+    app = console(seed(tmp_path / "datastore"))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await type_text(pilot, "keys")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), 10, "the keys")
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, HuntsScreen))
+        await pilot.press("q")
+    assert app.return_code in (0, None)

@@ -1,0 +1,129 @@
+"""Every screen and dialog of the console, as SVG snapshots in snapshots/ (80x24 unless said).
+
+Deterministic: a datastore with fixed contents, a fixed clock, a fixed theme and size, no live
+updates, no blinking cursor. Update them with `pytest --snapshot-update` after checking the
+report."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.console_driver import console, ready, steady, type_text
+from tests.console_seed import seed
+from velotui.widgets.vql_editor import VQLEditor
+
+Steps = Callable[[Pilot[Any]], Awaitable[None]]
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    return seed(tmp_path / "datastore")
+
+
+def keys(*presses: str, then: Steps | None = None, pause: float = 0.2) -> Steps:
+    async def run(pilot: Pilot[Any]) -> None:
+        await ready(pilot)
+        for key in presses:
+            await pilot.press(key)
+            await pilot.pause(pause)
+        if then is not None:
+            await then(pilot)
+        await steady(pilot)
+
+    return run
+
+
+def test_home(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys())
+
+
+def test_home_running_hunt_selected(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("down"))
+
+
+def test_home_empty(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(console(tmp_path / "empty", snapshot=True), run_before=keys())
+
+
+def test_home_large_terminal(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("down"),
+                        terminal_size=(120, 36))
+
+
+async def _estimate_shown(pilot: Pilot[Any]) -> None:
+    await pilot.pause(1.5)  # the estimate follows a pause in typing
+
+
+def test_new_hunt(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("n", then=_estimate_shown))
+
+
+async def _bad_server_condition(pilot: Pilot[Any]) -> None:
+    editor = pilot.app.screen.query_one("#server_condition", VQLEditor)
+    editor.text = "SELECT * FROM rows WHERE Fqdn =~ 'x' AND 2-1"
+    editor.focus()
+    await pilot.pause(1.5)
+
+
+def test_new_hunt_invalid_condition(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("n", then=_bad_server_condition))
+
+
+async def _refused(pilot: Pilot[Any]) -> None:
+    await type_text(pilot, "triage")
+    await pilot.press("ctrl+s")
+    await pilot.pause(0.5)
+    pilot.app.screen.query_one("#form").scroll_end(animate=False)
+    await pilot.pause(0.3)
+
+
+def test_new_hunt_refused_in_place(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("n", then=_refused))
+
+
+@pytest.mark.parametrize("tab", ["1", "2", "3", "4"], ids=["overview", "clients", "results",
+                                                          "log"])
+def test_hunt_detail(snap_compare: Any, seeded: Path, tab: str) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("down", "enter", tab, pause=0.4))
+
+
+def test_hunt_detail_clients_filtered(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("down", "enter", "2", "f", "f", "f", "f", pause=0.4))
+
+
+def test_clients(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("c", pause=0.5))
+
+
+def test_add_label_prompt(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("c", "plus", pause=0.5))
+
+
+async def _fixed_path(pilot: Pilot[Any]) -> None:
+    from textual.widgets import Input
+
+    pilot.app.screen.query_one("#path", Input).value = "/srv/exports/H.1M8F0000000A1.zip"
+    await pilot.pause()
+
+
+def test_export_dialog(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("down", "e", then=_fixed_path))
+
+
+def test_stop_confirmation(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("down", "x"))
+
+
+def test_help(snap_compare: Any, seeded: Path) -> None:
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("question_mark"))

@@ -1,0 +1,162 @@
+"""The console: the Textual app. It owns the state (the hunts, the link to the server) and the
+actions on hunts; each screen and widget is its own module and draws what the app holds.
+
+The server runs in the app's own event loop (or elsewhere, through the operator API); the app
+never touches SQL or sockets itself, it calls the operator API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+
+from velotui.screens.commands import ConsoleCommands
+from velotui.screens.dialogs import ConfirmScreen, ExportOptions, ExportScreen
+from velotui.screens.help import HelpScreen
+from velotui.screens.hunts import HuntsScreen
+from velotui.server.errors import ServiceError
+from velotui.server_link import ServerLink
+
+PUBLISH_INTERVAL = 0.25
+FLEET_INTERVAL = 2.0
+
+
+class HuntsChanged(Message):
+    """The hunts the app holds changed; floods collapse to the latest."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, HuntsChanged)
+
+
+class VelotuiApp(App[int]):
+    """velotui's console."""
+
+    TITLE = "velotui"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("question_mark", "help", "Keys", id="help"),
+        Binding("c", "clients", "Clients", id="clients"),
+    ]
+
+    def __init__(self, link: ServerLink, *, clock: Callable[[], float] = time.time,
+                 follow: bool = True) -> None:
+        super().__init__()
+        self.link = link
+        self.clock = clock
+        self.follow = follow  # False in snapshot tests: draw what is stored, no live updates
+        self.api: Any = None
+        self.hunts: dict[str, dict[str, Any]] = {}
+        self.failure: str | None = None
+        self._hunts_dirty = False
+
+    # Start and stop -----------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        self.theme = "textual-dark"
+        try:
+            self.api = await self.link.start()
+        except (OSError, ServiceError) as error:
+            self.failure = f"velotui: cannot start: {error}"
+            self.exit(1, message=self.failure)
+            return
+        for hunt in await self.api.list_hunts():
+            self.hunts[hunt["hunt_id"]] = hunt
+        await self.update_fleet_summary()
+        await self.push_screen(HuntsScreen())
+        if self.follow:
+            self.follow_hunts()
+            self.set_interval(PUBLISH_INTERVAL, self._publish_hunts)
+            self.set_interval(FLEET_INTERVAL, self.update_fleet_summary)
+
+    async def update_fleet_summary(self) -> None:
+        """The header says how many clients are known and online."""
+        info = await self.api.server_info()
+        self.sub_title = f"{info['online']} of {info['clients']} clients online"
+
+    async def on_unmount(self) -> None:
+        await self.link.stop()
+
+    @work(exclusive=True, group="follow-hunts")
+    async def follow_hunts(self) -> None:
+        """Keep ``hunts`` current from the server's pushes."""
+        async for event in self.api.watch_hunts():
+            hunt = event["hunt"]
+            self.hunts[hunt["hunt_id"]] = hunt
+            self._hunts_dirty = True
+
+    def _publish_hunts(self) -> None:
+        # Pushes may come many times a second; screens redraw at most this often.
+        if self._hunts_dirty:
+            self._hunts_dirty = False
+            self.screen.post_message(HuntsChanged())
+
+    def hunts_newest_first(self) -> list[dict[str, Any]]:
+        return sorted(self.hunts.values(), key=lambda h: h["created"], reverse=True)
+
+    # Global actions -----------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_clients(self) -> None:
+        from velotui.screens.clients import ClientsScreen
+
+        if not isinstance(self.screen, ClientsScreen):
+            self.push_screen(ClientsScreen())
+
+    # Actions on a hunt (the screens call these with the hunt they show) ------------------------
+
+    async def call(self, method: str, success: str | None = None, **params: Any) -> Any:
+        """Call the operator API; a refusal becomes a notification, not a traceback."""
+        try:
+            result = await getattr(self.api, method)(**params)
+        except ServiceError as error:
+            self.notify(str(error), title="Refused", severity="error")
+            return None
+        if success:
+            self.notify(success)
+        return result
+
+    async def start_hunt(self, hunt_id: str) -> None:
+        hunt = await self.call("start_hunt", f"{hunt_id} started", hunt_id=hunt_id)
+        self._remember(hunt)
+
+    def confirm_stop(self, hunt_id: str) -> None:
+        """Ask first: stopping cancels every collection in flight."""
+
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                hunt = await self.call("stop_hunt", f"{hunt_id} stopped", hunt_id=hunt_id)
+                self._remember(hunt)
+
+        self.push_screen(
+            ConfirmScreen(f"Stop {hunt_id}?",
+                          "Recruiting ends and collections in flight are cancelled."),
+            answered,
+        )
+
+    async def relaunch_hunt(self, hunt_id: str) -> None:
+        hunt = await self.call("relaunch_hunt", hunt_id=hunt_id)
+        if hunt is not None:
+            self.notify(f"{hunt_id}: {hunt['relaunched']} clients relaunched")
+            self._remember(hunt)
+
+    def export_hunt(self, hunt_id: str) -> None:
+        folder = self.link.exports_dir or Path.cwd()
+        self.push_screen(ExportScreen(hunt_id, ExportOptions(path=str(folder / f"{hunt_id}.zip"))))
+
+    def _remember(self, hunt: dict[str, Any] | None) -> None:
+        if hunt is not None:
+            hunt = {k: v for k, v in hunt.items() if k != "relaunched"}
+            self.hunts[hunt["hunt_id"]] = hunt
+            self._hunts_dirty = True
+            self._publish_hunts()

@@ -1,0 +1,53 @@
+"""The command palette (ctrl+p): the actions of the screen below, and the app's own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class ConsoleCommands(Provider):
+    """Offers what the current screen's keys do, by name."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        screen: Any = self.screen
+        app: Any = self.app
+        commands: list[tuple[str, str, Callable[[], Any]]] = []
+        if hasattr(screen, "action_new_hunt"):
+            commands.append(("New hunt", "create a hunt (n)", screen.action_new_hunt))
+        if hasattr(screen, "action_open_hunt"):
+            commands.append(("Open hunt", "the selected hunt in full (enter)",
+                             screen.action_open_hunt))
+        if hasattr(screen, "selected_hunt_id"):
+            commands += [
+                ("Start hunt", "start the selected hunt (s)", screen.action_start_hunt),
+                ("Stop hunt", "stop it, cancelling collections in flight (x)",
+                 screen.action_stop_hunt),
+                ("Relaunch errored clients", "re-run the clients in errors (r)",
+                 screen.action_relaunch_hunt),
+                ("Export hunt", "results and files as one zip (e)", screen.action_export_hunt),
+            ]
+        if hasattr(screen, "action_add_label"):
+            commands += [
+                ("Add label", "to the selected client (+)", screen.action_add_label),
+                ("Remove label", "from the selected client (-)", screen.action_remove_label),
+            ]
+        commands += [
+            ("Clients", "every known client (c)", app.action_clients),
+            ("Keys", "every key (?)", app.action_help),
+            ("Quit", "leave velotui (q)", app.action_quit),
+        ]
+        return commands
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

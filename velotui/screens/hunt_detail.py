@@ -1,0 +1,196 @@
+"""One hunt in full: its spec and counts, its clients, its results and its log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+
+from velotui.display import duration, rate, size, utc, utc_seconds
+from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
+from velotui.server.hunts import QUEUES
+from velotui.vql.values import cell_text
+from velotui.widgets.live_table import LiveTable
+from velotui.widgets.vql_editor import VQLTextArea
+
+QUEUE_NAMES = {"not_matched": "not matched"}
+FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_matched")
+PAGE_SIZE = 200
+CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return "   ".join(f"{QUEUE_NAMES.get(q, q)} [b]{counts[q]}[/b]" for q in QUEUES)
+
+
+def client_cells(client: dict[str, Any]) -> list[str]:
+    return [
+        client["client_id"],
+        client["hostname"] or "-",
+        QUEUE_NAMES.get(client["queue"], client["queue"]),
+        client["state"] or "-",
+        str(client["rows"]),
+        size(client["bytes"]) if client["bytes"] else "-",
+        duration(client["duration"]),
+        (client["error"] or "")[:60],
+    ]
+
+
+class HuntDetailScreen(HuntActions, Screen[None]):
+    """Overview, Clients, Results and Log of one hunt."""
+
+    CSS_PATH = "hunt_detail.tcss"
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="back"),
+        Binding("1", "tab('overview')", "Overview", id="tab-overview", show=False),
+        Binding("2", "tab('clients')", "Clients", id="tab-clients", show=False),
+        Binding("3", "tab('results')", "Results", id="tab-results", show=False),
+        Binding("4", "tab('log')", "Log", id="tab-log", show=False),
+        Binding("f", "filter", "Filter", id="filter"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", id="prev-page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", id="next-page", show=False),
+        *HUNT_BINDINGS,
+    ]
+
+    def __init__(self, hunt_id: str) -> None:
+        super().__init__()
+        self.hunt_id = hunt_id
+        self.filter_index = 0
+        self.page = 0
+        self.total_rows = 0
+        self._drawn_counts: dict[str, int] | None = None
+
+    @property
+    def selected_hunt_id(self) -> str | None:
+        return self.hunt_id
+
+    @property
+    def hunt(self) -> dict[str, Any]:
+        return self.app.hunts[self.hunt_id]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(id="tabs", initial="overview"):
+            with TabPane("1 Overview", id="overview"), VerticalScroll():
+                yield Static("", id="spec")
+                yield Label("Collection", classes="heading")
+                yield VQLTextArea(self.hunt["query"], read_only=True, id="query")
+                yield Label("Client-side condition", classes="heading")
+                yield VQLTextArea(self.hunt["client_condition"], read_only=True,
+                                  id="client_condition")
+                yield Label("Server-side condition", classes="heading")
+                yield VQLTextArea(self.hunt["server_condition"] or "-- none", read_only=True,
+                                  id="server_condition")
+            with TabPane("2 Clients", id="clients"):
+                yield Static("", id="clients-filter")
+                clients = LiveTable(id="clients-table", cursor_type="row", zebra_stripes=True)
+                clients.add_columns(*CLIENT_COLUMNS)
+                yield clients
+            with TabPane("3 Results", id="results"):
+                yield Static("", id="results-page")
+                yield DataTable(id="results-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("4 Log", id="log"):
+                log = DataTable(id="log-table", cursor_type="row", zebra_stripes=True)
+                log.add_columns("Time (UTC)", "Client", "Level", "Message")
+                yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.hunt_id}  {self.hunt['description']}"
+        self.redraw()
+        self.load_clients()
+        self.load_results()
+        self.load_log()
+
+    def on_hunts_changed(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
+        hunt = self.hunt
+        self.query_one("#spec", Static).update(self._spec_text(hunt))
+        if hunt["counts"] != self._drawn_counts:
+            self._drawn_counts = dict(hunt["counts"])
+            self.load_clients()
+
+    @staticmethod
+    def _spec_text(hunt: dict[str, Any]) -> str:
+        state = hunt["state"] + (f" ({hunt['stop_reason']})" if hunt.get("stop_reason") else "")
+        return "\n".join([
+            f"[b]{hunt['hunt_id']}[/b]  {state}",
+            f"{hunt['description'] or '(no description)'}",
+            f"created {utc(hunt['created'])} UTC by {hunt['creator'] or '?'}",
+            f"started {utc(hunt['started'])}   expires {utc(hunt['expires'])}"
+            + (f"   stopped {utc(hunt['stopped'])}" if hunt.get("stopped") else ""),
+            f"rate {rate(hunt['rate'])}   client limit {hunt['limit'] or 'none'}   timeout"
+            f" {duration(hunt['timeout'])}   max rows {hunt['max_rows'] or 'none'}   max upload"
+            f" {size(hunt['max_upload_bytes']) if hunt['max_upload_bytes'] else 'none'}",
+            "",
+            counts_text(hunt["counts"]),
+        ])
+
+    # Tabs ---------------------------------------------------------------------------------------
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    # Clients ------------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self.action_tab("clients")
+        self.load_clients()
+
+    @work(exclusive=True, group="clients")
+    async def load_clients(self) -> None:
+        queue = FILTERS[self.filter_index]
+        clients = await self.app.api.hunt_clients(hunt_id=self.hunt_id, queue=queue)
+        shown = QUEUE_NAMES.get(queue, queue) if queue else "all queues"
+        self.query_one("#clients-filter", Static).update(
+            f"{len(clients)} clients in {shown}  (f: next queue)")
+        self.query_one("#clients-table", LiveTable).sync(
+            {client["client_id"]: client_cells(client) for client in clients})
+
+    # Results ------------------------------------------------------------------------------------
+
+    def action_page(self, step: int) -> None:
+        last_page = max((self.total_rows - 1) // PAGE_SIZE, 0)
+        self.page = min(max(self.page + step, 0), last_page)
+        self.action_tab("results")
+        self.load_results()
+
+    @work(exclusive=True, group="results")
+    async def load_results(self) -> None:
+        page = await self.app.api.hunt_results_page(hunt_id=self.hunt_id,
+                                                    offset=self.page * PAGE_SIZE,
+                                                    limit=PAGE_SIZE)
+        self.total_rows = page["total"]
+        rows = page["rows"]
+        table = self.query_one("#results-table", DataTable)
+        table.clear(columns=True)
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        table.add_columns(*columns)
+        for row in rows:
+            table.add_row(*(cell_text(row.get(column))[:80] for column in columns))
+        first = self.page * PAGE_SIZE + 1 if rows else 0
+        self.query_one("#results-page", Static).update(
+            f"rows {first}-{self.page * PAGE_SIZE + len(rows)} of {self.total_rows}"
+            "  ([ previous, ] next)")
+
+    # Log ----------------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="log")
+    async def load_log(self) -> None:
+        entries = await self.app.api.hunt_log(hunt_id=self.hunt_id, limit=500)
+        table = self.query_one("#log-table", DataTable)
+        table.clear()
+        for entry in entries:
+            table.add_row(utc_seconds(entry["time"]), entry["client_id"], entry["level"],
+                          (entry["message"] or "")[:200])
