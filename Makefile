@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 run: $(INSTALLED)
-	$(BIN)/velotui query --format table "SELECT 'velotui' AS Name, format(format='%d + %d = %d', args=[2, 2, 4]) AS Sum FROM scope()"
+	$(BIN)/velotui --demo 25 --datastore .velotui-demo --listen 127.0.0.1:0
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
@@ -25,6 +25,8 @@ lint: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python -m velotui.vql.bench
+	$(BIN)/python -m velotui.server.bench --agents 2000
+	$(BIN)/python -m velotui.bench_console --agents 2000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -36,6 +36,9 @@ FINAL_STATES = ("finished", "error", "timeout", "cancelled")
 # How long past its own timeout a flow may take to report, for the trip to and from the agent.
 DEADLINE_GRACE = 10.0
 MAX_KEPT_ROWS = 1000
+# Sending a thousand requests need not wait for the network, so it would hold the event loop;
+# it lets others run every so many.
+YIELD_EVERY = 50
 
 
 @dataclass
@@ -257,7 +260,7 @@ class FlowManager:
         """Take stored flows into the running set and hand each to its agent if connected."""
         for record in records:
             self.active[record.key] = record
-        for record in records:
+        for count, record in enumerate(records, 1):
             session = self.sessions.get(record.client_id)
             if session is None:
                 continue
@@ -265,6 +268,8 @@ class FlowManager:
                 await self._send_request(session, record)
             except Exception:  # the agent left; the flow is sent again when it returns
                 log.debug("could not hand %s to %s", record.flow_id, record.client_id)
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a console in the same loop stays responsive
 
     async def schedule(self, client_id: str, query: str, **options: Any) -> FlowRecord:
         """Store one flow and hand it to its agent now if it is connected (see ``prepare``)."""

@@ -16,6 +16,8 @@ TLS_READ_BUFFER = 4 * 1024
 
 def tune_for_many_connections() -> None:
     """Small TLS read buffers, and a garbage collector that does not spend a third of the CPU
-    walking the objects of thousands of live connections."""
+    walking the objects of thousands of live connections (young collections stay short enough
+    for a console sharing the loop: a few milliseconds each)."""
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
-    gc.set_threshold(100_000, 50, 100)
+    gc.set_threshold(10_000, 20, 100)
+

@@ -28,6 +28,7 @@ from velotui.server.service import Service
 from velotui.server.sessions import AgentSession
 from velotui.server.store import Store
 from velotui.server.tls import server_ssl_context
+from velotui.vql import check
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8443"
@@ -62,6 +63,7 @@ class Server:
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
         tune_for_many_connections()
+        check("SELECT * FROM scope()")  # build the VQL parser now, not in the first request
         self.enrolment_secret = self.datastore.enrolment_secret()
         self._api_token = self.datastore.api_token()
         self.store = await Store.open(self.datastore.database_path)
