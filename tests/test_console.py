@@ -172,3 +172,36 @@ async def test_the_command_palette_offers_the_screens_actions(tmp_path: Path) ->
         await until(pilot, lambda: isinstance(app.screen, HuntsScreen))
         await pilot.press("q")
     assert app.return_code in (0, None)
+
+
+async def test_connect_attaches_to_a_running_server_which_outlives_the_console(
+    tmp_path: Path,
+) -> None:
+    from tests.processes import ServerProcess, velotui
+    from velotui.app import VelotuiApp
+    from velotui.server.datastore import Datastore
+    from velotui.server_link import RemoteLink
+
+    datastore = tmp_path / "datastore"
+    store = Datastore.open(datastore)
+    server = ServerProcess(datastore).start()
+    try:
+        created = velotui("hunt", "create", "--datastore", str(datastore), "--query",
+                          "SELECT * FROM info()", "--description", "made elsewhere")
+        hunt_id = created.stdout.strip()
+        app = VelotuiApp(RemoteLink(url=server.url, token=store.api_token(),
+                                    ca_pem=store.ca_pem()))
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await until(pilot, lambda: hunt_id in app.hunts, 10, "the server's hunt")
+            assert cell(app, hunt_id, "Description") == "made elsewhere"
+            await pilot.press("s")  # start it from the console, over the operator API
+            await until(pilot, lambda: app.hunts[hunt_id]["state"] == "running", 10)
+            await pilot.press("q")
+        assert server.process is not None and server.process.poll() is None
+        shown = velotui("hunt", "show", hunt_id, "--json", "--datastore", str(datastore))
+        assert '"state": "running"' in shown.stdout
+        audit = velotui("audit", "--json", "--datastore", str(datastore)).stdout
+        assert '"action": "start"' in audit and '"actor": "operator"' in audit
+    finally:
+        server.stop()
