@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.console_driver import console, ready, steady, type_text
+from tests.console_driver import console, ready, steady, type_text, until
 from tests.console_seed import seed
 from velotui.widgets.vql_editor import VQLEditor
 
@@ -55,8 +55,13 @@ def test_home_large_terminal(snap_compare: Any, seeded: Path) -> None:
                         terminal_size=(120, 36))
 
 
+def _text(pilot: Pilot[Any], selector: str) -> str:
+    return str(pilot.app.screen.query_one(selector).render())
+
+
 async def _estimate_shown(pilot: Pilot[Any]) -> None:
-    await pilot.pause(1.5)  # the estimate follows a pause in typing
+    # The estimate follows a pause in typing.
+    await until(pilot, lambda: _text(pilot, "#estimate").startswith("matches"), 30, "estimate")
 
 
 def test_new_hunt(snap_compare: Any, seeded: Path) -> None:
@@ -68,7 +73,8 @@ async def _bad_server_condition(pilot: Pilot[Any]) -> None:
     editor = pilot.app.screen.query_one("#server_condition", VQLEditor)
     editor.text = "SELECT * FROM rows WHERE Fqdn =~ 'x' AND 2-1"
     editor.focus()
-    await pilot.pause(1.5)
+    await until(pilot, lambda: "no estimate" in _text(pilot, "#estimate")
+                or "fix the conditions" in _text(pilot, "#estimate"), 30, "the estimate")
 
 
 def test_new_hunt_invalid_condition(snap_compare: Any, seeded: Path) -> None:
@@ -78,8 +84,9 @@ def test_new_hunt_invalid_condition(snap_compare: Any, seeded: Path) -> None:
 
 async def _refused(pilot: Pilot[Any]) -> None:
     await type_text(pilot, "triage")
+    await until(pilot, lambda: _text(pilot, "#estimate").startswith("matches"), 30, "estimate")
     await pilot.press("ctrl+s")
-    await pilot.pause(0.5)
+    await until(pilot, lambda: _text(pilot, "#problem").startswith("Not created"), 10)
     pilot.app.screen.query_one("#form").scroll_end(animate=False)
     await pilot.pause(0.3)
 
@@ -88,25 +95,53 @@ def test_new_hunt_refused_in_place(snap_compare: Any, seeded: Path) -> None:
     assert snap_compare(console(seeded, snapshot=True), run_before=keys("n", then=_refused))
 
 
+async def _detail_loaded(pilot: Pilot[Any]) -> None:
+    screen = pilot.app.screen
+    await until(pilot, lambda: screen.query_one("#clients-table").row_count > 0
+                and screen.query_one("#results-table").row_count > 0
+                and screen.query_one("#log-table").row_count > 0, 30, "the hunt's tables")
+
+
 @pytest.mark.parametrize("tab", ["1", "2", "3", "4"], ids=["overview", "clients", "results",
                                                           "log"])
 def test_hunt_detail(snap_compare: Any, seeded: Path, tab: str) -> None:
+    async def steps(pilot: Pilot[Any]) -> None:
+        await _detail_loaded(pilot)
+        await pilot.press(tab)
+        await pilot.pause(0.3)
+
     assert snap_compare(console(seeded, snapshot=True),
-                        run_before=keys("down", "enter", tab, pause=0.4))
+                        run_before=keys("down", "enter", then=steps, pause=0.4))
 
 
 def test_hunt_detail_clients_filtered(snap_compare: Any, seeded: Path) -> None:
+    async def steps(pilot: Pilot[Any]) -> None:
+        await _detail_loaded(pilot)
+        await pilot.press("2", "f", "f", "f", "f")  # all, pending, running, completed, results
+        await until(pilot, lambda: "results" in _text(pilot, "#clients-filter"), 10)
+        await pilot.pause(0.3)
+
     assert snap_compare(console(seeded, snapshot=True),
-                        run_before=keys("down", "enter", "2", "f", "f", "f", "f", pause=0.4))
+                        run_before=keys("down", "enter", then=steps, pause=0.4))
+
+
+async def _clients_loaded(pilot: Pilot[Any]) -> None:
+    await until(pilot, lambda: pilot.app.screen.query_one("#clients").row_count > 0, 30,
+                "the clients")
 
 
 def test_clients(snap_compare: Any, seeded: Path) -> None:
-    assert snap_compare(console(seeded, snapshot=True), run_before=keys("c", pause=0.5))
+    assert snap_compare(console(seeded, snapshot=True),
+                        run_before=keys("c", then=_clients_loaded))
 
 
 def test_add_label_prompt(snap_compare: Any, seeded: Path) -> None:
-    assert snap_compare(console(seeded, snapshot=True),
-                        run_before=keys("c", "plus", pause=0.5))
+    async def steps(pilot: Pilot[Any]) -> None:
+        await _clients_loaded(pilot)
+        await pilot.press("plus")
+        await pilot.pause(0.3)
+
+    assert snap_compare(console(seeded, snapshot=True), run_before=keys("c", then=steps))
 
 
 async def _fixed_path(pilot: Pilot[Any]) -> None:
