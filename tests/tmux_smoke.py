@@ -1,0 +1,455 @@
+"""Smoke test of the real console in a real terminal: tmux.
+
+The Pilot tests drive the app inside Textual's test harness; this script runs the ``velotui``
+console script as an operator would, in a detached tmux session of a fixed size, with a demo fleet
+of three agents on a datastore in a temporary folder. It types a new hunt with ``tmux send-keys``,
+reads the screen with ``tmux capture-pane`` until the hunt's row shows the three results, resizes
+the terminal to 80x24 and back, quits with ``q``, and checks that the console exited with status 0
+and took its demo fleet with it.
+
+    python tests/tmux_smoke.py [--velotui PATH]
+
+Exits 0 on success; 1 with the reason and the last captured screen on failure; 2 when tmux or the
+console script cannot be found. It uses a tmux server of its own (``tmux -L velotui-smoke-PID``),
+so it never touches the user's tmux, and cleans up its session, processes and folder whatever
+happens. tests/test_tmux_smoke.py runs it under pytest (skipped where tmux is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+SIZE = (100, 30)
+SMALL = (80, 24)  # what the console must stay usable at (issue 5, section 6)
+FLEET = 3
+STEP_TIMEOUT = 90.0  # per step: the demo fleet enrols and collects in a few seconds, CI is slower
+POLL = 0.2
+# Textual hands each key to the widget focused when the key arrives, before an earlier Tab has
+# moved focus: text sent straight after a Tab can land in the previous field. An operator types
+# slower than that; so after a key that moves focus the script pauses for a moment, and it then
+# checks on screen that every field holds what was typed.
+SETTLE = 0.5
+DESCRIPTION = "tmux smoke"
+QUERY = "SELECT Hostname, OS FROM info()"
+SESSION = "console"
+
+# Not for the console: NO_COLOR would drop its colours; COLORTERM would lift it above the 256
+# colours it must be readable in; COLUMNS and LINES would fix its size whatever the terminal's
+# (Textual believes them first), and they are in the environment of anything pytest starts,
+# since importing readline exports them.
+UNSET = ("NO_COLOR", "COLORTERM", "COLUMNS", "LINES")
+
+TMUX_CONF = """\
+set-option -g remain-on-exit on
+set-option -g status off
+set-option -g default-terminal xterm-256color
+"""
+
+_BOX = re.compile("[\u2500-\u257f]")  # box drawing: the hunt panel's border beside the table
+
+
+class SmokeFailure(Exception):
+    """The console did not do what an operator would see it do."""
+
+
+class Tmux:
+    """A private tmux server with one session: the console."""
+
+    def __init__(self, socket: str, env: dict[str, str]) -> None:
+        self.socket = socket
+        self.env = env
+        self.socket_path: Path | None = None
+
+    def run(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            ["tmux", "-u", "-L", self.socket, *args], stdin=subprocess.DEVNULL,
+            capture_output=True, env=self.env, timeout=30,
+        )
+        if check and result.returncode != 0:
+            error = result.stderr.decode(errors="replace").strip()
+            raise SmokeFailure(f"tmux {' '.join(args[:1])} failed: {error}")
+        return result.stdout.decode("utf-8", errors="replace")
+
+    def start(self, config: Path, size: tuple[int, int], command: list[str]) -> None:
+        self.run("kill-server", check=False)  # a stale server of a crashed run with this pid
+        self.run("-f", str(config), "new-session", "-d", "-s", SESSION, "-x", str(size[0]),
+                 "-y", str(size[1]), shlex.join(["exec", *command]))
+        self.socket_path = Path(self.show("#{socket_path}"))
+
+    def show(self, fmt: str) -> str:
+        return self.run("display-message", "-p", "-t", SESSION, fmt).strip()
+
+    def capture(self) -> str:
+        return self.run("capture-pane", "-p", "-t", SESSION)
+
+    def keys(self, *names: str) -> None:
+        """Keys by tmux's names: Tab, F7, BSpace, Space, C-s, q."""
+        self.run("send-keys", "-t", SESSION, *names)
+
+    def text(self, text: str) -> None:
+        self.run("send-keys", "-t", SESSION, "-l", text)
+
+    def resize(self, size: tuple[int, int]) -> None:
+        self.run("resize-window", "-t", SESSION, "-x", str(size[0]), "-y", str(size[1]))
+
+    def kill(self) -> None:
+        self.run("kill-server", check=False)
+        if self.socket_path is not None:  # tmux leaves its socket behind
+            self.socket_path.unlink(missing_ok=True)
+
+
+# Reading the screen --------------------------------------------------------------------------
+
+
+def field_text(screen: str, label: str) -> str | None:
+    """The first line inside the input or editor under ``label`` (label, top border, text)."""
+    lines = screen.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith(label) and index + 2 < len(lines):
+            inside = re.search("\u258a(.*?)\u258e", lines[index + 2])  # the tall border
+            return inside.group(1).strip() if inside else None
+    return None
+
+
+def status_under(screen: str, label: str) -> str | None:
+    """The status line under the editor below ``label`` (after the editor's bottom border); the
+    scrollbar may follow it at the right edge."""
+    lines = screen.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(label)), None)
+    if start is None:
+        return None
+    for index in range(start + 1, len(lines) - 1):
+        if "\u2581\u2581\u2581" in lines[index]:  # the tall border's bottom
+            return lines[index + 1].strip()
+    return None
+
+
+def status_above(screen: str, label: str) -> str | None:
+    """The status line of the editor above ``label``: the last text before that label."""
+    lines = screen.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip().startswith(label)), None)
+    if start is None:
+        return None
+    return next((line.strip() for line in reversed(lines[:start]) if line.strip()), None)
+
+
+def hunt_rows(screen: str) -> dict[str, dict[str, str]]:
+    """The hunts table as shown: each row's cells by column title, keyed by description.
+    Cells are cut at the header's title positions (DataTable left-aligns both)."""
+    lines = [_BOX.split(line, maxsplit=1)[0] for line in screen.splitlines()]
+    header_at = next((i for i, line in enumerate(lines)
+                      if re.match(r"\s*ID\s+State\s+Description\b", line)), None)
+    if header_at is None:
+        return {}
+    titles = [(m.start(), m.group()) for m in re.finditer(r"\S+", lines[header_at])]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[header_at + 1:]:
+        if not line.strip():
+            continue
+        cells = {}
+        for index, (start, title) in enumerate(titles):
+            end = titles[index + 1][0] if index + 1 < len(titles) else len(line)
+            cells[title] = line[start:end].strip()
+        if cells.get("Description"):
+            rows[cells["Description"]] = cells
+    return rows
+
+
+def panel_counts(screen: str) -> dict[str, str]:
+    """The hunt panel's large counts: a line of names over a line of numbers."""
+    inside = [line.split("\u2502")[1] if line.count("\u2502") >= 2 else ""
+              for line in screen.splitlines()]
+    counts: dict[str, str] = {}
+    for names, values in itertools.pairwise(inside):
+        words, numbers = names.split(), values.split()
+        if words and len(words) == len(numbers) and all(n.isdigit() for n in numbers) \
+                and all(w.isalpha() for w in words):
+            counts.update(zip(words, numbers, strict=True))
+    return counts
+
+
+def fits(screen: str, width: int) -> bool:
+    """The hunt panel's box closes exactly at the right edge: the layout was redrawn for
+    ``width`` (tmux only cuts old lines when a window shrinks, which leaves no corner there)."""
+    lines = [line.rstrip() for line in screen.splitlines()]
+    return any(len(line) == width and line.endswith("\u256e") for line in lines) and any(
+        len(line) == width and line.endswith("\u256f") for line in lines)
+
+
+# The run -------------------------------------------------------------------------------------
+
+
+class Smoke:
+    def __init__(self, velotui: Path, folder: Path) -> None:
+        self.velotui = velotui
+        self.folder = folder
+        self.datastore = folder / "datastore"
+        unset = {*UNSET, "TMUX", "TMUX_PANE"}  # and no link to a tmux this may run inside
+        env = {name: value for name, value in os.environ.items() if name not in unset}
+        self.tmux = Tmux(f"velotui-smoke-{os.getpid()}", env)
+        self.screen = ""
+        self.started = time.monotonic()
+        self.server_pid: int | None = None
+
+    def say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.1f}s] {message}", flush=True)
+
+    def fail(self, message: str) -> NoReturn:
+        try:
+            size = self.tmux.show("#{pane_width}x#{pane_height}")
+        except SmokeFailure:
+            size = "unknown"
+        raise SmokeFailure(f"{message} (tmux pane {size})")
+
+    def wait(self, what: str, check: Callable[[str], T | None],
+             timeout: float | None = None) -> T:
+        """Poll the screen until ``check`` returns something true; that value."""
+        timeout = STEP_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            self.screen = self.tmux.capture()
+            value = check(self.screen)
+            if value:
+                return value
+            if self.tmux.show("#{pane_dead}") == "1":
+                status = self.tmux.show("#{pane_dead_status}")
+                self.fail(f"the console exited (status {status}) while waiting for {what}")
+            if time.monotonic() > deadline:
+                self.fail(f"gave up after {timeout:.0f} s waiting for {what}")
+            time.sleep(POLL)
+
+    def until(self, what: str, check: Callable[[], T | None],
+              timeout: float | None = None) -> T:
+        """Poll ``check`` (not the screen) until it returns something true."""
+        timeout = STEP_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not (value := check()):
+            if time.monotonic() > deadline:
+                self.fail(f"gave up after {timeout:.0f} s waiting for {what}")
+            time.sleep(POLL)
+        return value
+
+    def press(self, *keys: str) -> None:
+        """Keys that move focus, then a moment for the console to move it (see SETTLE)."""
+        self.tmux.keys(*keys)
+        time.sleep(SETTLE)
+
+    def processes(self) -> list[psutil.Process]:
+        """This run's processes: those naming its datastore, but for the tmux server (whose
+        command line holds the console's)."""
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            if process.pid in (os.getpid(), self.server_pid):
+                continue
+            cmdline = process.info["cmdline"] or []
+            if any(str(self.datastore) in part for part in cmdline):
+                found.append(process)
+        return found
+
+    # Steps ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        config = self.folder / "tmux.conf"
+        config.write_text(TMUX_CONF)
+        self.tmux.start(config, SIZE, [
+            "env", *(arg for name in UNSET for arg in ("-u", name)), "TERM=xterm-256color",
+            str(self.velotui), "--demo", str(FLEET), "--datastore", str(self.datastore),
+            "--listen", "127.0.0.1:0",
+        ])
+        self.server_pid = int(self.tmux.show("#{pid}"))
+        self.say(f"console started in tmux {SIZE[0]}x{SIZE[1]} (socket {self.tmux.socket})")
+        self.check_environment(int(self.tmux.show("#{pane_pid}")))
+
+        online = f"{FLEET} of {FLEET} clients online"
+        self.wait(f"'{online}' in the header", lambda s: online in s)
+        fleet = [p for p in self.processes() if "--simulate" in (p.info["cmdline"] or [])]
+        if not fleet:
+            self.fail("no demo fleet process (velotui-agent --simulate) for this datastore")
+        self.say(f"{online}; demo fleet is pid {fleet[0].pid}")
+
+        self.create_hunt()
+        self.say("hunt created; waiting for its results")
+
+        def finished(screen: str) -> dict[str, str] | None:
+            row = hunt_rows(screen).get(DESCRIPTION)
+            return row if row and row.get("Res") == str(FLEET) else None
+
+        row = self.wait(f"the hunt's row to show Res {FLEET}", finished)
+        if row.get("Err") not in (None, "0"):
+            self.fail(f"the hunt's row shows errors: {row}")
+        self.wait(f"the hunt panel to show {FLEET} results",
+                  lambda s: panel_counts(s).get("Results") == str(FLEET)
+                  and row["ID"] in s)
+        self.say(f"hunt {row['ID']} shows {FLEET} results in the table and the panel")
+
+        self.resize_and_back(row["ID"])
+        self.quit()
+
+    def check_environment(self, pid: int) -> None:
+        try:
+            environ = psutil.Process(pid).environ()
+        except psutil.Error:  # not readable on every platform: the env wrapper still holds
+            return
+        wrong = {name: environ[name] for name in UNSET if name in environ}
+        if wrong or environ.get("TERM") != "xterm-256color":
+            self.fail(f"the console's environment: TERM={environ.get('TERM')!r}, {wrong}")
+
+    def create_hunt(self) -> None:
+        self.tmux.keys("n")
+        self.wait("the new hunt form",
+                  lambda s: field_text(s, "Collection query") is not None and "Create" in s)
+        time.sleep(SETTLE)
+        self.tmux.text(DESCRIPTION)
+        self.wait("the description typed", lambda s: field_text(s, "Description") == DESCRIPTION)
+
+        self.press("Tab")
+        self.tmux.text(QUERY)
+        self.wait("the collection query typed in its editor",
+                  lambda s: field_text(s, "Collection query") == QUERY
+                  and (status_under(s, "Collection query") or "").startswith(
+                      "\u2713 valid VQL"))
+
+        self.press("Tab", "Tab")  # keep the client-side condition; to the server-side one
+        self.press("F7")  # select all
+        self.tmux.keys("BSpace")
+        self.wait("the server-side condition cleared (and the client-side one kept)",
+                  lambda s: (status_under(s, "Server-side condition") or "").startswith(
+                      "\u2713 empty")
+                  and (status_above(s, "Server-side condition") or "").startswith(
+                      "\u2713 valid VQL"))
+
+        # rate, limit, expires, timeout, max rows, max upload MB, start now
+        self.press(*["Tab"] * 7)
+        self.tmux.keys("Space")
+        self.wait("'Start now' ticked", lambda s: re.search(r"X\S?\s+Start now", s))
+        time.sleep(SETTLE)
+
+        self.tmux.keys("C-s")
+        self.wait("the home screen with the new hunt", lambda s: DESCRIPTION in hunt_rows(s))
+
+    def resize_and_back(self, hunt_id: str) -> None:
+        for width, height in (SMALL, SIZE):
+            self.tmux.resize((width, height))
+
+            def redrawn(screen: str, width: int = width, height: int = height) -> bool:
+                row = hunt_rows(screen).get(DESCRIPTION)
+                return (self.tmux.show("#{pane_width}x#{pane_height}") == f"{width}x{height}"
+                        and len(screen.splitlines()) == height and fits(screen, width)
+                        and row is not None and row["ID"] == hunt_id and "q Quit" in screen)
+
+            self.wait(f"the console redrawn at {width}x{height}", redrawn)
+            self.say(f"resized to {width}x{height}: the hunts table and panel are redrawn")
+        self.wait(f"Res {FLEET} back in the table at {SIZE[0]}x{SIZE[1]}",
+                  lambda s: hunt_rows(s).get(DESCRIPTION, {}).get("Res") == str(FLEET))
+
+    def quit(self) -> None:
+        self.tmux.keys("q")
+        self.until("the console to exit after q", lambda: self.tmux.show("#{pane_dead}") == "1")
+        self.screen = self.tmux.capture()
+        status = self.tmux.show("#{pane_dead_status}")
+        if status != "0":
+            self.fail(f"the console exited with status {status!r} after q")
+        if "Traceback" in self.screen:
+            self.fail("the console printed a traceback on its way out")
+        self.say("q: the console exited with status 0")
+        deadline = time.monotonic() + 30  # the console stops its fleet before it exits
+        while left := self.processes():
+            if time.monotonic() > deadline:
+                self.fail("still running after the console exited: " + describe(left))
+            time.sleep(POLL)
+        self.say("no process of this run is left (console, demo fleet)")
+
+    def clean_up(self) -> None:
+        self.tmux.kill()
+        leftovers = self.processes()
+        for process in leftovers:
+            try:
+                process.terminate()
+            except psutil.Error:
+                pass
+        _gone, alive = psutil.wait_procs(leftovers, timeout=10)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=10)
+
+
+def describe(processes: list[psutil.Process]) -> str:
+    return "; ".join(f"pid {p.pid}: {' '.join(p.info['cmdline'] or [])}" for p in processes)
+
+
+def fleet_log_tail(datastore: Path, lines: int = 15) -> str:
+    log = datastore / "demo" / "fleet.log"
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def frame(screen: str) -> str:
+    lines = screen.splitlines() or [""]
+    width = max(len(line) for line in lines)
+    edge = "+" + "-" * width + "+"
+    return "\n".join([edge, *(f"|{line.ljust(width)}|" for line in lines), edge])
+
+
+def _terminated(signum: int, _frame: Any) -> NoReturn:
+    raise SmokeFailure(f"stopped by signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = Path(sys.executable).parent / "velotui"
+    parser.add_argument("--velotui", type=Path,
+                        default=default if default.exists() else shutil.which("velotui"),
+                        help="the console script (default: the one beside this Python)")
+    args = parser.parse_args(argv)
+    if shutil.which("tmux") is None:
+        print("tmux smoke: tmux is not installed", file=sys.stderr)
+        return 2
+    if args.velotui is None or not Path(args.velotui).exists():
+        print("tmux smoke: the velotui console script was not found (--velotui)", file=sys.stderr)
+        return 2
+
+    signal.signal(signal.SIGTERM, _terminated)  # a killed run still cleans up after itself
+    folder = Path(tempfile.mkdtemp(prefix="velotui-smoke-"))
+    smoke = Smoke(Path(args.velotui).resolve(), folder)
+    try:
+        smoke.run()
+    except (SmokeFailure, subprocess.TimeoutExpired, KeyboardInterrupt) as error:
+        print(f"tmux smoke: FAILED: {error or type(error).__name__}", file=sys.stderr)
+        if left := describe(smoke.processes()):
+            print(f"processes of this run still there: {left}", file=sys.stderr)
+        print(f"last captured screen:\n{frame(smoke.screen)}", file=sys.stderr)
+        if tail := fleet_log_tail(smoke.datastore):
+            print(f"end of the demo fleet's log:\n{tail}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up finish
+        smoke.clean_up()
+        shutil.rmtree(folder, ignore_errors=True)
+    smoke.say("tmux smoke: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
