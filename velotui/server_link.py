@@ -8,6 +8,7 @@ care which it is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import os
@@ -60,7 +61,8 @@ class EmbeddedLink(ServerLink):
 
     async def stop(self) -> None:
         if self.fleet is not None:
-            stop_process(self.fleet)
+            # In a thread: the agents' goodbyes need this loop's server to answer them.
+            await asyncio.to_thread(stop_process, self.fleet)
             self.fleet = None
         if self.server is not None:
             await self.server.stop()
