@@ -5,8 +5,11 @@ it in its own event loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http
 import logging
+import time
 
 import websockets
 from websockets.asyncio.server import Server as WebsocketServer
@@ -23,7 +26,7 @@ from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
 from velotui.server.protocol import CloseCode
-from velotui.server.runtime import tune_for_many_connections
+from velotui.server.runtime import release_free_memory, tune_for_many_connections
 from velotui.server.service import Service
 from velotui.server.sessions import AgentSession
 from velotui.server.store import Store
@@ -32,6 +35,8 @@ from velotui.vql import check
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8443"
+TRIM_AFTER_CONNECTIONS = 100
+TRIM_CHECK_INTERVAL = 1.0
 OPERATOR_TOKEN_NAME = "operator"
 
 
@@ -59,6 +64,9 @@ class Server:
         self._api_token = ""
         self._listener: WebsocketServer | None = None
         self.url = ""
+        self._connections_since_trim = 0
+        self._last_connection = 0.0
+        self._trimmer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
@@ -97,6 +105,7 @@ class Server:
             shown_host = f"[{shown_host}]"
         self.url = f"wss://{shown_host}:{self.port}"
         self.datastore.write_server_address(self.url)
+        self._trimmer = asyncio.create_task(self._trim_after_bursts(), name="memory-trim")
         log.info("listening on %s (datastore %s)", self.url, self.datastore.root)
 
     @property
@@ -105,6 +114,10 @@ class Server:
 
     async def stop(self) -> None:
         """Close every connection, finish queued writes, and close the store."""
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer
         if self._listener is not None:
             for session in list(self.directory.sessions.values()):
                 try:
@@ -140,8 +153,20 @@ class Server:
             return None
         return connection.respond(http.HTTPStatus.NOT_FOUND, "no such endpoint\n")
 
+    async def _trim_after_bursts(self) -> None:
+        """Once a burst of connections (a fleet coming back) has passed, give the memory its
+        handshakes used back to the system."""
+        while True:
+            await asyncio.sleep(TRIM_CHECK_INTERVAL)
+            quiet = time.monotonic() - self._last_connection > TRIM_CHECK_INTERVAL
+            if self._connections_since_trim >= TRIM_AFTER_CONNECTIONS and quiet:
+                self._connections_since_trim = 0
+                await asyncio.to_thread(release_free_memory)
+
     async def _route(self, connection: ServerConnection) -> None:
         path = connection.request.path.split("?", 1)[0] if connection.request else ""
+        self._connections_since_trim += 1
+        self._last_connection = time.monotonic()
         if path == protocol.AGENT_PATH:
             await AgentSession(self, connection).run()
         elif path == protocol.OPERATOR_PATH:
