@@ -21,6 +21,7 @@ from velotui.screens.commands import ConsoleCommands
 from velotui.screens.dialogs import ConfirmScreen, ExportOptions, ExportScreen
 from velotui.screens.help import HelpScreen
 from velotui.screens.hunts import HuntsScreen
+from velotui.server.datastore import DatastoreError
 from velotui.server.errors import ServiceError
 from velotui.server_link import ServerLink
 
@@ -64,7 +65,7 @@ class VelotuiApp(App[int]):
         self.theme = "textual-dark"
         try:
             self.api = await self.link.start()
-        except (OSError, ServiceError) as error:
+        except (OSError, ServiceError, DatastoreError) as error:
             self.failure = f"velotui: cannot start: {error}"
             self.exit(1, message=self.failure)
             return
@@ -79,7 +80,10 @@ class VelotuiApp(App[int]):
 
     async def update_fleet_summary(self) -> None:
         """The header says how many clients are known and online."""
-        info = await self.api.server_info()
+        try:
+            info = await self.api.server_info()
+        except ServiceError:
+            return  # follow_hunts reports a lost server
         self.sub_title = f"{info['online']} of {info['clients']} clients online"
 
     async def on_unmount(self) -> None:
@@ -88,10 +92,15 @@ class VelotuiApp(App[int]):
     @work(exclusive=True, group="follow-hunts")
     async def follow_hunts(self) -> None:
         """Keep ``hunts`` current from the server's pushes."""
-        async for event in self.api.watch_hunts():
-            hunt = event["hunt"]
-            self.hunts[hunt["hunt_id"]] = hunt
-            self._hunts_dirty = True
+        try:
+            async for event in self.api.watch_hunts():
+                hunt = event["hunt"]
+                self.hunts[hunt["hunt_id"]] = hunt
+                self._hunts_dirty = True
+        except ServiceError as error:
+            # A --connect'ed server went away: say so rather than show stale counts.
+            self.failure = f"velotui: lost the server: {error}"
+            self.exit(1, message=self.failure)
 
     def _publish_hunts(self) -> None:
         # Pushes may come many times a second; screens redraw at most this often.

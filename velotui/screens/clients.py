@@ -55,7 +55,9 @@ class ClientsScreen(Screen[None]):
 
     @work(exclusive=True, group="clients")
     async def load(self) -> None:
-        clients = await self.app.api.list_clients()
+        clients = await self.app.call("list_clients")
+        if clients is None:
+            return
         now = self.app.clock()
         online = sum(1 for c in clients if c["online"])
         self.query_one("#summary", Static).update(

@@ -115,7 +115,19 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.query_one("#spec", Static).update(self._spec_text(hunt))
         if hunt["counts"] != self._drawn_counts:
             self._drawn_counts = dict(hunt["counts"])
-            self.load_clients()
+            # Only the tab in view follows the counts; the others load when shown.
+            active = self.query_one("#tabs", TabbedContent).active
+            if active == "clients":
+                self.load_clients()
+            elif active == "results":
+                self.load_results()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        loaders = {"clients": self.load_clients, "results": self.load_results,
+                   "log": self.load_log}
+        loader = loaders.get(event.pane.id or "")
+        if loader is not None:
+            loader()
 
     @staticmethod
     def _spec_text(hunt: dict[str, Any]) -> str:
@@ -151,7 +163,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
     @work(exclusive=True, group="clients")
     async def load_clients(self) -> None:
         queue = FILTERS[self.filter_index]
-        clients = await self.app.api.hunt_clients(hunt_id=self.hunt_id, queue=queue)
+        clients = await self.app.call("hunt_clients", hunt_id=self.hunt_id, queue=queue)
+        if clients is None:
+            return
         shown = QUEUE_NAMES.get(queue, queue) if queue else "all queues"
         self.query_one("#clients-filter", Static).update(
             f"{len(clients)} clients in {shown}  (f: next queue)")
@@ -168,9 +182,10 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     @work(exclusive=True, group="results")
     async def load_results(self) -> None:
-        page = await self.app.api.hunt_results_page(hunt_id=self.hunt_id,
-                                                    offset=self.page * PAGE_SIZE,
-                                                    limit=PAGE_SIZE)
+        page = await self.app.call("hunt_results_page", hunt_id=self.hunt_id,
+                                   offset=self.page * PAGE_SIZE, limit=PAGE_SIZE)
+        if page is None:
+            return
         self.total_rows = page["total"]
         rows = page["rows"]
         table = self.query_one("#results-table", DataTable)
@@ -188,7 +203,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     @work(exclusive=True, group="log")
     async def load_log(self) -> None:
-        entries = await self.app.api.hunt_log(hunt_id=self.hunt_id, limit=500)
+        entries = await self.app.call("hunt_log", hunt_id=self.hunt_id, limit=500)
+        if entries is None:
+            return
         table = self.query_one("#log-table", DataTable)
         table.clear()
         for entry in entries:
