@@ -1,15 +1,13 @@
 """The agent's identity: an Ed25519 key pair kept in its state folder, and the client ID it implies.
 
 The client ID is derived from the public key, so an agent proves who it is by signing the server's
-nonce with the private key; no ID can be claimed without the key behind it. This module is
-self-contained (cryptography only) because the agent must not depend on the server package; the
-server derives client IDs with its own copy of ``client_id_for``, and a test keeps the two equal.
+nonce with the private key; no ID can be claimed without the key behind it. The ID is derived by
+``protocol.client_id_for``, as the server derives it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,24 +15,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from velotui.server.protocol import client_id_for
+
+__all__ = ["AgentIdentity", "client_id_for"]
+
 KEY_FILE_NAME = "agent.key"
-PUBLIC_KEY_LENGTH = 32
-CLIENT_ID_PREFIX = "C."
-CLIENT_ID_HEX_LENGTH = 16
 
 _KEY_FILE_MODE = 0o600
 _STATE_FOLDER_MODE = 0o700
-
-
-def client_id_for(public_key_bytes: bytes) -> str:
-    """The client ID for a raw 32-byte Ed25519 public key: ``C.`` and 16 hex digits of its SHA-256.
-
-    Raises ValueError when the key is not 32 bytes.
-    """
-    if not isinstance(public_key_bytes, bytes) or len(public_key_bytes) != PUBLIC_KEY_LENGTH:
-        raise ValueError("an Ed25519 public key is 32 bytes")
-    digest = hashlib.sha256(public_key_bytes).hexdigest()
-    return CLIENT_ID_PREFIX + digest[:CLIENT_ID_HEX_LENGTH]
 
 
 class AgentIdentity:

@@ -1,14 +1,11 @@
 """The server's side of agent identity: client IDs, nonces, and the checks an agent must pass.
 
 Everything here treats its input as hostile: the bytes come straight off an agent's connection.
-``client_id_for`` must derive exactly what ``agent.identity.client_id_for`` derives; it is copied
-rather than imported because the agent package must not depend on the server (a test keeps the
-two in step).
+Client IDs are derived by ``protocol.client_id_for``, which the agent uses too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -16,24 +13,15 @@ import secrets
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-PUBLIC_KEY_LENGTH = 32
+from velotui.server.protocol import PUBLIC_KEY_LENGTH, client_id_for
+
+__all__ = ["CLIENT_ID_PATTERN", "client_id_for", "new_nonce", "secrets_equal",
+           "verify_signature"]
+
 SIGNATURE_LENGTH = 64
 NONCE_LENGTH = 32
-CLIENT_ID_PREFIX = "C."
-CLIENT_ID_HEX_LENGTH = 16
 CLIENT_ID_PATTERN = re.compile(r"C\.[0-9a-f]{16}")
 """What every client ID looks like (use ``fullmatch``)."""
-
-
-def client_id_for(public_key_bytes: bytes) -> str:
-    """The client ID for a raw 32-byte Ed25519 public key: ``C.`` and 16 hex digits of its SHA-256.
-
-    Raises ValueError when the key is not 32 bytes.
-    """
-    if not isinstance(public_key_bytes, bytes) or len(public_key_bytes) != PUBLIC_KEY_LENGTH:
-        raise ValueError("an Ed25519 public key is 32 bytes")
-    digest = hashlib.sha256(public_key_bytes).hexdigest()
-    return CLIENT_ID_PREFIX + digest[:CLIENT_ID_HEX_LENGTH]
 
 
 def verify_signature(public_key_bytes: bytes, nonce: bytes, signature: bytes) -> bool:

@@ -105,7 +105,7 @@ def write_file_atomically(path: Path, data: bytes, mode: int = SECRET_MODE) -> N
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
 
 
 class Datastore:
@@ -336,7 +336,8 @@ def _make_private_folder(folder: Path) -> None:
         folder.chmod(FOLDER_MODE)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a folder's entries (a rename into it) durable."""
     # The rename itself is durable only once the folder's entry is on disk (POSIX only; Windows
     # cannot open a folder for fsync).
     if os.name != "posix":

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from velotui.server.datastore import fsync_folder
 from velotui.server.flows import unpack_rows
 from velotui.server.hunts import CHECKING, QUEUES, Hunt
 from velotui.server.store import Store
@@ -163,17 +164,6 @@ def _unique(name: str, used: set[str]) -> str:
 def _settle(future: asyncio.Future[Any], result: Any = None) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _fsync_folder(folder: Path) -> None:
-    # The rename is durable only once the folder's entry is on disk (POSIX only).
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class _ZipWorker:
@@ -363,7 +353,7 @@ class _ZipWorker:
         self._committed = True
         # The zip is complete and in place; a folder that cannot be synced does not undo that.
         with contextlib.suppress(OSError):
-            _fsync_folder(self.destination.parent)
+            fsync_folder(self.destination.parent)
 
     def _discard(self) -> None:
         # Best effort: the export has failed already, and the temporary file must go regardless.
