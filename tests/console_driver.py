@@ -4,7 +4,6 @@ and wait for what the operator would wait for."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from textual.keys import _character_to_key
 from textual.pilot import Pilot
 from textual.widgets import Input, TextArea
 
+from tests import fleet
 from tests.console_seed import NOW
 from velotui.app import VelotuiApp
 from velotui.server_link import EmbeddedLink
@@ -35,14 +35,8 @@ async def type_text(pilot: Pilot[Any], text: str) -> None:
 
 async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float = 60,
                 what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what or condition}")
-        await pilot.pause(0.05)
+    """Poll ``condition`` between app repaints until it is true; its value."""
+    return await fleet.until(condition, timeout, what, pause=pilot.pause)
 
 
 async def ready(pilot: Pilot[Any]) -> None:

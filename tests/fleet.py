@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,12 @@ class Fleet:
                     timeout, "agents online")
 
 
-async def until(condition: Any, timeout: float = 30, what: str = "") -> Any:
-    """Wait (without blocking the loop) until ``condition()`` is true; its value."""
+async def until(condition: Any, timeout: float = 30, what: str = "",
+                pause: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> Any:
+    """Wait (without blocking the loop) until ``condition()`` is true; its value.
+
+    ``pause`` lets console tests wait with ``pilot.pause`` so the app repaints between polls.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -65,7 +70,7 @@ async def until(condition: Any, timeout: float = 30, what: str = "") -> Any:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what or condition}")
-        await asyncio.sleep(0.02)
+        await pause(0.02)
 
 
 SEED_FACTS = [
