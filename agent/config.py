@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.atomic import write_file_atomically
+from velotui.durable_files import write_file_atomically
 from velotui.server.protocol import AGENT_PATH
 
 CONFIG_FILE_MODE = 0o600

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 from pathlib import Path
 
-from agent.atomic import write_file_atomically
 from agent.identity import AgentIdentity
+from velotui.data_folders import user_data_folder
+from velotui.durable_files import write_file_atomically
 
 APP_FOLDER_NAME = "velotui-agent"
 STATE_FILE_NAME = "state.json"
@@ -26,17 +25,7 @@ def default_state_dir() -> Path:
     """The per-user data folder used when ``--state`` is not given: ``$XDG_DATA_HOME/velotui-agent``
     or ``~/.local/share/velotui-agent`` on Linux and other Unixes, ``~/Library/Application
     Support/velotui-agent`` on macOS, ``%LOCALAPPDATA%\\velotui-agent`` on Windows."""
-    if sys.platform == "win32":
-        local_app_data = os.environ.get("LOCALAPPDATA", "").strip()
-        base = Path(local_app_data) if local_app_data else Path.home() / "AppData" / "Local"
-        return base / APP_FOLDER_NAME
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / APP_FOLDER_NAME
-    xdg_data_home = os.environ.get("XDG_DATA_HOME", "").strip()
-    # The XDG spec says a relative path is invalid and must be ignored.
-    if xdg_data_home and Path(xdg_data_home).is_absolute():
-        return Path(xdg_data_home) / APP_FOLDER_NAME
-    return Path.home() / ".local" / "share" / APP_FOLDER_NAME
+    return user_data_folder(APP_FOLDER_NAME)
 
 
 class AgentState:

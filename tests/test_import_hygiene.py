@@ -53,7 +53,8 @@ def test_the_server_never_imports_textual_or_the_console() -> None:
 
 
 def test_the_agent_uses_only_the_engine_and_the_protocol() -> None:
-    allowed = ("velotui.vql", "velotui.server.protocol", "velotui.server.runtime")
+    allowed = ("velotui.vql", "velotui.server.protocol", "velotui.server.runtime",
+               "velotui.data_folders", "velotui.durable_files")
     wrong = sorted(
         f"{file} imports {name}"
         for file, names in imported_modules("agent").items()

@@ -14,13 +14,13 @@ import json
 import os
 import secrets
 import socket
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
 
+from velotui.data_folders import user_data_folder
+from velotui.durable_files import temp_file_pattern, write_file_atomically
 from velotui.server import tls
 
 DATASTORE_ENV_VAR = "VELOTUI_DATASTORE"
@@ -50,7 +50,6 @@ _INITIALISED_NAMES = (
     ENROLMENT_SECRET_NAME,
     API_TOKEN_NAME,
 )
-_TEMP_SUFFIX = ".tmp"
 
 
 class DatastoreError(Exception):
@@ -67,45 +66,7 @@ def default_datastore_path() -> Path:
     override = os.environ.get(DATASTORE_ENV_VAR, "").strip()
     if override:
         return Path(override).expanduser()
-    if sys.platform == "win32":
-        local_app_data = os.environ.get("LOCALAPPDATA", "").strip()
-        base = Path(local_app_data) if local_app_data else Path.home() / "AppData" / "Local"
-        return base / APP_FOLDER_NAME
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / APP_FOLDER_NAME
-    xdg_data_home = os.environ.get("XDG_DATA_HOME", "").strip()
-    # The XDG spec says a relative path is invalid and must be ignored.
-    if xdg_data_home and Path(xdg_data_home).is_absolute():
-        return Path(xdg_data_home) / APP_FOLDER_NAME
-    return Path.home() / ".local" / "share" / APP_FOLDER_NAME
-
-
-def write_file_atomically(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never half.
-
-    The temporary file is made in the same folder (a rename is atomic only within one file
-    system), created with ``mode`` from the start, and fsynced before and after the rename.
-    Raises OSError when the folder is not writable.
-    """
-    folder = path.parent
-    descriptor, temp_name = tempfile.mkstemp(
-        dir=folder, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as temp_file:
-            if hasattr(os, "fchmod"):
-                os.fchmod(temp_file.fileno(), mode)
-            temp_file.write(data)
-            temp_file.flush()
-            os.fsync(temp_file.fileno())
-        if not hasattr(os, "fchmod"):
-            os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
-    fsync_folder(folder)
+    return user_data_folder(APP_FOLDER_NAME)
 
 
 class Datastore:
@@ -308,7 +269,7 @@ class Datastore:
 
     def _remove_leftover_temp_files(self) -> None:
         for name in _INITIALISED_NAMES:
-            for leftover in self.root.glob(f".{name}.*{_TEMP_SUFFIX}"):
+            for leftover in self.root.glob(temp_file_pattern(self.root / name)):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
 
@@ -334,19 +295,6 @@ def _make_private_folder(folder: Path) -> None:
     # mkdir's mode is reduced by the umask and ignored for an existing folder; set it explicitly.
     if os.name == "posix" and (folder.stat().st_mode & 0o777) != FOLDER_MODE:
         folder.chmod(FOLDER_MODE)
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a folder's entries (a rename into it) durable."""
-    # The rename itself is durable only once the folder's entry is on disk (POSIX only; Windows
-    # cannot open a folder for fsync).
-    if os.name != "posix":
-        return
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 @contextlib.contextmanager

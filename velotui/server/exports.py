@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from velotui.server.datastore import fsync_folder
+from velotui.durable_files import fsync_folder
 from velotui.server.flows import unpack_rows
 from velotui.server.hunts import CHECKING, QUEUES, Hunt
 from velotui.server.store import Store
