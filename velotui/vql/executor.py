@@ -265,17 +265,22 @@ def _row_vars(row: Any) -> Mapping[str, Any]:
     return row if isinstance(row, Mapping) else EMPTY
 
 
+def _copy_star_columns(plan: SelectPlan, row: Any, out: dict[str, Any]) -> None:
+    # `*` takes the row's columns, except those the SELECT names itself (they keep their place).
+    if isinstance(row, Mapping):
+        explicit = plan.explicit_names
+        for key, value in row.items():
+            if key not in explicit:
+                out[key] = value
+
+
 def _build_row_sync(plan: SelectPlan, row: Any, scope: Scope, lazy: LazyRow | None) -> dict:
     if not plan.has_star and lazy is None:
         return {column.name: column.code.fn(scope) for column in plan.columns}
     out: dict[str, Any] = {}
     for item in plan.items:
         if item is STAR:
-            if isinstance(row, Mapping):
-                explicit = plan.explicit_names
-                for key, value in row.items():
-                    if key not in explicit:
-                        out[key] = value
+            _copy_star_columns(plan, row, out)
         elif lazy is not None and item.name in lazy.values:
             out[item.name] = lazy.values[item.name]
         else:
@@ -287,11 +292,7 @@ async def _build_row_async(plan: SelectPlan, row: Any, scope: Scope, lazy: LazyR
     out: dict[str, Any] = {}
     for item in plan.items:
         if item is STAR:
-            if isinstance(row, Mapping):
-                explicit = plan.explicit_names
-                for key, value in row.items():
-                    if key not in explicit:
-                        out[key] = value
+            _copy_star_columns(plan, row, out)
         elif lazy is not None and item.name in lazy.values:
             out[item.name] = lazy.values[item.name]
         else:
