@@ -38,6 +38,18 @@ def wait_for(condition: Any, timeout: float = 30.0, interval: float = 0.05, what
         time.sleep(interval)
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, as a service manager would; SIGKILL if it has not exited within 30 s."""
+    if process is None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class ServerProcess:
     """`velotui serve` on a fixed port, so it can be killed and restarted at the same address."""
 
@@ -77,14 +89,8 @@ class ServerProcess:
             self.process = None
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        terminate(self.process)
+        self.process = None
 
 
 class AgentProcess:
@@ -108,14 +114,8 @@ class AgentProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        terminate(self.process)
+        self.process = None
 
 
 def velotui(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
