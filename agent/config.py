@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.json_file import read_json_file
 from velotui.durable_files import write_file_atomically
 from velotui.server.protocol import AGENT_PATH
 
@@ -90,21 +91,7 @@ class AgentConfig:
         the file and the problem when it cannot be read, is not a JSON object, lacks a field or
         has a wrong one.
         """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ValueError(
-                f"agent config {path}: cannot read it: {error.strerror or error}"
-            ) from None
-        except UnicodeDecodeError:
-            raise ValueError(f"agent config {path}: not UTF-8 text") from None
-        try:
-            data: Any = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"agent config {path}: not valid JSON ({error.msg} at line {error.lineno}, "
-                f"column {error.colno})"
-            ) from None
+        data: Any = read_json_file(path, "agent config")
         if not isinstance(data, dict):
             raise ValueError(f"agent config {path}: expected a JSON object")
         missing = [name for name in _REQUIRED_FIELDS if name not in data]

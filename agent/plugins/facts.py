@@ -7,12 +7,13 @@ a pure function of (index, seed): a restarted demo fleet looks the same as befor
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from agent.json_file import read_json_file
 
 LABEL_NAMES = ("Finance", "Engineering", "HR", "Servers", "Workstations", "Critical")
 DOMAINS = ("corp.example.com", "prod.example.net", "lab.example.org")
@@ -116,19 +117,7 @@ def load_facts_file(path: str | Path) -> list[dict[str, Any]]:
     Raises ValueError naming the file and the problem when it cannot be read or is not such a
     list.
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        raise ValueError(f"facts file {path}: cannot read it: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"facts file {path}: not UTF-8 text") from None
-    try:
-        entries = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"facts file {path}: not valid JSON ({error.msg} at line {error.lineno}, "
-            f"column {error.colno})"
-        ) from None
+    entries = read_json_file(path, "facts file")
     if not isinstance(entries, list):
         raise ValueError(
             f"facts file {path}: expected a JSON list of objects, found {type(entries).__name__}"
