@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agent.json_file import read_json_file
 from velotui.durable_files import write_file_atomically
-from velotui.server.protocol import AGENT_PATH
+from velotui.wire.protocol import AGENT_PATH
 
 CONFIG_FILE_MODE = 0o600
 MIN_BACKOFF_CAP = 0.5  # the backoff's base delay: a smaller cap would make it meaningless

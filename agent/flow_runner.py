@@ -23,7 +23,8 @@ import msgpack
 
 from agent.outbox import Outbox
 from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
-from velotui.server.protocol import (
+from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
+from velotui.wire.protocol import (
     MAX_FRAME_BYTES,
     MAX_NAME,
     MAX_TEXT,
@@ -34,7 +35,6 @@ from velotui.server.protocol import (
     Status,
     Upload,
 )
-from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
 
 ROW_BATCH_COUNT = 1000
 ROW_BATCH_BYTES = 1024 * 1024

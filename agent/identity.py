@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from velotui.server.protocol import client_id_for
+from velotui.wire.identity import client_id_for
 
 __all__ = ["AgentIdentity", "client_id_for"]
 

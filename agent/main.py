@@ -24,8 +24,8 @@ from agent.config import AgentConfig
 from agent.plugins.facts import facts_for, load_facts_file, simulated_facts
 from agent.session import AgentSession
 from agent.state import AgentState, default_state_dir
-from agent.tls import pinned_ssl_context
-from velotui.server.runtime import tune_for_many_connections
+from velotui.runtime import tune_for_many_connections
+from velotui.wire.tls import pinned_client_ssl_context
 
 # Simulated agents start spread over up to this many seconds, so a restarted fleet does not
 # reach the server in one burst.
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         config = AgentConfig.load(args.config)
-        ssl_context = pinned_ssl_context(config.ca_pem)
+        ssl_context = pinned_client_ssl_context(config.ca_pem)
         facts_list = load_facts_file(args.facts) if args.facts else None
     except ValueError as error:
         print(f"velotui-agent: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from velotui.server.protocol import MAX_FRAME_BYTES, Message, Status, encode
+from velotui.wire.protocol import MAX_FRAME_BYTES, Message, Status, encode
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 

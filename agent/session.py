@@ -28,8 +28,8 @@ from agent.outbox import Outbox
 from agent.plugins import client_registry
 from agent.plugins.info import host_info
 from agent.state import AgentState
-from agent.tls import pinned_ssl_context
-from velotui.server.protocol import (
+from velotui.vql import to_json_value
+from velotui.wire.protocol import (
     MAX_FRAME_BYTES,
     MAX_TEXT,
     PROTOCOL_VERSION,
@@ -49,7 +49,7 @@ from velotui.server.protocol import (
     decode,
     encode,
 )
-from velotui.vql import to_json_value
+from velotui.wire.tls import pinned_client_ssl_context
 
 BACKOFF_BASE = 0.5
 # A session that lasted this long was a real one: the next failure starts the backoff afresh.
@@ -136,7 +136,7 @@ class AgentSession:
         self.registry = client_registry(labels=config.labels, facts=self.facts)
         # The labels the server is told are the ones config.Labels shows a query.
         self.labels: list[str] = list(self.registry.variables()["config"]["Labels"])
-        self._ssl_context = ssl_context or pinned_ssl_context(config.ca_pem)
+        self._ssl_context = ssl_context or pinned_client_ssl_context(config.ca_pem)
         self._rng = rng or random.Random()
         self._flows: dict[str, FlowRunner] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()

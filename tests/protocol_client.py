@@ -11,9 +11,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from agent.identity import AgentIdentity
-from velotui.server import protocol
 from velotui.server.server import Server
-from velotui.server.tls import pinned_client_ssl_context
+from velotui.wire import protocol
+from velotui.wire.tls import pinned_client_ssl_context
 
 
 async def open_socket(server: Server, **options: Any) -> ClientConnection:

@@ -12,8 +12,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.state import AgentState, default_state_dir
-from agent.tls import pinned_ssl_context
 from velotui.server.tls import create_certificate_authority
+from velotui.wire.tls import pinned_client_ssl_context
 
 
 @pytest.fixture(scope="module")
@@ -113,13 +113,15 @@ def test_missing_fields_unreadable_and_malformed_files_are_clear_errors(
 
 
 def test_the_pinned_context_trusts_only_the_given_ca_and_checks_names(ca_pem: str) -> None:
-    context = pinned_ssl_context(ca_pem)
+    context = pinned_client_ssl_context(ca_pem)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
     assert len(context.get_ca_certs()) == 1
     with pytest.raises(ValueError):
-        pinned_ssl_context("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+        pinned_client_ssl_context(
+            "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"
+        )
 
 
 def test_the_state_folder_keeps_the_identity_and_the_newest_hunt_checkpoint(

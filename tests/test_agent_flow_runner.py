@@ -12,8 +12,8 @@ from typing import Any
 from agent.flow_runner import ROW_BATCH_BYTES, ROW_BATCH_COUNT, UPLOAD_CHUNK_BYTES, FlowRunner
 from agent.outbox import Outbox
 from agent.plugins import client_registry
-from velotui.server.protocol import FlowRequest, Message, Status, decode
 from velotui.vql import Registry
+from velotui.wire.protocol import FlowRequest, Message, Status, decode
 
 GUARD = 30  # seconds before a test that hangs fails instead; never a measure of speed
 

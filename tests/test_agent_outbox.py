@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from agent.outbox import Outbox
-from velotui.server.protocol import Log, Rows, Status, decode
+from velotui.wire.protocol import Log, Rows, Status, decode
 
 
 def rows(flow_id: str, count: int = 1, width: int = 10):

@@ -17,7 +17,12 @@ import pytest
 from agent.config import AgentConfig
 from agent.session import AgentSession, backoff_delay
 from agent.state import AgentState
-from velotui.server.protocol import (
+from velotui.server.tls import (
+    create_certificate_authority,
+    create_server_certificate,
+    server_ssl_context,
+)
+from velotui.wire.protocol import (
     Ack,
     Cancel,
     Challenge,
@@ -26,11 +31,6 @@ from velotui.server.protocol import (
     HuntCheckpoint,
     ProtocolError,
     decode,
-)
-from velotui.server.tls import (
-    create_certificate_authority,
-    create_server_certificate,
-    server_ssl_context,
 )
 
 GUARD = 30  # seconds before a hanging test fails; never a measure of speed

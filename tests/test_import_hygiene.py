@@ -1,4 +1,11 @@
-"""Dependencies point one way (console -> server -> vql, agent -> vql): checked on the source."""
+"""Dependencies point one way, as DESIGN.md draws them, with no exceptions:
+
+    console -> server -> artifacts -> vql        server -> wire        agent -> wire, vql
+
+Nothing imports the console; the agent never imports the server; the engine and the wire import
+nothing else of ours. A few small neutral modules at the top of the package (files written
+atomically, per-user folders, process tuning) may be used by anyone. Checked on the source.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +14,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CONSOLE = ("velotui.app", "velotui.screens", "velotui.widgets", "velotui.cli",
+           "velotui.server_link", "velotui.display", "velotui.bench_console")
+NEUTRAL = ("velotui.runtime", "velotui.data_folders", "velotui.durable_files")
+
 
 def imported_modules(package: str) -> dict[str, set[str]]:
-    """Every module each file of ``package`` imports, absolute names."""
+    """Every module each file of ``package`` imports, absolute names (the package itself,
+    ``velotui``, counts as importing nothing: it holds only the version)."""
     found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package).rglob("*.py")):
+    root = ROOT / package
+    paths = [root] if root.is_file() else sorted(root.rglob("*.py"))
+    for path in paths:
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
+                names.update(
+                    f"{node.module}.{alias.name}" if node.module == "velotui" else node.module
+                    for alias in node.names
+                )
         found[str(path.relative_to(ROOT))] = names
     return found
 
 
-def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
+def ours_outside(package: str, allowed: tuple[str, ...]) -> list[str]:
+    """Imports of our own modules (velotui, agent) by ``package`` that ``allowed`` does not
+    cover."""
+    own = package.replace("/", ".").removesuffix(".py")
+    return sorted(
+        f"{file} imports {name}"
+        for file, names in imported_modules(package).items()
+        for name in names
+        if name.split(".")[0] in ("velotui", "agent")
+        and not any(name == a or name.startswith(a + ".") for a in (own, *allowed))
+    )
+
+
+def third_party(package: str, forbidden: tuple[str, ...]) -> list[str]:
     return sorted(
         f"{file} imports {name}"
         for file, names in imported_modules(package).items()
@@ -31,42 +61,40 @@ def offenders(package: str, forbidden: tuple[str, ...]) -> list[str]:
     )
 
 
-def test_the_engine_imports_no_console_server_or_network() -> None:
-    forbidden = (
-        "textual",
-        "rich",
-        "websockets",
-        "aiosqlite",
-        "velotui.server",
-        "velotui.app",
-        "velotui.screens",
-        "velotui.widgets",
-        "velotui.cli",
-        "agent",
-    )
-    assert offenders("velotui/vql", forbidden) == []
+def test_the_engine_imports_nothing_else_of_ours_and_no_console_or_network() -> None:
+    assert ours_outside("velotui/vql", ()) == []
+    assert third_party("velotui/vql", ("textual", "rich", "websockets", "aiosqlite")) == []
 
 
-def test_the_server_never_imports_textual_or_the_console() -> None:
-    forbidden = ("textual", "velotui.app", "velotui.screens", "velotui.widgets", "velotui.cli")
-    assert offenders("velotui/server", forbidden) == []
+def test_the_wire_imports_nothing_else_of_ours() -> None:
+    assert ours_outside("velotui/wire", ()) == []
+    assert third_party("velotui/wire", ("textual", "rich", "aiosqlite")) == []
 
 
-def test_the_agent_uses_only_the_engine_and_the_protocol() -> None:
-    allowed = ("velotui.vql", "velotui.server.protocol", "velotui.server.runtime",
-               "velotui.data_folders", "velotui.durable_files")
-    wrong = sorted(
-        f"{file} imports {name}"
-        for file, names in imported_modules("agent").items()
-        for name in names
-        if (name == "velotui" or name.startswith("velotui."))
-        and not any(name == a or name.startswith(a + ".") for a in allowed)
-    )
-    assert wrong == []
-    assert offenders("agent", ("textual",)) == []
+def test_the_neutral_modules_import_nothing_else_of_ours() -> None:
+    for module in NEUTRAL:
+        assert ours_outside(module.replace(".", "/") + ".py", ()) == []
+
+
+def test_the_agent_uses_only_the_wire_the_engine_and_the_neutral_modules() -> None:
+    assert ours_outside("agent", ("velotui.wire", "velotui.vql", *NEUTRAL)) == []
+    assert third_party("agent", ("textual", "aiosqlite")) == []
+
+
+def test_the_server_never_imports_the_console_or_the_agent() -> None:
+    assert ours_outside("velotui/server", ("velotui.wire", "velotui.vql", *NEUTRAL,
+                                           "velotui.__version__")) == []
+    assert third_party("velotui/server", ("textual",)) == []
+
+
+def test_nothing_below_the_console_imports_it() -> None:
+    for package in ("velotui/vql", "velotui/wire", "velotui/server", "agent"):
+        assert third_party(package, CONSOLE) == [], package
 
 
 def test_the_checks_see_the_files_they_judge() -> None:
     # An import check over no files would pass vacuously.
     assert any(file.endswith("compiler.py") for file in imported_modules("velotui/vql"))
     assert "velotui.vql.registry" in imported_modules("velotui/vql")["velotui/vql/engine.py"]
+    assert "velotui.wire.protocol" in imported_modules("agent")["agent/session.py"]
+    assert ours_outside("agent", ("velotui.vql", *NEUTRAL)) != []  # the wire is really used

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from velotui.server import protocol
-from velotui.server.protocol import CloseCode, ProtocolError
+from velotui.wire import protocol
+from velotui.wire.protocol import CloseCode, ProtocolError
 
 EXAMPLES = [
     protocol.Hello(version=1, public_key=b"k" * 32, enrolment_secret="s", facts={"OS": "linux"},

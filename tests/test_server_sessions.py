@@ -11,9 +11,9 @@ from websockets.exceptions import ConnectionClosed
 
 from agent.identity import AgentIdentity
 from tests.protocol_client import handshake, open_socket, receive
-from velotui.server import protocol
-from velotui.server.protocol import CloseCode
 from velotui.server.server import Server
+from velotui.wire import protocol
+from velotui.wire.protocol import CloseCode
 
 
 async def closed_with(connection, timeout: float = 10) -> tuple[int, str]:

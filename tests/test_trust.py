@@ -27,6 +27,7 @@ from agent import identity as agent_identity
 from agent.identity import AgentIdentity
 from velotui.server import client_identity, datastore, tls
 from velotui.server.datastore import Datastore, DatastoreError
+from velotui.wire.tls import pinned_client_ssl_context
 
 POSIX = os.name == "posix"
 needs_posix_modes = pytest.mark.skipif(not POSIX, reason="file modes are POSIX-only")
@@ -73,7 +74,7 @@ async def test_pinned_client_exchanges_messages_over_wss(tmp_path, authority):
             extra = {} if server_hostname is None else {"server_hostname": server_hostname}
             async with connect(
                 f"wss://127.0.0.1:{port}",
-                ssl=tls.pinned_client_ssl_context(ca_cert.decode("ascii")),
+                ssl=pinned_client_ssl_context(ca_cert.decode("ascii")),
                 compression=None,
                 **extra,
             ) as client:
@@ -88,7 +89,7 @@ async def test_client_pinned_to_another_ca_is_refused(tmp_path, authority):
     async with echo_server(tmp_path / "server.pem", tmp_path / "server.key") as port:
         with pytest.raises(ssl.SSLCertVerificationError):
             async with connect(
-                f"wss://127.0.0.1:{port}", ssl=tls.pinned_client_ssl_context(other_ca_cert)
+                f"wss://127.0.0.1:{port}", ssl=pinned_client_ssl_context(other_ca_cert)
             ):
                 pass
 
@@ -100,7 +101,7 @@ async def test_certificate_without_the_host_among_its_names_is_refused(tmp_path,
         with pytest.raises(ssl.SSLCertVerificationError):
             async with connect(
                 f"wss://127.0.0.1:{port}",
-                ssl=tls.pinned_client_ssl_context(ca_cert),
+                ssl=pinned_client_ssl_context(ca_cert),
                 server_hostname="elsewhere.example",
             ):
                 pass
@@ -108,7 +109,7 @@ async def test_certificate_without_the_host_among_its_names_is_refused(tmp_path,
 
 def test_pinned_context_trusts_only_the_given_ca(authority):
     ca_cert, _ = authority
-    context = tls.pinned_client_ssl_context(ca_cert)
+    context = pinned_client_ssl_context(ca_cert)
     assert [dict(entry[0] for entry in ca["subject"]) for ca in context.get_ca_certs()] == [
         {"commonName": "velotui CA"}
     ]
@@ -121,9 +122,9 @@ def test_pinning_a_certificate_that_is_not_a_ca_is_refused(authority):
     ca_cert, ca_key = authority
     server_cert, _ = tls.create_server_certificate(ca_cert, ca_key, [], [])
     with pytest.raises(ValueError):
-        tls.pinned_client_ssl_context(server_cert)
+        pinned_client_ssl_context(server_cert)
     with pytest.raises(ValueError):
-        tls.pinned_client_ssl_context("not a certificate")
+        pinned_client_ssl_context("not a certificate")
 
 
 def test_server_certificate_names_every_host_and_serves_only_tls_servers(authority):
@@ -241,7 +242,7 @@ async def test_datastore_certificates_serve_pinned_wss(tmp_path):
         for server_hostname in ("localhost", *datastore._machine_hostnames()):
             async with connect(
                 f"wss://127.0.0.1:{port}",
-                ssl=tls.pinned_client_ssl_context(store.ca_pem()),
+                ssl=pinned_client_ssl_context(store.ca_pem()),
                 server_hostname=server_hostname,
             ) as client:
                 await client.send("ping")
@@ -472,5 +473,5 @@ def test_agent_identity_does_not_import_the_server():
         check=True,
         cwd=Path(__file__).resolve().parents[1],
     )
-    # The wire protocol (where the client ID is derived) and nothing else of the server.
-    assert result.stdout.strip() == "['velotui', 'velotui.server', 'velotui.server.protocol']"
+    # The wire's identity module (where the client ID is derived) and nothing of the server.
+    assert result.stdout.strip() == "['velotui', 'velotui.wire', 'velotui.wire.identity']"

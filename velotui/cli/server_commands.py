@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from velotui.cli.connection import add_datastore_option
 from velotui.server.datastore import Datastore, DatastoreError
-from velotui.server.protocol import AGENT_PATH
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
+from velotui.wire.protocol import AGENT_PATH
 
 
 def add_parsers(subparsers: Any) -> None:

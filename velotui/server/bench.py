@@ -61,13 +61,13 @@ import psutil
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from velotui.server import protocol
 from velotui.server.datastore import Datastore
 from velotui.server.hunts import CHECKING
 from velotui.server.ids import hunt_flow_id
 from velotui.server.server import Server
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check as check_vql
+from velotui.wire import protocol
 
 HUNT_QUERY = "SELECT Hostname FROM info()"
 PAD = "x" * 32

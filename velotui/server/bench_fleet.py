@@ -29,7 +29,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 
-from velotui.server.tls import pinned_client_ssl_context
+from velotui.wire.tls import pinned_client_ssl_context
 
 # Handshakes in flight at once: enough to open thousands quickly, few enough that the server's
 # listen backlog (100 by default) is not overrun, which would cost retries and skew nothing but

@@ -1,27 +1,24 @@
 """The server's side of agent identity: client IDs, nonces, and the checks an agent must pass.
 
 Everything here treats its input as hostile: the bytes come straight off an agent's connection.
-Client IDs are derived by ``protocol.client_id_for``, which the agent uses too.
+Client IDs are derived by ``velotui.wire.identity.client_id_for``, which the agent uses too.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from velotui.server.protocol import PUBLIC_KEY_LENGTH, client_id_for
+from velotui.wire.identity import CLIENT_ID_PATTERN, PUBLIC_KEY_LENGTH, client_id_for
 
 __all__ = ["CLIENT_ID_PATTERN", "client_id_for", "new_nonce", "secrets_equal",
            "verify_signature"]
 
 SIGNATURE_LENGTH = 64
 NONCE_LENGTH = 32
-CLIENT_ID_PATTERN = re.compile(r"C\.[0-9a-f]{16}")
-"""What every client ID looks like (use ``fullmatch``)."""
 
 
 def verify_signature(public_key_bytes: bytes, nonce: bytes, signature: bytes) -> bool:

@@ -23,11 +23,11 @@ from typing import Any
 
 import msgpack
 
-from velotui.server import protocol
 from velotui.server.ids import new_flow_id
-from velotui.server.protocol import CloseCode, ProtocolError
 from velotui.server.store import Store
 from velotui.server.uploads import file_sha256, upload_path, write_chunk
+from velotui.wire import protocol
+from velotui.wire.protocol import CloseCode, ProtocolError
 
 log = logging.getLogger(__name__)
 

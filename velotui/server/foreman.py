@@ -19,13 +19,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from velotui.server import protocol
 from velotui.server.clients import ClientDirectory
 from velotui.server.conditions import ServerCondition, client_variable
 from velotui.server.flows import FlowManager, FlowRecord
 from velotui.server.hunt_manager import HuntManager, Move
 from velotui.server.hunts import CHECKING, Hunt
 from velotui.server.ids import condition_flow_id
+from velotui.wire import protocol
 
 if TYPE_CHECKING:
     from velotui.server.sessions import AgentSession

@@ -19,10 +19,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from velotui.server import protocol
 from velotui.server.operator_api import METHODS
 from velotui.server.service import ServiceError
-from velotui.server.tls import pinned_client_ssl_context
+from velotui.wire import protocol
+from velotui.wire.tls import pinned_client_ssl_context
 
 _END = object()
 

@@ -16,7 +16,7 @@ from websockets.asyncio.server import Server as WebsocketServer
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from velotui.server import protocol
+from velotui.runtime import release_free_memory, tune_for_many_connections
 from velotui.server.audit import AuditLog
 from velotui.server.client_identity import secrets_equal
 from velotui.server.clients import ClientDirectory
@@ -25,13 +25,13 @@ from velotui.server.flows import FlowManager
 from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
-from velotui.server.protocol import CloseCode
-from velotui.server.runtime import release_free_memory, tune_for_many_connections
 from velotui.server.service import Service
 from velotui.server.sessions import AgentSession
 from velotui.server.store import Store
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check
+from velotui.wire import protocol
+from velotui.wire.protocol import CloseCode
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8443"

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from velotui.server import protocol
 from velotui.server.client_identity import (
     client_id_for,
     new_nonce,
@@ -24,7 +23,8 @@ from velotui.server.client_identity import (
     verify_signature,
 )
 from velotui.server.clients import KeyMismatch
-from velotui.server.protocol import CloseCode, ProtocolError
+from velotui.wire import protocol
+from velotui.wire.protocol import CloseCode, ProtocolError
 
 if TYPE_CHECKING:
     from velotui.server.server import Server

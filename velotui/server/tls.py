@@ -1,7 +1,7 @@
-"""The server's certificate authority, its TLS certificate, and the TLS contexts on both ends.
+"""The server's certificate authority, its TLS certificate, and its TLS context.
 
-Agents do not trust the system's roots: their config carries our CA certificate, and
-``pinned_client_ssl_context`` trusts that CA alone. The CA signs the server certificate, so the
+Agents do not trust the system's roots: their config carries our CA certificate, and the client
+end (``velotui.wire.tls``) trusts that CA alone. The CA signs the server certificate, so the
 server certificate can be re-issued (new names, expiry) without touching any agent's config.
 """
 
@@ -147,41 +147,6 @@ def server_ssl_context(
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile=cert_path, keyfile=key_path)
     return context
-
-
-def pinned_client_ssl_context(ca_pem: bytes | str) -> ssl.SSLContext:
-    """A client-side TLS context (TLS 1.2 or newer) that trusts only the given CA.
-
-    No system roots are loaded, and the server's certificate must name the host connected to.
-    Raises ValueError when ``ca_pem`` holds no CA certificate.
-    """
-    ca_certificates = _load_ca_certificates(ca_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED are on
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    # Strict RFC 5280 checks: a malformed certificate is refused rather than tolerated.
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    context.load_verify_locations(
-        cadata="".join(
-            certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
-            for certificate in ca_certificates
-        )
-    )
-    return context
-
-
-def _load_ca_certificates(ca_pem: bytes | str) -> list[x509.Certificate]:
-    try:
-        certificates = x509.load_pem_x509_certificates(_as_bytes(ca_pem))
-    except ValueError as error:
-        raise ValueError(f"the pinned CA is not a PEM certificate: {error}") from None
-    for certificate in certificates:
-        try:
-            is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-        except x509.ExtensionNotFound:
-            is_ca = False
-        if not is_ca:
-            raise ValueError("the pinned certificate is not a CA certificate")
-    return certificates
 
 
 def _subject_alternative_names(
