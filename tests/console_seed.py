@@ -1,19 +1,21 @@
-"""A datastore with fixed contents, written through the real store and schema, so console
-snapshots show the same thing at every run: fixed IDs, times, facts, counts and rows."""
+"""A datastore with fixed contents, written through the data layer's own statements (the ones
+the server runs), so console snapshots show the same thing at every run: fixed IDs, times, facts,
+counts and rows."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
-import msgpack
-
+from velotui.server.data import Database, FlowRecord, HuntRecord
+from velotui.server.data.flows import Ending, UploadChunk
+from velotui.server.data.hunts import Candidate
+from velotui.server.data.records import DEFAULT_LIMITS
 from velotui.server.datastore import Datastore
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION
-from velotui.server.store import Store
 
 NOW = 1_795_000_000.0  # the console's clock in snapshot tests: 2026-11-18 08:26:40 UTC
 FAR_FUTURE = 4_102_444_800.0  # 2100: seeded hunts never expire under a real clock
@@ -59,66 +61,73 @@ def seed(root: Path) -> Path:
     return datastore.root
 
 
-async def _write(database: Path) -> None:
-    store = await Store.open(database)
+async def _write(path: Path) -> None:
+    """Everything through the data layer's own statements, as the server makes it, with the
+    clock fixed."""
+    db = await Database.open(path)
+    for index, (client_id, host, fqdn, os_name, labels) in enumerate(CLIENTS):
+        facts = {"Hostname": host, "Fqdn": fqdn, "OS": os_name, "Architecture": "amd64"}
+        await db.clients.record_hello(client_id, bytes([index]) * 32, json.dumps(facts), labels,
+                                      0, NOW - 86400 * (index + 1))
+        await db.clients.touch(client_id, NOW - 300 * index, 0)
+    for hunt_id, description, state, reason, query, server, rate, limit, offset in HUNTS:
+        created = NOW - offset
+        await db.hunts.create(HuntRecord(
+            hunt_id=hunt_id, query=query, client_condition=DEFAULT_CLIENT_CONDITION,
+            server_condition=server, description=description, rate=rate, client_limit=limit,
+            expires=FAR_FUTURE, state="paused", created=created, creator="operator",
+            **asdict(DEFAULT_LIMITS),
+        ))
+        if state == "paused":
+            continue
+        await db.hunts.start(hunt_id, created + 10, int((created + 10) * 1_000_000))
+        for hunt, client_index, queue, flow_state, rows, error in HUNT_CLIENTS:
+            if hunt == hunt_id:
+                await _run_client(db, hunt_id, client_index, queue, flow_state, rows, error)
+        if state == "stopped":
+            await db.hunts.stop(hunt_id, reason, created + 1800)
+    await db.close()
 
-    def op(connection: sqlite3.Connection) -> None:
-        for index, (client_id, host, fqdn, os_name, labels) in enumerate(CLIENTS):
-            facts = {"Hostname": host, "Fqdn": fqdn, "OS": os_name, "Architecture": "amd64"}
-            connection.execute(
-                "INSERT INTO clients (client_id, public_key, first_seen, last_seen, facts,"
-                " agent_labels, operator_labels) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (client_id, bytes([index]) * 32, NOW - 86400 * (index + 1), NOW - 300 * index,
-                 json.dumps(facts), json.dumps(labels), json.dumps([])),
-            )
-        for hunt_id, description, state, reason, query, server, rate, limit, offset in HUNTS:
-            created = NOW - offset
-            connection.execute(
-                "INSERT INTO hunts (hunt_id, description, query, client_condition,"
-                " server_condition, rate, client_limit, expires, timeout, state, stop_reason,"
-                " created, creator, started, start_timestamp, stopped)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (hunt_id, description, query, DEFAULT_CLIENT_CONDITION, server, rate, limit,
-                 FAR_FUTURE, 600.0, state, reason, created, "operator",
-                 None if state == "paused" else created + 10,
-                 0 if state == "paused" else int((created + 10) * 1_000_000),
-                 created + 1800 if state == "stopped" else None),
-            )
-        for hunt_id, client_index, queue, flow_state, rows, error in HUNT_CLIENTS:
-            client_id = CLIENTS[client_index][0]
-            created = NOW - 3000 + client_index * 10
-            flow_id = f"F.{hunt_id[2:]}.H" if flow_state else None
-            connection.execute(
-                "INSERT INTO hunt_clients (hunt_id, client_id, queue, stage, flow_id, attempt,"
-                " condition_flow_id, checked, updated, error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (hunt_id, client_id, queue, "collection" if flow_state else "condition",
-                 flow_id, 1 if flow_state else 0, f"F.{hunt_id[2:]}.C", created, created + 60,
-                 error),
-            )
-            if flow_state is None:
-                continue
-            connection.execute(
-                "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, timeout, max_rows,"
-                " max_upload_bytes, state, created, started, finished, rows, bytes, error,"
-                " last_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (client_id, flow_id, hunt_id, "collection", "SELECT 1", 600.0, 0, 0, flow_state,
-                 created, created + 1, created + 3.5, rows, 2048 * rows, error, 2),
-            )
-            if rows:
-                data = [{"Name": f"entry-{n}", "Size": 100 * (n + 1),
-                         "Host": CLIENTS[client_index][1]} for n in range(rows)]
-                connection.execute(
-                    "INSERT INTO flow_rows (client_id, flow_id, seq, row_count, data)"
-                    " VALUES (?, ?, 1, ?, ?)",
-                    (client_id, flow_id, rows, msgpack.packb(data, use_bin_type=True)),
-                )
-            connection.execute(
-                "INSERT INTO flow_logs (client_id, flow_id, seq, time, level, message)"
-                " VALUES (?, ?, 2, ?, ?, ?)",
-                (client_id, flow_id, created + 2, "warning" if error else "info",
-                 error or f"collected {rows} rows"),
-            )
 
-    await store.write(op)
-    await store.close()
+def _flow(client_id: str, flow_id: str, hunt_id: str, kind: str, created: float) -> FlowRecord:
+    return FlowRecord(client_id=client_id, flow_id=flow_id, hunt_id=hunt_id, kind=kind,
+                      query="SELECT 1", env={}, state="queued", created=created,
+                      **asdict(DEFAULT_LIMITS))
+
+
+async def _run_client(db: Database, hunt_id: str, client_index: int, queue: str,
+                      flow_state: str | None, rows: int, error: str | None) -> None:
+    """One client's way through the hunt: checked, judged, then (if it matched) recruited and
+    its collection run to ``flow_state``; or left running to be cancelled by the stop."""
+    client_id, host = CLIENTS[client_index][0], CLIENTS[client_index][1]
+    checked = NOW - 3000 + client_index * 10
+    condition = _flow(client_id, f"F.{hunt_id[2:]}.C", hunt_id, "condition", checked)
+    await db.hunts.add_checking(hunt_id, [condition], checked)
+    await db.flows.ingest_rows(client_id, condition.flow_id, 1, [{"Fqdn": host}],
+                               Ending("finished"), checked)
+    matched = flow_state is not None
+    await db.hunts.judged(hunt_id, client_id, condition.flow_id,
+                          "pending" if matched else "not_matched", None, checked + 1)
+    if not matched:
+        return
+    collection = _flow(client_id, f"F.{hunt_id[2:]}.H", hunt_id, "collection", checked + 1)
+    await db.hunts.recruit(hunt_id, 0, [Candidate(client_id, 0)], {client_id: collection},
+                           checked + 1)
+    await db.flows.mark_running(client_id, collection.flow_id, checked + 2)
+    seq = 0
+    if rows:
+        seq += 1
+        data = [{"Name": f"entry-{n}", "Size": 100 * (n + 1), "Host": host}
+                for n in range(rows)]
+        await db.flows.ingest_rows(client_id, collection.flow_id, seq, data, None, checked + 3)
+        seq += 1
+        chunk = UploadChunk(upload_id=0, name="/var/log/auth.log", offset=0, size=2048 * rows,
+                            eof=True, path=f"{client_id}/{collection.flow_id}/0", sha256=None)
+        await db.flows.ingest_upload(client_id, collection.flow_id, seq, chunk, checked + 3)
+    seq += 1
+    await db.flows.ingest_log(client_id, collection.flow_id, seq, checked + 4,
+                              "warning" if error else "info",
+                              error or f"collected {rows} rows", checked + 4)
+    if flow_state != "cancelled":  # the hunt's stop cancels it
+        await db.flows.ingest_rows(client_id, collection.flow_id, seq + 1, [],
+                                   Ending(flow_state, error), checked + 5.5)

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from velotui.server.data import Database
 from velotui.server.exports import (
     ExportError,
     ExportProgress,
@@ -35,7 +36,6 @@ from velotui.server.exports import (
 )
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.ids import condition_flow_id, hunt_flow_id
-from velotui.server.store import Store
 from velotui.server.uploads import upload_path
 
 HUNT_ID = "H.0000000000ABC"
@@ -148,8 +148,8 @@ def upload_bytes(index: int) -> bytes:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "velotui.db")
+async def store(tmp_path: Path) -> AsyncIterator[Database]:
+    opened = await Database.open(tmp_path / "velotui.db")
     try:
         yield opened
     finally:
@@ -164,7 +164,7 @@ def uploads_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def fleet(store: Store, uploads_dir: Path) -> Store:
+async def fleet(store: Database, uploads_dir: Path) -> Database:
     """A hunt over five clients: alpha (rows, logs, hostile uploads), beta (relaunched, other
     columns, no Fqdn), a client with no facts and no rows, one not matched, one pending."""
 
@@ -200,7 +200,7 @@ async def fleet(store: Store, uploads_dir: Path) -> Store:
         insert_hunt_client(connection, "C.nomatch", "not_matched", None)
         insert_hunt_client(connection, "C.pending", "pending", None)
 
-    await store.write(populate)
+    await store.store.write(populate)
     # The file of one upload went missing after it was recorded.
     upload_path(uploads_dir, "C.beta22", FLOW_2, 0).unlink()
     return store
@@ -233,7 +233,7 @@ def uploaded_names(archive: zipfile.ZipFile, folder: str) -> list[str]:
     ("fmt", "kinds"), [("json", ("jsonl",)), ("csv", ("csv",)), ("both", ("jsonl", "csv"))]
 )
 async def test_the_zip_holds_exactly_the_specified_entries(
-    fleet: Store, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
+    fleet: Database, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
 ) -> None:
     destination = tmp_path / "export.zip"
     result = await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt=fmt)
@@ -258,7 +258,7 @@ async def test_the_zip_holds_exactly_the_specified_entries(
 
 @pytest.mark.parametrize(("fmt", "kinds"), [("json", ("jsonl",)), ("both", ("jsonl", "csv"))])
 async def test_a_summary_has_no_client_folders(
-    fleet: Store, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
+    fleet: Database, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
 ) -> None:
     destination = tmp_path / "summary.zip"
     result = await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt=fmt, summary=True)
@@ -271,9 +271,9 @@ async def test_a_summary_has_no_client_folders(
 
 
 async def test_a_hunt_without_collections_exports_its_description_and_empty_results(
-    store: Store, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
-    await store.write(insert_hunt)
+    await store.store.write(insert_hunt)
     destination = tmp_path / "empty.zip"
     result = await export_hunt(store, uploads_dir, HUNT_ID, destination, fmt="both")
 
@@ -289,7 +289,7 @@ async def test_a_hunt_without_collections_exports_its_description_and_empty_resu
 
 
 async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     before = time.time()
@@ -320,7 +320,7 @@ async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
 
 
 async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
@@ -345,7 +345,7 @@ async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows
 
 
 async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_order(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt="csv")
@@ -366,7 +366,7 @@ async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_or
 
 
 async def test_client_json_and_log_describe_the_client_and_its_flow(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
@@ -408,7 +408,7 @@ def assert_safe_entry(name: str) -> None:
 
 
 async def test_hostile_upload_names_are_made_safe_and_the_bytes_kept(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
@@ -463,7 +463,7 @@ def test_any_hostname_becomes_one_safe_component(name: str) -> None:
 
 
 async def test_an_unknown_hunt_raises_export_error(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     with pytest.raises(ExportError, match=r"H\.NOSUCHHUNT"):
@@ -472,7 +472,7 @@ async def test_an_unknown_hunt_raises_export_error(
 
 
 async def test_an_unknown_format_raises_value_error(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="xml"):
         await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "export.zip", fmt="xml")
@@ -480,14 +480,14 @@ async def test_an_unknown_format_raises_value_error(
 
 
 async def test_a_destination_folder_that_does_not_exist_raises_export_error(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(ExportError, match="not a folder"):
         await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "missing" / "export.zip")
 
 
 async def test_an_interrupted_export_leaves_the_destination_as_it_was(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     destination.write_bytes(b"the previous export")
@@ -509,7 +509,7 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
 
 
 async def test_a_cancelled_export_leaves_no_file(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     first_client = asyncio.Event()
@@ -533,7 +533,7 @@ async def test_a_cancelled_export_leaves_no_file(
 
 
 async def test_progress_is_reported_per_client_and_ends_with_the_result(
-    fleet: Store, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     reports: list[ExportProgress] = []
     result = await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "export.zip",
@@ -558,7 +558,7 @@ BIG_BATCH = 1000
 
 
 async def test_a_big_export_completes_in_flat_memory(
-    store: Store, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     filler = "x" * 200
 
@@ -577,9 +577,10 @@ async def test_a_big_export_completes_in_flat_memory(
                 insert_batches(connection, client_id, FLOW, [batch],
                                first_seq=start // BIG_BATCH + 1)
 
-    await store.write(populate)
+    await store.store.write(populate)
     total_rows = BIG_CLIENTS * BIG_ROWS_PER_CLIENT
-    stored_bytes = (await store.fetch_one("SELECT SUM(LENGTH(data)) AS n FROM flow_rows"))["n"]
+    stored = await store.store.fetch_one("SELECT SUM(LENGTH(data)) AS n FROM flow_rows")
+    stored_bytes = stored["n"]
     destination = tmp_path / "big.zip"
 
     tracemalloc.start()

@@ -52,7 +52,7 @@ async def settled(api: Service, hunt_id: str, total: int, timeout: float = 60) -
 
 
 async def durable_counts(server: Server, hunt_id: str) -> dict[str, int]:
-    rows = await server.store.fetch_all(
+    rows = await server.db.store.fetch_all(
         "SELECT queue, COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ? GROUP BY queue",
         (hunt_id,))
     counts = {q: 0 for q in ("not_matched", "pending", "running", "completed", "results",
@@ -76,7 +76,7 @@ async def test_the_seed_scenario_schedules_exactly_the_matching_clients(
     assert {row["ClientId"] for row in rows} == {ids[h] for h in SEED_MATCHES}
     assert all(row["FlowId"] == f"F.{hunt['hunt_id'][2:]}.H" for row in rows)
     # Only the matching clients ever had the collection scheduled.
-    collections = await server.store.fetch_all(
+    collections = await server.db.store.fetch_all(
         "SELECT client_id FROM flows WHERE hunt_id = ? AND kind = 'collection'",
         (hunt["hunt_id"],))
     assert {row["client_id"] for row in collections} == {ids[h] for h in SEED_MATCHES}
@@ -88,7 +88,7 @@ async def test_the_server_condition_never_reaches_an_agent(server: Server, fleet
     hunt = await api.create_hunt(query="SELECT 1 AS One FROM scope()",
                                  server_condition=SEED_SERVER_CONDITION, start=True)
     await settled(api, hunt["hunt_id"], 6)
-    sent = await server.store.fetch_all("SELECT query FROM flows WHERE hunt_id = ?",
+    sent = await server.db.store.fetch_all("SELECT query FROM flows WHERE hunt_id = ?",
                                         (hunt["hunt_id"],))
     assert sent and all("MY_LABEL" not in row["query"] for row in sent)
 
@@ -200,7 +200,7 @@ async def test_a_client_is_never_checked_twice_even_with_its_state_wiped(
     fleet.start("host", {"Hostname": "host"})
     await fleet.online(client)
     await asyncio.sleep(1.0)
-    flows = await server.store.fetch_all("SELECT flow_id FROM flows WHERE hunt_id = ?",
+    flows = await server.db.store.fetch_all("SELECT flow_id FROM flows WHERE hunt_id = ?",
                                          (hunt["hunt_id"],))
     assert len(flows) == 2  # one condition check, one collection: nothing ran twice
 
@@ -230,7 +230,7 @@ async def test_relaunch_re_runs_only_the_failed(server: Server, fleet: Fleet, ap
     for host, client_id in ids.items():
         expected = 2 if host in ("otherhost", "myhostname") else 1
         assert clients[client_id]["attempt"] == expected, host
-    flows = await server.store.fetch_all(
+    flows = await server.db.store.fetch_all(
         "SELECT client_id, COUNT(*) AS n FROM flows WHERE hunt_id = ? AND kind = 'collection'"
         " GROUP BY client_id", (hunt["hunt_id"],))
     assert sorted(row["n"] for row in flows) == [1, 1, 1, 1, 2, 2]

@@ -103,7 +103,7 @@ async def test_results_for_a_flow_never_scheduled_are_refused(server: Server,
     code, reason = await closed_with(connection)
     assert code == CloseCode.FLOW_NOT_SCHEDULED
     assert "not scheduled" in reason
-    stored = await server.store.fetch_one("SELECT COUNT(*) AS n FROM flow_rows")
+    stored = await server.db.store.fetch_one("SELECT COUNT(*) AS n FROM flow_rows")
     assert stored["n"] == 0
 
 
@@ -237,7 +237,7 @@ async def test_a_flow_whose_agent_stays_away_times_out(server: Server, tmp_path:
     connection, welcome = await handshake(server, tmp_path / "a")
     await connection.close()
     flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()", timeout=5)
-    expired = await server.flows.expire_due(now=flow.created + 3600)
+    expired = await server.flows.expire_due(now=flow.deadline + 1)
     assert [r.flow_id for r in expired] == [flow.flow_id]
     record = await server.flows.get(welcome.client_id, flow.flow_id)
     assert record.state == "timeout" and "no result within 5 s" in record.error

@@ -310,7 +310,7 @@ async def timed_hunt(server: Server, query: str, agents: int, timeout: float,
     me = psutil.Process()
     profiler = cProfile.Profile() if profile_path is not None else None
     cpu_before, fleet_before = cpu_seconds(me), cpu_seconds(fleet)
-    commits_before, operations_before = server.store.commits, server.store.operations
+    commits_before, operations_before = server.db.store.commits, server.db.store.operations
     if profiler is not None:
         profiler.enable()
     began = time.perf_counter()
@@ -337,8 +337,8 @@ async def timed_hunt(server: Server, query: str, agents: int, timeout: float,
         hunt_id=hunt_id, seconds=seconds, judged_seconds=judged_at[0] if judged_at else seconds,
         counts=dict(counts),
         server_cpu=cpu_seconds(me) - cpu_before, fleet_cpu=cpu_seconds(fleet) - fleet_before,
-        commits=server.store.commits - commits_before,
-        operations=server.store.operations - operations_before,
+        commits=server.db.store.commits - commits_before,
+        operations=server.db.store.operations - operations_before,
     )
 
 
@@ -508,7 +508,7 @@ async def run_benchmark(options: Options, folder: Path,
     try:
         # The store opens its readers on the first read: open them now, so that they are not
         # counted as the agents' memory.
-        await server.store.fetch_one("SELECT 1")
+        await server.db.store.fetch_one("SELECT 1")
         say(f"server on {server.url}, datastore {datastore.root}")
         rss_before = rss_bytes()
 
@@ -586,7 +586,7 @@ async def run_benchmark(options: Options, folder: Path,
         ingest = await timed_hunt(server, ingest_query, agents, options.hunt_timeout, fleet,
                                   fleet_alive,
                                   profile_dir / "ingest.prof" if profile_dir else None)
-        stored = await server.store.fetch_one(
+        stored = await server.db.store.fetch_one(
             "SELECT COALESCE(SUM(row_count), 0) AS n FROM flow_rows WHERE flow_id = ?",
             (hunt_flow_id(ingest.hunt_id),),
         )

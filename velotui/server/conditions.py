@@ -14,11 +14,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from velotui.server.clients import ClientRecord
+from velotui.server.data import ClientRecord
 from velotui.vql import Scope, collect, compile_query, default_registry
 from velotui.vql.registry import Registry
 
 log = logging.getLogger(__name__)
+# A condition check returns facts about a client, not evidence: at most this many rows.
+MAX_CONDITION_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The server-side condition's verdict on one client: matched, or an error saying why it
+    could not be judged."""
+
+    matched: bool
+    error: str | None = None
 
 
 class _Errors(list):
@@ -54,6 +65,16 @@ class ServerCondition:
         self.text = text.strip()
         self.registry = registry or server_registry()
         self.program = compile_query(self.text, self.registry) if self.text else None
+
+    async def judge(self, rows: list[dict[str, Any]], client: dict[str, Any]) -> Judgement:
+        """The verdict for these client rows."""
+        if len(rows) > MAX_CONDITION_ROWS:
+            return Judgement(False, f"the client condition returned more than"
+                                    f" {MAX_CONDITION_ROWS} rows")
+        try:
+            return Judgement(await self.matches(rows, client))
+        except Exception as error:
+            return Judgement(False, f"{error.__class__.__name__}: {error}")
 
     async def matches(self, rows: list[dict[str, Any]], client: dict[str, Any]) -> bool:
         """True when the condition returns a row for these client rows."""

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from velotui.durable_files import fsync_folder
-from velotui.server.flows import unpack_rows
-from velotui.server.hunts import CHECKING, QUEUES, Hunt
-from velotui.server.store import Store
+from velotui.server.data import CHECKING, QUEUES, Database, HuntRecord
+from velotui.server.data.export_reads import ExportReader
+from velotui.server.data.flows import unpack_rows
 from velotui.vql.values import cell_text, to_json_value
 
 T = TypeVar("T")
@@ -456,19 +456,12 @@ def _text_fact(facts: dict[str, Any], name: str) -> str:
     return str(value) if value not in (None, "") else ""
 
 
-async def _members(store: Store, hunt_id: str) -> list[_Member]:
+async def _members(reads: ExportReader, hunt_id: str) -> list[_Member]:
     """The hunt's clients that have a collection flow, each with its current flow (its latest
     attempt), taken once so every pass of the export sees the same clients and flows."""
     members: list[_Member] = []
     folders: set[str] = set()
-    async for row in store.iterate(
-        "SELECT hc.client_id, hc.flow_id, c.facts FROM hunt_clients hc"
-        " JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
-        " LEFT JOIN clients c ON c.client_id = hc.client_id"
-        " WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL AND f.kind = 'collection'"
-        " ORDER BY hc.client_id",
-        (hunt_id,),
-    ):
+    for row in await reads.members(hunt_id):
         facts = _facts(row["facts"])
         hostname = _text_fact(facts, "Hostname")
         fqdn = _text_fact(facts, "Fqdn") or hostname
@@ -478,16 +471,13 @@ async def _members(store: Store, hunt_id: str) -> list[_Member]:
     return members
 
 
-async def _row_pages(store: Store, member: _Member, cutoff: int) -> AsyncIterator[list[bytes]]:
+async def _row_pages(reads: ExportReader, member: _Member, cutoff: int
+                     ) -> AsyncIterator[list[bytes]]:
     """The member's stored row batches (packed), a few at a time, up to the export's snapshot."""
     after = -1
     while True:
-        # Paged by hand: store.iterate fetches hundreds of rows at once, and a batch can be MiBs.
-        page = await store.fetch_all(
-            "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq > ?"
-            " AND rowid <= ? ORDER BY seq LIMIT ?",
-            (member.client_id, member.flow_id, after, cutoff, BATCHES_PER_READ),
-        )
+        page = await reads.row_batches(member.client_id, member.flow_id, after, cutoff,
+                                       BATCHES_PER_READ)
         if not page:
             return
         after = page[-1]["seq"]
@@ -568,19 +558,19 @@ class _ColumnLearner:
         return list(self.every)
 
 
-async def _learn_columns(worker: _ZipWorker, store: Store, members: list[_Member], cutoff: int,
-                         reporter: _Reporter) -> list[str]:
+async def _learn_columns(worker: _ZipWorker, reads: ExportReader, members: list[_Member],
+                         cutoff: int, reporter: _Reporter) -> list[str]:
     """The All.csv header (added columns first); sets each member's own columns."""
     learner = _ColumnLearner()
     for member in members:
-        async for page in _row_pages(store, member, cutoff):
+        async for page in _row_pages(reads, member, cutoff):
             await worker.submit(learner.add, page)
             reporter.maybe_report()
         await worker.submit(learner.end_client, member)
     return await worker.call(learner.header)
 
 
-async def _write_all(worker: _ZipWorker, store: Store, members: list[_Member], cutoff: int,
+async def _write_all(worker: _ZipWorker, reads: ExportReader, members: list[_Member], cutoff: int,
                      kind: str, header: list[str], *, count_rows: bool, count_clients: bool,
                      reporter: _Reporter) -> None:
     """results/All.jsonl or results/All.csv: every member's rows with the added columns."""
@@ -588,7 +578,7 @@ async def _write_all(worker: _ZipWorker, store: Store, members: list[_Member], c
     if kind == "csv":
         await worker.submit(worker._write, _csv_line(header))
     for member in members:
-        async for page in _row_pages(store, member, cutoff):
+        async for page in _row_pages(reads, member, cutoff):
             await worker.submit(worker._write_encoded, _encode_rows,
                                 (page, kind, header, member), count_rows)
             reporter.maybe_report()
@@ -601,29 +591,28 @@ async def _write_all(worker: _ZipWorker, store: Store, members: list[_Member], c
 # One client's folder ----------------------------------------------------------------------------
 
 
-async def _write_client_results(worker: _ZipWorker, store: Store, member: _Member, cutoff: int,
-                                kind: str, reporter: _Reporter) -> None:
+async def _write_client_results(worker: _ZipWorker, reads: ExportReader, member: _Member,
+                                cutoff: int, kind: str, reporter: _Reporter) -> None:
     await worker.submit(worker._open_entry, f"{member.folder}/results.{kind}")
     if kind == "csv":
         await worker.submit(worker._write, _csv_line(member.columns))
-    async for page in _row_pages(store, member, cutoff):
+    async for page in _row_pages(reads, member, cutoff):
         await worker.submit(worker._write_encoded, _encode_rows,
                             (page, kind, member.columns, None), False)
         reporter.maybe_report()
     await worker.submit(worker._close_entry)
 
 
-async def _write_client_log(worker: _ZipWorker, store: Store, member: _Member) -> int:
+async def _write_client_log(worker: _ZipWorker, reads: ExportReader, member: _Member) -> int:
     lines = 0
+    after = 0
     async with worker.entry(f"{member.folder}/log.jsonl") as out:
-        async for row in store.iterate(
-            "SELECT time, level, message FROM flow_logs WHERE client_id = ? AND flow_id = ?"
-            " ORDER BY seq",
-            (member.client_id, member.flow_id),
-        ):
-            line = {"time": row["time"], "level": row["level"], "message": row["message"]}
-            await out.write(json.dumps(line, ensure_ascii=False) + "\n")
-            lines += 1
+        while page := await reads.log_lines(member.client_id, member.flow_id, after):
+            for row in page:
+                line = {"time": row["time"], "level": row["level"], "message": row["message"]}
+                await out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                lines += 1
+                after = row["seq"]
     return lines
 
 
@@ -634,16 +623,12 @@ def _stored_size(path: Path) -> int | None:
         return None
 
 
-async def _write_client_uploads(worker: _ZipWorker, store: Store, uploads_dir: Path,
+async def _write_client_uploads(worker: _ZipWorker, reads: ExportReader, uploads_dir: Path,
                                 member: _Member, reporter: _Reporter) -> list[dict[str, Any]]:
     """Copy each upload of the member's flow into ``uploads/``; returns the index."""
     index: list[dict[str, Any]] = []
     used: set[str] = set()
-    async for row in store.iterate(
-        "SELECT upload_id, name, path, size, sha256, complete FROM uploads"
-        " WHERE client_id = ? AND flow_id = ? ORDER BY upload_id",
-        (member.client_id, member.flow_id),
-    ):
+    for row in await reads.uploads(member.client_id, member.flow_id):
         item: dict[str, Any] = {
             "entry": None,
             "name": row["name"],
@@ -680,24 +665,10 @@ async def _write_client_uploads(worker: _ZipWorker, store: Store, uploads_dir: P
     return index
 
 
-async def _client_document(store: Store, hunt_id: str, member: _Member, *, cutoff: int,
+async def _client_document(reads: ExportReader, hunt_id: str, member: _Member, *, cutoff: int,
                            log_lines: int, uploads: int) -> dict[str, Any]:
-    exported = await store.fetch_one(
-        "SELECT COALESCE(SUM(row_count), 0) AS n FROM flow_rows"
-        " WHERE client_id = ? AND flow_id = ? AND rowid <= ?",
-        (member.client_id, member.flow_id, cutoff),
-    )
-    row = await store.fetch_one(
-        "SELECT hc.queue, hc.stage, hc.attempt, hc.checked, hc.updated, hc.error AS hunt_error,"
-        " c.first_seen, c.last_seen, c.facts, c.agent_labels, c.operator_labels,"
-        " f.state, f.created, f.started, f.finished, f.rows, f.bytes, f.error"
-        " FROM hunt_clients hc"
-        " LEFT JOIN clients c ON c.client_id = hc.client_id"
-        " LEFT JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = ?"
-        " WHERE hc.hunt_id = ? AND hc.client_id = ?",
-        (member.flow_id, hunt_id, member.client_id),
-    )
-    data: dict[str, Any] = dict(row) if row is not None else {}
+    exported = await reads.exported_rows(member.client_id, member.flow_id, cutoff)
+    data = await reads.member_details(hunt_id, member.client_id, member.flow_id)
     facts = _facts(data.get("facts"))
     agent_labels = _json_list(data.get("agent_labels"))
     operator_labels = _json_list(data.get("operator_labels"))
@@ -733,7 +704,7 @@ async def _client_document(store: Store, hunt_id: str, member: _Member, *, cutof
             "duration": max(finished - started, 0.0)
             if started is not None and finished is not None else None,
         },
-        "export": {"folder": member.folder, "rows": exported["n"] if exported else 0,
+        "export": {"folder": member.folder, "rows": exported,
                    "log_lines": log_lines,
                    "uploads": uploads},
     }
@@ -747,19 +718,9 @@ def _json_list(text: str | None) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-async def _hunt_document(store: Store, hunt_row: Any, *, exported: float, fmt: str,
+async def _hunt_document(reads: ExportReader, hunt: HuntRecord, *, exported: float, fmt: str,
                          summary: bool, clients: int) -> dict[str, Any]:
-    hunt = Hunt.from_row(hunt_row)
-    for count in await store.fetch_all(
-        "SELECT queue, COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ? GROUP BY queue",
-        (hunt.hunt_id,),
-    ):
-        hunt.counts[count["queue"]] = count["n"]
-    finished = await store.fetch_one(
-        "SELECT MIN(finished) AS first, MAX(finished) AS last FROM flows"
-        " WHERE hunt_id = ? AND kind = 'collection'",
-        (hunt.hunt_id,),
-    )
+    first_finished, last_finished = await reads.finished_span(hunt.hunt_id)
     return {
         "hunt_id": hunt.hunt_id,
         "description": hunt.description,
@@ -785,8 +746,8 @@ async def _hunt_document(store: Store, hunt_row: Any, *, exported: float, fmt: s
             "created": hunt.created,
             "started": hunt.started,
             "stopped": hunt.stopped,
-            "first_finished": finished["first"] if finished is not None else None,
-            "last_finished": finished["last"] if finished is not None else None,
+            "first_finished": first_finished,
+            "last_finished": last_finished,
         },
         "export": {"time": exported, "format": fmt, "summary": summary, "clients": clients},
     }
@@ -804,7 +765,7 @@ def _zip_time(when: float) -> tuple[int, int, int, int, int, int]:
 
 
 async def export_hunt(
-    store: Store,
+    db: Database,
     uploads_dir: Path,
     hunt_id: str,
     destination: Path,
@@ -826,18 +787,18 @@ async def export_hunt(
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
     destination = Path(destination)
-    hunt_row = await store.fetch_one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
-    if hunt_row is None:
+    reads = db.exports
+    hunt = await reads.hunt(hunt_id)
+    if hunt is None:
         raise ExportError(f"no hunt {hunt_id}")
     if not destination.parent.is_dir():
         raise ExportError(f"cannot write {destination}: {destination.parent} is not a folder")
 
     exported = time.time()
     # Rows are only ever added, so a rowid bound is a snapshot every pass can share.
-    snapshot = await store.fetch_one("SELECT COALESCE(MAX(rowid), 0) AS cutoff FROM flow_rows")
-    cutoff = int(snapshot["cutoff"]) if snapshot is not None else 0
-    members = await _members(store, hunt_id)
-    document = await _hunt_document(store, hunt_row, exported=exported, fmt=fmt,
+    cutoff = await reads.row_cutoff()
+    members = await _members(reads, hunt_id)
+    document = await _hunt_document(reads, hunt, exported=exported, fmt=fmt,
                                     summary=summary, clients=len(members))
     kinds = {"json": ("jsonl",), "csv": ("csv",), "both": ("jsonl", "csv")}[fmt]
 
@@ -848,12 +809,12 @@ async def export_hunt(
         await worker.write_json("hunt.json", document)
         header: list[str] = []
         if "csv" in kinds:
-            header = await _learn_columns(worker, store, members, cutoff, reporter)
+            header = await _learn_columns(worker, reads, members, cutoff, reporter)
         for position, kind in enumerate(kinds):
             # Rows are counted once whatever the formats; in a summary a client is done once
             # its rows are in the last of them.
             await _write_all(
-                worker, store, members, cutoff, kind, header,
+                worker, reads, members, cutoff, kind, header,
                 count_rows=position == 0,
                 count_clients=summary and position == len(kinds) - 1,
                 reporter=reporter,
@@ -861,13 +822,13 @@ async def export_hunt(
         if not summary:
             for member in members:
                 for kind in kinds:
-                    await _write_client_results(worker, store, member, cutoff, kind, reporter)
-                log_lines = await _write_client_log(worker, store, member)
-                index = await _write_client_uploads(worker, store, uploads_dir, member, reporter)
+                    await _write_client_results(worker, reads, member, cutoff, kind, reporter)
+                log_lines = await _write_client_log(worker, reads, member)
+                index = await _write_client_uploads(worker, reads, uploads_dir, member, reporter)
                 await worker.write_json(f"{member.folder}/uploads.json", index)
                 await worker.write_json(
                     f"{member.folder}/client.json",
-                    await _client_document(store, hunt_id, member, cutoff=cutoff,
+                    await _client_document(reads, hunt_id, member, cutoff=cutoff,
                                            log_lines=log_lines, uploads=len(index)),
                 )
                 await worker.count(clients=1)

@@ -4,8 +4,9 @@ Every agent presents the timestamp of the newest hunt it was checked for, on con
 poll. For every running hunt started after that, and never checked for this client (the server
 records every check, so an agent whose state was wiped never runs a hunt twice), the foreman
 launches a CheckHuntCondition flow: the agent runs the client-side condition; when its rows are
-back, the server-side condition runs here over them. A match puts the client in the hunt's
-pending queue, no match in not matched, a failed check in errors.
+back, the server-side condition is judged here over them, within a time budget and off the event
+loop. A match puts the client in the hunt's pending queue, no match in not matched, a failed
+check or judgement in errors with the reason.
 
 When a hunt starts, the foreman does not wait for the next poll: it checks the connected agents
 itself, in batches, within a global budget of launches per second, so that starting a hunt on
@@ -15,15 +16,17 @@ thousands of agents does not storm the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from velotui.server import failpoints
 from velotui.server.clients import ClientDirectory
-from velotui.server.conditions import ServerCondition, client_variable
-from velotui.server.flows import FlowManager, FlowRecord
-from velotui.server.hunt_manager import HuntManager, Move
-from velotui.server.hunts import CHECKING, Hunt
+from velotui.server.conditions import MAX_CONDITION_ROWS, ServerCondition, client_variable
+from velotui.server.data import FlowChange, FlowRecord, HuntRecord
+from velotui.server.flows import FlowManager
+from velotui.server.hunt_manager import HuntManager
 from velotui.server.ids import condition_flow_id
 from velotui.wire import protocol
 
@@ -45,25 +48,27 @@ class Foreman:
         self.directory = directory
         self.checked: dict[str, set[str]] = {}  # hunt -> clients ever checked for it
         self._conditions: dict[str, ServerCondition] = {}
-        self._started: asyncio.Queue[Hunt] = asyncio.Queue()
-        self._notifier: asyncio.Task[None] | None = None
+        self._started: asyncio.Queue[HuntRecord] = asyncio.Queue()
+        self._to_judge: asyncio.Queue[FlowRecord] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
         hunts.foreman = self
+        flows.on_changes(self._flows_changed)
 
     async def load(self) -> None:
-        for row in await self.hunts.store.fetch_all("SELECT hunt_id, client_id FROM hunt_clients"):
-            self.checked.setdefault(row["hunt_id"], set()).add(row["client_id"])
-        self._notifier = asyncio.create_task(self._notify_forever(), name="foreman-notifier")
-        await self._resume_checks()
+        self.checked = await self.hunts.db.hunts.checked_clients()
+        self._tasks = [
+            asyncio.create_task(self._notify_forever(), name="foreman-notifier"),
+            asyncio.create_task(self._judge_forever(), name="foreman-judge"),
+        ]
         for hunt in self.hunts.running():
             self.hunt_started(hunt)  # agents that connected while the server was down
 
     async def close(self) -> None:
-        if self._notifier is not None:
-            self._notifier.cancel()
-            try:
-                await self._notifier
-            except asyncio.CancelledError:
-                pass
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # Check-ins ----------------------------------------------------------------------------------
 
@@ -71,8 +76,7 @@ class Foreman:
         """An agent connected or polled: check it for every running hunt newer than what it
         reports, then tell it the newest hunt it has now been checked for."""
         client_id = session.client_id
-        running = self.hunts.running()
-        for hunt in running:
+        for hunt in self.hunts.running():
             if hunt.start_timestamp > last_hunt_timestamp and client_id not in self.checked.get(
                 hunt.hunt_id, ()
             ):
@@ -91,7 +95,18 @@ class Foreman:
             checkpoint = hunt.start_timestamp
         return checkpoint
 
-    async def check(self, hunt: Hunt, client_ids: list[str]) -> int:
+    def _condition_flow(self, hunt: HuntRecord, client_id: str, attempt: int, now: float
+                        ) -> FlowRecord:
+        # A check returns facts, not evidence: its rows are capped (beyond the cap the check
+        # ends in error) and it uploads nothing.
+        return self.flows.prepare(
+            client_id, hunt.client_condition, timeout=hunt.timeout,
+            max_rows=MAX_CONDITION_ROWS, max_upload_bytes=0, max_uploads=0,
+            hunt_id=hunt.hunt_id, kind="condition",
+            flow_id=condition_flow_id(hunt.hunt_id, attempt), now=now,
+        )
+
+    async def check(self, hunt: HuntRecord, client_ids: list[str]) -> int:
         """Launch the condition check of ``hunt`` on clients never checked for it; how many."""
         seen = self.checked.setdefault(hunt.hunt_id, set())
         fresh = [c for c in client_ids if c not in seen]
@@ -99,113 +114,88 @@ class Foreman:
             return 0
         seen.update(fresh)  # before awaiting, so a concurrent check-in cannot launch it twice
         now = time.time()
-        records = [
-            self.flows.prepare(
-                client_id, hunt.client_condition, timeout=hunt.timeout,
-                hunt_id=hunt.hunt_id, kind="condition",
-                flow_id=condition_flow_id(hunt.hunt_id), now=now,
-            )
-            for client_id in fresh
-        ]
+        records = [self._condition_flow(hunt, client_id, 1, now) for client_id in fresh]
         try:
             added = await self.hunts.add_checking(hunt, records)
         except BaseException:
             seen.difference_update(fresh)
             raise
+        if len(added) < len(records):
+            # The hunt stopped meanwhile (or the clients were checked already): those not
+            # added may be checked if it runs again.
+            seen.difference_update({r.client_id for r in records} - {r.client_id for r in added})
         await self.flows.adopt(added)
         return len(added)
 
-    async def recheck(self, hunt: Hunt, client_ids: list[str]) -> int:
-        """Run the condition again for clients whose check failed (relaunch)."""
-        rows = await self.hunts.store.fetch_all(
-            "SELECT client_id, condition_attempt FROM hunt_clients WHERE hunt_id = ?"
-            " AND queue = 'errors' AND stage = 'condition'",
-            (hunt.hunt_id,),
-        )
-        wanted = set(client_ids)
+    async def recheck(self, hunt: HuntRecord, clients: list[tuple[str, int]]) -> int:
+        """Run the condition again for clients whose check failed: (client, attempt) each."""
         now = time.time()
-        attempts = {row["client_id"]: row["condition_attempt"] + 1
-                    for row in rows if row["client_id"] in wanted}
-        records = {
-            client_id: self.flows.prepare(
-                client_id, hunt.client_condition, timeout=hunt.timeout,
-                hunt_id=hunt.hunt_id, kind="condition",
-                flow_id=condition_flow_id(hunt.hunt_id, attempt), now=now,
-            )
-            for client_id, attempt in attempts.items()
-        }
-        moves = [
-            Move(client_id, CHECKING, ("errors",), changes={
-                "condition_flow_id": record.flow_id,
-                "condition_attempt": attempts[client_id],
-                "error": None,
-            })
-            for client_id, record in records.items()
-        ]
-        moved: set[str] = set()
+        records = [(self._condition_flow(hunt, client_id, attempt, now), attempt)
+                   for client_id, attempt in clients]
+        added, moves = await self.hunts.db.hunts.recheck(hunt.hunt_id, records, now)
+        self.hunts.apply_moves(moves)
+        await self.flows.adopt(added)
+        return len(added)
 
-        def store_flows(connection: Any, clients: set[str]) -> None:
-            moved.update(clients)
-            FlowManager.insert(connection, [records[c] for c in clients])
+    # Judging ------------------------------------------------------------------------------------
 
-        count = await self.hunts.move(hunt.hunt_id, moves, also=store_flows)
-        await self.flows.adopt([records[c] for c in moved])
-        return count
-
-    # Conditions ---------------------------------------------------------------------------------
-
-    def _condition(self, hunt: Hunt) -> ServerCondition:
+    def _condition(self, hunt: HuntRecord) -> ServerCondition:
         condition = self._conditions.get(hunt.hunt_id)
         if condition is None:
             condition = self._conditions[hunt.hunt_id] = ServerCondition(hunt.server_condition)
         return condition
 
-    async def conditions_finished(self, records: list[FlowRecord]) -> None:
-        """Condition flows have ended: judge each client and move it on."""
-        by_hunt: dict[str, list[Move]] = {}
+    def _flows_changed(self, changes: list[FlowChange]) -> None:
+        self.judge_later([
+            change.record for change in changes
+            if change.ended and change.record.kind == "condition"
+            and change.record.state == "finished"
+        ])
+
+    def judge_later(self, records: list[FlowRecord]) -> None:
+        """Judge these finished condition checks soon, one at a time, off the agents' path."""
         for record in records:
-            hunt = self.hunts.hunts.get(record.hunt_id or "")
-            if hunt is None:
-                continue
-            by_hunt.setdefault(hunt.hunt_id, []).append(await self._judge(hunt, record))
-        for hunt_id, moves in by_hunt.items():
-            await self.hunts.move(hunt_id, moves)
+            self._to_judge.put_nowait(record)
 
-    async def _judge(self, hunt: Hunt, record: FlowRecord) -> Move:
-        expected = {"expect_queues": (CHECKING,), "expect_flow": record.flow_id,
-                    "expect_flow_column": "condition_flow_id"}
-        if record.state != "finished":
-            return Move(record.client_id, "errors", **expected, changes={
-                "stage": "condition", "error": record.error or record.state})
-        if record.kept_rows is not None:
-            rows = record.kept_rows
-        else:
-            rows = [row async for _seq, batch in self.flows.row_batches(
-                record.client_id, record.flow_id) for row in batch]
+    async def _judge_forever(self) -> None:
+        while True:
+            record = await self._to_judge.get()
+            try:
+                await self.judge(record)
+            except Exception:  # reconciliation finds the client still checking and retries
+                log.exception("judging %s of %s failed", record.flow_id, record.client_id)
+
+    async def judge(self, record: FlowRecord) -> None:
+        """Judge one finished condition check and store where its client goes."""
+        hunt = self.hunts.hunts.get(record.hunt_id or "")
+        if hunt is None:
+            return
+        queue, error = await self._judgement(hunt, record)
+        await failpoints.reach("condition.after_judge")
+        move = await self.hunts.db.hunts.judged(hunt.hunt_id, record.client_id, record.flow_id,
+                                                queue, error, time.time())
+        if move is not None:
+            self.hunts.apply_moves([move])
+
+    async def _judgement(self, hunt: HuntRecord, record: FlowRecord) -> tuple[str, str | None]:
+        rows = record.kept_rows
+        if rows is None:
+            rows = []
+            async for _seq, batch in self.flows.db.flows.row_batches(
+                record.client_id, record.flow_id, pool="agents"
+            ):
+                rows += batch
+                if len(rows) > MAX_CONDITION_ROWS:
+                    break
         client = client_variable(self.directory.get(record.client_id), record.client_id)
-        try:
-            matched = await self._condition(hunt).matches(rows, client)
-        except Exception as error:
-            log.exception("server condition of %s failed on %s", hunt.hunt_id, record.client_id)
-            return Move(record.client_id, "errors", **expected, changes={
-                "stage": "condition", "error": f"server condition failed: {error}"})
-        return Move(record.client_id, "pending" if matched else "not_matched", **expected)
-
-    async def _resume_checks(self) -> None:
-        """Condition flows that ended while the server was down (or just before it died) are
-        judged now."""
-        rows = await self.hunts.store.fetch_all(
-            "SELECT f.* FROM hunt_clients hc JOIN flows f ON f.client_id = hc.client_id"
-            " AND f.flow_id = hc.condition_flow_id WHERE hc.queue = ?"
-            " AND f.state NOT IN ('queued', 'running')",
-            (CHECKING,),
-        )
-        if rows:
-            await self.conditions_finished([FlowRecord.from_row(row) for row in rows])
+        judgement = await self._condition(hunt).judge(rows, client)
+        if judgement.error is not None:
+            return "errors", f"server condition: {judgement.error}"
+        return ("pending" if judgement.matched else "not_matched"), None
 
     # Starting hunts -----------------------------------------------------------------------------
 
-    def hunt_started(self, hunt: Hunt) -> None:
+    def hunt_started(self, hunt: HuntRecord) -> None:
         """Check the connected agents for ``hunt`` soon, within the global budget."""
         self._started.put_nowait(hunt)
 
@@ -217,7 +207,7 @@ class Foreman:
             except Exception:
                 log.exception("checking connected agents for %s failed", hunt.hunt_id)
 
-    async def _check_connected(self, hunt: Hunt) -> None:
+    async def _check_connected(self, hunt: HuntRecord) -> None:
         online = list(self.directory.sessions)
         for start in range(0, len(online), NOTIFY_BATCH):
             if hunt.state != "running":

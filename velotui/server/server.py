@@ -20,6 +20,7 @@ from velotui.runtime import release_free_memory, tune_for_many_connections
 from velotui.server.audit import AuditLog
 from velotui.server.client_identity import secrets_equal
 from velotui.server.clients import ClientDirectory
+from velotui.server.data import Database
 from velotui.server.datastore import Datastore
 from velotui.server.flows import FlowManager
 from velotui.server.foreman import Foreman
@@ -27,7 +28,6 @@ from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
 from velotui.server.service import Service
 from velotui.server.sessions import AgentSession
-from velotui.server.store import Store
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check
 from velotui.wire import protocol
@@ -54,7 +54,7 @@ class Server:
     def __init__(self, datastore: Datastore, listen: str = DEFAULT_LISTEN) -> None:
         self.datastore = datastore
         self.host, self.port = parse_listen(listen)
-        self.store: Store
+        self.db: Database
         self.directory: ClientDirectory
         self.flows: FlowManager
         self.hunts: HuntManager
@@ -74,16 +74,17 @@ class Server:
         check("SELECT * FROM scope()")  # build the VQL parser now, not in the first request
         self.enrolment_secret = self.datastore.enrolment_secret()
         self._api_token = self.datastore.api_token()
-        self.store = await Store.open(self.datastore.database_path)
-        self.directory = ClientDirectory(self.store)
+        self.db = await Database.open(self.datastore.database_path)
+        self.directory = ClientDirectory(self.db)
         await self.directory.load()
-        self.flows = FlowManager(self.store, self.datastore.uploads_dir, self.directory.sessions)
+        self.flows = FlowManager(self.db, self.datastore.uploads_dir, self.directory.sessions)
         await self.flows.load()
-        self.audit = AuditLog(self.store)
-        self.hunts = HuntManager(self.store, self.flows)
+        self.audit = AuditLog(self.db)
+        self.hunts = HuntManager(self.db, self.flows)
         self.foreman = Foreman(self.hunts, self.flows, self.directory)
         await self.hunts.load()
         await self.foreman.load()
+        self.hunts.start_reconciling()
         context = server_ssl_context(self.datastore.server_cert_path,
                                      self.datastore.server_key_path)
         self._listener = await websockets.asyncio.server.serve(
@@ -131,7 +132,7 @@ class Server:
         await self.foreman.close()
         await self.hunts.close()
         await self.flows.close()
-        await self.store.close()
+        await self.db.close()
 
     def service(self, actor: str) -> Service:
         """The operator API acting as ``actor`` (recorded in the audit log)."""

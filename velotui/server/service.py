@@ -10,21 +10,18 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from velotui import __version__
+from velotui.server import arguments
 from velotui.server.conditions import estimate
+from velotui.server.data import CHECKING, QUEUES, HuntRecord
+from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
 from velotui.server.errors import ServiceError
 from velotui.server.exports import FORMATS, ExportError, ExportProgress, export_hunt
-from velotui.server.flows import unpack_rows
-from velotui.server.hunts import (
-    DEFAULT_CLIENT_CONDITION,
-    DEFAULT_EXPIRY,
-    DEFAULT_TIMEOUT,
-    Hunt,
-    parse_duration,
-)
+from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
 from velotui.vql import check
 from velotui.vql.values import to_json_value
 
@@ -40,27 +37,37 @@ def streaming(method: F) -> F:
     return method
 
 
-def check_query(query: str, what: str = "query") -> None:
-    """Raise ServiceError naming line and column when ``query`` is not VQL."""
-    if not query.strip():
-        raise ServiceError(f"the {what} is empty")
+def check_query(query: Any, what: str = "query") -> str:
+    """The query, if it is VQL; raises ServiceError naming line and column otherwise."""
+    query = arguments.text(query, f"the {what}", maximum=arguments.MAX_QUERY, empty=False)
     error = check(query)
     if error is not None:
         raise ServiceError(f"the {what} does not parse: {error}")
+    return query
 
 
-def _limits(timeout: Any, max_rows: Any, max_upload_bytes: Any) -> tuple[float, int, int]:
-    try:
-        values = float(timeout), int(max_rows), int(max_upload_bytes)
-    except (TypeError, ValueError):
-        raise ServiceError("timeout, max_rows and max_upload_bytes must be numbers") from None
-    if min(values) < 0:
-        raise ServiceError("timeout, max_rows and max_upload_bytes cannot be negative")
-    return values
+def collection_limits(timeout: Any, max_rows: Any, max_upload_bytes: Any, max_logs: Any,
+                      max_log_bytes: Any, max_uploads: Any) -> FlowLimits:
+    """The limits an operator gave a collection (None: the default; 0: no limit)."""
+    default = DEFAULT_LIMITS
+
+    def pick(value: Any, name: str, fallback: int) -> int:
+        return fallback if value is None else arguments.whole(value, name)
+
+    return FlowLimits(
+        timeout=default.timeout if timeout is None else arguments.number(
+            timeout, "timeout", maximum=30 * 86400.0),
+        max_rows=pick(max_rows, "max_rows", default.max_rows),
+        max_upload_bytes=pick(max_upload_bytes, "max_upload_bytes", default.max_upload_bytes),
+        max_logs=pick(max_logs, "max_logs", default.max_logs),
+        max_log_bytes=pick(max_log_bytes, "max_log_bytes", default.max_log_bytes),
+        max_uploads=pick(max_uploads, "max_uploads", default.max_uploads),
+    )
 
 
 class Service:
-    """Operator operations, performed as ``actor``."""
+    """Operator operations, performed as ``actor``. Every argument is checked here: a request
+    is done, or refused with one line saying why."""
 
     def __init__(self, server: Server, actor: str) -> None:
         self.server = server
@@ -86,37 +93,43 @@ class Service:
         described = [to_json_value(directory.describe(r)) for r in directory.all()]
         return sorted(described, key=lambda c: (-c["last_seen"], c["client_id"]))
 
-    def _known_client(self, client_id: str) -> None:
+    def _known_client(self, client_id: Any) -> str:
+        client_id = arguments.client_id(client_id)
         if self.server.directory.get(client_id) is None:
             raise ServiceError(f"no client {client_id!r} (see: velotui clients)")
+        return client_id
 
     # Collections --------------------------------------------------------------------------------
 
     async def schedule_collection(
-        self, client_id: str, query: str, timeout: float = 600.0, max_rows: int = 0,
-        max_upload_bytes: int = 0,
+        self, client_id: str, query: str, timeout: float | None = None,
+        max_rows: int | None = None, max_upload_bytes: int | None = None,
+        max_logs: int | None = None, max_log_bytes: int | None = None,
+        max_uploads: int | None = None,
     ) -> dict[str, Any]:
-        """Queue one collection on one client; returns the flow without waiting for it."""
-        self._known_client(client_id)
-        check_query(query)
-        timeout, max_rows, max_upload_bytes = _limits(timeout, max_rows, max_upload_bytes)
-        record = await self.server.flows.schedule(
-            client_id, query, timeout=timeout, max_rows=max_rows,
-            max_upload_bytes=max_upload_bytes,
-        )
+        """Queue one collection on one client; returns the flow without waiting for it.
+        Limits left out take the defaults (finite); 0 means no limit."""
+        client_id = self._known_client(client_id)
+        query = check_query(query)
+        limits = collection_limits(timeout, max_rows, max_upload_bytes, max_logs,
+                                   max_log_bytes, max_uploads)
+        record = await self.server.flows.schedule(client_id, query, **asdict(limits))
         await self.server.audit.record(self.actor, "collect", f"{client_id}/{record.flow_id}",
                                        query=query)
         return record.describe()
 
     @streaming
     async def collect(
-        self, client_id: str, query: str, timeout: float = 600.0, max_rows: int = 0,
-        max_upload_bytes: int = 0,
+        self, client_id: str, query: str, timeout: float | None = None,
+        max_rows: int | None = None, max_upload_bytes: int | None = None,
+        max_logs: int | None = None, max_log_bytes: int | None = None,
+        max_uploads: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one collection and follow it: a ``scheduled`` event, ``rows`` and ``log`` events
         as they become durable, and a final ``status`` event."""
         flow = await self.schedule_collection(client_id, query, timeout, max_rows,
-                                              max_upload_bytes)
+                                              max_upload_bytes, max_logs, max_log_bytes,
+                                              max_uploads)
         yield {"event": "scheduled", "client_id": client_id, "flow_id": flow["flow_id"],
                "online": self.server.directory.is_online(client_id)}
         async with contextlib.aclosing(self.follow(client_id, flow["flow_id"])) as events:
@@ -126,6 +139,7 @@ class Service:
     @streaming
     async def follow(self, client_id: str, flow_id: str) -> AsyncIterator[dict[str, Any]]:
         """The rows and logs of a flow as they arrive, then its final ``status`` event."""
+        client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
         flows = self.server.flows
         rows_seq = log_seq = 0
         while True:
@@ -144,6 +158,9 @@ class Service:
                 async for seq, rows in flows.row_batches(client_id, flow_id, rows_seq):
                     rows_seq = seq
                     yield {"event": "rows", "rows": rows}
+                for entry in await flows.logs(client_id, flow_id, log_seq):
+                    log_seq = entry["seq"]
+                    yield {"event": "log", **entry}
                 yield {"event": "status", **await self.flow(client_id, flow_id)}
                 return
             with contextlib.suppress(TimeoutError):
@@ -151,6 +168,7 @@ class Service:
 
     async def flow(self, client_id: str, flow_id: str) -> dict[str, Any]:
         """A flow's state, counts, error and uploads."""
+        client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
         record = await self.server.flows.get(client_id, flow_id)
         if record is None:
             raise ServiceError(f"no flow {flow_id} on {client_id}")
@@ -161,12 +179,15 @@ class Service:
     @streaming
     async def flow_results(self, client_id: str, flow_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every stored row of a flow, in batches: ``rows`` events."""
+        client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
         if await self.server.flows.get(client_id, flow_id) is None:
             raise ServiceError(f"no flow {flow_id} on {client_id}")
         async for _seq, rows in self.server.flows.row_batches(client_id, flow_id):
             yield {"event": "rows", "rows": rows}
 
     async def cancel_flow(self, client_id: str, flow_id: str) -> dict[str, Any]:
+        """Cancel a flow in flight; its agent is told to stop."""
+        client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
         record = await self.server.flows.cancel(client_id, flow_id)
         if record is None:
             raise ServiceError(f"flow {flow_id} on {client_id} is not running")
@@ -183,32 +204,36 @@ class Service:
         rate: float = 0,
         limit: int = 0,
         expires: float | str = DEFAULT_EXPIRY,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_rows: int = 0,
-        max_upload_bytes: int = 0,
+        timeout: float | None = None,
+        max_rows: int | None = None,
+        max_upload_bytes: int | None = None,
+        max_logs: int | None = None,
+        max_log_bytes: int | None = None,
+        max_uploads: int | None = None,
         description: str = "",
         start: bool = False,
     ) -> dict[str, Any]:
         """Create a hunt (paused unless ``start``); ``expires`` is seconds from now or a
-        duration like ``7d``. Refuses VQL that does not parse, naming line and column."""
-        check_query(query, "collection query")
-        check_query(client_condition, "client-side condition")
+        duration like ``7d``; limits left out take the defaults (finite), 0 means no limit.
+        Refuses VQL that does not parse, naming line and column."""
+        query = check_query(query, "collection query")
+        client_condition = check_query(client_condition, "client-side condition")
+        server_condition = arguments.text(server_condition, "the server-side condition",
+                                          maximum=arguments.MAX_QUERY)
         if server_condition.strip():
             check_query(server_condition, "server-side condition")
-        try:
-            lifetime = parse_duration(expires) if isinstance(expires, str) else float(expires)
-            rate, limit = float(rate), int(limit)
-        except (TypeError, ValueError) as error:
-            raise ServiceError(str(error)) from None
-        if lifetime <= 0 or rate < 0 or limit < 0:
-            raise ServiceError("expiry must be positive; rate and limit cannot be negative")
-        timeout, max_rows, max_upload_bytes = _limits(timeout, max_rows, max_upload_bytes)
-        hunt = Hunt(
+        rate = arguments.number(rate, "rate", maximum=1e9)
+        limit = arguments.whole(limit, "limit")
+        lifetime = arguments.duration(expires, "expires")
+        limits = collection_limits(timeout, max_rows, max_upload_bytes, max_logs,
+                                   max_log_bytes, max_uploads)
+        description = arguments.text(description, "description", maximum=4096)
+        start = arguments.flag(start, "start")
+        hunt = HuntRecord(
             hunt_id="", query=query, client_condition=client_condition,
-            server_condition=server_condition, description=str(description), rate=rate,
-            client_limit=limit, expires=time.time() + lifetime, timeout=timeout,
-            max_rows=max_rows, max_upload_bytes=max_upload_bytes, state="paused", created=0.0,
-            creator=self.actor,
+            server_condition=server_condition, description=description, rate=rate,
+            client_limit=limit, expires=time.time() + lifetime, state="paused", created=0.0,
+            creator=self.actor, **asdict(limits),
         )
         hunt = await self.server.hunts.create(hunt)
         await self.server.audit.record(self.actor, "create", hunt.hunt_id,
@@ -222,25 +247,29 @@ class Service:
         hunts = sorted(self.server.hunts.hunts.values(), key=lambda h: h.created, reverse=True)
         return [h.describe() for h in hunts]
 
+    def _hunt(self, hunt_id: Any) -> HuntRecord:
+        return self.server.hunts.get(arguments.hunt_id(hunt_id))
+
     async def get_hunt(self, hunt_id: str) -> dict[str, Any]:
         """One hunt: its spec, state and counts."""
-        return self.server.hunts.get(hunt_id).describe()
+        return self._hunt(hunt_id).describe()
 
     async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
-        hunt = await self.server.hunts.start(hunt_id)
-        await self.server.audit.record(self.actor, "start", hunt_id)
+        hunt = await self.server.hunts.start(self._hunt(hunt_id).hunt_id)
+        await self.server.audit.record(self.actor, "start", hunt.hunt_id)
         return hunt.describe()
 
     async def stop_hunt(self, hunt_id: str) -> dict[str, Any]:
-        hunt = await self.server.hunts.stop(hunt_id, f"stopped by {self.actor}")
-        await self.server.audit.record(self.actor, "stop", hunt_id)
+        hunt = await self.server.hunts.stop(self._hunt(hunt_id).hunt_id, f"stopped by {self.actor}")
+        await self.server.audit.record(self.actor, "stop", hunt.hunt_id)
         return hunt.describe()
 
     async def relaunch_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Re-run the clients of the hunt that ended in errors, and only those."""
-        count = await self.server.hunts.relaunch(hunt_id)
-        await self.server.audit.record(self.actor, "relaunch", hunt_id, clients=count)
-        return {**self.server.hunts.get(hunt_id).describe(), "relaunched": count}
+        hunt = self._hunt(hunt_id)
+        count = await self.server.hunts.relaunch(hunt.hunt_id)
+        await self.server.audit.record(self.actor, "relaunch", hunt.hunt_id, clients=count)
+        return {**hunt.describe(), "relaunched": count}
 
     @streaming
     async def watch_hunts(self) -> AsyncIterator[dict[str, Any]]:
@@ -252,19 +281,12 @@ class Service:
     async def hunt_clients(self, hunt_id: str, queue: str | None = None, offset: int = 0,
                            limit: int = 1000) -> list[dict[str, Any]]:
         """The clients of a hunt with their queue and their collection's state and figures."""
-        self.server.hunts.get(hunt_id)
-        where, params = "hc.hunt_id = ?", [hunt_id]
-        if queue:
-            where += " AND hc.queue = ?"
-            params.append(queue)
-        rows = await self.server.store.fetch_all(
-            "SELECT hc.client_id, hc.queue, hc.stage, hc.flow_id, hc.attempt, hc.error AS"
-            " hunt_error, hc.checked, hc.updated, f.state, f.rows, f.bytes, f.error, f.started,"
-            " f.finished FROM hunt_clients hc LEFT JOIN flows f ON f.client_id = hc.client_id"
-            f" AND f.flow_id = hc.flow_id WHERE {where} ORDER BY hc.checked, hc.client_id"
-            " LIMIT ? OFFSET ?",
-            (*params, int(limit), int(offset)),
-        )
+        hunt = self._hunt(hunt_id)
+        if queue is not None:
+            queue = arguments.one_of(queue, "queue", (*QUEUES, CHECKING))
+        offset = arguments.whole(offset, "offset")
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=10_000)
+        rows = await self.server.db.results.hunt_clients(hunt.hunt_id, queue, offset, limit)
         directory = self.server.directory
         described = []
         for row in rows:
@@ -286,23 +308,20 @@ class Service:
                 "checked": row["checked"],
                 "online": directory.is_online(row["client_id"]),
             })
-        return described
+        return to_json_value(described)
+
+    def _added_columns(self, client_id: str, flow_id: str) -> dict[str, Any]:
+        record = self.server.directory.get(client_id)
+        return {"ClientId": client_id, "Fqdn": record.fqdn if record else "", "FlowId": flow_id}
 
     @streaming
     async def hunt_results(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every client's rows, each with ``ClientId``, ``Fqdn`` and ``FlowId`` first."""
-        self.server.hunts.get(hunt_id)
-        clients = await self.server.store.fetch_all(
-            "SELECT client_id, flow_id FROM hunt_clients WHERE hunt_id = ? AND flow_id IS NOT"
-            " NULL ORDER BY checked, client_id",
-            (hunt_id,),
-        )
-        for client in clients:
-            record = self.server.directory.get(client["client_id"])
-            fqdn = record.fqdn if record else ""
-            extra = {"ClientId": client["client_id"], "Fqdn": fqdn, "FlowId": client["flow_id"]}
-            async for _seq, rows in self.server.flows.row_batches(client["client_id"],
-                                                                  client["flow_id"]):
+        hunt = self._hunt(hunt_id)
+        async for member in self.server.db.results.members(hunt.hunt_id):
+            extra = self._added_columns(member.client_id, member.flow_id)
+            async for _seq, rows in self.server.flows.row_batches(member.client_id,
+                                                                  member.flow_id):
                 yield {"event": "rows", "rows": [{**extra, **row} for row in rows]}
 
     @streaming
@@ -318,7 +337,7 @@ class Service:
             raise ServiceError(f"format must be one of {', '.join(FORMATS)}")
         updates: asyncio.Queue[ExportProgress] = asyncio.Queue()
         job = asyncio.create_task(export_hunt(
-            self.server.store, self.server.datastore.uploads_dir, hunt_id, destination,
+            self.server.db, self.server.datastore.uploads_dir, hunt_id, destination,
             fmt=format, summary=summary, progress=updates.put_nowait,
         ))
         try:
@@ -347,48 +366,20 @@ class Service:
                                 ) -> dict[str, Any]:
         """One page of every client's rows (as ``hunt_results`` gives them) and the total, for
         paging through a big hunt without reading it all."""
-        self.server.hunts.get(hunt_id)
-        offset, limit = max(int(offset), 0), min(max(int(limit), 1), 5000)
-        batches = await self.server.store.fetch_all(
-            "SELECT r.client_id, r.flow_id, r.seq, r.row_count FROM hunt_clients hc"
-            " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
-            " WHERE hc.hunt_id = ? ORDER BY hc.checked, hc.client_id, r.seq",
-            (hunt_id,),
-        )
-        total = sum(b["row_count"] for b in batches)
-        rows: list[dict[str, Any]] = []
-        position = 0
-        for batch in batches:
-            end = position + batch["row_count"]
-            if end > offset and position < offset + limit:
-                stored = await self.server.store.fetch_one(
-                    "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
-                    (batch["client_id"], batch["flow_id"], batch["seq"]),
-                )
-                record = self.server.directory.get(batch["client_id"])
-                extra = {"ClientId": batch["client_id"], "Fqdn": record.fqdn if record else "",
-                         "FlowId": batch["flow_id"]}
-                first = max(offset - position, 0)
-                wanted = offset + limit - position
-                for row in unpack_rows(stored["data"])[first:wanted]:
-                    rows.append({**extra, **row})
-            position = end
-            if position >= offset + limit:
-                break
+        hunt = self._hunt(hunt_id)
+        offset = arguments.whole(offset, "offset")
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=5000)
+        page, total = await self.server.db.results.results_page(hunt.hunt_id, offset, limit)
+        rows = [{**self._added_columns(member.client_id, member.flow_id), **row}
+                for member, row in page]
         return {"rows": to_json_value(rows), "total": total, "offset": offset}
 
     async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        """Log lines and errors from the hunt's agents, newest last."""
-        self.server.hunts.get(hunt_id)
-        rows = await self.server.store.fetch_all(
-            "SELECT * FROM (SELECT l.client_id, l.flow_id, l.time, l.level, l.message"
-            " FROM flow_logs l JOIN flows f ON f.client_id = l.client_id AND f.flow_id = l.flow_id"
-            " WHERE f.hunt_id = ? UNION ALL SELECT client_id, flow_id, COALESCE(finished,"
-            " created), 'error', error FROM flows WHERE hunt_id = ? AND error IS NOT NULL)"
-            " ORDER BY time DESC LIMIT ?",
-            (hunt_id, hunt_id, int(limit)),
-        )
-        return [dict(row) for row in reversed(rows)]
+        """Log lines and errors from the hunt's agents and its server-side judgements,
+        newest last."""
+        hunt = self._hunt(hunt_id)
+        limit = arguments.whole(limit, "limit", maximum=100_000)
+        return to_json_value(await self.server.db.results.hunt_log(hunt.hunt_id, limit))
 
     async def estimate_hunt(self, server_condition: str = "",
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
@@ -404,20 +395,18 @@ class Service:
     async def label_client(self, client_id: str, add: list[str] | None = None,
                            remove: list[str] | None = None) -> dict[str, Any]:
         """Add and remove operator-assigned labels; returns the client."""
+        client_id = self._known_client(client_id)
+        add, remove = arguments.labels(add, "add"), arguments.labels(remove, "remove")
         record = self.server.directory.get(client_id)
-        if record is None:
-            raise ServiceError(f"no client {client_id!r} (see: velotui clients)")
-        labels = [label for label in record.operator_labels if label not in (remove or [])]
-        for label in add or []:
-            if not label or len(label) > 128:
-                raise ServiceError(f"bad label {label!r}")
+        assert record is not None
+        labels = [label for label in record.operator_labels if label not in remove]
+        for label in add:
             if label not in labels:
                 labels.append(label)
         record = await self.server.directory.set_operator_labels(client_id, labels)
-        await self.server.audit.record(self.actor, "label", client_id, add=add or [],
-                                       remove=remove or [])
+        await self.server.audit.record(self.actor, "label", client_id, add=add, remove=remove)
         return to_json_value(self.server.directory.describe(record))
 
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Operator actions, oldest first."""
-        return await self.server.audit.entries(limit)
+        return await self.server.audit.entries(arguments.whole(limit, "limit", maximum=100_000))

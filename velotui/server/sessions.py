@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -45,10 +46,17 @@ class AgentSession:
         self.connected_at = time.time()
         self._send_lock = asyncio.Lock()
 
-    async def send(self, message: protocol.Message) -> None:
+    async def send(self, message: protocol.Message,
+                   unless: Callable[[], bool] | None = None) -> bool:
+        """Send ``message``; with ``unless``, only if it is false once this connection is ours
+        to write on (so a decision taken meanwhile elsewhere is not overtaken). True if
+        sent."""
         frame = protocol.encode(message)
         async with self._send_lock:
+            if unless is not None and unless():
+                return False
             await self.websocket.send(frame)
+        return True
 
     async def close(self, code: int, reason: str) -> None:
         await self.websocket.close(code, reason)

@@ -1,0 +1,363 @@
+"""Hunt statements: a hunt's life and its clients' queues, every change guarded.
+
+A client is recruited only if its hunt is still running, checked in the same transaction that
+inserts its collection; a stop is one transaction holding the hunt's new state, the cancel of
+every flow of the hunt still in flight and the queue moves that go with them. Moves between
+queues name the queue (and flow) a client must still be in, so a stale caller moves nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from velotui.server.data.flows import Ending, end_flows, insert_flows, move_after_end
+from velotui.server.data.records import (
+    CHECKING,
+    RECRUITED,
+    FlowChange,
+    FlowRecord,
+    HuntChange,
+    HuntRecord,
+    QueueMove,
+)
+from velotui.server.data.store import Row, Store, Transaction
+
+_RECRUITED = "(" + ", ".join(f"'{queue}'" for queue in RECRUITED) + ")"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A pending client the recruiter may take, as read (its attempt guards the move)."""
+
+    client_id: str
+    attempt: int
+
+
+@dataclass
+class Reconciled:
+    """What a reconciliation pass repaired, and the condition checks left to judge."""
+
+    moves: list[QueueMove] = field(default_factory=list)
+    ended: list[FlowChange] = field(default_factory=list)
+    to_judge: list[FlowRecord] = field(default_factory=list)
+
+
+class HuntTable:
+    """Every statement about hunts and their clients."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # Reading ------------------------------------------------------------------------------------
+
+    async def load(self) -> list[HuntRecord]:
+        """Every hunt with its exact counts."""
+        hunts = {row["hunt_id"]: HuntRecord.from_row(row)
+                 for row in await self.store.fetch_all("SELECT * FROM hunts", pool="agents")}
+        for hunt_id, counts in (await self.counts()).items():
+            if hunt_id in hunts:
+                hunts[hunt_id].counts.update(counts)
+        return list(hunts.values())
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """Each hunt's count of clients per queue, from the table itself."""
+        found: dict[str, dict[str, int]] = {}
+        for row in await self.store.fetch_all(
+            "SELECT hunt_id, queue, COUNT(*) AS n FROM hunt_clients GROUP BY hunt_id, queue",
+            pool="agents",
+        ):
+            found.setdefault(row["hunt_id"], {})[row["queue"]] = row["n"]
+        return found
+
+    async def checked_clients(self) -> dict[str, set[str]]:
+        """For each hunt, every client it has ever looked at."""
+        found: dict[str, set[str]] = {}
+        for row in await self.store.fetch_all("SELECT hunt_id, client_id FROM hunt_clients",
+                                              pool="agents"):
+            found.setdefault(row["hunt_id"], set()).add(row["client_id"])
+        return found
+
+    async def pending(self, hunt_id: str, limit: int) -> list[Candidate]:
+        """The oldest pending clients of a hunt, at most ``limit``."""
+        rows = await self.store.fetch_all(
+            "SELECT client_id, attempt FROM hunt_clients WHERE hunt_id = ? AND queue = 'pending'"
+            " ORDER BY checked, client_id LIMIT ?",
+            (hunt_id, limit), pool="agents",
+        )
+        return [Candidate(row["client_id"], row["attempt"]) for row in rows]
+
+    async def in_errors(self, hunt_id: str) -> list[Row]:
+        """The clients of a hunt in errors: client_id, stage, attempt, condition_attempt."""
+        return await self.store.fetch_all(
+            "SELECT client_id, stage, attempt, condition_attempt FROM hunt_clients"
+            " WHERE hunt_id = ? AND queue = 'errors' ORDER BY checked, client_id",
+            (hunt_id,), pool="agents",
+        )
+
+    # A hunt's life ------------------------------------------------------------------------------
+
+    async def create(self, hunt: HuntRecord) -> None:
+        def op(tx: Transaction) -> None:
+            tx.execute(
+                "INSERT INTO hunts (hunt_id, description, query, client_condition,"
+                " server_condition, rate, client_limit, expires, timeout, max_rows,"
+                " max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created,"
+                " creator) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (hunt.hunt_id, hunt.description, hunt.query, hunt.client_condition,
+                 hunt.server_condition, hunt.rate, hunt.client_limit, hunt.expires,
+                 hunt.timeout, hunt.max_rows, hunt.max_upload_bytes, hunt.max_logs,
+                 hunt.max_log_bytes, hunt.max_uploads, hunt.state, hunt.created, hunt.creator),
+            )
+
+        await self.store.write(op)
+
+    async def start(self, hunt_id: str, started: float, timestamp: int) -> HuntRecord | None:
+        """Run the hunt (again) from ``timestamp``; None if it is running already."""
+
+        def op(tx: Transaction) -> Row | None:
+            return tx.one(
+                "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
+                " draining = 0, started = COALESCE(started, ?), start_timestamp = ?"
+                " WHERE hunt_id = ? AND state <> 'running' RETURNING *",
+                (started, timestamp, hunt_id),
+            )
+
+        row = await self.store.write(op)
+        return HuntRecord.from_row(row) if row is not None else None
+
+    async def stop(self, hunt_id: str, reason: str, now: float, *, cancel: bool = True
+                   ) -> HuntChange | None:
+        """Stop the hunt in one transaction: it recruits nobody from this commit on, and (with
+        ``cancel``) every flow of it still in flight is cancelled and its client moved to
+        errors. Works on a running hunt and on one that stopped recruiting on its own but still
+        has collections in flight. None when there is nothing to stop."""
+
+        def op(tx: Transaction) -> HuntChange | None:
+            row = tx.one("SELECT state, draining FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            if row is None:
+                return None
+            if row["state"] == "running":
+                hunt = tx.one(
+                    "UPDATE hunts SET state = 'stopped', stop_reason = ?, stopped = ?,"
+                    " draining = ? WHERE hunt_id = ? AND state = 'running' RETURNING *",
+                    (reason, now, 0 if cancel else 1, hunt_id),
+                )
+            elif cancel and _has_flows_in_flight(tx, hunt_id):
+                hunt = tx.one(
+                    "UPDATE hunts SET state = 'stopped', stop_reason = ?,"
+                    " stopped = COALESCE(stopped, ?), draining = 0 WHERE hunt_id = ?"
+                    " RETURNING *",
+                    (reason, now, hunt_id),
+                )
+            else:
+                return None
+            change = HuntChange(HuntRecord.from_row(hunt))
+            if cancel:
+                change.ended = end_flows(
+                    tx, "hunt_id = ?", (hunt_id,),
+                    Ending("cancelled", f"the hunt was stopped: {reason}"), now)
+            return change
+
+        return await self.store.write(op)
+
+    async def finish_draining(self, hunt_id: str) -> None:
+        """A hunt that stopped on its own has nothing left in flight."""
+        await self.store.write(lambda tx: tx.execute(
+            "UPDATE hunts SET draining = 0 WHERE hunt_id = ? AND draining = 1", (hunt_id,)))
+
+    # Clients ------------------------------------------------------------------------------------
+
+    async def add_checking(self, hunt_id: str, condition_flows: Sequence[FlowRecord], now: float
+                           ) -> tuple[list[FlowRecord], list[QueueMove]]:
+        """Record that these clients are being checked for the hunt (once per client, ever) and
+        store their condition flows, in one transaction, if the hunt is still running. Returns
+        the flows added and the moves (into checking)."""
+
+        def op(tx: Transaction) -> tuple[list[FlowRecord], list[QueueMove]]:
+            if not _running(tx, hunt_id):
+                return [], []
+            added: list[FlowRecord] = []
+            for record in condition_flows:
+                if tx.changed(
+                    "INSERT INTO hunt_clients (hunt_id, client_id, queue, stage,"
+                    " condition_flow_id, checked, updated) VALUES (?, ?, ?, 'condition', ?, ?, ?)"
+                    " ON CONFLICT (hunt_id, client_id) DO NOTHING",
+                    (hunt_id, record.client_id, CHECKING, record.flow_id, now, now),
+                ):
+                    added.append(record)
+            insert_flows(tx, added)
+            return added, [QueueMove(hunt_id, r.client_id, "", CHECKING) for r in added]
+
+        return await self.store.write(op)
+
+    async def recheck(self, hunt_id: str, condition_flows: Sequence[tuple[FlowRecord, int]],
+                      now: float) -> tuple[list[FlowRecord], list[QueueMove]]:
+        """Check again clients whose condition check failed: (new condition flow, its attempt)
+        for each; only clients still in errors at the condition stage move back to checking."""
+
+        def op(tx: Transaction) -> tuple[list[FlowRecord], list[QueueMove]]:
+            added: list[FlowRecord] = []
+            for record, attempt in condition_flows:
+                if tx.changed(
+                    "UPDATE hunt_clients SET queue = ?, condition_flow_id = ?,"
+                    " condition_attempt = ?, error = NULL, updated = ? WHERE hunt_id = ?"
+                    " AND client_id = ? AND queue = 'errors' AND stage = 'condition'",
+                    (CHECKING, record.flow_id, attempt, now, hunt_id, record.client_id),
+                ):
+                    added.append(record)
+            insert_flows(tx, added)
+            return added, [QueueMove(hunt_id, r.client_id, "errors", CHECKING) for r in added]
+
+        return await self.store.write(op)
+
+    async def judged(self, hunt_id: str, client_id: str, condition_flow_id: str, queue: str,
+                     error: str | None, now: float) -> QueueMove | None:
+        """Store a server-side judgement: the client leaves checking for ``queue`` if it is
+        still being checked by that condition flow."""
+
+        def op(tx: Transaction) -> QueueMove | None:
+            changed = tx.changed(
+                "UPDATE hunt_clients SET queue = ?, error = ?, stage = 'condition', updated = ?"
+                " WHERE hunt_id = ? AND client_id = ? AND queue = ? AND condition_flow_id = ?",
+                (queue, error, now, hunt_id, client_id, CHECKING, condition_flow_id),
+            )
+            return QueueMove(hunt_id, client_id, CHECKING, queue) if changed else None
+
+        return await self.store.write(op)
+
+    async def requeue_errors(self, hunt_id: str, client_ids: Sequence[str], now: float
+                             ) -> list[QueueMove]:
+        """Put clients whose collection failed back in pending (relaunch)."""
+
+        def op(tx: Transaction) -> list[QueueMove]:
+            moves = []
+            for client_id in client_ids:
+                if tx.changed(
+                    "UPDATE hunt_clients SET queue = 'pending', error = NULL, updated = ?"
+                    " WHERE hunt_id = ? AND client_id = ? AND queue = 'errors'"
+                    " AND stage = 'collection'",
+                    (now, hunt_id, client_id),
+                ):
+                    moves.append(QueueMove(hunt_id, client_id, "errors", "pending"))
+            return moves
+
+        return await self.store.write(op)
+
+    async def recruit(self, hunt_id: str, client_limit: int, candidates: Sequence[Candidate],
+                      flows: dict[str, FlowRecord], now: float) -> HuntChange | None:
+        """Move candidates from pending to running with their collection flows, in one
+        transaction, only while the hunt is running and within its client limit (both read in
+        the transaction), and each only if it is still pending at the attempt read. None when
+        the hunt no longer runs."""
+
+        def op(tx: Transaction) -> HuntChange | None:
+            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ? AND state = 'running'",
+                          (hunt_id,))
+            if hunt is None:
+                return None
+            room = len(candidates)
+            if client_limit:
+                recruited = tx.one(
+                    "SELECT COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ?"
+                    f" AND queue IN {_RECRUITED}",
+                    (hunt_id,),
+                )
+                room = min(room, max(client_limit - recruited["n"], 0))
+            change = HuntChange(HuntRecord.from_row(hunt))
+            for candidate in candidates:
+                if len(change.recruited) >= room:
+                    break
+                record = flows[candidate.client_id]
+                if tx.changed(
+                    "UPDATE hunt_clients SET queue = 'running', flow_id = ?, attempt = ?,"
+                    " stage = 'collection', error = NULL, updated = ? WHERE hunt_id = ?"
+                    " AND client_id = ? AND queue = 'pending' AND attempt = ?",
+                    (record.flow_id, candidate.attempt + 1, now, hunt_id, candidate.client_id,
+                     candidate.attempt),
+                ):
+                    change.recruited.append(record)
+                    change.moves.append(
+                        QueueMove(hunt_id, candidate.client_id, "pending", "running"))
+            insert_flows(tx, change.recruited)
+            return change
+
+        return await self.store.write(op)
+
+    # Repair -------------------------------------------------------------------------------------
+
+    async def cancel_flows_of_stopped_hunts(self, now: float) -> list[FlowChange]:
+        """Cancel every flow still active whose hunt was stopped (and is not letting its
+        collections finish), with their queue moves: what a crash between a stop and its
+        aftermath, or an older velotui, left behind."""
+
+        def op(tx: Transaction) -> list[FlowChange]:
+            return end_flows(
+                tx,
+                "hunt_id IN (SELECT hunt_id FROM hunts WHERE state <> 'running'"
+                " AND draining = 0)",
+                (), Ending("cancelled", "the hunt was stopped"), now,
+            )
+
+        return await self.store.write(op)
+
+    async def reconcile(self, now: float) -> Reconciled:
+        """Repair every client whose queue disagrees with its flow, in one transaction: running
+        with its collection ended (moved to the outcome) or missing (back to pending); a
+        finished queue with its collection still active (the flow is ended); checking with its
+        condition check ended (returned in ``to_judge`` when it finished, moved to errors when
+        it did not)."""
+
+        def op(tx: Transaction) -> Reconciled:
+            result = Reconciled()
+            for row in tx.all(
+                "SELECT hc.hunt_id, hc.client_id, f.* FROM hunt_clients hc"
+                " JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
+                " WHERE hc.queue = 'running' AND f.state NOT IN ('queued', 'running')"
+            ):
+                result.moves += move_after_end(tx, row, now)
+            for row in tx.all(
+                "SELECT hc.hunt_id, hc.client_id FROM hunt_clients hc WHERE hc.queue = 'running'"
+                " AND NOT EXISTS (SELECT 1 FROM flows f WHERE f.client_id = hc.client_id"
+                " AND f.flow_id = hc.flow_id)"
+            ):
+                if tx.changed(
+                    "UPDATE hunt_clients SET queue = 'pending', flow_id = NULL, updated = ?"
+                    " WHERE hunt_id = ? AND client_id = ? AND queue = 'running'",
+                    (now, row["hunt_id"], row["client_id"]),
+                ):
+                    result.moves.append(
+                        QueueMove(row["hunt_id"], row["client_id"], "running", "pending"))
+            result.ended = end_flows(
+                tx,
+                "kind = 'collection' AND hunt_id IS NOT NULL AND EXISTS (SELECT 1 FROM"
+                " hunt_clients hc WHERE hc.hunt_id = flows.hunt_id AND hc.client_id ="
+                " flows.client_id AND hc.flow_id = flows.flow_id AND hc.queue <> 'running')",
+                (), Ending("cancelled", "its client had already left the hunt's running queue"),
+                now,
+            )
+            for row in tx.all(
+                "SELECT f.* FROM hunt_clients hc JOIN flows f ON f.client_id = hc.client_id"
+                " AND f.flow_id = hc.condition_flow_id WHERE hc.queue = ?"
+                " AND f.state NOT IN ('queued', 'running')",
+                (CHECKING,),
+            ):
+                if row["state"] == "finished":
+                    result.to_judge.append(FlowRecord.from_row(row))
+                else:
+                    result.moves += move_after_end(tx, row, now)
+            return result
+
+        return await self.store.write(op)
+
+
+def _running(tx: Transaction, hunt_id: str) -> bool:
+    return tx.one("SELECT 1 FROM hunts WHERE hunt_id = ? AND state = 'running'",
+                  (hunt_id,)) is not None
+
+
+def _has_flows_in_flight(tx: Transaction, hunt_id: str) -> bool:
+    return tx.one(
+        "SELECT 1 FROM flows WHERE hunt_id = ? AND state IN ('queued', 'running') LIMIT 1",
+        (hunt_id,),
+    ) is not None

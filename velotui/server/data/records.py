@@ -1,0 +1,349 @@
+"""The typed records the data layer hands out, and the changes its guarded statements report.
+
+The rest of the server keeps these in memory as caches; each one changes only by what the writer
+reports (a ``FlowChange``, a ``QueueMove``), never by what a caller meant to write.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from velotui.server.data.store import Row
+
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("finished", "error", "timeout", "cancelled")
+
+# Where a client stands in a hunt. "checking" is the condition being evaluated; it is not one of
+# the counts an operator sees, but it is stored like the others.
+QUEUES = ("not_matched", "pending", "running", "completed", "results", "errors")
+CHECKING = "checking"
+RECRUITED = ("running", "completed", "results", "errors")
+HUNT_STATES = ("paused", "running", "stopped")
+
+# How long past its own timeout a flow may take to report, for the trip to and from the agent.
+DEADLINE_GRACE = 10.0
+
+
+@dataclass(frozen=True)
+class FlowLimits:
+    """What a flow may produce; the server enforces every one (0: no limit)."""
+
+    timeout: float
+    max_rows: int
+    max_upload_bytes: int
+    max_logs: int
+    max_log_bytes: int
+    max_uploads: int
+
+
+# Every collection's limits unless the operator sets others: finite, so that no hunt stores
+# without bound by default; shown with the hunt, and raised with the hunt's options.
+DEFAULT_LIMITS = FlowLimits(
+    timeout=600.0,
+    max_rows=1_000_000,
+    max_upload_bytes=1024**3,
+    max_logs=10_000,
+    max_log_bytes=8 * 1024 * 1024,
+    max_uploads=1_000,
+)
+
+
+@dataclass
+class FlowRecord:
+    """A flow as stored, plus what the server keeps beside it in memory."""
+
+    client_id: str
+    flow_id: str
+    hunt_id: str | None
+    kind: str
+    query: str
+    env: dict[str, Any]
+    timeout: float
+    max_rows: int
+    max_upload_bytes: int
+    state: str
+    created: float
+    max_logs: int = 0
+    max_log_bytes: int = 0
+    max_uploads: int = 0
+    started: float | None = None
+    finished: float | None = None
+    rows: int = 0
+    bytes: int = 0
+    logs: int = 0
+    log_bytes: int = 0
+    logs_dropped: int = 0
+    uploads: int = 0
+    error: str | None = None
+    last_seq: int = 0
+    # In memory only: when the flow times out, on the monotonic clock (so a step of the wall
+    # clock neither ends every flow nor keeps one forever); None for no timeout.
+    deadline: float | None = field(default=None, repr=False, compare=False)
+    # A condition check's rows, kept as they arrive so judging it needs no read back (None:
+    # not kept, or too many to keep; read them from the store).
+    kept_rows: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.client_id, self.flow_id)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return max(self.finished - self.started, 0.0)
+
+    @property
+    def limits(self) -> FlowLimits:
+        return FlowLimits(self.timeout, self.max_rows, self.max_upload_bytes, self.max_logs,
+                          self.max_log_bytes, self.max_uploads)
+
+    def set_deadline(self, monotonic_now: float, wall_now: float | None = None) -> None:
+        """Put the deadline on the monotonic clock: what is left of ``timeout`` (plus the
+        grace) since the flow was created, by the wall clock, never more than all of it."""
+        if self.timeout <= 0:
+            self.deadline = None
+            return
+        wall_now = time.time() if wall_now is None else wall_now
+        whole = self.timeout + DEADLINE_GRACE
+        left = min(max(self.created + whole - wall_now, 0.0), whole)
+        self.deadline = monotonic_now + left
+
+    @classmethod
+    def from_row(cls, row: Row) -> FlowRecord:
+        return cls(
+            client_id=row["client_id"],
+            flow_id=row["flow_id"],
+            hunt_id=row["hunt_id"],
+            kind=row["kind"],
+            query=row["query"],
+            env=json.loads(row["env"]),
+            timeout=row["timeout"],
+            max_rows=row["max_rows"],
+            max_upload_bytes=row["max_upload_bytes"],
+            max_logs=row["max_logs"],
+            max_log_bytes=row["max_log_bytes"],
+            max_uploads=row["max_uploads"],
+            state=row["state"],
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+            rows=row["rows"],
+            bytes=row["bytes"],
+            logs=row["logs"],
+            log_bytes=row["log_bytes"],
+            logs_dropped=row["logs_dropped"],
+            uploads=row["uploads"],
+            error=row["error"],
+            last_seq=row["last_seq"],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The flow as the operator API shows it."""
+        return {
+            "client_id": self.client_id,
+            "flow_id": self.flow_id,
+            "hunt_id": self.hunt_id,
+            "kind": self.kind,
+            "query": self.query,
+            "state": self.state,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "duration": self.duration,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "logs": self.logs,
+            "logs_dropped": self.logs_dropped,
+            "uploads": self.uploads,
+            "error": self.error,
+            "timeout": self.timeout,
+            "max_rows": self.max_rows,
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_logs": self.max_logs,
+            "max_log_bytes": self.max_log_bytes,
+            "max_uploads": self.max_uploads,
+        }
+
+
+@dataclass
+class HuntRecord:
+    """A hunt as stored, with its counts (a GROUP BY over its clients) alongside."""
+
+    hunt_id: str
+    query: str
+    client_condition: str
+    server_condition: str
+    description: str
+    rate: float
+    client_limit: int
+    expires: float
+    timeout: float
+    max_rows: int
+    max_upload_bytes: int
+    state: str
+    created: float
+    max_logs: int = 0
+    max_log_bytes: int = 0
+    max_uploads: int = 0
+    creator: str = ""
+    stop_reason: str | None = None
+    draining: bool = False
+    started: float | None = None
+    start_timestamp: int = 0
+    stopped: float | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*QUEUES, CHECKING), 0))
+
+    @property
+    def recruited(self) -> int:
+        """Clients that have been moved past pending (the ones a client limit counts)."""
+        return sum(self.counts[q] for q in RECRUITED)
+
+    @property
+    def in_flight(self) -> int:
+        """Clients whose condition check or collection has not ended."""
+        return self.counts["running"] + self.counts[CHECKING]
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The limits of each of the hunt's collections."""
+        return FlowLimits(self.timeout, self.max_rows, self.max_upload_bytes, self.max_logs,
+                          self.max_log_bytes, self.max_uploads)
+
+    @classmethod
+    def from_row(cls, row: Row) -> HuntRecord:
+        return cls(
+            hunt_id=row["hunt_id"],
+            query=row["query"],
+            client_condition=row["client_condition"],
+            server_condition=row["server_condition"],
+            description=row["description"],
+            rate=row["rate"],
+            client_limit=row["client_limit"],
+            expires=row["expires"],
+            timeout=row["timeout"],
+            max_rows=row["max_rows"],
+            max_upload_bytes=row["max_upload_bytes"],
+            max_logs=row["max_logs"],
+            max_log_bytes=row["max_log_bytes"],
+            max_uploads=row["max_uploads"],
+            state=row["state"],
+            created=row["created"],
+            creator=row["creator"],
+            stop_reason=row["stop_reason"],
+            draining=bool(row["draining"]),
+            started=row["started"],
+            start_timestamp=row["start_timestamp"],
+            stopped=row["stopped"],
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The hunt as the operator API shows it."""
+        return {
+            "hunt_id": self.hunt_id,
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "description": self.description,
+            "query": self.query,
+            "client_condition": self.client_condition,
+            "server_condition": self.server_condition,
+            "created": self.created,
+            "creator": self.creator,
+            "started": self.started,
+            "stopped": self.stopped,
+            "expires": self.expires,
+            "rate": self.rate,
+            "limit": self.client_limit,
+            "timeout": self.timeout,
+            "max_rows": self.max_rows,
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_logs": self.max_logs,
+            "max_log_bytes": self.max_log_bytes,
+            "max_uploads": self.max_uploads,
+            "counts": {queue: self.counts[queue] for queue in QUEUES},
+            "checking": self.counts[CHECKING],
+        }
+
+
+@dataclass
+class ClientRecord:
+    client_id: str
+    public_key: bytes
+    first_seen: float
+    last_seen: float
+    facts: dict[str, Any] = field(default_factory=dict)
+    agent_labels: list[str] = field(default_factory=list)
+    operator_labels: list[str] = field(default_factory=list)
+    last_hunt_timestamp: int = 0
+    revoked: float | None = None
+
+    @property
+    def hostname(self) -> str:
+        return str(self.facts.get("Hostname") or "")
+
+    @property
+    def fqdn(self) -> str:
+        return str(self.facts.get("Fqdn") or self.hostname)
+
+    @property
+    def os(self) -> str:
+        return str(self.facts.get("OS") or "")
+
+    @property
+    def labels(self) -> list[str]:
+        """The agent's labels and the operator's, each once."""
+        return list(dict.fromkeys([*self.agent_labels, *self.operator_labels]))
+
+    @classmethod
+    def from_row(cls, row: Row) -> ClientRecord:
+        return cls(
+            client_id=row["client_id"],
+            public_key=bytes(row["public_key"]),
+            first_seen=row["first_seen"],
+            last_seen=row["last_seen"],
+            facts=json.loads(row["facts"]),
+            agent_labels=json.loads(row["agent_labels"]),
+            operator_labels=json.loads(row["operator_labels"]),
+            last_hunt_timestamp=row["last_hunt_timestamp"],
+            revoked=row["revoked"],
+        )
+
+
+@dataclass(frozen=True)
+class QueueMove:
+    """A client moved between a hunt's queues, as committed."""
+
+    hunt_id: str
+    client_id: str
+    old: str
+    new: str
+
+
+@dataclass
+class FlowChange:
+    """What one guarded change to a flow did, as committed: the flow's stored figures after it
+    (``record``), whether this change ended it, and the hunt queue move that went with it."""
+
+    record: FlowRecord
+    ended: bool = False
+    moves: list[QueueMove] = field(default_factory=list)
+    # Set when the server ended the flow for the agent (a limit): tell the agent to stop.
+    cancel_reason: str | None = None
+
+
+@dataclass
+class HuntChange:
+    """What a guarded change to a hunt did, as committed: the hunt after it, the flows it
+    ended (each with its queue move), the clients it recruited and their collections."""
+
+    hunt: HuntRecord
+    ended: list[FlowChange] = field(default_factory=list)
+    moves: list[QueueMove] = field(default_factory=list)
+    recruited: list[FlowRecord] = field(default_factory=list)

@@ -1,0 +1,110 @@
+"""What operators read: a hunt's clients, results and log, in pages.
+
+Every read here runs on the operators' pool and returns whole pages, so an operator reading
+slowly (results piped into ``less``) holds no connection while it reads, and the agents' path
+never waits behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from velotui.server.data.flows import unpack_rows
+from velotui.server.data.store import Store
+
+CLIENTS_PER_PAGE = 500
+
+
+@dataclass(frozen=True)
+class HuntMember:
+    """A client a hunt has run its collection on."""
+
+    client_id: str
+    flow_id: str
+
+
+class ResultReader:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def hunt_clients(self, hunt_id: str, queue: str | None, offset: int, limit: int
+                           ) -> list[dict[str, Any]]:
+        """A page of a hunt's clients with their queue and their collection's figures."""
+        where, params = "hc.hunt_id = ?", [hunt_id]
+        if queue:
+            where += " AND hc.queue = ?"
+            params.append(queue)
+        rows = await self.store.fetch_all(
+            "SELECT hc.client_id, hc.queue, hc.stage, hc.flow_id, hc.attempt, hc.error AS"
+            " hunt_error, hc.checked, hc.updated, f.state, f.rows, f.bytes, f.error, f.started,"
+            " f.finished FROM hunt_clients hc LEFT JOIN flows f ON f.client_id = hc.client_id"
+            f" AND f.flow_id = hc.flow_id WHERE {where} ORDER BY hc.checked, hc.client_id"
+            " LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [dict(row) for row in rows]
+
+    async def members(self, hunt_id: str) -> AsyncIterator[HuntMember]:
+        """Every client the hunt ran its collection on, oldest check first, a page at a
+        time."""
+        offset = 0
+        while True:
+            page = await self.store.fetch_all(
+                "SELECT client_id, flow_id FROM hunt_clients WHERE hunt_id = ? AND flow_id IS"
+                " NOT NULL ORDER BY checked, client_id LIMIT ? OFFSET ?",
+                (hunt_id, CLIENTS_PER_PAGE, offset),
+            )
+            for row in page:
+                yield HuntMember(row["client_id"], row["flow_id"])
+            if len(page) < CLIENTS_PER_PAGE:
+                return
+            offset += len(page)
+
+    async def results_page(self, hunt_id: str, offset: int, limit: int
+                           ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
+        """Rows ``offset`` to ``offset + limit`` of every client's results in order, each with
+        its member, and the total number of rows."""
+        batches = await self.store.fetch_all(
+            "SELECT r.client_id, r.flow_id, r.seq, r.row_count FROM hunt_clients hc"
+            " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
+            " WHERE hc.hunt_id = ? ORDER BY hc.checked, hc.client_id, r.seq",
+            (hunt_id,),
+        )
+        total = sum(b["row_count"] for b in batches)
+        rows: list[tuple[HuntMember, dict[str, Any]]] = []
+        position = 0
+        for batch in batches:
+            end = position + batch["row_count"]
+            if end > offset and position < offset + limit:
+                stored = await self.store.fetch_one(
+                    "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
+                    (batch["client_id"], batch["flow_id"], batch["seq"]),
+                )
+                member = HuntMember(batch["client_id"], batch["flow_id"])
+                first = max(offset - position, 0)
+                wanted = offset + limit - position
+                rows += [(member, row) for row in unpack_rows(stored["data"])[first:wanted]]
+            position = end
+            if position >= offset + limit:
+                break
+        return rows, total
+
+    async def hunt_log(self, hunt_id: str, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` log lines and errors of the hunt, oldest first: its agents'
+        log lines, every flow's error, and each server-side judgement that failed."""
+        rows = await self.store.fetch_all(
+            "SELECT * FROM (SELECT l.client_id, l.flow_id, l.time, l.level, l.message"
+            " FROM flow_logs l JOIN flows f ON f.client_id = l.client_id AND f.flow_id = l.flow_id"
+            " WHERE f.hunt_id = ?"
+            " UNION ALL SELECT client_id, flow_id, COALESCE(finished, created), 'error', error"
+            " FROM flows WHERE hunt_id = ? AND error IS NOT NULL"
+            " UNION ALL SELECT hc.client_id, hc.condition_flow_id, hc.updated, 'error',"
+            " hc.error FROM hunt_clients hc JOIN flows f ON f.client_id = hc.client_id"
+            " AND f.flow_id = hc.condition_flow_id WHERE hc.hunt_id = ? AND hc.queue = 'errors'"
+            " AND hc.stage = 'condition' AND f.state = 'finished' AND hc.error IS NOT NULL)"
+            " ORDER BY time DESC LIMIT ?",
+            (hunt_id, hunt_id, hunt_id, limit),
+        )
+        return [dict(row) for row in reversed(rows)]

@@ -1,0 +1,157 @@
+"""The database schema, its version, and the steps that bring an older datastore up to date.
+
+Plain SQL that SQLite and PostgreSQL both read (a PostgreSQL backend follows; see DESIGN.md):
+no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for guarded changes.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 2
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    facts TEXT NOT NULL DEFAULT '{}',
+    agent_labels TEXT NOT NULL DEFAULT '[]',
+    operator_labels TEXT NOT NULL DEFAULT '[]',
+    last_hunt_timestamp INTEGER NOT NULL DEFAULT 0,
+    revoked REAL
+);
+
+CREATE TABLE IF NOT EXISTS flows (
+    client_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    hunt_id TEXT,
+    kind TEXT NOT NULL,
+    query TEXT NOT NULL,
+    env TEXT NOT NULL DEFAULT '{}',
+    timeout REAL NOT NULL,
+    max_rows INTEGER NOT NULL,
+    max_upload_bytes INTEGER NOT NULL,
+    max_logs INTEGER NOT NULL DEFAULT 0,
+    max_log_bytes INTEGER NOT NULL DEFAULT 0,
+    max_uploads INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    rows INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    logs INTEGER NOT NULL DEFAULT 0,
+    log_bytes INTEGER NOT NULL DEFAULT 0,
+    logs_dropped INTEGER NOT NULL DEFAULT 0,
+    uploads INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, flow_id)
+);
+CREATE INDEX IF NOT EXISTS flows_by_state ON flows (state);
+CREATE INDEX IF NOT EXISTS flows_by_hunt ON flows (hunt_id, client_id);
+
+CREATE TABLE IF NOT EXISTS flow_rows (
+    client_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (client_id, flow_id, seq)
+);
+
+CREATE TABLE IF NOT EXISTS flow_logs (
+    client_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (client_id, flow_id, seq)
+);
+
+CREATE TABLE IF NOT EXISTS hunts (
+    hunt_id TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    query TEXT NOT NULL,
+    client_condition TEXT NOT NULL,
+    server_condition TEXT NOT NULL DEFAULT '',
+    rate REAL NOT NULL DEFAULT 0,
+    client_limit INTEGER NOT NULL DEFAULT 0,
+    expires REAL NOT NULL,
+    timeout REAL NOT NULL,
+    max_rows INTEGER NOT NULL DEFAULT 0,
+    max_upload_bytes INTEGER NOT NULL DEFAULT 0,
+    max_logs INTEGER NOT NULL DEFAULT 0,
+    max_log_bytes INTEGER NOT NULL DEFAULT 0,
+    max_uploads INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    stop_reason TEXT,
+    -- 1 while a hunt that stopped recruiting on its own (its client limit) lets the
+    -- collections it started finish; an operator's stop clears it and cancels them.
+    draining INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    creator TEXT NOT NULL DEFAULT '',
+    started REAL,
+    start_timestamp INTEGER NOT NULL DEFAULT 0,
+    stopped REAL
+);
+
+-- One row per client a hunt has looked at; its queue is the client's place in the hunt, so the
+-- hunt's counts are a GROUP BY over this table and cannot drift from it.
+CREATE TABLE IF NOT EXISTS hunt_clients (
+    hunt_id TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'condition',
+    flow_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    condition_flow_id TEXT,
+    condition_attempt INTEGER NOT NULL DEFAULT 1,
+    checked REAL NOT NULL,
+    updated REAL NOT NULL,
+    error TEXT,
+    PRIMARY KEY (hunt_id, client_id)
+);
+CREATE INDEX IF NOT EXISTS hunt_clients_by_queue ON hunt_clients (hunt_id, queue, checked);
+
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+
+CREATE TABLE IF NOT EXISTS uploads (
+    client_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    upload_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    complete INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, flow_id, upload_id)
+);
+"""
+
+# Columns added since version 1, as (table, column, definition): a datastore made by an older
+# velotui gains them at its next start.
+ADDED_COLUMNS = (
+    ("clients", "revoked", "REAL"),
+    ("flows", "max_logs", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "max_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "max_uploads", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "logs", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "log_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "logs_dropped", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "uploads", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "max_logs", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "max_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "max_uploads", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "draining", "INTEGER NOT NULL DEFAULT 0"),
+)

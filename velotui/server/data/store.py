@@ -1,0 +1,266 @@
+"""The SQLite engine under the data layer: one writer thread that commits in groups, and two
+pools of readers, so that the agents' path never waits behind an operator's reads.
+
+Every change goes through ``Store.write(op)``: ``op`` is a function of a ``Transaction`` run on
+the writer thread. The writer takes every operation waiting, runs them in one transaction (each
+in its own savepoint, so one failing operation does not undo the others), commits once with a
+full sync, and only then resolves each caller's future. So thousands of agents mean one commit
+per batch, not one per message, and whatever a caller was told is written has been synced.
+
+Reads go through read-only aiosqlite connections, which in WAL mode see the last commit and never
+wait for the writer. A read holds its connection for one statement and hands back every row:
+nothing keeps a connection while its caller awaits someone else (big results are read in pages
+by the caller). The agents' pool (ingest, recruitment, the foreman) is separate from the
+operators' pool (results, exports, the console), so readers cannot starve ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+
+from velotui.server.data.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Row = sqlite3.Row
+Pool = Literal["agents", "operators"]
+POOL_SIZES: dict[str, int] = {"agents": 2, "operators": 4}
+
+
+class StoreClosed(RuntimeError):
+    """The store was closed while an operation waited."""
+
+
+class Transaction:
+    """What a write operation may do: run statements inside the writer's transaction.
+
+    A thin layer over the DB-API connection so the data layer's operations read the same on
+    another backend: rows come back as mappings, ``changed`` says how many rows a statement
+    touched."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._connection.execute(sql, params)
+
+    def changed(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; how many rows it inserted, updated or deleted."""
+        return self._connection.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        self._connection.executemany(sql, params)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of a statement (a SELECT, or a change with RETURNING), or None."""
+        cursor = self._connection.execute(sql, params)
+        row = cursor.fetchone()
+        cursor.fetchall()  # a RETURNING statement is complete only once fully read
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Every row of a statement (a SELECT, or a change with RETURNING)."""
+        return self._connection.execute(sql, params).fetchall()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA busy_timeout = 10000")
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+class Store:
+    """The database of one datastore. Open with ``await Store.open(path)``."""
+
+    MAX_BATCH = 512
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer_thread: threading.Thread | None = None
+        self._read_connections: list[aiosqlite.Connection] = []
+        self._idle: dict[str, asyncio.Queue[aiosqlite.Connection]] = {
+            pool: asyncio.Queue() for pool in POOL_SIZES
+        }
+        self._opened = dict.fromkeys(POOL_SIZES, 0)
+        self._closed = False
+        self.commits = 0  # for benchmarks and tests: how many transactions were committed
+        self.operations = 0
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating or upgrading when needed) the database at ``path`` in WAL mode."""
+        store = cls(path)
+        await asyncio.to_thread(store._prepare)
+        store._writer_thread = threading.Thread(
+            target=store._write_loop, name="velotui-store-writer", daemon=True
+        )
+        store._writer_thread.start()
+        return store
+
+    def _prepare(self) -> None:
+        connection = _connect(self.path)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(TABLES)
+            _add_missing_columns(connection)
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+        finally:
+            connection.close()
+        # The database and its journal hold every result: the server's user alone reads them.
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+
+    # Writing ------------------------------------------------------------------------------------
+
+    async def write(self, op: Callable[[Transaction], T]) -> T:
+        """Run ``op`` in the next group commit; returns its result once the commit is synced.
+        Raises what ``op`` raised (its changes undone), or ``StoreClosed``."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((op, future, loop))
+        return await future
+
+    def _write_loop(self) -> None:
+        connection = _connect(self.path)
+        connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before anyone is told it happened.
+        connection.execute("PRAGMA synchronous = FULL")
+        transaction = Transaction(connection)
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit_batch(connection, transaction, batch)
+                if stop:
+                    return
+        finally:
+            connection.close()
+
+    def _commit_batch(self, connection: sqlite3.Connection, transaction: Transaction,
+                      batch: list[Any]) -> None:
+        outcomes: list[tuple[Any, Any, BaseException | None]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for op, future, loop in batch:
+                connection.execute("SAVEPOINT op")
+                try:
+                    result = op(transaction)
+                except Exception as error:  # handed back to the caller, not swallowed
+                    connection.execute("ROLLBACK TO op")
+                    connection.execute("RELEASE op")
+                    outcomes.append(((future, loop), None, error))
+                else:
+                    connection.execute("RELEASE op")
+                    outcomes.append(((future, loop), result, None))
+            connection.execute("COMMIT")
+            self.commits += 1
+            self.operations += len(batch)
+        except Exception as error:  # the commit itself failed: nothing of the batch happened
+            log.exception("store: a group commit failed")
+            try:
+                connection.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            outcomes = [((future, loop), None, error) for _op, future, loop in batch]
+        for (future, loop), result, error in outcomes:
+            loop.call_soon_threadsafe(_resolve, future, result, error)
+
+    # Reading ------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _checkout(self, pool: Pool) -> AsyncIterator[aiosqlite.Connection]:
+        """A read connection of ``pool`` for this caller alone until it is done.
+
+        Never shared between readers in flight: SQLite keeps a connection's read snapshot open
+        while any statement on it is unfinished, so a reader interleaved with another's would
+        see the database as it was when that one began.
+        """
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        idle = self._idle[pool]
+        if idle.empty() and self._opened[pool] < POOL_SIZES[pool]:
+            self._opened[pool] += 1
+            connection = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True)
+            connection.row_factory = sqlite3.Row
+            await connection.execute("PRAGMA busy_timeout = 10000")
+            self._read_connections.append(connection)
+        else:
+            connection = await idle.get()
+        try:
+            yield connection
+        finally:
+            idle.put_nowait(connection)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = (), *,
+                        pool: Pool = "operators") -> list[Row]:
+        """Every row of a read-only query (read whole: page big results with LIMIT)."""
+        async with self._checkout(pool) as connection, connection.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = (), *,
+                        pool: Pool = "operators") -> Row | None:
+        """The first row of a read-only query, or None."""
+        async with self._checkout(pool) as connection, connection.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def close(self) -> None:
+        """Finish every queued write, then close."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._writer_thread is not None:
+            await asyncio.to_thread(self._writer_thread.join)
+        for connection in self._read_connections:
+            await connection.close()
+        self._read_connections.clear()
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, column, definition in ADDED_COLUMNS:
+        present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
