@@ -56,13 +56,39 @@ def parse(text: str) -> dict[str, _Action]:
     return actions
 
 
-_armed: dict[str, _Action] = parse(os.environ.get(ENV_VAR, ""))
+class Barrier:
+    """A failpoint held for a test in the same process: the task that reaches it waits there
+    until the test releases it, and the test can wait until it is reached. No clock involved."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self._released = asyncio.Event()
+        self.passes = 0
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _pass(self) -> None:
+        self.passes += 1
+        self.reached.set()
+        await self._released.wait()
 
 
-def arm(text: str) -> None:
-    """Arm failpoints in this process (tests of one process; others use the variable)."""
+_armed: dict[str, _Action | Barrier] = dict(parse(os.environ.get(ENV_VAR, "")))
+
+
+def hold(name: str) -> Barrier:
+    """Hold failpoint ``name`` in this process until the returned barrier is released."""
+    barrier = _armed[name] = Barrier()
+    return barrier
+
+
+def disarm() -> None:
+    """Forget every failpoint armed in this process (releasing any barrier)."""
+    for action in _armed.values():
+        if isinstance(action, Barrier):
+            action.release()
     _armed.clear()
-    _armed.update(parse(text))
 
 
 async def reach(name: str) -> None:
@@ -70,6 +96,9 @@ async def reach(name: str) -> None:
     if not _armed:
         return
     action = _armed.get(name)
+    if isinstance(action, Barrier):
+        await action._pass()
+        return
     if action is None or action.remaining == 0:
         return
     if action.remaining is not None:
