@@ -63,18 +63,30 @@ class ServerProcess:
     def url(self) -> str:
         return f"wss://127.0.0.1:{self.port}"
 
-    def start(self) -> ServerProcess:
+    def start(self, failpoints: str = "") -> ServerProcess:
+        """Start `velotui serve`; ``failpoints`` arms VELOTUI_FAILPOINTS in it."""
         address_file = self.datastore / "server.json"
         with contextlib.suppress(FileNotFoundError):
             address_file.unlink()
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        env = {key: value for key, value in os.environ.items() if key != "VELOTUI_FAILPOINTS"}
+        if failpoints:
+            env["VELOTUI_FAILPOINTS"] = failpoints
         self.process = subprocess.Popen(
             [VELOTUI, "serve", "--datastore", str(self.datastore), "--listen",
              f"127.0.0.1:{self.port}"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
         )
         wait_for(lambda: self._listening(address_file), what="the server to listen")
         return self
+
+    def died_at(self, failpoint: str, timeout: float = 90) -> None:
+        """Wait until the server stopped dead at ``failpoint`` (armed with ``exit``)."""
+        assert self.process is not None
+        self.process.wait(timeout=timeout)
+        assert self.process.returncode == 137, self.log_path.read_text()[-3000:]
+        assert f"velotui failpoint {failpoint}: exit" in self.log_path.read_text()
+        self.process = None
 
     def _listening(self, address_file: Path) -> bool:
         if self.process is not None and self.process.poll() is not None:

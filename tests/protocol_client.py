@@ -23,14 +23,19 @@ async def open_socket(server: Server, **options: Any) -> ClientConnection:
     )
 
 
-async def receive(connection: ClientConnection) -> protocol.Message:
-    return protocol.decode(await connection.recv(), sender="server")
+async def receive(connection: ClientConnection, frames: list[bytes] | None = None
+                  ) -> protocol.Message:
+    """The next message from the server (its frame kept in ``frames`` when given)."""
+    frame = await connection.recv()
+    if frames is not None:
+        frames.append(frame)
+    return protocol.decode(frame, sender="server")
 
 
 async def handshake(
     server: Server, state_dir: Path, *, secret: str | None = None,
     identity: AgentIdentity | None = None, sign_with: AgentIdentity | None = None,
-    facts: dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None, frames: list[bytes] | None = None,
 ) -> tuple[ClientConnection, protocol.Message]:
     """Connect and say hello; returns the socket and the server's answer to the signature
     (``Welcome``), or raises ConnectionClosed when the server refuses."""
@@ -43,8 +48,8 @@ async def handshake(
         facts=facts or {"Hostname": "test-host", "OS": "linux"},
         labels=["Test"],
     )))
-    challenge = await receive(connection)
+    challenge = await receive(connection, frames)
     assert isinstance(challenge, protocol.Challenge)
     signer = sign_with or identity
     await connection.send(protocol.encode(protocol.Auth(signature=signer.sign(challenge.nonce))))
-    return connection, await receive(connection)
+    return connection, await receive(connection, frames)

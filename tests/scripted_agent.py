@@ -13,7 +13,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from tests.protocol_client import handshake, receive
+from tests.protocol_client import handshake
 from velotui.server.server import Server
 from velotui.wire import protocol
 
@@ -25,6 +25,7 @@ class ScriptedAgent:
         self.facts = facts
         self.client_id = ""
         self.received: list[protocol.Message] = []
+        self.frames: list[bytes] = []  # every frame the server sent, as it came
         self.collections: asyncio.Queue[protocol.FlowRequest] = asyncio.Queue()
         self.seq: dict[str, int] = {}
         self._acks: dict[tuple[str, int], asyncio.Event] = {}
@@ -34,7 +35,7 @@ class ScriptedAgent:
 
     async def connect(self) -> ScriptedAgent:
         self._connection, welcome = await handshake(self.server, self.state_dir,
-                                                    facts=self.facts)
+                                                    facts=self.facts, frames=self.frames)
         assert isinstance(welcome, protocol.Welcome), welcome
         self.client_id = welcome.client_id
         self._reader = asyncio.create_task(self._read_forever())
@@ -51,7 +52,9 @@ class ScriptedAgent:
     async def _read_forever(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             while True:
-                message = await receive(self._connection)
+                frame = await self._connection.recv()
+                self.frames.append(frame)
+                message = protocol.decode(frame, sender="server")
                 self.received.append(message)
                 self._changed.set()
                 if isinstance(message, protocol.Ack):

@@ -245,3 +245,21 @@ async def test_slow_result_readers_do_not_hold_up_ingest(
     assert (await server.db.flows.get(agents[0].client_id, flow["flow_id"])).rows == 1
     for reader in readers:
         await reader.aclose()
+
+
+async def test_the_server_side_condition_is_in_no_frame_any_agent_receives(
+    server: Server, api: Service, agents: list[ScriptedAgent]
+) -> None:
+    secret = "ZETA_HIDDEN_4471"
+    condition = f"SELECT * FROM rows WHERE Hostname =~ 'host-[01]' OR '{secret}' IN Labels"
+    hunt = await api.create_hunt(query="SELECT * FROM info()", server_condition=condition,
+                                 start=True)
+    for agent in agents[:2]:
+        request = await agent.next_collection()
+        await agent.status(request.flow_id, final_rows=[{"x": 1}])
+    await until(lambda: memory_queues(server, hunt["hunt_id"])
+                == {"results": 2, "not_matched": 1}, 30)
+    frames = [frame for agent in agents for frame in agent.frames]
+    assert any(b"host-" not in f and hunt["hunt_id"][2:].encode() in f for f in frames)
+    for frame in frames:
+        assert secret.encode() not in frame and b"Hostname =~" not in frame

@@ -196,10 +196,13 @@ async def test_a_client_is_never_checked_twice_even_with_its_state_wiped(
     hunt = await api.create_hunt(query="SELECT Hostname FROM info()", start=True)
     await settled(api, hunt["hunt_id"], 1)
     await fleet.stop(client)
-    (tmp_path / "agents" / "host" / "state.json").unlink()  # the agent forgets its checkpoint
+    # The agent forgets its checkpoint (if it had saved one yet).
+    (tmp_path / "agents" / "host" / "state.json").unlink(missing_ok=True)
     fleet.start("host", {"Hostname": "host"})
     await fleet.online(client)
-    await asyncio.sleep(1.0)
+    # A collection run to its end after the reconnect: the check-in came before it.
+    events = [e async for e in api.collect(client, "SELECT 1 AS One FROM scope()")]
+    assert events[-1]["state"] == "finished"
     flows = await server.db.store.fetch_all("SELECT flow_id FROM flows WHERE hunt_id = ?",
                                          (hunt["hunt_id"],))
     assert len(flows) == 2  # one condition check, one collection: nothing ran twice

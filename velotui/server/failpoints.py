@@ -2,8 +2,9 @@
 
 As etcd's gofail or TiKV's fail-rs: ``VELOTUI_FAILPOINTS="name=action;name=action"`` arms them,
 where an action is ``exit`` (the process ends at once with ``os._exit(137)``, as a SIGKILL would
-leave it: nothing flushed, nothing closed) or ``sleep(SECONDS)`` (the task waits there; the rest
-of the server carries on). ``N*action`` acts only at the first N passes. Reaching an armed point
+leave it: nothing flushed, nothing closed), ``sleep(SECONDS)`` (the task waits there; the rest
+of the server carries on) or ``off``. ``N*action`` lasts N passes, and ``->`` chains actions:
+``20*off->exit`` lets 20 passes by, then exits. Reaching an armed point
 writes one line to standard error first, so a test can wait for it instead of guessing. Unset,
 a failpoint costs one dictionary test.
 
@@ -29,14 +30,33 @@ from dataclasses import dataclass
 ENV_VAR = "VELOTUI_FAILPOINTS"
 EXIT_STATUS = 137
 
-_TERM = re.compile(r"(?:(\d+)\*)?(exit|sleep\(\s*(\d+(?:\.\d+)?)\s*\))")
+_TERM = re.compile(r"(?:(\d+)\*)?(off|exit|sleep\(\s*(\d+(?:\.\d+)?)\s*\))")
+
+
+@dataclass
+class _Step:
+    kind: str  # "off", "exit" or "sleep"
+    seconds: float = 0.0
+    remaining: int | None = None  # passes this step lasts; None: every pass from here on
 
 
 @dataclass
 class _Action:
-    kind: str  # "exit" or "sleep"
-    seconds: float = 0.0
-    remaining: int | None = None  # passes left that act; None: every pass
+    """What a failpoint does at each pass: its steps in turn (``20*off->exit``: nothing for
+    20 passes, then exit)."""
+
+    steps: list[_Step]
+
+    def next_step(self) -> _Step | None:
+        while self.steps:
+            step = self.steps[0]
+            if step.remaining is None:
+                return step
+            if step.remaining > 0:
+                step.remaining -= 1
+                return step
+            self.steps.pop(0)
+        return None
 
 
 def parse(text: str) -> dict[str, _Action]:
@@ -44,15 +64,17 @@ def parse(text: str) -> dict[str, _Action]:
     term that does not parse."""
     actions: dict[str, _Action] = {}
     for term in filter(None, (part.strip() for part in text.split(";"))):
-        name, sep, action = term.partition("=")
-        match = _TERM.fullmatch(action.strip())
-        if not sep or not name.strip() or match is None:
-            raise ValueError(f"{ENV_VAR}: {term!r} is not name=exit or name=sleep(SECONDS)")
-        count, kind, seconds = match.groups()
-        actions[name.strip()] = _Action(
-            "exit" if kind == "exit" else "sleep", float(seconds or 0),
-            int(count) if count else None,
-        )
+        name, sep, chain = term.partition("=")
+        steps = []
+        for part in chain.split("->"):
+            match = _TERM.fullmatch(part.strip())
+            if not sep or not name.strip() or match is None:
+                raise ValueError(f"{ENV_VAR}: {term!r} is not name=[N*]exit, name=[N*]off or"
+                                 " name=[N*]sleep(SECONDS), chained with ->")
+            count, kind, seconds = match.groups()
+            steps.append(_Step(kind if not kind.startswith("sleep") else "sleep",
+                               float(seconds or 0), int(count) if count else None))
+        actions[name.strip()] = _Action(steps)
     return actions
 
 
@@ -99,14 +121,13 @@ async def reach(name: str) -> None:
     if isinstance(action, Barrier):
         await action._pass()
         return
-    if action is None or action.remaining == 0:
+    step = action.next_step() if action is not None else None
+    if step is None or step.kind == "off":
         return
-    if action.remaining is not None:
-        action.remaining -= 1
-    sys.stderr.write(f"velotui failpoint {name}: {action.kind}\n")
+    sys.stderr.write(f"velotui failpoint {name}: {step.kind}\n")
     sys.stderr.flush()
-    if action.kind == "exit":
+    if step.kind == "exit":
         os._exit(EXIT_STATUS)
-    await asyncio.sleep(action.seconds)
+    await asyncio.sleep(step.seconds)
     sys.stderr.write(f"velotui failpoint {name}: resumed\n")
     sys.stderr.flush()

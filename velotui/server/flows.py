@@ -65,6 +65,7 @@ class FlowManager:
         self.sessions = sessions  # client_id -> live session (shared with the client directory)
         self.clock = clock
         self.active: dict[tuple[str, str], FlowRecord] = {}
+        self._by_client: dict[str, dict[str, FlowRecord]] = {}  # the same flows, per client
         self._in_flight: dict[tuple[str, str], _InFlight] = {}
         self._watches: dict[tuple[str, str], asyncio.Event] = {}
         self._listeners: list[ChangesListener] = []
@@ -81,7 +82,7 @@ class FlowManager:
         now = self.clock()
         for record in await self.db.flows.active():
             record.set_deadline(now)
-            self.active[record.key] = record
+            self._add_active(record)
         self._expiry_task = asyncio.create_task(self._expire_forever(), name="flow-expiry")
 
     async def close(self) -> None:
@@ -143,7 +144,7 @@ class FlowManager:
     async def adopt(self, records: Sequence[FlowRecord]) -> None:
         """Take stored flows into the set in flight and hand each to its agent if connected."""
         for record in records:
-            self.active[record.key] = record
+            self._add_active(record)
         for count, record in enumerate(records, 1):
             session = self.sessions.get(record.client_id)
             if session is not None:
@@ -167,6 +168,18 @@ class FlowManager:
             return  # it ended while we asked; whoever ended it has told memory
         self._copy_stored(record, stored)
         await self._send_request(session, record)
+
+    def _add_active(self, record: FlowRecord) -> None:
+        self.active[record.key] = record
+        self._by_client.setdefault(record.client_id, {})[record.flow_id] = record
+
+    def _remove_active(self, key: tuple[str, str]) -> None:
+        self.active.pop(key, None)
+        flows = self._by_client.get(key[0])
+        if flows is not None:
+            flows.pop(key[1], None)
+            if not flows:
+                del self._by_client[key[0]]
 
     def _may_send(self, record: FlowRecord) -> bool:
         return (
@@ -200,7 +213,13 @@ class FlowManager:
         """A client came (back): flows it lost end in error, the rest are (re)delivered."""
         client_id = session.client_id
         running = set(running_on_agent)
-        for record in [r for r in self.active.values() if r.client_id == client_id]:
+        in_flight = list(self._by_client.get(client_id, {}).values())
+        for flow_id in running - {record.flow_id for record in in_flight}:
+            # Ended here while the agent was away (a stop, a cancel, a restart of ours): the
+            # agent is told to stop it; whatever it still sends is acknowledged and dropped.
+            await session.send(protocol.Cancel(flow_id=flow_id,
+                                               reason="the flow has ended on the server"))
+        for record in in_flight:
             if record.state == "running" and record.flow_id in running:
                 continue  # the agent still has it and will resend what we lack
             if record.state == "running" and record.last_seq > 0:
@@ -367,7 +386,7 @@ class FlowManager:
                 change.record = record
             if change.ended:
                 ended.append(change)
-                self.active.pop(stored.key, None)
+                self._remove_active(stored.key)
                 self._in_flight.pop(stored.key, None)
             self._notify(stored.key)
         if ended or any(change.moves for change in changes):

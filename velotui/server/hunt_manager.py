@@ -169,6 +169,8 @@ class HuntManager:
         HuntError when there is nothing to stop."""
         hunt = self.get(hunt_id)
         async with self.flows.holding_hunt(hunt_id):
+            if cancel_in_flight:
+                await failpoints.reach("cancel.before_commit")
             change = await self.db.hunts.stop(hunt_id, reason, time.time(),
                                               cancel=cancel_in_flight)
             if change is None:
