@@ -329,8 +329,10 @@ class Service:
                           summary: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Write the hunt as one zip at ``path`` (an absolute path on the server's machine):
         ``progress`` events while it writes, then ``done`` with what was written."""
-        self.server.hunts.get(hunt_id)
-        destination = Path(path)
+        hunt_id = self._hunt(hunt_id).hunt_id
+        format = arguments.one_of(format, "format", FORMATS)
+        summary = arguments.flag(summary, "summary")
+        destination = Path(arguments.text(path, "path", maximum=4096, empty=False))
         if not destination.is_absolute():
             raise ServiceError(f"{path!r}: the export path must be absolute")
         if format not in FORMATS:
@@ -384,7 +386,9 @@ class Service:
     async def estimate_hunt(self, server_condition: str = "",
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
         """How many known clients would match, judged by their last known facts."""
-        check_query(client_condition, "client-side condition")
+        client_condition = check_query(client_condition, "client-side condition")
+        server_condition = arguments.text(server_condition, "the server-side condition",
+                                          maximum=arguments.MAX_QUERY)
         if server_condition.strip():
             check_query(server_condition, "server-side condition")
         result = await estimate(self.server.directory.all(), client_condition, server_condition)
