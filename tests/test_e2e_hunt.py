@@ -188,3 +188,21 @@ def test_server_killed_mid_hunt_keeps_exact_counts_and_every_row_once(tmp_path: 
         assert len(per_client) == 6
         for numbers in per_client.values():
             assert sorted(numbers) == list(range(4000))
+
+
+def test_revoke_from_the_command_line(seed_fleet) -> None:
+    server, ids = seed_fleet
+    revoked = cli(server, "clients", "revoke", ids["otherhost"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert "is revoked" in revoked.stdout
+
+    def listed() -> dict[str, Any] | None:
+        result = cli(server, "clients", "--json")
+        clients = {c["client_id"]: c for c in map(json.loads, result.stdout.splitlines())}
+        client = clients[ids["otherhost"]]
+        return clients if client["revoked"] and not client["online"] else None
+
+    clients = wait_for(listed, what="the revoked client to be cut off")
+    assert sum(c["online"] for c in clients.values()) == 5  # the others carry on
+    unknown = cli(server, "clients", "revoke", "C.0000000000000000")
+    assert unknown.returncode == 1 and "no client" in unknown.stderr

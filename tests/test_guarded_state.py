@@ -263,3 +263,25 @@ async def test_the_server_side_condition_is_in_no_frame_any_agent_receives(
     assert any(b"host-" not in f and hunt["hunt_id"][2:].encode() in f for f in frames)
     for frame in frames:
         assert secret.encode() not in frame and b"Hostname =~" not in frame
+
+
+async def test_a_revoked_client_is_cut_off_and_refused_from_then_on(
+    server: Server, api: Service, agents: list[ScriptedAgent]
+) -> None:
+    agent = agents[0]
+    flow = await api.schedule_collection(agent.client_id, "SELECT 1 AS One FROM scope()")
+    await agent.next_collection()
+    revoked = await api.revoke_client(agent.client_id)
+    assert revoked["revoked"] is not None
+    await asyncio.wait_for(agent._reader, 10)  # the server closed the connection
+    assert agent._connection.close_code == protocol.CloseCode.AUTH_FAILED
+    stored = await server.db.flows.get(agent.client_id, flow["flow_id"])
+    assert stored.state == "error" and stored.error == "the client was revoked"
+    again = ScriptedAgent(server, agent.state_dir, LINUX)
+    with pytest.raises(Exception, match="revoked"):
+        await again.connect()
+    assert [e["action"] for e in await api.audit_log()][-1] == "revoke"
+    # The other agents carry on.
+    other = await api.schedule_collection(agents[1].client_id, "SELECT 1 AS One FROM scope()")
+    await agents[1].next_collection()
+    await agents[1].status(other["flow_id"], final_rows=[{"One": 1}])

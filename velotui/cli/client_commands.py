@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from velotui.cli.connection import UsageError, add_server_options, open_remote
+from velotui.cli.limits import add_limit_options, limit_arguments
 from velotui.cli.output import render_table
 from velotui.server.remote import RemoteError, RemoteService
 
@@ -33,9 +34,7 @@ def add_parsers(subparsers: Any) -> None:
     add_server_options(collect)
     collect.add_argument("client_id", metavar="CLIENT_ID")
     collect.add_argument("vql", metavar="VQL")
-    collect.add_argument("--timeout", type=float, default=600.0, metavar="S")
-    collect.add_argument("--max-rows", type=int, default=0, metavar="N")
-    collect.add_argument("--max-upload-bytes", type=int, default=0, metavar="N")
+    add_limit_options(collect)
     collect.set_defaults(handler=lambda args: run_remote(args, collect_rows))
 
 
@@ -98,8 +97,7 @@ async def list_clients(remote: RemoteService, args: argparse.Namespace) -> int:
 async def collect_rows(remote: RemoteService, args: argparse.Namespace) -> int:
     status: dict[str, Any] | None = None
     async for event in remote.collect(
-        client_id=args.client_id, query=args.vql, timeout=args.timeout,
-        max_rows=args.max_rows, max_upload_bytes=args.max_upload_bytes,
+        client_id=args.client_id, query=args.vql, **limit_arguments(args),
     ):
         kind = event.get("event")
         if kind == "scheduled" and not event.get("online"):

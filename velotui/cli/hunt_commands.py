@@ -12,6 +12,7 @@ from typing import Any
 
 from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
+from velotui.cli.limits import add_limit_options, limit_arguments
 from velotui.cli.output import render_table
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.remote import RemoteService
@@ -37,10 +38,7 @@ def add_parsers(subparsers: Any) -> None:
     create.add_argument("--limit", type=int, default=0, metavar="N",
                         help="at most N clients (0: no limit)")
     create.add_argument("--expires", default="7d", metavar="DURATION", help="like 90m, 12h, 7d")
-    create.add_argument("--timeout", type=float, default=600, metavar="S",
-                        help="seconds each client has to finish")
-    create.add_argument("--max-rows", type=int, default=0, metavar="N")
-    create.add_argument("--max-upload-bytes", type=int, default=0, metavar="N")
+    add_limit_options(create)
     create.add_argument("--description", default="", metavar="TEXT")
     create.add_argument("--start", action="store_true", help="start it at once")
     create.add_argument("--json", action="store_true", help="print the whole hunt as JSON")
@@ -99,6 +97,19 @@ def add_label_parser(clients_actions: Any) -> None:
     label.add_argument("client_id", metavar="CLIENT_ID")
     label.add_argument("changes", nargs=argparse.REMAINDER, metavar="+LABEL|-LABEL")
     label.set_defaults(handler=_label_handler)
+    revoke = clients_actions.add_parser(
+        "revoke", help="refuse a client's key from now on (its connection and flows end)",
+    )
+    add_server_options(revoke)
+    revoke.add_argument("client_id", metavar="CLIENT_ID")
+    revoke.set_defaults(handler=lambda args: run_remote(args, revoke_client))
+
+
+async def revoke_client(remote: RemoteService, args: argparse.Namespace) -> int:
+    client = await remote.revoke_client(client_id=args.client_id)
+    print(f"{client['client_id']} ({client['hostname'] or 'no hostname'}) is revoked: its key"
+          " is refused from now on")
+    return 0
 
 
 def _label_handler(args: argparse.Namespace) -> int:
@@ -168,8 +179,12 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
         f"created {_when(hunt['created'])} by {hunt['creator'] or '?'}; started"
         f" {_when(hunt['started'])}; expires {_when(hunt['expires'])}",
         f"rate {hunt['rate']:g}/min" if hunt["rate"] else "rate unlimited",
-        f"client limit {hunt['limit'] or 'none'}; timeout {hunt['timeout']:g} s; max rows"
-        f" {hunt['max_rows'] or 'none'}; max upload bytes {hunt['max_upload_bytes'] or 'none'}",
+        f"client limit {hunt['limit'] or 'none'}; timeout {hunt['timeout']:g} s",
+        "each client at most: " + "; ".join(
+            f"{what} {hunt[key] if hunt.get(key) else 'no limit'}"
+            for key, what in (("max_rows", "rows"), ("max_upload_bytes", "upload bytes"),
+                              ("max_uploads", "files"), ("max_logs", "log lines"),
+                              ("max_log_bytes", "log bytes"))),
         f"collection:        {hunt['query']}",
         f"client condition:  {hunt['client_condition']}",
         f"server condition:  {hunt['server_condition'] or NO_SERVER_CONDITION}",
@@ -182,8 +197,8 @@ async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     hunt = await remote.create_hunt(
         query=args.query, client_condition=args.client_condition,
         server_condition=args.server_condition, rate=args.rate, limit=args.limit,
-        expires=args.expires, timeout=args.timeout, max_rows=args.max_rows,
-        max_upload_bytes=args.max_upload_bytes, description=args.description, start=args.start,
+        expires=args.expires, description=args.description, start=args.start,
+        **limit_arguments(args),
     )
     print(json.dumps(hunt, indent=2) if args.json else hunt["hunt_id"])
     return 0

@@ -17,7 +17,12 @@ from textual.timer import Timer
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Static
 
 from velotui.server.errors import ServiceError
-from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, SERVER_CONDITION_TEMPLATE, parse_duration
+from velotui.server.hunts import (
+    DEFAULT_CLIENT_CONDITION,
+    DEFAULT_LIMITS,
+    SERVER_CONDITION_TEMPLATE,
+    parse_duration,
+)
 from velotui.widgets.vql_editor import VQLEditor
 
 ESTIMATE_DELAY = 0.6
@@ -64,9 +69,10 @@ class NewHuntScreen(Screen[None]):
                     ("rate", "Rate (clients/min, 0 = unlimited)", "0"),
                     ("limit", "Client limit (0 = none)", "0"),
                     ("expires", "Expires after (90m, 12h, 7d)", "7d"),
-                    ("timeout", "Timeout per client (s)", "600"),
-                    ("max_rows", "Max rows (0 = none)", "0"),
-                    ("max_upload_mb", "Max upload MB (0 = none)", "0"),
+                    ("timeout", "Timeout per client (s)", f"{DEFAULT_LIMITS.timeout:g}"),
+                    ("max_rows", "Max rows (0 = none)", str(DEFAULT_LIMITS.max_rows)),
+                    ("max_upload_mb", "Max upload MB (0 = none)",
+                     str(DEFAULT_LIMITS.max_upload_bytes // (1024 * 1024))),
                 ):
                     yield Label(label)
                     yield Input(value, id=field_id)

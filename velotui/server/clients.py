@@ -78,6 +78,16 @@ class ClientDirectory:
         record.operator_labels = list(labels)
         return record
 
+    async def revoke(self, client_id: str) -> ClientRecord:
+        """Refuse the client's key from now on. Raises KeyError for an unknown ID."""
+        record = self._records.get(client_id)
+        if record is None:
+            raise KeyError(client_id)
+        now = time.time()
+        if await self.db.clients.revoke(client_id, now):
+            record.revoked = now
+        return record
+
     def describe(self, record: ClientRecord) -> dict[str, Any]:
         """A client as the operator API shows it."""
         return {

@@ -169,6 +169,10 @@ class FlowManager:
         self._copy_stored(record, stored)
         await self._send_request(session, record)
 
+    def in_flight_of(self, client_id: str) -> list[FlowRecord]:
+        """The client's flows not yet ended."""
+        return list(self._by_client.get(client_id, {}).values())
+
     def _add_active(self, record: FlowRecord) -> None:
         self.active[record.key] = record
         self._by_client.setdefault(record.client_id, {})[record.flow_id] = record
@@ -213,7 +217,7 @@ class FlowManager:
         """A client came (back): flows it lost end in error, the rest are (re)delivered."""
         client_id = session.client_id
         running = set(running_on_agent)
-        in_flight = list(self._by_client.get(client_id, {}).values())
+        in_flight = self.in_flight_of(client_id)
         for flow_id in running - {record.flow_id for record in in_flight}:
             # Ended here while the agent was away (a stop, a cancel, a restart of ours): the
             # agent is told to stop it; whatever it still sends is acknowledged and dropped.

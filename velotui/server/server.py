@@ -180,5 +180,13 @@ class Server:
         """An agent connected or polled, reporting the newest hunt it was checked for."""
         await self.foreman.check_in(session, last_hunt_timestamp)
 
+    async def client_revoked(self, client_id: str) -> None:
+        """A client's key was revoked: close its connection and end its flows in flight."""
+        session = self.directory.sessions.get(client_id)
+        if session is not None:
+            await session.close(int(CloseCode.AUTH_FAILED), "this client was revoked")
+        await self.flows.end_many(self.flows.in_flight_of(client_id), "error",
+                                  "the client was revoked")
+
     async def client_disconnected(self, session: AgentSession) -> None:
         """An agent's connection ended."""

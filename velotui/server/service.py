@@ -411,6 +411,15 @@ class Service:
         await self.server.audit.record(self.actor, "label", client_id, add=add, remove=remove)
         return to_json_value(self.server.directory.describe(record))
 
+    async def revoke_client(self, client_id: str) -> dict[str, Any]:
+        """Refuse the client's key from now on: its connection is closed, its flows in flight
+        end in error, and it cannot connect or enrol again with that key."""
+        client_id = self._known_client(client_id)
+        record = await self.server.directory.revoke(client_id)
+        await self.server.audit.record(self.actor, "revoke", client_id)
+        await self.server.client_revoked(client_id)
+        return to_json_value(self.server.directory.describe(record))
+
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Operator actions, oldest first."""
         return await self.server.audit.entries(arguments.whole(limit, "limit", maximum=100_000))

@@ -104,6 +104,8 @@ class AgentSession:
                                 CloseCode.AUTH_FAILED)
         if known is not None and known.public_key != hello.public_key:
             raise ProtocolError("this client ID belongs to another key", CloseCode.AUTH_FAILED)
+        if known is not None and known.revoked is not None:
+            raise ProtocolError("this client was revoked", CloseCode.AUTH_FAILED)
         nonce = new_nonce()
         await self.send(protocol.Challenge(nonce=nonce))
         auth = await self._receive(HANDSHAKE_TIMEOUT)
