@@ -21,12 +21,12 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check velotui agent tests
+	$(BIN)/ruff check velotui agent tests benchmarks
 
 bench: $(INSTALLED)
-	$(BIN)/python -m velotui.vql.bench
-	$(BIN)/python -m velotui.server.bench --agents 2000
-	$(BIN)/python -m velotui.bench_console --agents 2000
+	$(BIN)/python -m benchmarks.vql
+	$(BIN)/python -m benchmarks.server --agents 2000
+	$(BIN)/python -m benchmarks.console --agents 2000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,12 +10,13 @@ atomically, per-user folders, process tuning) may be used by anyone. Checked on 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 CONSOLE = ("velotui.app", "velotui.screens", "velotui.widgets", "velotui.cli",
-           "velotui.server_link", "velotui.display", "velotui.bench_console")
+           "velotui.server_link", "velotui.display")
 NEUTRAL = ("velotui.runtime", "velotui.data_folders", "velotui.durable_files")
 
 
@@ -90,6 +91,34 @@ def test_the_server_never_imports_the_console_or_the_agent() -> None:
 def test_nothing_below_the_console_imports_it() -> None:
     for package in ("velotui/vql", "velotui/wire", "velotui/server", "agent"):
         assert third_party(package, CONSOLE) == [], package
+
+
+SQL = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+(flows|flow_rows|flow_logs|hunts|hunt_clients"
+                 r"|clients|audit|uploads|meta)\b")
+DATA_LAYER = ROOT / "velotui" / "server" / "data"
+
+
+def sql_outside_the_data_layer() -> list[str]:
+    """Text that names our tables in SQL, or imports of a database driver, anywhere in the
+    product outside the data layer."""
+    found = []
+    for package in ("velotui", "agent"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if DATA_LAYER in path.parents:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                        and SQL.search(node.value):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value[:40]!r}")
+            names = imported_modules(str(path.relative_to(ROOT)))[str(path.relative_to(ROOT))]
+            found += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                      if name.split(".")[0] in ("sqlite3", "aiosqlite")]
+    return found
+
+
+def test_sql_lives_in_the_data_layer_only() -> None:
+    assert sql_outside_the_data_layer() == []
+    assert any(SQL.search(p.read_text()) for p in DATA_LAYER.glob("*.py"))  # it looks
 
 
 def test_the_checks_see_the_files_they_judge() -> None:

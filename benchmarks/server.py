@@ -1,6 +1,6 @@
 """Speed and scale of the server: hunts over a simulated fleet, against baselines from the same run.
 
-    python -m velotui.server.bench --agents N [--rows R] [--profile DIR] [--tracemalloc]
+    python -m benchmarks.server --agents N [--rows R] [--profile DIR] [--tracemalloc]
 
 What it does, in order, all in one run (the machines are shared and noisy, so a figure and the
 baseline it is compared with must come from the same minutes):
@@ -17,7 +17,7 @@ baseline it is compared with must come from the same minutes):
    its start until every client is finished (so it includes that hunt's condition checks).
 5. Stops the fleet, then times the round-trip baseline: a plain websockets echo server in this
    process, with the same TLS certificate and websocket options as the server, and N connections
-   opened by ``python -m velotui.server.bench_fleet roundtrip`` in another process, which sends
+   opened by ``python -m benchmarks.roundtrip_fleet roundtrip`` in another process, which sends
    one small message on every connection at once and waits for every reply; the median of a few
    such rounds is ``roundtrip_seconds``.
 6. Times the SQLite baseline: raw ``executemany`` of the same rows into a fresh file (see
@@ -368,7 +368,8 @@ async def roundtrip_seconds(datastore: Datastore, connections: int, folder: Path
 
     The echo server runs here with the server's own TLS certificate and the same websocket
     options as the agent listener, so that the transport costs the same; the connections are
-    held by ``bench_fleet roundtrip`` in another process. Raises BenchmarkError when it fails."""
+    held by ``roundtrip_fleet roundtrip`` in another process. Raises BenchmarkError when it
+    fails."""
     context = server_ssl_context(datastore.server_cert_path, datastore.server_key_path)
     ca_path = folder / "ca.pem"
     ca_path.write_text(datastore.ca_pem(), encoding="ascii")
@@ -381,7 +382,7 @@ async def roundtrip_seconds(datastore: Datastore, connections: int, folder: Path
         # Its errors go to a file: a pipe nobody reads while it runs could fill and stall it.
         with open(errors_path, "ab") as errors_file:
             client = subprocess.Popen(
-                [sys.executable, "-m", "velotui.server.bench_fleet", "roundtrip",
+                [sys.executable, "-m", "benchmarks.roundtrip_fleet", "roundtrip",
                  "--url", f"wss://127.0.0.1:{port}/", "--ca", str(ca_path),
                  "--connections", str(connections)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors_file,
@@ -700,9 +701,9 @@ def print_figures(figures: Figures) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m velotui.server.bench``."""
+    """The command line of ``python -m benchmarks.server``."""
     parser = argparse.ArgumentParser(
-        prog="python -m velotui.server.bench",
+        prog="python -m benchmarks.server",
         description="Time hunts over a simulated fleet against plain-websocket and raw-SQLite"
         " baselines measured in the same run; the last line of output is JSON.",
     )

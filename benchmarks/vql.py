@@ -1,6 +1,6 @@
 """Benchmark: the engine filtering rows against a hand-written Python loop doing the same.
 
-``python -m velotui.vql.bench [--rows N] [--repeat K]`` prints both rates and their ratio, and
+``python -m benchmarks.vql [--rows N] [--repeat K]`` prints both rates and their ratio, and
 ends with one JSON line ``{"engine_rows_per_s": ..., "loop_rows_per_s": ..., "ratio": ...}``
 (ratio = loop rate / engine rate; lower is better, the target is at most 5).
 """
@@ -54,7 +54,7 @@ def best_of(repeat: int, fn: Any) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m velotui.vql.bench")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.vql")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5, help="runs of each; the best is kept")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Benchmark: the console's event-loop lag while a hunt runs on N agents in its embedded server.
 
-``python -m velotui.bench_console --agents N`` starts the real console headless (its embedded
+``python -m benchmarks.console --agents N`` starts the real console headless (its embedded
 server in the same event loop, the demo fleet of N simulated agents in a child process), runs a
 hunt with rate 0 on all of them from the home screen, and meanwhile measures how late a 10 ms
 timer fires on that loop (what an operator feels as a sluggish console). It ends with one JSON line:
@@ -106,7 +106,7 @@ async def run(agents: int, timeout: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m velotui.bench_console")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.console")
     parser.add_argument("--agents", type=int, default=2000, metavar="N")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S")
     args = parser.parse_args(argv)

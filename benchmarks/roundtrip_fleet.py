@@ -1,6 +1,6 @@
 """The other side of the benchmark's round-trip baseline, run in its own process.
 
-    python -m velotui.server.bench_fleet roundtrip --url wss://127.0.0.1:PORT/ --ca CA.pem \\
+    python -m benchmarks.roundtrip_fleet roundtrip --url wss://127.0.0.1:PORT/ --ca CA.pem \\
         --connections N
 
 Opens N TLS websocket connections to a plain echo server, prints ``{"event": "open", ...}`` as
@@ -100,8 +100,8 @@ async def run_round_trips(url: str, ca_pem: str, count: int) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m velotui.server.bench_fleet``."""
-    parser = argparse.ArgumentParser(prog="python -m velotui.server.bench_fleet",
+    """The command line of ``python -m benchmarks.roundtrip_fleet``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.roundtrip_fleet",
                                      description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     roundtrip = commands.add_parser("roundtrip", help="time one round trip on N connections")
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ca_pem = Path(args.ca).read_text(encoding="ascii")
         return asyncio.run(run_round_trips(args.url, ca_pem, args.connections))
     except (OSError, ValueError, RuntimeError, InvalidHandshake) as error:
-        print(f"bench_fleet: {error}", file=sys.stderr)
+        print(f"roundtrip_fleet: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
