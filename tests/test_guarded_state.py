@@ -5,6 +5,7 @@ whose every frame is recorded, and each race held open at its named failpoint by
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from tests.fleet import until
 from tests.scripted_agent import ScriptedAgent
 from velotui.server import failpoints
+from velotui.server.datastore import Datastore
 from velotui.server.server import Server
 from velotui.server.service import Service
 from velotui.wire import protocol
@@ -285,3 +287,51 @@ async def test_a_revoked_client_is_cut_off_and_refused_from_then_on(
     other = await api.schedule_collection(agents[1].client_id, "SELECT 1 AS One FROM scope()")
     await agents[1].next_collection()
     await agents[1].status(other["flow_id"], final_rows=[{"One": 1}])
+
+
+async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path) -> None:
+    datastore = Datastore.open(tmp_path / "datastore")
+    first = Server(datastore, "127.0.0.1:0")
+    await first.start()
+    agents = [await ScriptedAgent(first, tmp_path / f"agent-{n}", LINUX).connect()
+              for n in range(2)]
+    api = first.service("tester")
+    stopped = (await api.create_hunt(query="SELECT * FROM info()", start=True))["hunt_id"]
+    requests = {agent.client_id: await agent.next_collection() for agent in agents}
+    running = (await api.create_hunt(query="SELECT * FROM info()", start=True))["hunt_id"]
+    later = {agent.client_id: await agent.next_collection() for agent in agents}
+    for agent in agents:
+        await agent.close()
+    await first.stop()
+    # What a velotui before guarded state changes could leave behind: a stop whose first
+    # commit (the hunt's state) landed without its second (the cancels), and a collection
+    # that ended while its client's queue still said running.
+    ended_client = agents[0].client_id
+    with sqlite3.connect(datastore.database_path) as connection:
+        connection.execute("UPDATE hunts SET state = 'stopped', stop_reason = 'by hand'"
+                           " WHERE hunt_id = ?", (stopped,))
+        connection.execute("UPDATE flows SET state = 'finished', finished = 1, rows = 0"
+                           " WHERE client_id = ? AND flow_id = ?",
+                           (ended_client, later[ended_client].flow_id))
+    second = Server(datastore, "127.0.0.1:0")
+    await second.start()
+    try:
+        states = {row["state"] for row in await second.db.store.fetch_all(
+            "SELECT state FROM flows WHERE hunt_id = ? AND kind = 'collection'", (stopped,))}
+        assert states == {"cancelled"}
+        assert memory_queues(second, stopped) == {"errors": 2}
+        await until(lambda: memory_queues(second, running) == {"completed": 1, "running": 1},
+                    30)
+        assert await durable_queues(second, running) == {"completed": 1, "running": 1}
+        # The agents come back: nothing of the stopped hunt is delivered, they are told to
+        # drop it; the running hunt's collection carries on.
+        back = ScriptedAgent(second, tmp_path / "agent-1", LINUX)
+        back.client_id = agents[1].client_id
+        await back.connect()
+        try:
+            await back.wait_for(lambda m: isinstance(m, protocol.FlowRequest))
+            assert requests[back.client_id].flow_id not in back.flows_received()
+        finally:
+            await back.close()
+    finally:
+        await second.stop()
