@@ -490,7 +490,8 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
     fleet: Store, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    destination.write_bytes(b"the previous export")
+    await export_hunt(fleet, uploads_dir, HUNT_ID, destination, summary=True)
+    previous = destination.read_bytes()
     seen: list[ExportProgress] = []
 
     def fail_after_first_client(progress: ExportProgress) -> None:
@@ -502,7 +503,7 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
         await export_hunt(fleet, uploads_dir, HUNT_ID, destination,
                           progress=fail_after_first_client)
     assert seen  # it did get under way
-    assert destination.read_bytes() == b"the previous export"
+    assert destination.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.zip", "uploads",
                                                           "velotui.db", "velotui.db-shm",
                                                           "velotui.db-wal"]
