@@ -12,6 +12,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import sqlite3
 import time
 import tracemalloc
@@ -26,15 +27,23 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from velotui.server.datastore import Datastore
 from velotui.server.exports import (
+    ExportChunk,
     ExportError,
     ExportProgress,
+    ExportResult,
+    export_destination,
     export_hunt,
+    is_reserved_name,
     safe_component,
     safe_upload_name,
+    stream_hunt,
 )
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.ids import condition_flow_id, hunt_flow_id
+from velotui.server.remote import RemoteError, RemoteService
+from velotui.server.server import Server
 from velotui.server.store import Store
 from velotui.server.uploads import upload_path
 
@@ -405,6 +414,7 @@ def assert_safe_entry(name: str) -> None:
     assert ".." not in name, name
     assert all(unicodedata.category(ch) not in ("Cc", "Cf") for ch in name), name
     assert all(len(part.encode()) <= 200 for part in parts), name
+    assert not any(is_reserved_name(part) for part in parts), name
 
 
 async def test_hostile_upload_names_are_made_safe_and_the_bytes_kept(
@@ -457,6 +467,150 @@ def test_any_hostname_becomes_one_safe_component(name: str) -> None:
     assert "/" not in safe
     assert len(safe.encode()) <= 64
     assert_safe_entry(safe)
+
+
+WINDOWS_DEVICE_NAMES = ["CON", "con", "CON.txt", "COM1.tar.gz", "LPT9", "CON.", "CON ", "nul.",
+                        "AUX .log", "PRN..txt", "COM\u00b9", "lpt\u00b3.txt", "COM\u00b2.log",
+                        "CONIN$", "conout$.log", "COM0", "LPT0.txt"]
+
+
+@pytest.mark.parametrize("name", WINDOWS_DEVICE_NAMES)
+def test_windows_device_names_never_become_entry_names(name: str) -> None:
+    assert is_reserved_name(name)
+    for safe in (safe_component(name), safe_upload_name(name)):
+        assert safe.startswith("_"), safe
+        assert not is_reserved_name(safe)
+    assert not is_reserved_name(safe_upload_name(f"C:\\x\\{name}"))
+
+
+@pytest.mark.parametrize("name", ["CONSOLE", "COM10", "com", "LPT", "NULL.txt", "xCON",
+                                  "AUXILIARY.log", "COM\u2074"])
+def test_names_that_only_look_like_device_names_are_kept(name: str) -> None:
+    assert not is_reserved_name(name)
+    assert safe_component(name) == name
+
+
+# Where exports may be kept ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("/var/lib/velotui/velotui.db", "not a path"),
+    ("../velotui.db", "not a path"),
+    ("velotui.db", "must end in .zip"),
+    ("cases/H.1.zip", "not a path"),
+    ("cases\\H.1.zip", "not a path"),
+    ("H..zip", "'..'"),
+    (".H.1.zip", "starts with a dot"),
+    ("H.1\x07.zip", "control"),
+    ("H.1\u202e.zip", "control"),
+    ("", "empty"),
+    ("CON.zip", "portable"),
+    ("H:1.zip", "portable"),
+    ("A" * 200 + ".zip", "longer than"),
+])
+def test_an_export_name_that_is_not_a_plain_zip_file_name_is_refused(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    with pytest.raises(ExportError, match=reason) as refused:
+        export_destination(exports, name)
+    assert "\n" not in str(refused.value)
+    assert list(exports.iterdir()) == []
+
+
+async def test_an_existing_file_is_replaced_only_when_it_is_an_earlier_export(
+    fleet: Store, uploads_dir: Path, tmp_path: Path
+) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    database = tmp_path / "velotui.db"
+    (exports / "notes.zip").write_text("not a zip")
+    (exports / "linked.zip").symlink_to(database)
+    (exports / "folder.zip").mkdir()
+    with zipfile.ZipFile(exports / "other.zip", "w") as other:
+        other.writestr("readme.txt", "a zip, but not an export")
+    for name in ("notes.zip", "linked.zip", "folder.zip", "other.zip"):
+        with pytest.raises(ExportError, match="exists and is not an earlier export"):
+            export_destination(exports, name)
+        with pytest.raises(ExportError, match="exists and is not an earlier export"):
+            await export_hunt(fleet, uploads_dir, HUNT_ID, exports / name)
+    with pytest.raises(ExportError, match="exists and is not an earlier export"):
+        await export_hunt(fleet, uploads_dir, HUNT_ID, database)
+    assert (exports / "notes.zip").read_text() == "not a zip"
+    assert (exports / "linked.zip").is_symlink()
+
+    first = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", summary=True)
+    assert export_destination(exports, "H.zip") == exports / "H.zip"
+    second = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", fmt="both")
+    assert second.entries > first.entries
+    assert hashlib.sha256((exports / "H.zip").read_bytes()).hexdigest() == second.sha256
+
+
+# Streaming --------------------------------------------------------------------------------------
+
+
+async def collect_stream(parts: AsyncIterator[Any]) -> tuple[list[ExportChunk],
+                                                             list[ExportProgress],
+                                                             ExportResult]:
+    chunks, reports, results = [], [], []
+    async for part in parts:
+        {ExportChunk: chunks, ExportProgress: reports, ExportResult: results}[type(part)].append(
+            part)
+    [result] = results
+    return chunks, reports, result
+
+
+async def test_a_streamed_export_is_the_whole_zip_in_order_with_its_sha256(
+    fleet: Store, uploads_dir: Path, tmp_path: Path
+) -> None:
+    big = os.urandom(1_500_000)  # random, so the zip is several chunks whatever the compression
+    await fleet.write(lambda connection: store_upload(connection, uploads_dir, "C.alpha1", FLOW,
+                                                      99, "memory.raw", big))
+    kept = tmp_path / "kept.zip"
+    chunks, reports, result = await collect_stream(
+        stream_hunt(fleet, uploads_dir, HUNT_ID, fmt="both", keep=kept)
+    )
+
+    data = b"".join(chunk.data for chunk in chunks)
+    assert len(chunks) > 4
+    assert [chunk.offset for chunk in chunks] == list(
+        itertools.accumulate([0] + [len(chunk.data) for chunk in chunks[:-1]]))
+    assert result.bytes == len(data)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert kept.read_bytes() == data  # the copy kept is byte for byte what was sent
+    assert result.path == kept
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        assert archive.read("alpha-C.alpha1/uploads/memory.raw") == big
+        assert len(read_jsonl(archive, "results/All.jsonl")) == 4
+        assert result.entries == len(archive.namelist())
+    assert reports and reports[-1].clients_done == 3
+
+
+async def test_a_streamed_export_that_keeps_nothing_writes_nothing(
+    fleet: Store, uploads_dir: Path, tmp_path: Path
+) -> None:
+    before = sorted(tmp_path.rglob("*"))
+    chunks, _reports, result = await collect_stream(stream_hunt(fleet, uploads_dir, HUNT_ID))
+    assert result.path is None
+    assert zipfile.ZipFile(io.BytesIO(b"".join(c.data for c in chunks))).testzip() is None
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+async def test_a_stream_closed_early_keeps_nothing(
+    fleet: Store, uploads_dir: Path, tmp_path: Path
+) -> None:
+    await fleet.write(lambda connection: store_upload(connection, uploads_dir, "C.alpha1", FLOW,
+                                                      99, "memory.raw", os.urandom(3_000_000)))
+    kept = tmp_path / "kept.zip"
+    parts = stream_hunt(fleet, uploads_dir, HUNT_ID, keep=kept)
+    async for part in parts:
+        if isinstance(part, ExportChunk):
+            break
+    await parts.aclose()
+    assert not kept.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 # Errors -----------------------------------------------------------------------------------------
@@ -606,3 +760,147 @@ async def test_a_big_export_completes_in_flat_memory(
         assert counted == total_rows
         assert header[:6] == ["ClientId", "Fqdn", "FlowId", "Index", "Client", "Filler"]
         assert header[6:] == [f"Extra{n}" for n in range(BIG_CLIENTS)]
+
+
+# Through the operator API -------------------------------------------------------------------------
+
+
+def database_state(datastore: Datastore) -> tuple[str, list[tuple[str, str]]]:
+    with sqlite3.connect(f"file:{datastore.database_path}?mode=ro", uri=True) as connection:
+        (integrity,) = connection.execute("PRAGMA integrity_check").fetchone()
+        hunts = connection.execute("SELECT hunt_id, description FROM hunts").fetchall()
+    return integrity, hunts
+
+
+@pytest.fixture
+async def operator(server: Server) -> AsyncIterator[tuple[RemoteService, str]]:
+    """An operator connected over the operator API, and a hunt of the server's."""
+    hunt = await server.service("operator").create_hunt(query="SELECT * FROM info()",
+                                                        description="kept safe")
+    datastore = server.datastore
+    remote = await RemoteService.connect(server.url, datastore.api_token(), datastore.ca_pem())
+    try:
+        yield remote, hunt["hunt_id"]
+    finally:
+        await remote.close()
+
+
+@pytest.mark.parametrize("name", ["{datastore}/velotui.db", "../velotui.db", "velotui.db",
+                                  "../../elsewhere.zip", "cases/H.zip", ".H.zip"])
+async def test_the_server_keeps_exports_only_in_its_exports_folder(
+    server: Server, operator: tuple[RemoteService, str], name: str
+) -> None:
+    remote, hunt_id = operator
+    datastore = server.datastore
+    name = name.format(datastore=datastore.root)
+    before = database_state(datastore)
+    files_before = sorted(datastore.root.rglob("*"))
+
+    with pytest.raises(RemoteError, match="cannot name an export") as refused:
+        async for _event in remote.export_hunt(hunt_id=hunt_id, keep_on_server=name):
+            pass
+    # The old shape of the call, a path on the server's machine, is refused as well.
+    with pytest.raises(RemoteError, match="path"):
+        async for _event in remote.export_hunt(hunt_id=hunt_id, path=name):
+            pass
+
+    assert "\n" not in str(refused.value)
+    assert database_state(datastore) == before == ("ok", [(hunt_id, "kept safe")])
+    assert sorted(datastore.root.rglob("*")) == files_before
+    assert list(datastore.exports_dir.iterdir()) == []
+    assert await remote.get_hunt(hunt_id=hunt_id)  # the server carries on
+
+
+async def test_an_export_kept_on_the_server_is_in_its_exports_folder_and_is_what_was_sent(
+    server: Server, operator: tuple[RemoteService, str]
+) -> None:
+    remote, hunt_id = operator
+    chunks: list[bytes] = []
+    done: dict[str, Any] = {}
+    async for event in remote.export_hunt(hunt_id=hunt_id, format="both",
+                                          keep_on_server="case-42.zip"):
+        if event["event"] == "chunk":
+            assert isinstance(event["data"], bytes)  # a binary frame, not base64
+            chunks.append(event["data"])
+        elif event["event"] == "done":
+            done = event
+    kept = server.datastore.exports_dir / "case-42.zip"
+    data = b"".join(chunks)
+    assert done["kept"] == str(kept)
+    assert kept.read_bytes() == data
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() and done["bytes"] == len(data)
+    with zipfile.ZipFile(kept) as archive:
+        assert json.loads(archive.read("hunt.json"))["hunt_id"] == hunt_id
+
+    # Kept only: nothing is sent. The earlier export under that name is replaced.
+    events = [event async for event in remote.export_hunt(
+        hunt_id=hunt_id, keep_on_server="case-42.zip", send=False, summary=True)]
+    assert {event["event"] for event in events} <= {"progress", "done"}
+    assert events[-1]["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+    assert sorted(p.name for p in server.datastore.exports_dir.iterdir()) == ["case-42.zip"]
+    audit = await remote.audit_log()
+    assert [(entry["action"], entry["details"]["kept"]) for entry in audit[-2:]] == [
+        ("export", str(kept)), ("export", str(kept))]
+
+
+async def test_a_reader_that_stops_holds_the_export_up_instead_of_filling_memory(
+    tmp_path: Path,
+) -> None:
+    """The server makes the zip only as fast as the operator takes it: while the reader stops,
+    neither side gathers the zip in memory, and the export resumes when it reads again."""
+    datastore = Datastore.open(tmp_path / "datastore")
+    uploads = [os.urandom(6_000_000) for _ in range(8)]  # random: the zip is as big, 48 MB
+
+    def populate(connection: sqlite3.Connection) -> None:
+        insert_hunt(connection)
+        insert_client(connection, "C.big", {"Hostname": "big"})
+        insert_flow(connection, "C.big", FLOW, finished=NOW + 10)
+        insert_hunt_client(connection, "C.big", "results", FLOW)
+        for upload_id, data in enumerate(uploads):
+            store_upload(connection, datastore.uploads_dir, "C.big", FLOW, upload_id,
+                         f"disk{upload_id}.img", data)
+
+    store = await Store.open(datastore.database_path)
+    await store.write(populate)
+    await store.close()
+    server = Server(datastore, "127.0.0.1:0")
+    await server.start()
+    remote = await RemoteService.connect(server.url, datastore.api_token(), datastore.ca_pem())
+    tracemalloc.start()
+    try:
+        events = remote.export_hunt(hunt_id=HUNT_ID)
+        received = hashlib.sha256()
+        size = 0
+        async for event in events:
+            if event["event"] == "chunk":
+                received.update(event["data"])
+                size += len(event["data"])
+                break
+        held_from = tracemalloc.get_traced_memory()[0]
+
+        # The reader stops. With every queue bounded the export soon waits for it; were any
+        # unbounded, the server would go on making the zip into memory. Nothing is timed here:
+        # the check only looks, for a while, for growth that must never come.
+        deadline = time.monotonic() + 3
+        grown = 0
+        while time.monotonic() < deadline and grown < 24_000_000:
+            await asyncio.sleep(0.05)
+            grown = tracemalloc.get_traced_memory()[0] - held_from
+        assert grown < 24_000_000
+
+        done: dict[str, Any] = {}
+        async for event in events:
+            if event["event"] == "chunk":
+                received.update(event["data"])
+                size += len(event["data"])
+            elif event["event"] == "done":
+                done = event
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await remote.close()
+        await server.stop()
+    assert size == done["bytes"] > sum(map(len, uploads))
+    assert done["sha256"] == received.hexdigest()
+    # Both sides in this process: a few chunks in each queue, never a sizeable part of the zip.
+    assert peak < 24_000_000
