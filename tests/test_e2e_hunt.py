@@ -249,14 +249,14 @@ async def test_an_export_corrupted_in_transit_leaves_no_file_and_exits_1(tmp_pat
             )
             stdout, stderr = await asyncio.wait_for(exporting.communicate(), 120)
 
-    assert proxy.tampered == 1
+    assert list(operator.iterdir()) == []  # no zip, no part file
     assert exporting.returncode == 1
     message = stderr.decode()
     assert message.count("\n") == 1, message
     assert message.startswith("velotui hunt export: the zip received does not match the"
                               " server's SHA-256")
     assert stdout == b""
-    assert list(operator.iterdir()) == []  # no zip, no part file
+    assert proxy.tampered == 1
 
 
 def test_cli_refusals_and_usage_errors(seed_fleet) -> None:
