@@ -27,6 +27,7 @@ bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.vql
 	$(BIN)/python -m benchmarks.server --agents 2000
 	$(BIN)/python -m benchmarks.console --agents 2000
+	$(BIN)/python -m benchmarks.export
 
 clean:
 	rm -rf $(VENV) build *.egg-info

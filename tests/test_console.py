@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -45,8 +46,21 @@ async def create_hunt_by_keys(pilot: object, query: str) -> str:
     return hunt_id
 
 
-async def test_create_start_watch_and_export_a_hunt_by_keys(tmp_path: Path) -> None:
+def exported_notice(app: object, hunt_id: str) -> str | None:
+    """The text of the notification saying ``hunt_id`` was exported, once there is one."""
+    for notification in app._notifications:  # type: ignore[attr-defined]
+        if notification.title == f"{hunt_id} exported":
+            return str(notification.message)
+    return None
+
+
+async def test_create_start_watch_and_export_a_hunt_by_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     datastore = tmp_path / "datastore"
+    operator = tmp_path / "operator"  # where the operator started the console
+    operator.mkdir()
+    monkeypatch.chdir(operator)
     app = console(datastore, demo=3)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -68,10 +82,16 @@ async def test_create_start_watch_and_export_a_hunt_by_keys(tmp_path: Path) -> N
 
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, ExportScreen))
-        await pilot.press("enter")  # the suggested path in the datastore's exports folder
-        archive = datastore / "exports" / f"{hunt_id}.zip"
-        await until(pilot, lambda: archive.exists() and isinstance(app.screen, HuntsScreen),
-                    60, "the zip")
+        await pilot.press("enter")  # the suggested path: <hunt_id>.zip where the console started
+        archive = operator / f"{hunt_id}.zip"
+        await until(pilot, lambda: exported_notice(app, hunt_id), 60, "the zip")
+        assert isinstance(app.screen, HuntsScreen)
+        notice = exported_notice(app, hunt_id)
+    assert notice is not None
+    assert str(archive) in notice
+    assert f"SHA-256 {hashlib.sha256(archive.read_bytes()).hexdigest()}" in notice
+    assert sorted(p.name for p in operator.iterdir()) == [archive.name]
+    assert list((datastore / "exports").iterdir()) == []
     with zipfile.ZipFile(archive) as zipped:
         names = zipped.namelist()
         assert "hunt.json" in names and "results/All.jsonl" in names
@@ -175,7 +195,7 @@ async def test_the_command_palette_offers_the_screens_actions(tmp_path: Path) ->
 
 
 async def test_connect_attaches_to_a_running_server_which_outlives_the_console(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.processes import ServerProcess, velotui
     from velotui.app import VelotuiApp
@@ -197,11 +217,27 @@ async def test_connect_attaches_to_a_running_server_which_outlives_the_console(
             assert cell(app, hunt_id, "Description") == "made elsewhere"
             await pilot.press("s")  # start it from the console, over the operator API
             await until(pilot, lambda: app.hunts[hunt_id]["state"] == "running", 10)
+
+            # The zip comes over the connection to this machine, not to the server's disk.
+            operator = tmp_path / "operator"
+            operator.mkdir()
+            monkeypatch.chdir(operator)
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, ExportScreen))
+            await pilot.press("enter")
+            await until(pilot, lambda: exported_notice(app, hunt_id), 30, "the zip")
+            archive = operator / f"{hunt_id}.zip"
+            digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+            assert f"SHA-256 {digest}" in str(exported_notice(app, hunt_id))
+            with zipfile.ZipFile(archive) as zipped:
+                assert "hunt.json" in zipped.namelist()
+            assert list((datastore / "exports").iterdir()) == []
             await pilot.press("q")
         assert server.process is not None and server.process.poll() is None
         shown = velotui("hunt", "show", hunt_id, "--json", "--datastore", str(datastore))
         assert '"state": "running"' in shown.stdout
         audit = velotui("audit", "--json", "--datastore", str(datastore)).stdout
         assert '"action": "start"' in audit and '"actor": "operator"' in audit
+        assert f'"sha256": "{digest}"' in audit
     finally:
         server.stop()

@@ -1,20 +1,28 @@
 """Hunts end to end: `velotui serve`, `velotui-agent --simulate 6 --facts`, and the command line;
-then the server killed mid-hunt and restarted."""
+exports landing on the operator's side, over a real remote connection and through a proxy that
+corrupts them in transit; then the server killed mid-hunt and restarted."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import sqlite3
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from tests.fleet import SEED_FACTS, SEED_MATCHES, SEED_SERVER_CONDITION
 from tests.processes import (
+    VELOTUI,
     AgentProcess,
     ServerProcess,
     running,
@@ -23,7 +31,9 @@ from tests.processes import (
     wait_for_clients,
     write_agent_config,
 )
+from velotui.server import tls
 from velotui.server.datastore import Datastore
+from velotui.wire.tls import pinned_client_ssl_context
 
 pytestmark = pytest.mark.slow
 
@@ -100,10 +110,15 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     shown = cli(server, "hunt", "show", hunt_id)
     assert "results 2" in shown.stdout and "not matched 4" in shown.stdout
 
-    archive = server.datastore.parent / "seed.zip"
+    operator = server.datastore.parent / "operator"
+    operator.mkdir()
+    archive = operator / "seed.zip"
     exported = cli(server, "hunt", "export", hunt_id, "-o", str(archive), "--format", "both")
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout.startswith(f"wrote {archive}: 2 clients, 2 rows")
+    assert exported.stdout.strip().endswith(
+        f"SHA-256 {hashlib.sha256(archive.read_bytes()).hexdigest()}")
+    assert list((server.datastore / "exports").iterdir()) == []  # nothing kept on the server
     with zipfile.ZipFile(archive) as zipped:
         names = set(zipped.namelist())
         assert {"hunt.json", "results/All.jsonl", "results/All.csv"} <= names
@@ -125,6 +140,125 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     assert {a["actor"] for a in audit} == {"operator"}
 
 
+def test_an_export_over_a_remote_connection_lands_on_the_operators_side(seed_fleet,
+                                                                        tmp_path: Path) -> None:
+    server, ids = seed_fleet
+    created = cli(server, "hunt", "create", "--query", "SELECT Hostname, OS FROM info()",
+                  "--server-condition", SEED_SERVER_CONDITION, "--start")
+    hunt_id = created.stdout.strip()
+    wait_settled(server, hunt_id, 6)
+    # The operator's machine: the token and the CA copied there, the zip written there.
+    operator = tmp_path / "operator"
+    operator.mkdir()
+    (operator / "api_token").write_text((server.datastore / "api_token").read_text())
+    (operator / "ca.pem").write_text((server.datastore / "ca.pem").read_text())
+    archive = operator / "cases" / "seed.zip"
+    archive.parent.mkdir()
+
+    exported = velotui("hunt", "export", hunt_id, "--server", server.url, "--token-file",
+                       str(operator / "api_token"), "-o", str(archive), "--format", "csv")
+
+    assert exported.returncode == 0, exported.stderr
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert exported.stdout.splitlines() == [
+        f"wrote {archive}: 2 clients, 2 rows, {len(zipfile.ZipFile(archive).namelist())} entries,"
+        f" {archive.stat().st_size} bytes, SHA-256 {digest}"
+    ]
+    with zipfile.ZipFile(archive) as zipped:
+        assert zipped.testzip() is None
+        table = list(csv.reader(io.StringIO(zipped.read("results/All.csv").decode())))
+        assert table[0] == ["ClientId", "Fqdn", "FlowId", "Hostname", "OS"]
+        assert sorted(row[3] for row in table[1:]) == sorted(SEED_MATCHES)
+        assert {row[0] for row in table[1:]} == {ids[h] for h in SEED_MATCHES}
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["seed.zip"]  # no part file left
+    assert list((server.datastore / "exports").iterdir()) == []
+    audit = [json.loads(line) for line in cli(server, "audit", "--json").stdout.splitlines()]
+    assert audit[-1]["action"] == "export" and audit[-1]["details"]["sha256"] == digest
+
+
+class TamperingProxy:
+    """Between the command line and a real server: a TLS websocket relay, with a CA of its own
+    that the command line is told to trust, which flips one bit of the first binary frame (an
+    export's chunk) on its way to the operator. What TLS rules out on a real link, and what the
+    operator's SHA-256 check must catch whatever else goes wrong."""
+
+    def __init__(self, server: ServerProcess, folder: Path) -> None:
+        self.upstream = server.url
+        self.upstream_ca = (server.datastore / "ca.pem").read_text()
+        ca_cert, ca_key = tls.create_certificate_authority("tampering proxy")
+        cert, key = tls.create_server_certificate(ca_cert, ca_key, [], ["127.0.0.1"])
+        self.ca_file = folder / "proxy-ca.pem"
+        self.ca_file.write_bytes(ca_cert)
+        (folder / "proxy.pem").write_bytes(cert)
+        (folder / "proxy.key").write_bytes(key)
+        self.context = tls.server_ssl_context(folder / "proxy.pem", folder / "proxy.key")
+        self.tampered = 0
+        self.url = ""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[TamperingProxy]:
+        async with serve(self._relay, "127.0.0.1", 0, ssl=self.context, max_size=None,
+                         compression=None) as listener:
+            self.url = f"wss://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+            yield self
+
+    async def _relay(self, downstream: ServerConnection) -> None:
+        assert downstream.request is not None
+        headers = {"Authorization": downstream.request.headers["Authorization"]}
+        async with connect(self.upstream + downstream.request.path,
+                           ssl=pinned_client_ssl_context(self.upstream_ca),
+                           additional_headers=headers, max_size=None,
+                           compression=None) as upstream:
+
+            async def requests() -> None:
+                async for frame in downstream:
+                    await upstream.send(frame)
+
+            async def replies() -> None:
+                async for frame in upstream:
+                    if isinstance(frame, bytes) and not self.tampered:
+                        frame = frame[:-1] + bytes([frame[-1] ^ 0x01])
+                        self.tampered += 1
+                    await downstream.send(frame)
+
+            relays = [asyncio.create_task(requests()), asyncio.create_task(replies())]
+            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+
+
+async def test_an_export_corrupted_in_transit_leaves_no_file_and_exits_1(tmp_path: Path
+                                                                          ) -> None:
+    datastore = tmp_path / "datastore"
+    Datastore.open(datastore)
+    server = ServerProcess(datastore).start()
+    with running(server):
+        created = cli(server, "hunt", "create", "--query", "SELECT * FROM info()")
+        hunt_id = created.stdout.strip()
+        operator = tmp_path / "operator"
+        operator.mkdir()
+        archive = operator / "case.zip"
+        proxy = TamperingProxy(server, tmp_path)
+        async with proxy.running():
+            exporting = await asyncio.create_subprocess_exec(
+                VELOTUI, "hunt", "export", hunt_id, "--server", proxy.url, "--token-file",
+                str(datastore / "api_token"), "--ca-file", str(proxy.ca_file), "-o",
+                str(archive), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            stdout, stderr = await asyncio.wait_for(exporting.communicate(), 120)
+
+    assert list(operator.iterdir()) == []  # no zip, no part file
+    assert exporting.returncode == 1
+    message = stderr.decode()
+    assert message.count("\n") == 1, message
+    assert message.startswith("velotui hunt export: the zip received does not match the"
+                              " server's SHA-256")
+    assert stdout == b""
+    assert proxy.tampered == 1
+
+
 def test_cli_refusals_and_usage_errors(seed_fleet) -> None:
     server, _ids = seed_fleet
     bad = cli(server, "hunt", "create", "--query", "SELECT * FROM info()",
@@ -139,6 +273,20 @@ def test_cli_refusals_and_usage_errors(seed_fleet) -> None:
     assert missing.returncode == 1 and "no hunt 'H.NOSUCHHUNT'" in missing.stderr
     label = cli(server, "clients", "label", "C.0000000000000000", "Finance")
     assert label.returncode == 2 and "+LABEL" in label.stderr
+
+    database = server.datastore / "velotui.db"
+    nowhere = cli(server, "hunt", "export", "H.NOSUCHHUNT")
+    assert nowhere.returncode == 2 and "-o FILE.zip" in nowhere.stderr
+    onto_database = cli(server, "hunt", "export", "H.NOSUCHHUNT", "-o", str(database))
+    assert onto_database.returncode == 1 and onto_database.stderr.count("\n") == 1
+    assert "exists and is not a zip" in onto_database.stderr
+    hunt_id = cli(server, "hunt", "create", "--query", "SELECT * FROM info()").stdout.strip()
+    outside = cli(server, "hunt", "export", hunt_id, "--keep-on-server", "../velotui.db")
+    assert outside.returncode == 1 and outside.stderr.count("\n") == 1
+    assert "cannot name an export: give a file name, not a path" in outside.stderr
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert cli(server, "hunt", "show", hunt_id).returncode == 0
 
 
 def test_server_killed_mid_hunt_keeps_exact_counts_and_every_row_once(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Hunt export: one zip of the hunt, every client's rows, logs and uploads, streamed and safe.
 
-The data is made as the server makes it: real INSERTs through the store's writer into a real
-SQLite file, rows packed with msgpack, uploads as files under the uploads folder.
+The data is made as the server makes it: every hunt, check, collection, row batch, log line and
+upload through the data layer's own statements into a real SQLite file, uploads as files where
+the server keeps them (tests/data_builder.py).
 """
 
 from __future__ import annotations
@@ -12,30 +13,42 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import sqlite3
 import time
 import tracemalloc
 import unicodedata
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.data_builder import DataBuilder
 from velotui.server.data import Database
+from velotui.server.data.flows import Ending
+from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
+from velotui.server.datastore import Datastore
 from velotui.server.exports import (
+    ExportChunk,
     ExportError,
     ExportProgress,
+    ExportResult,
+    export_destination,
     export_hunt,
+    is_reserved_name,
     safe_component,
     safe_upload_name,
+    stream_hunt,
 )
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
-from velotui.server.ids import condition_flow_id, hunt_flow_id
+from velotui.server.ids import hunt_flow_id
+from velotui.server.remote import RemoteError, RemoteService
+from velotui.server.server import Server
 from velotui.server.uploads import upload_path
 
 HUNT_ID = "H.0000000000ABC"
@@ -69,82 +82,15 @@ HOSTILE_NAMES = [
 # Making the data the way the server does --------------------------------------------------------
 
 
-def insert_hunt(connection: sqlite3.Connection, hunt_id: str = HUNT_ID) -> None:
-    connection.execute(
-        "INSERT INTO hunts (hunt_id, description, query, client_condition, server_condition,"
-        " rate, client_limit, expires, timeout, max_rows, max_upload_bytes, state, created,"
-        " creator, started, start_timestamp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (hunt_id, "processes everywhere", "SELECT * FROM pslist()", DEFAULT_CLIENT_CONDITION,
-         "SELECT * FROM rows WHERE OS = 'linux'", 60.0, 100, NOW + 7 * 86400, 600.0, 5000,
-         1_000_000, "running", NOW, "alice", NOW + 1, 1_800_000_001_000_000),
-    )
-
-
-def insert_client(connection: sqlite3.Connection, client_id: str, facts: dict[str, Any],
-                  operator_labels: list[str] | None = None) -> None:
-    connection.execute(
-        "INSERT INTO clients (client_id, public_key, first_seen, last_seen, facts, agent_labels,"
-        " operator_labels) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (client_id, b"key-" + client_id.encode(), NOW - 1000, NOW + 50, json.dumps(facts),
-         json.dumps(["agent-label"]), json.dumps(operator_labels or [])),
-    )
-
-
-def insert_flow(connection: sqlite3.Connection, client_id: str, flow_id: str, *,
-                kind: str = "collection", state: str = "finished", finished: float | None = None,
-                rows: int = 0, error: str | None = None) -> None:
-    connection.execute(
-        "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, timeout, max_rows,"
-        " max_upload_bytes, state, created, started, finished, rows, bytes, error)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (client_id, flow_id, HUNT_ID, kind, "SELECT * FROM pslist()", 600.0, 5000, 1_000_000,
-         state, NOW + 2, NOW + 3, finished, rows, 0, error),
-    )
-
-
-def insert_hunt_client(connection: sqlite3.Connection, client_id: str, queue: str,
-                       flow_id: str | None, attempt: int = 1) -> None:
-    connection.execute(
-        "INSERT INTO hunt_clients (hunt_id, client_id, queue, stage, flow_id, attempt, checked,"
-        " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (HUNT_ID, client_id, queue, "collection" if flow_id else "condition", flow_id, attempt,
-         NOW + 1, NOW + 20),
-    )
-
-
-def insert_batches(connection: sqlite3.Connection, client_id: str, flow_id: str,
-                   batches: list[list[dict[str, Any]]], first_seq: int = 1) -> None:
-    connection.executemany(
-        "INSERT INTO flow_rows (client_id, flow_id, seq, row_count, data) VALUES (?,?,?,?,?)",
-        [(client_id, flow_id, first_seq + i, len(batch), msgpack.packb(batch, use_bin_type=True))
-         for i, batch in enumerate(batches)],
-    )
-
-
-def insert_log(connection: sqlite3.Connection, client_id: str, flow_id: str, seq: int,
-               message: str) -> None:
-    connection.execute(
-        "INSERT INTO flow_logs (client_id, flow_id, seq, time, level, message)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (client_id, flow_id, seq, NOW + seq, "INFO", message),
-    )
-
-
-def store_upload(connection: sqlite3.Connection, uploads_dir: Path, client_id: str,
-                 flow_id: str, upload_id: int, name: str, data: bytes) -> None:
-    path = upload_path(uploads_dir, client_id, flow_id, upload_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    connection.execute(
-        "INSERT INTO uploads (client_id, flow_id, upload_id, name, path, size, sha256, complete)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-        (client_id, flow_id, upload_id, name, str(path.relative_to(uploads_dir)), len(data),
-         hashlib.sha256(data).hexdigest()),
-    )
+HUNT_LIMITS = replace(DEFAULT_LIMITS, max_rows=5000, max_upload_bytes=1_000_000)
 
 
 def upload_bytes(index: int) -> bytes:
     return f"upload {index}\n".encode() * (index + 1) + bytes(range(256))
+
+
+ALPHA_UPLOADS = [(upload_id, name, upload_bytes(upload_id))
+                 for upload_id, name in enumerate(HOSTILE_NAMES)]
 
 
 @pytest.fixture
@@ -163,47 +109,54 @@ def uploads_dir(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-async def fleet(store: Database, uploads_dir: Path) -> Database:
+async def the_hunt(build: DataBuilder, limits: FlowLimits = HUNT_LIMITS) -> None:
+    await build.hunt(HUNT_ID, "SELECT * FROM pslist()", created=NOW, started=NOW + 1,
+                     description="processes everywhere", rate=60.0, limit=100,
+                     server_condition="SELECT * FROM rows WHERE OS = 'linux'",
+                     expires=NOW + 7 * 86400, creator="alice", limits=limits)
+
+
+async def build_fleet(db: Database, uploads_dir: Path, *,
+                      alpha_extra: list[tuple[int, str, bytes]] | None = None,
+                      limits: FlowLimits = HUNT_LIMITS) -> Database:
     """A hunt over five clients: alpha (rows, logs, hostile uploads), beta (relaunched, other
     columns, no Fqdn), a client with no facts and no rows, one not matched, one pending."""
-
-    def populate(connection: sqlite3.Connection) -> None:
-        insert_hunt(connection)
-        insert_client(connection, "C.alpha1", {"Hostname": "alpha", "Fqdn": "alpha.corp.example",
-                                               "OS": "linux"}, ["ir"])
-        insert_client(connection, "C.beta22", {"Hostname": "be/ta\\..", "OS": "windows"})
-        insert_client(connection, "C.nofact", {})
-        insert_client(connection, "C.nomatch", {"Hostname": "gamma"})
-        insert_client(connection, "C.pending", {"Hostname": "delta"})
-
-        insert_flow(connection, "C.alpha1", condition_flow_id(HUNT_ID), kind="condition")
-        insert_flow(connection, "C.alpha1", FLOW, finished=NOW + 10, rows=3)
-        insert_hunt_client(connection, "C.alpha1", "results", FLOW)
-        insert_batches(connection, "C.alpha1", FLOW, ALPHA_ROWS)
-        insert_log(connection, "C.alpha1", FLOW, 3, "starting")
-        insert_log(connection, "C.alpha1", FLOW, 4, "done")
-        for upload_id, name in enumerate(HOSTILE_NAMES):
-            store_upload(connection, uploads_dir, "C.alpha1", FLOW, upload_id, name,
-                         upload_bytes(upload_id))
-
-        insert_flow(connection, "C.beta22", FLOW, state="error", finished=NOW + 5,
-                    error="timed out")
-        insert_batches(connection, "C.beta22", FLOW, BETA_OLD_ROWS)
-        insert_flow(connection, "C.beta22", FLOW_2, finished=NOW + 30, rows=1)
-        insert_hunt_client(connection, "C.beta22", "results", FLOW_2, attempt=2)
-        insert_batches(connection, "C.beta22", FLOW_2, BETA_ROWS)
-        store_upload(connection, uploads_dir, "C.beta22", FLOW_2, 0, "gone.bin", b"lost")
-
-        insert_flow(connection, "C.nofact", FLOW, finished=NOW + 20)
-        insert_hunt_client(connection, "C.nofact", "completed", FLOW)
-        insert_hunt_client(connection, "C.nomatch", "not_matched", None)
-        insert_hunt_client(connection, "C.pending", "pending", None)
-
-    await store.store.write(populate)
+    build = DataBuilder(db, uploads_dir)
+    await the_hunt(build, limits)
+    for client_id, facts, labels in (
+        ("C.alpha1", {"Hostname": "alpha", "Fqdn": "alpha.corp.example", "OS": "linux"},
+         ["ir"]),
+        ("C.beta22", {"Hostname": "be/ta\\..", "OS": "windows"}, []),
+        ("C.nofact", {}, []),
+        ("C.nomatch", {"Hostname": "gamma"}, []),
+        ("C.pending", {"Hostname": "delta"}, []),
+    ):
+        await build.client(client_id, facts, first_seen=NOW - 1000, last_seen=NOW + 50,
+                           agent_labels=["agent-label"], operator_labels=labels)
+        await build.check(HUNT_ID, client_id, matched=client_id != "C.nomatch", at=NOW + 1,
+                          row=facts)
+    await build.collect(
+        HUNT_ID, "C.alpha1", created=NOW + 2, started=NOW + 3, finished=NOW + 10,
+        batches=ALPHA_ROWS, logs=[(NOW + 3, "info", "starting"), (NOW + 4, "info", "done")],
+        uploads=ALPHA_UPLOADS + (alpha_extra or []),
+    )
+    await build.collect(HUNT_ID, "C.beta22", created=NOW + 2, started=NOW + 3,
+                        finished=NOW + 5, batches=BETA_OLD_ROWS,
+                        end=Ending("error", "timed out"))
+    await build.relaunch(HUNT_ID, "C.beta22", NOW + 6)
+    await build.collect(HUNT_ID, "C.beta22", attempt=2, created=NOW + 7, started=NOW + 8,
+                        finished=NOW + 30, batches=BETA_ROWS,
+                        uploads=[(0, "gone.bin", b"lost")])
+    await build.collect(HUNT_ID, "C.nofact", created=NOW + 2, started=NOW + 3,
+                        finished=NOW + 20)
     # The file of one upload went missing after it was recorded.
     upload_path(uploads_dir, "C.beta22", FLOW_2, 0).unlink()
-    return store
+    return db
+
+
+@pytest.fixture
+async def fleet(store: Database, uploads_dir: Path) -> Database:
+    return await build_fleet(store, uploads_dir)
 
 
 def client_entries(folder: str, kinds: tuple[str, ...], uploads: list[str] = ()) -> set[str]:
@@ -273,7 +226,7 @@ async def test_a_summary_has_no_client_folders(
 async def test_a_hunt_without_collections_exports_its_description_and_empty_results(
     store: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
-    await store.store.write(insert_hunt)
+    await the_hunt(DataBuilder(store, uploads_dir))
     destination = tmp_path / "empty.zip"
     result = await export_hunt(store, uploads_dir, HUNT_ID, destination, fmt="both")
 
@@ -306,7 +259,8 @@ async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
         "server_condition": "SELECT * FROM rows WHERE OS = 'linux'",
     }
     assert (hunt["rate"], hunt["limit"], hunt["expires"]) == (60.0, 100, NOW + 7 * 86400)
-    assert hunt["limits"] == {"timeout": 600.0, "max_rows": 5000, "max_upload_bytes": 1_000_000}
+    assert hunt["limits"] == {**asdict(DEFAULT_LIMITS), "max_rows": 5000,
+                              "max_upload_bytes": 1_000_000}
     # Every queue is there, zero when empty, from the hunt_clients rows themselves.
     assert hunt["counts"] == {"not_matched": 1, "pending": 1, "running": 0, "completed": 1,
                               "results": 2, "errors": 0}
@@ -382,15 +336,16 @@ async def test_client_json_and_log_describe_the_client_and_its_flow(
     assert alpha["labels"] == ["agent-label", "ir"]
     assert (alpha["first_seen"], alpha["last_seen"]) == (NOW - 1000, NOW + 50)
     assert alpha["hunt"]["queue"] == "results"
-    assert alpha["flow"] == {"flow_id": FLOW, "state": "finished", "rows": 3, "bytes": 0,
+    uploaded = sum(len(data) for _id, _name, data in ALPHA_UPLOADS)
+    assert alpha["flow"] == {"flow_id": FLOW, "state": "finished", "rows": 3, "bytes": uploaded,
                              "error": None, "created": NOW + 2, "started": NOW + 3,
                              "finished": NOW + 10, "duration": 7.0}
     assert alpha["export"]["rows"] == 3
     assert beta["flow"]["flow_id"] == FLOW_2
     assert beta["hunt"]["attempt"] == 2
     assert (nofact["hostname"], nofact["hunt"]["queue"]) == ("", "completed")
-    assert log == [{"time": NOW + 3, "level": "INFO", "message": "starting"},
-                   {"time": NOW + 4, "level": "INFO", "message": "done"}]
+    assert log == [{"time": NOW + 3, "level": "info", "message": "starting"},
+                   {"time": NOW + 4, "level": "info", "message": "done"}]
 
 
 # Hostile names ----------------------------------------------------------------------------------
@@ -405,6 +360,7 @@ def assert_safe_entry(name: str) -> None:
     assert ".." not in name, name
     assert all(unicodedata.category(ch) not in ("Cc", "Cf") for ch in name), name
     assert all(len(part.encode()) <= 200 for part in parts), name
+    assert not any(is_reserved_name(part) for part in parts), name
 
 
 async def test_hostile_upload_names_are_made_safe_and_the_bytes_kept(
@@ -459,6 +415,150 @@ def test_any_hostname_becomes_one_safe_component(name: str) -> None:
     assert_safe_entry(safe)
 
 
+WINDOWS_DEVICE_NAMES = ["CON", "con", "CON.txt", "COM1.tar.gz", "LPT9", "CON.", "CON ", "nul.",
+                        "AUX .log", "PRN..txt", "COM\u00b9", "lpt\u00b3.txt", "COM\u00b2.log",
+                        "CONIN$", "conout$.log", "COM0", "LPT0.txt"]
+
+
+@pytest.mark.parametrize("name", WINDOWS_DEVICE_NAMES)
+def test_windows_device_names_never_become_entry_names(name: str) -> None:
+    assert is_reserved_name(name)
+    for safe in (safe_component(name), safe_upload_name(name)):
+        assert safe.startswith("_"), safe
+        assert not is_reserved_name(safe)
+    assert not is_reserved_name(safe_upload_name(f"C:\\x\\{name}"))
+
+
+@pytest.mark.parametrize("name", ["CONSOLE", "COM10", "com", "LPT", "NULL.txt", "xCON",
+                                  "AUXILIARY.log", "COM\u2074"])
+def test_names_that_only_look_like_device_names_are_kept(name: str) -> None:
+    assert not is_reserved_name(name)
+    assert safe_component(name) == name
+
+
+# Where exports may be kept ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("/var/lib/velotui/velotui.db", "not a path"),
+    ("../velotui.db", "not a path"),
+    ("velotui.db", "must end in .zip"),
+    ("cases/H.1.zip", "not a path"),
+    ("cases\\H.1.zip", "not a path"),
+    ("H..zip", "'..'"),
+    (".H.1.zip", "starts with a dot"),
+    ("H.1\x07.zip", "control"),
+    ("H.1\u202e.zip", "control"),
+    ("", "empty"),
+    ("CON.zip", "portable"),
+    ("H:1.zip", "portable"),
+    ("A" * 200 + ".zip", "longer than"),
+])
+def test_an_export_name_that_is_not_a_plain_zip_file_name_is_refused(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    with pytest.raises(ExportError, match=reason) as refused:
+        export_destination(exports, name)
+    assert "\n" not in str(refused.value)
+    assert list(exports.iterdir()) == []
+
+
+async def test_an_existing_file_is_replaced_only_when_it_is_an_earlier_export(
+    fleet: Database, uploads_dir: Path, tmp_path: Path
+) -> None:
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    database = tmp_path / "velotui.db"
+    (exports / "notes.zip").write_text("not a zip")
+    (exports / "linked.zip").symlink_to(database)
+    (exports / "folder.zip").mkdir()
+    with zipfile.ZipFile(exports / "other.zip", "w") as other:
+        other.writestr("readme.txt", "a zip, but not an export")
+    for name in ("notes.zip", "linked.zip", "folder.zip", "other.zip"):
+        with pytest.raises(ExportError, match="exists and is not an earlier export"):
+            export_destination(exports, name)
+        with pytest.raises(ExportError, match="exists and is not an earlier export"):
+            await export_hunt(fleet, uploads_dir, HUNT_ID, exports / name)
+    with pytest.raises(ExportError, match="exists and is not an earlier export"):
+        await export_hunt(fleet, uploads_dir, HUNT_ID, database)
+    assert (exports / "notes.zip").read_text() == "not a zip"
+    assert (exports / "linked.zip").is_symlink()
+
+    first = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", summary=True)
+    assert export_destination(exports, "H.zip") == exports / "H.zip"
+    second = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", fmt="both")
+    assert second.entries > first.entries
+    assert hashlib.sha256((exports / "H.zip").read_bytes()).hexdigest() == second.sha256
+
+
+# Streaming --------------------------------------------------------------------------------------
+
+
+async def collect_stream(parts: AsyncIterator[Any]) -> tuple[list[ExportChunk],
+                                                             list[ExportProgress],
+                                                             ExportResult]:
+    chunks, reports, results = [], [], []
+    async for part in parts:
+        {ExportChunk: chunks, ExportProgress: reports, ExportResult: results}[type(part)].append(
+            part)
+    [result] = results
+    return chunks, reports, result
+
+
+async def test_a_streamed_export_is_the_whole_zip_in_order_with_its_sha256(
+    store: Database, uploads_dir: Path, tmp_path: Path
+) -> None:
+    big = os.urandom(1_500_000)  # random, so the zip is several chunks whatever the compression
+    fleet = await build_fleet(store, uploads_dir, alpha_extra=[(99, "memory.raw", big)],
+                              limits=DEFAULT_LIMITS)
+    kept = tmp_path / "kept.zip"
+    chunks, reports, result = await collect_stream(
+        stream_hunt(fleet, uploads_dir, HUNT_ID, fmt="both", keep=kept)
+    )
+
+    data = b"".join(chunk.data for chunk in chunks)
+    assert len(chunks) > 4
+    assert [chunk.offset for chunk in chunks] == list(
+        itertools.accumulate([0] + [len(chunk.data) for chunk in chunks[:-1]]))
+    assert result.bytes == len(data)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert kept.read_bytes() == data  # the copy kept is byte for byte what was sent
+    assert result.path == kept
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        assert archive.read("alpha-C.alpha1/uploads/memory.raw") == big
+        assert len(read_jsonl(archive, "results/All.jsonl")) == 4
+        assert result.entries == len(archive.namelist())
+    assert reports and reports[-1].clients_done == 3
+
+
+async def test_a_streamed_export_that_keeps_nothing_writes_nothing(
+    fleet: Database, uploads_dir: Path, tmp_path: Path
+) -> None:
+    before = sorted(tmp_path.rglob("*"))
+    chunks, _reports, result = await collect_stream(stream_hunt(fleet, uploads_dir, HUNT_ID))
+    assert result.path is None
+    assert zipfile.ZipFile(io.BytesIO(b"".join(c.data for c in chunks))).testzip() is None
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+async def test_a_stream_closed_early_keeps_nothing(
+    store: Database, uploads_dir: Path, tmp_path: Path
+) -> None:
+    fleet = await build_fleet(store, uploads_dir, limits=DEFAULT_LIMITS,
+                              alpha_extra=[(99, "memory.raw", os.urandom(3_000_000))])
+    kept = tmp_path / "kept.zip"
+    parts = stream_hunt(fleet, uploads_dir, HUNT_ID, keep=kept)
+    async for part in parts:
+        if isinstance(part, ExportChunk):
+            break
+    await parts.aclose()
+    assert not kept.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
 # Errors -----------------------------------------------------------------------------------------
 
 
@@ -490,7 +590,8 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
     fleet: Database, uploads_dir: Path, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    destination.write_bytes(b"the previous export")
+    await export_hunt(fleet, uploads_dir, HUNT_ID, destination, summary=True)
+    previous = destination.read_bytes()
     seen: list[ExportProgress] = []
 
     def fail_after_first_client(progress: ExportProgress) -> None:
@@ -502,7 +603,7 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
         await export_hunt(fleet, uploads_dir, HUNT_ID, destination,
                           progress=fail_after_first_client)
     assert seen  # it did get under way
-    assert destination.read_bytes() == b"the previous export"
+    assert destination.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.zip", "uploads",
                                                           "velotui.db", "velotui.db-shm",
                                                           "velotui.db-wal"]
@@ -562,22 +663,18 @@ async def test_a_big_export_completes_in_flat_memory(
 ) -> None:
     filler = "x" * 200
 
-    def populate(connection: sqlite3.Connection) -> None:
-        insert_hunt(connection)
-        for number in range(BIG_CLIENTS):
-            client_id = f"C.big{number:04d}"
-            insert_client(connection, client_id, {"Hostname": f"host{number}"})
-            insert_flow(connection, client_id, FLOW, finished=NOW + 10,
-                        rows=BIG_ROWS_PER_CLIENT)
-            insert_hunt_client(connection, client_id, "results", FLOW)
-            for start in range(0, BIG_ROWS_PER_CLIENT, BIG_BATCH):
-                batch = [{"Index": start + i, "Client": number, "Filler": filler,
-                          f"Extra{number}": i}
-                         for i in range(BIG_BATCH)]
-                insert_batches(connection, client_id, FLOW, [batch],
-                               first_seq=start // BIG_BATCH + 1)
-
-    await store.store.write(populate)
+    build = DataBuilder(store, uploads_dir)
+    await the_hunt(build, DEFAULT_LIMITS)
+    for number in range(BIG_CLIENTS):
+        client_id = f"C.big{number:04d}"
+        await build.client(client_id, {"Hostname": f"host{number}"}, first_seen=NOW,
+                           last_seen=NOW)
+        await build.check(HUNT_ID, client_id, matched=True, at=NOW + 1)
+        batches = [[{"Index": start + i, "Client": number, "Filler": filler,
+                     f"Extra{number}": i} for i in range(BIG_BATCH)]
+                   for start in range(0, BIG_ROWS_PER_CLIENT, BIG_BATCH)]
+        await build.collect(HUNT_ID, client_id, created=NOW + 2, started=NOW + 3,
+                            finished=NOW + 10, batches=batches)
     total_rows = BIG_CLIENTS * BIG_ROWS_PER_CLIENT
     stored = await store.store.fetch_one("SELECT SUM(LENGTH(data)) AS n FROM flow_rows")
     stored_bytes = stored["n"]
@@ -606,3 +703,144 @@ async def test_a_big_export_completes_in_flat_memory(
         assert counted == total_rows
         assert header[:6] == ["ClientId", "Fqdn", "FlowId", "Index", "Client", "Filler"]
         assert header[6:] == [f"Extra{n}" for n in range(BIG_CLIENTS)]
+
+
+# Through the operator API -------------------------------------------------------------------------
+
+
+def database_state(datastore: Datastore) -> tuple[str, list[tuple[str, str]]]:
+    with sqlite3.connect(f"file:{datastore.database_path}?mode=ro", uri=True) as connection:
+        (integrity,) = connection.execute("PRAGMA integrity_check").fetchone()
+        hunts = connection.execute("SELECT hunt_id, description FROM hunts").fetchall()
+    return integrity, hunts
+
+
+@pytest.fixture
+async def operator(server: Server) -> AsyncIterator[tuple[RemoteService, str]]:
+    """An operator connected over the operator API, and a hunt of the server's."""
+    hunt = await server.service("operator").create_hunt(query="SELECT * FROM info()",
+                                                        description="kept safe")
+    datastore = server.datastore
+    remote = await RemoteService.connect(server.url, datastore.api_token(), datastore.ca_pem())
+    try:
+        yield remote, hunt["hunt_id"]
+    finally:
+        await remote.close()
+
+
+@pytest.mark.parametrize("name", ["{datastore}/velotui.db", "../velotui.db", "velotui.db",
+                                  "../../elsewhere.zip", "cases/H.zip", ".H.zip"])
+async def test_the_server_keeps_exports_only_in_its_exports_folder(
+    server: Server, operator: tuple[RemoteService, str], name: str
+) -> None:
+    remote, hunt_id = operator
+    datastore = server.datastore
+    name = name.format(datastore=datastore.root)
+    before = database_state(datastore)
+    files_before = sorted(datastore.root.rglob("*"))
+
+    # The old shape of the call, a path on the server's machine, is refused.
+    with pytest.raises(RemoteError, match="path"):
+        async for _event in remote.export_hunt(hunt_id=hunt_id, path=name):
+            pass
+    with pytest.raises(RemoteError, match="cannot name an export") as refused:
+        async for _event in remote.export_hunt(hunt_id=hunt_id, keep_on_server=name):
+            pass
+
+    assert "\n" not in str(refused.value)
+    assert database_state(datastore) == before == ("ok", [(hunt_id, "kept safe")])
+    assert sorted(datastore.root.rglob("*")) == files_before
+    assert list(datastore.exports_dir.iterdir()) == []
+    assert await remote.get_hunt(hunt_id=hunt_id)  # the server carries on
+
+
+async def test_an_export_kept_on_the_server_is_in_its_exports_folder_and_is_what_was_sent(
+    server: Server, operator: tuple[RemoteService, str]
+) -> None:
+    remote, hunt_id = operator
+    chunks: list[bytes] = []
+    done: dict[str, Any] = {}
+    async for event in remote.export_hunt(hunt_id=hunt_id, format="both",
+                                          keep_on_server="case-42.zip"):
+        if event["event"] == "chunk":
+            assert isinstance(event["data"], bytes)  # a binary frame, not base64
+            chunks.append(event["data"])
+        elif event["event"] == "done":
+            done = event
+    kept = server.datastore.exports_dir / "case-42.zip"
+    data = b"".join(chunks)
+    assert done["kept"] == str(kept)
+    assert kept.read_bytes() == data
+    assert done["sha256"] == hashlib.sha256(data).hexdigest() and done["bytes"] == len(data)
+    with zipfile.ZipFile(kept) as archive:
+        assert json.loads(archive.read("hunt.json"))["hunt_id"] == hunt_id
+
+    # Kept only: nothing is sent. The earlier export under that name is replaced.
+    events = [event async for event in remote.export_hunt(
+        hunt_id=hunt_id, keep_on_server="case-42.zip", send=False, summary=True)]
+    assert {event["event"] for event in events} <= {"progress", "done"}
+    assert events[-1]["sha256"] == hashlib.sha256(kept.read_bytes()).hexdigest()
+    assert sorted(p.name for p in server.datastore.exports_dir.iterdir()) == ["case-42.zip"]
+    audit = await remote.audit_log()
+    assert [(entry["action"], entry["details"]["kept"]) for entry in audit[-2:]] == [
+        ("export", str(kept)), ("export", str(kept))]
+
+
+async def test_a_reader_that_stops_holds_the_export_up_instead_of_filling_memory(
+    tmp_path: Path,
+) -> None:
+    """The server makes the zip only as fast as the operator takes it: while the reader stops,
+    neither side gathers the zip in memory, and the export resumes when it reads again."""
+    datastore = Datastore.open(tmp_path / "datastore")
+    uploads = [os.urandom(6_000_000) for _ in range(8)]  # random: the zip is as big, 48 MB
+
+    store = await Database.open(datastore.database_path)
+    build = DataBuilder(store, datastore.uploads_dir)
+    await the_hunt(build, DEFAULT_LIMITS)
+    await build.client("C.big", {"Hostname": "big"}, first_seen=NOW, last_seen=NOW)
+    await build.check(HUNT_ID, "C.big", matched=True, at=NOW + 1)
+    await build.collect(HUNT_ID, "C.big", created=NOW + 2, started=NOW + 3, finished=NOW + 10,
+                        uploads=[(upload_id, f"disk{upload_id}.img", data)
+                                 for upload_id, data in enumerate(uploads)])
+    await store.close()
+    server = Server(datastore, "127.0.0.1:0")
+    await server.start()
+    remote = await RemoteService.connect(server.url, datastore.api_token(), datastore.ca_pem())
+    tracemalloc.start()
+    try:
+        events = remote.export_hunt(hunt_id=HUNT_ID)
+        received = hashlib.sha256()
+        size = 0
+        async for event in events:
+            if event["event"] == "chunk":
+                received.update(event["data"])
+                size += len(event["data"])
+                break
+        held_from = tracemalloc.get_traced_memory()[0]
+
+        # The reader stops. With every queue bounded the export soon waits for it; were any
+        # unbounded, the server would go on making the zip into memory. Nothing is timed here:
+        # the check only looks, for a while, for growth that must never come.
+        deadline = time.monotonic() + 3
+        grown = 0
+        while time.monotonic() < deadline and grown < 24_000_000:
+            await asyncio.sleep(0.05)
+            grown = tracemalloc.get_traced_memory()[0] - held_from
+        assert grown < 24_000_000
+
+        done: dict[str, Any] = {}
+        async for event in events:
+            if event["event"] == "chunk":
+                received.update(event["data"])
+                size += len(event["data"])
+            elif event["event"] == "done":
+                done = event
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await remote.close()
+        await server.stop()
+    assert size == done["bytes"] > sum(map(len, uploads))
+    assert done["sha256"] == received.hexdigest()
+    # Both sides in this process: a few chunks in each queue, never a sizeable part of the zip.
+    assert peak < 24_000_000

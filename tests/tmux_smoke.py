@@ -365,7 +365,8 @@ class Smoke:
         self.screen = self.tmux.capture()
         status = self.tmux.show("#{pane_dead_status}")
         if status != "0":
-            self.fail(f"the console exited with status {status!r} after q")
+            signal = self.tmux.show("#{pane_dead_signal}")
+            self.fail(f"the console exited with status {status!r} (signal {signal!r}) after q")
         if "Traceback" in self.screen:
             self.fail("the console printed a traceback on its way out")
         self.say("q: the console exited with status 0")

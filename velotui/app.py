@@ -160,8 +160,9 @@ class VelotuiApp(App[int]):
             self._remember(hunt)
 
     def export_hunt(self, hunt_id: str) -> None:
-        folder = self.link.exports_dir or Path.cwd()
-        self.push_screen(ExportScreen(hunt_id, ExportOptions(path=str(folder / f"{hunt_id}.zip"))))
+        # The zip lands on this machine, by default in the folder the console was started in.
+        default = Path.cwd() / f"{hunt_id}.zip"
+        self.push_screen(ExportScreen(hunt_id, ExportOptions(path=str(default))))
 
     def _remember(self, hunt: dict[str, Any] | None) -> None:
         if hunt is not None:

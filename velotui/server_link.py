@@ -29,7 +29,6 @@ class ServerLink:
 
     api: Any
     description: str = ""
-    exports_dir: Path | None = None
 
     async def start(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -52,7 +51,6 @@ class EmbeddedLink(ServerLink):
         datastore = Datastore.open(self.datastore_path)
         self.server = Server(datastore, self.listen)
         await self.server.start()
-        self.exports_dir = datastore.exports_dir
         self.description = self.server.url
         self.api = self.server.service(f"console:{_user()}")
         if self.demo:
@@ -80,9 +78,6 @@ class RemoteLink(ServerLink):
     async def start(self) -> Any:
         self.api = await RemoteService.connect(self.url, self.token, self.ca_pem)
         self.description = f"{self.url} (connected)"
-        info = await self.api.server_info()
-        datastore = info.get("datastore")
-        self.exports_dir = Path(datastore) / "exports" if datastore else None
         return self.api
 
     async def stop(self) -> None:

@@ -14,6 +14,8 @@ from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
 from velotui.cli.limits import add_limit_options, limit_arguments
 from velotui.cli.output import render_table
+from velotui.display import size
+from velotui.export_receiver import ExportReceiveError, ReceiveProgress, receive_export
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.remote import RemoteService
 from velotui.vql.values import cell_text
@@ -73,14 +75,20 @@ def add_parsers(subparsers: Any) -> None:
     estimate.add_argument("--json", action="store_true")
     estimate.set_defaults(handler=lambda args: run_remote(args, estimate_hunt))
 
-    export = actions.add_parser("export", help="every client's results and files as one zip")
+    export = actions.add_parser(
+        "export", help="every client's results and files as one zip, written on this machine",
+    )
     add_server_options(export)
     export.add_argument("hunt_id", metavar="ID")
-    export.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.zip")
+    export.add_argument("-o", "--output", type=Path, metavar="FILE.zip",
+                        help="where the zip is written, on this machine (a zip there is replaced)")
     export.add_argument("--format", choices=("json", "csv", "both"), default="json")
     export.add_argument("--summary", action="store_true",
                         help="results and hunt.json only, no folder per client")
-    export.set_defaults(handler=lambda args: run_remote(args, export_hunt))
+    export.add_argument("--keep-on-server", metavar="NAME.zip",
+                        help="also keep a copy in the server's <datastore>/exports folder, as"
+                             " NAME.zip (a name, not a path); alone, keep it there only")
+    export.set_defaults(handler=_export_handler)
 
     audit = subparsers.add_parser("audit", help="every operator action, with time and who")
     add_server_options(audit)
@@ -236,27 +244,75 @@ async def estimate_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_handler(args: argparse.Namespace) -> int:
+    if args.output is None and args.keep_on_server is None:
+        print("velotui hunt: export needs -o FILE.zip (on this machine), --keep-on-server"
+              " NAME.zip (on the server), or both", file=sys.stderr)
+        return 2
+    return run_remote(args, export_hunt)
+
+
 async def export_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
-    destination = args.output.expanduser().absolute()
-    last_shown = 0.0
-    result: dict[str, Any] | None = None
-    async for event in remote.export_hunt(hunt_id=args.hunt_id, path=str(destination),
-                                          format=args.format, summary=args.summary):
-        if event.get("event") == "progress" and sys.stderr.isatty():
-            if time.monotonic() - last_shown > 0.2:
-                last_shown = time.monotonic()
-                print(f"\rexporting: {event['clients_done']}/{event['clients_total']} clients,"
-                      f" {event['rows_written']} rows", end="", file=sys.stderr, flush=True)
-        elif event.get("event") == "done":
-            result = event
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
-    if result is None:
-        print("velotui hunt export: the server ended without finishing", file=sys.stderr)
+    events = remote.export_hunt(hunt_id=args.hunt_id, format=args.format, summary=args.summary,
+                                keep_on_server=args.keep_on_server,
+                                send=args.output is not None)
+    if args.output is None:
+        return await _keep_on_server_only(events)
+    shown = _ProgressLine()
+    try:
+        received = await receive_export(events, args.output, shown.update)
+    except ExportReceiveError as error:
+        shown.end()
+        print(f"velotui hunt export: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {result['path']}: {result['clients']} clients, {result['rows']} rows,"
-          f" {result['entries']} entries, {result['bytes']} bytes")
+    shown.end()
+    print(f"wrote {received.path}: {received.clients} clients, {received.rows} rows,"
+          f" {received.entries} entries, {received.bytes} bytes, SHA-256 {received.sha256}")
+    if received.kept:
+        print(f"kept a copy on the server: {received.kept}")
     return 0
+
+
+async def _keep_on_server_only(events: Any) -> int:
+    shown = _ProgressLine()
+    done: dict[str, Any] | None = None
+    async for event in events:
+        if event.get("event") == "progress":
+            shown.update(ReceiveProgress(event["clients_done"], event["clients_total"],
+                                         event["rows_written"], 0))
+        elif event.get("event") == "done":
+            done = event
+    shown.end()
+    if done is None:
+        print("velotui hunt export: the server ended the export without finishing it",
+              file=sys.stderr)
+        return 1
+    print(f"kept on the server {done['kept']}: {done['clients']} clients, {done['rows']} rows,"
+          f" {done['entries']} entries, {done['bytes']} bytes, SHA-256 {done['sha256']}")
+    return 0
+
+
+class _ProgressLine:
+    """One line on standard error, rewritten at most five times a second, on a terminal only."""
+
+    def __init__(self) -> None:
+        self._shown = 0.0
+        self._used = False
+
+    def update(self, progress: ReceiveProgress) -> None:
+        if not sys.stderr.isatty() or time.monotonic() - self._shown < 0.2:
+            return
+        self._shown = time.monotonic()
+        self._used = True
+        received = f", {size(progress.bytes_received)} received" if progress.bytes_received \
+            else ""
+        print(f"\rexporting: {progress.clients_done}/{progress.clients_total} clients,"
+              f" {progress.rows} rows{received}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self._used:
+            print(file=sys.stderr)
+            self._used = False
 
 
 SERVER_OPTIONS = {"--datastore": Path, "--server": str, "--token-file": Path, "--ca-file": Path}

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, Select, Static
 
 from velotui.display import size
+from velotui.export_receiver import ExportReceiveError, ReceiveProgress, receive_export
 from velotui.server.errors import ServiceError
 
 
@@ -80,7 +81,8 @@ class ExportOptions:
 
 
 class ExportScreen(ModalScreen[None]):
-    """Where and how to export a hunt, then a progress bar while the zip is written."""
+    """Where (a file on this machine, whichever machine the server is on) and how to export a
+    hunt, then a progress bar while the zip arrives."""
 
     CSS_PATH = "dialogs.tcss"
     BINDINGS = [
@@ -97,7 +99,7 @@ class ExportScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label(f"Export {self.hunt_id}", classes="title")
-            yield Label("Zip file (on the server's machine)")
+            yield Label("Zip file (on this machine)")
             yield Input(self.options.path, id="path")
             with Horizontal(classes="row"):
                 yield Select([("JSON", "json"), ("CSV", "csv"), ("both", "both")],
@@ -133,33 +135,31 @@ class ExportScreen(ModalScreen[None]):
         )
         self.running = True
         self.query_one("#progress", ProgressBar).display = True
-        self.query_one("#hint", Static).update("writing…")
+        self.query_one("#hint", Static).update("receiving…")
         self.write_zip()
 
     @work(exclusive=True)
     async def write_zip(self) -> None:
         bar = self.query_one("#progress", ProgressBar)
-        result = None
+        hint = self.query_one("#hint", Static)
+
+        def show(progress: ReceiveProgress) -> None:
+            bar.update(total=max(progress.clients_total, 1), progress=progress.clients_done)
+            hint.update(f"receiving… {progress.rows} rows, {size(progress.bytes_received)}")
+
+        events = self.app.api.export_hunt(hunt_id=self.hunt_id, format=self.options.format,
+                                          summary=self.options.summary)
         try:
-            async for event in self.app.api.export_hunt(
-                hunt_id=self.hunt_id, path=self.options.path, format=self.options.format,
-                summary=self.options.summary,
-            ):
-                if event.get("event") == "progress":
-                    bar.update(total=max(event["clients_total"], 1),
-                               progress=event["clients_done"])
-                elif event.get("event") == "done":
-                    result = event
-        except ServiceError as error:
+            received = await receive_export(events, self.options.path, show)
+        except (ServiceError, ExportReceiveError) as error:
             self.app.notify(str(error), title="Export failed", severity="error")
             self.running = False
             self.dismiss(None)
             return
         self.running = False
-        if result is not None:
-            self.app.notify(
-                f"{result['path']}\n{result['clients']} clients, {result['rows']} rows,"
-                f" {size(result['bytes'])}",
-                title=f"{self.hunt_id} exported", timeout=10,
-            )
+        self.app.notify(
+            f"{received.path}\nSHA-256 {received.sha256}\n{received.clients} clients,"
+            f" {received.rows} rows, {size(received.bytes)}",
+            title=f"{self.hunt_id} exported", timeout=10,
+        )
         self.dismiss(None)

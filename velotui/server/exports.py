@@ -1,11 +1,18 @@
 """Exporting a hunt: one zip holding the hunt, every client's rows, logs and uploaded files.
 
 The zip is streamed. The event loop reads stored row batches a few at a time and hands them,
-through a bounded queue, to one worker thread that owns the zip file: it unpacks, formats,
+through a bounded queue, to one worker thread that owns the zip: it unpacks, formats,
 compresses and writes them, so memory stays flat whatever the hunt's size and the event loop,
-left with only the database reads, keeps serving agents while a big export runs. The zip is
-written to a temporary file beside the destination and renamed into place only once it is
-complete, so an interrupted export never leaves half a zip under the final name.
+left with only the database reads, keeps serving agents while a big export runs.
+
+The zip is written without ever seeking back (each entry's sizes follow its data), so its bytes
+can leave while it is being made: ``stream_hunt`` hands them out in chunks, through a pipe a few
+chunks deep, and a reader that falls behind holds the whole export up rather than making the
+server buffer the zip. The same bytes can also be kept on the server (``keep``, or
+``export_hunt``'s destination): written to a temporary file beside it and renamed into place
+only once complete, so an interrupted export never leaves half a zip under the final name.
+Where the server keeps exports is the datastore's ``exports`` folder, under a name the operator
+gives and ``export_destination`` checks: never a path, never a file that is not an earlier export.
 
 Layout (``fmt`` picks the ``.jsonl`` and/or ``.csv`` entries; ``summary`` drops the folders)::
 
@@ -26,18 +33,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
 import queue
 import re
+import stat
 import tempfile
 import threading
 import time
 import unicodedata
 import zipfile
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -60,6 +70,9 @@ COPY_CHUNK_BYTES = 1024 * 1024
 # A stored batch can be up to a frame (4 MiB): read a few at a time, never a few hundred.
 BATCHES_PER_READ = 4
 PROGRESS_INTERVAL = 0.25
+# A streamed zip leaves in chunks of CHUNK_BYTES; at most PIPE_DEPTH wait for the reader.
+CHUNK_BYTES = 256 * 1024
+PIPE_DEPTH = 4
 
 # Components are capped in UTF-8 bytes: file systems limit names to 255 bytes, and a folder name
 # plus a disambiguating suffix must still fit.
@@ -67,13 +80,17 @@ COMPONENT_BYTES = 120
 HOSTNAME_BYTES = 64
 _UNSAFE_CHARACTERS = re.compile(r'[<>:"/\\|?*]')
 _DOT_RUNS = re.compile(r"\.{2,}")
-# Names Windows reserves for devices, whatever the extension: extracting them there misbehaves.
-_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)}
+# Names Windows reserves for devices, whatever the extension and in any case: extracting them
+# there misbehaves. It counts the superscript digits as digits (COM¹), and numbers from 0 on.
+_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
+    f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789\u00b9\u00b2\u00b3"
+}
 _UNWANTED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 class ExportError(Exception):
-    """The export cannot be made: an unknown hunt, or a destination that cannot be written."""
+    """The export cannot be made: an unknown hunt, a name or destination that cannot be used or
+    written, or a reader that went away."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +105,23 @@ class ExportProgress:
 
 
 @dataclass(frozen=True)
+class ExportChunk:
+    """The zip's next bytes, ``offset`` bytes from its start."""
+
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """A finished export."""
 
-    path: Path
+    path: Path | None  # where the server kept the zip; None when it was only streamed
     entries: int
     rows: int
     bytes: int  # the zip file's size
     clients: int
+    sha256: str  # of the whole zip, hex
 
 
 # Entry names ------------------------------------------------------------------------------------
@@ -127,9 +153,16 @@ def safe_component(text: str, fallback: str = "_", limit: int = COMPONENT_BYTES,
     cleaned = cleaned.strip(" ").rstrip(". ")
     if cleaned in ("", "."):
         return fallback
-    if cleaned.split(".", 1)[0].upper() in _RESERVED:
+    if is_reserved_name(cleaned):
         cleaned = "_" + cleaned
     return cleaned
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether Windows takes the file name ``name`` for a device: ``CON``, ``nul.txt``,
+    ``COM1.tar.gz``, ``LPT¹``, ``AUX .log``, ``CON.``; what counts is the part before the first
+    dot, without trailing spaces, in any case."""
+    return name.rstrip(". ").split(".", 1)[0].rstrip(" ").upper() in _RESERVED
 
 
 def safe_upload_name(name: str) -> str:
@@ -158,6 +191,193 @@ def _unique(name: str, used: set[str]) -> str:
     return candidate
 
 
+# Where the server keeps exports ------------------------------------------------------------------
+
+
+def _name_problem(name: str) -> str | None:
+    if not isinstance(name, str):
+        return "it is not text"
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "give a file name, not a path (no / or \\)"
+    if ".." in name:
+        return "it contains '..'"
+    if name.startswith("."):
+        return "it starts with a dot"
+    if any(unicodedata.category(ch) in _UNWANTED_CATEGORIES for ch in name):
+        return "it contains control or invisible characters"
+    if not name.lower().endswith(".zip"):
+        return "it must end in .zip"
+    if len(name.encode("utf-8")) > COMPONENT_BYTES:
+        return f"it is longer than {COMPONENT_BYTES} bytes"
+    if safe_component(name) != name:
+        return ('it is not a portable file name (no <>:"|?*, no trailing space, no device name'
+                " such as CON or NUL)")
+    return None
+
+
+def _is_earlier_export(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "hunt.json" in archive.NameToInfo
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
+def check_destination(destination: Path) -> None:
+    """Raise ExportError unless an export may be written at ``destination``: its folder exists,
+    and nothing is there yet or an earlier export is (a regular file, a zip with hunt.json), to
+    be replaced. Never a link, a folder, a database or any other file. Blocking (it may read a
+    zip's directory)."""
+    if not destination.parent.is_dir():
+        raise ExportError(f"cannot write {destination}: {destination.parent} is not a folder")
+    try:
+        status = destination.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise ExportError(f"cannot write {destination}: {error.strerror}") from None
+    if not stat.S_ISREG(status.st_mode) or not _is_earlier_export(destination):
+        raise ExportError(f"{destination.name} exists and is not an earlier export: give another"
+                          " name")
+
+
+def export_destination(exports_dir: Path, name: str) -> Path:
+    """Where the server keeps the export the operator named ``name``: ``exports_dir / name``.
+    The operator names the file, never the path. Raises ExportError, with the reason in one
+    line, when ``name`` is not a plain, portable ``.zip`` file name (a separator, ``..``, a
+    leading dot, control characters...) or names an existing file that is not an earlier
+    export. Blocking (see ``check_destination``)."""
+    problem = _name_problem(name)
+    if problem is not None:
+        raise ExportError(f"{name!r} cannot name an export: {problem}")
+    destination = exports_dir / name
+    check_destination(destination)
+    return destination
+
+
+# The zip's bytes --------------------------------------------------------------------------------
+
+
+class _ReaderGone(ExportError):
+    """The streamed export's reader stopped reading (cancelled, or the connection closed)."""
+
+
+class _ZipOutput:
+    """What zipfile writes into, on the worker thread: every byte is counted and hashed, written
+    to the kept file when there is one (a temporary file beside ``keep``, renamed into place by
+    ``commit``) and, when ``send``, handed to the event loop in chunks of CHUNK_BYTES, at most
+    PIPE_DEPTH of them waiting for the reader. It has no ``seek``, so zipfile writes each entry's
+    sizes after its data and never goes back: bytes can leave as soon as they are made, and
+    what is kept is byte for byte what was sent."""
+
+    def __init__(self, keep: Path | None, send: bool) -> None:
+        self.keep = keep
+        self.send = send
+        self.position = 0
+        self.sha256 = ""
+        self._hash = hashlib.sha256()
+        self._unsent = bytearray()
+        self._sent = 0
+        self._file: IO[bytes] | None = None
+        self._temp_path: Path | None = None
+        self._discarding = False
+        # Thread side: room for a chunk in the pipe. Loop side: the chunks, and a wake-up.
+        self._loop = asyncio.get_running_loop()
+        self._room = threading.Semaphore(PIPE_DEPTH)
+        self._abandoned = False
+        self.chunks: deque[ExportChunk] = deque()
+        self.changed = asyncio.Event()
+
+    # Worker thread side.
+
+    def open(self) -> None:
+        if self.keep is not None:
+            descriptor, temp_name = tempfile.mkstemp(
+                dir=self.keep.parent, prefix=f".{self.keep.name}.", suffix=".tmp"
+            )
+            self._temp_path = Path(temp_name)
+            self._file = os.fdopen(descriptor, "wb")
+
+    def write(self, data: bytes) -> int:
+        if self._discarding:
+            return len(data)
+        self._hash.update(data)
+        if self._file is not None:
+            self._file.write(data)
+        if self.send:
+            self._unsent += data
+            while len(self._unsent) >= CHUNK_BYTES:
+                self._hand_over(bytes(self._unsent[:CHUNK_BYTES]))
+                del self._unsent[:CHUNK_BYTES]
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        """Nothing: the kept file is synced once, by ``commit``."""
+
+    def commit(self) -> None:
+        """After the zip is closed: send the last bytes, then put the kept file in place."""
+        if self._unsent:
+            self._hand_over(bytes(self._unsent))
+            self._unsent.clear()
+        self.sha256 = self._hash.hexdigest()
+        if self._file is not None and self._temp_path is not None and self.keep is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._temp_path, self.keep)
+            self._temp_path = None
+            # The zip is complete and in place; a folder that cannot be synced does not undo it.
+            with contextlib.suppress(OSError):
+                fsync_folder(self.keep.parent)
+
+    def stop_writing(self) -> None:
+        """From now on writes are dropped: the export is being thrown away."""
+        self._discarding = True
+
+    def discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+        if self._temp_path is not None:
+            with contextlib.suppress(OSError):
+                self._temp_path.unlink()
+            self._temp_path = None
+
+    def _hand_over(self, data: bytes) -> None:
+        # Waits while PIPE_DEPTH chunks wait for the reader: a slow reader slows the export down.
+        self._room.acquire()
+        if self._abandoned:
+            self._room.release()  # for the next write, which fails the same way
+            raise _ReaderGone("the export's reader went away")
+        chunk = ExportChunk(self._sent, data)
+        self._sent += len(data)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody reads any more
+            self._loop.call_soon_threadsafe(self._arrive, chunk)
+
+    # Event loop side.
+
+    def _arrive(self, chunk: ExportChunk) -> None:
+        self.chunks.append(chunk)
+        self.changed.set()
+
+    def taken(self) -> None:
+        """The reader is done with one chunk: room for the next."""
+        self._room.release()
+
+    def abandon(self) -> None:
+        """Nobody will read any more: a write waiting for room fails instead of waiting."""
+        self._abandoned = True
+        self._room.release()
+
+
 # The worker thread ------------------------------------------------------------------------------
 
 
@@ -171,8 +391,8 @@ class _ZipWorker:
     unbounded queue guarded by a semaphore the thread releases, so at most QUEUE_DEPTH wait and
     the loop never blocks on a full queue."""
 
-    def __init__(self, destination: Path, date_time: tuple[int, int, int, int, int, int]) -> None:
-        self.destination = destination
+    def __init__(self, output: _ZipOutput, date_time: tuple[int, int, int, int, int, int]) -> None:
+        self._output = output
         self._date_time = date_time
         self._loop = asyncio.get_running_loop()
         self._slots = asyncio.Semaphore(QUEUE_DEPTH)
@@ -186,8 +406,6 @@ class _ZipWorker:
         self.rows = 0
         self.clients = 0
         self.bytes = 0
-        self._temp_path: Path | None = None
-        self._file: IO[bytes] | None = None
         self._zip: zipfile.ZipFile | None = None
         self._entry: IO[bytes] | None = None
         self._source: IO[bytes] | None = None
@@ -203,7 +421,8 @@ class _ZipWorker:
         if error is None:
             return
         if isinstance(error, OSError):
-            raise ExportError(f"cannot write {self.destination}: {error}") from error
+            where = self._output.keep or "the export"
+            raise ExportError(f"cannot write {where}: {error}") from error
         raise error
 
     async def submit(self, operation: Callable[..., Any], *args: Any) -> None:
@@ -232,6 +451,7 @@ class _ZipWorker:
     async def abort(self) -> None:
         """Drop what is queued and remove the temporary file."""
         self._aborting = True
+        self._output.abandon()  # a write waiting for the reader gives up
         self._operations.put(None)
         with contextlib.suppress(asyncio.CancelledError):
             # Shielded: a second cancellation must not leave the thread's cleanup unawaited.
@@ -286,13 +506,10 @@ class _ZipWorker:
             self._loop.call_soon_threadsafe(callback, *args)
 
     def _start(self) -> None:
-        folder = self.destination.parent
-        descriptor, temp_name = tempfile.mkstemp(
-            dir=folder, prefix=f".{self.destination.name}.", suffix=".tmp"
-        )
-        self._temp_path = Path(temp_name)
-        self._file = os.fdopen(descriptor, "w+b")
-        self._zip = zipfile.ZipFile(self._file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        self._output.open()
+        # The output has no seek: zipfile then writes data descriptors and never goes back.
+        self._zip = zipfile.ZipFile(self._output, "w", zipfile.ZIP_DEFLATED,  # type: ignore[arg-type]
+                                    allowZip64=True)
 
     def _open_entry(self, name: str) -> None:
         assert self._zip is not None and self._entry is None
@@ -303,16 +520,16 @@ class _ZipWorker:
         self._entry = self._zip.open(info, "w", force_zip64=True)
 
     def _write(self, data: bytes) -> None:
-        assert self._entry is not None and self._file is not None
+        assert self._entry is not None
         self._entry.write(data)
-        self.bytes = self._file.tell()
+        self.bytes = self._output.position
 
     def _close_entry(self) -> None:
-        assert self._entry is not None and self._file is not None
+        assert self._entry is not None
         self._entry.close()
         self._entry = None
         self.entries += 1
-        self.bytes = self._file.tell()
+        self.bytes = self._output.position
 
     def _write_encoded(self, encode: Callable[..., tuple[bytes, int]], args: tuple[Any, ...],
                        count_rows: bool) -> None:
@@ -326,12 +543,12 @@ class _ZipWorker:
         self._source_left = size
 
     def _copy_chunk(self) -> None:
-        assert self._source is not None and self._entry is not None and self._file is not None
+        assert self._source is not None and self._entry is not None
         data = self._source.read(min(COPY_CHUNK_BYTES, self._source_left))
         if data:
             self._entry.write(data)
             self._source_left -= len(data)
-            self.bytes = self._file.tell()
+            self.bytes = self._output.position
 
     def _close_source(self) -> None:
         if self._source is not None:
@@ -343,20 +560,15 @@ class _ZipWorker:
         self.clients += clients
 
     def _commit(self) -> None:
-        assert self._zip is not None and self._file is not None and self._temp_path is not None
+        assert self._zip is not None
         self._zip.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.bytes = self._file.tell()
-        self._file.close()
-        os.replace(self._temp_path, self.destination)
+        self._output.commit()
+        self.bytes = self._output.position
         self._committed = True
-        # The zip is complete and in place; a folder that cannot be synced does not undo that.
-        with contextlib.suppress(OSError):
-            fsync_folder(self.destination.parent)
 
     def _discard(self) -> None:
         # Best effort: the export has failed already, and the temporary file must go regardless.
+        self._output.stop_writing()
         with contextlib.suppress(Exception):
             self._close_source()
         if self._entry is not None:
@@ -365,12 +577,7 @@ class _ZipWorker:
         if self._zip is not None:
             with contextlib.suppress(Exception):
                 self._zip.close()
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
-        if self._temp_path is not None:
-            with contextlib.suppress(OSError):
-                self._temp_path.unlink()
+        self._output.discard()
 
 
 _Operation = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any] | None"]
@@ -735,11 +942,7 @@ async def _hunt_document(reads: ExportReader, hunt: HuntRecord, *, exported: flo
         "rate": hunt.rate,
         "limit": hunt.client_limit,
         "expires": hunt.expires,
-        "limits": {
-            "timeout": hunt.timeout,
-            "max_rows": hunt.max_rows,
-            "max_upload_bytes": hunt.max_upload_bytes,
-        },
+        "limits": asdict(hunt.limits),
         "counts": {queue: hunt.counts.get(queue, 0) for queue in QUEUES},
         "checking": hunt.counts.get(CHECKING, 0),
         "timings": {
@@ -764,6 +967,11 @@ def _zip_time(when: float) -> tuple[int, int, int, int, int, int]:
 # The export -------------------------------------------------------------------------------------
 
 
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
 async def export_hunt(
     db: Database,
     uploads_dir: Path,
@@ -781,18 +989,90 @@ async def export_hunt(
 
     The export reads the rows stored when it starts; rows arriving meanwhile are left out, so
     every entry agrees with the others. Returns what was written. Raises ValueError for an
-    unknown ``fmt``, ExportError for an unknown hunt or a destination that cannot be written;
-    on any error or cancellation ``destination`` is left as it was.
+    unknown ``fmt``, ExportError for an unknown hunt or a destination that cannot be written or
+    holds something other than an earlier export (``check_destination``); on any error or
+    cancellation ``destination`` is left as it was.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    _check_format(fmt)
     destination = Path(destination)
+    await asyncio.to_thread(check_destination, destination)
+    output = _ZipOutput(keep=destination, send=False)
+    return await _write_zip(db, uploads_dir, hunt_id, output, fmt=fmt, summary=summary,
+                            progress=progress)
+
+
+async def stream_hunt(
+    db: Database,
+    uploads_dir: Path,
+    hunt_id: str,
+    *,
+    fmt: str = "json",
+    summary: bool = False,
+    keep: Path | None = None,
+    send: bool = True,
+) -> AsyncIterator[ExportProgress | ExportChunk | ExportResult]:
+    """Make hunt ``hunt_id``'s zip (as ``export_hunt`` does) and give it out while it is made:
+    ``ExportChunk``s in order (when ``send``), ``ExportProgress`` now and then (the latest
+    only, when the reader is behind), and last the ``ExportResult`` with the zip's SHA-256.
+    ``keep`` also writes the zip there, as ``export_hunt`` would; check it first with
+    ``export_destination``.
+
+    The reader sets the pace: while PIPE_DEPTH chunks wait for it, the export waits too, so
+    memory stays flat however slow it is. Closing the generator early abandons the export and
+    leaves ``keep`` as it was. Raises what ``export_hunt`` raises.
+    """
+    _check_format(fmt)
+    if keep is not None:
+        await asyncio.to_thread(check_destination, keep)
+    output = _ZipOutput(keep=keep, send=send)
+    latest: list[ExportProgress] = []
+
+    def report(progress: ExportProgress) -> None:
+        latest[:] = [progress]
+        output.changed.set()
+
+    job = asyncio.create_task(_write_zip(db, uploads_dir, hunt_id, output, fmt=fmt,
+                                         summary=summary, progress=report))
+    job.add_done_callback(lambda _job: output.changed.set())
+    try:
+        while True:
+            output.changed.clear()
+            if latest:  # few (collapsed to the latest), and what a reader behind wants to see
+                yield latest.pop()
+            elif output.chunks:
+                yield output.chunks.popleft()
+                output.taken()
+            elif job.done():
+                # Every chunk arrived before the job could finish (the thread hands them over
+                # before it settles the commit), so none is left behind.
+                break
+            else:
+                await output.changed.wait()
+        result = job.result()
+    finally:
+        if not job.done():
+            job.cancel()
+            with contextlib.suppress(BaseException):
+                await job
+    yield result
+
+
+async def _write_zip(
+    db: Database,
+    uploads_dir: Path,
+    hunt_id: str,
+    output: _ZipOutput,
+    *,
+    fmt: str,
+    summary: bool,
+    progress: Callable[[ExportProgress], None] | None,
+) -> ExportResult:
+    """Write the zip into ``output``; what was written. On any error or cancellation the output
+    is thrown away (a kept file's temporary file removed)."""
     reads = db.exports
     hunt = await reads.hunt(hunt_id)
     if hunt is None:
         raise ExportError(f"no hunt {hunt_id}")
-    if not destination.parent.is_dir():
-        raise ExportError(f"cannot write {destination}: {destination.parent} is not a folder")
 
     exported = time.time()
     # Rows are only ever added, so a rowid bound is a snapshot every pass can share.
@@ -802,7 +1082,7 @@ async def export_hunt(
                                     summary=summary, clients=len(members))
     kinds = {"json": ("jsonl",), "csv": ("csv",), "both": ("jsonl", "csv")}[fmt]
 
-    worker = _ZipWorker(destination, _zip_time(exported))
+    worker = _ZipWorker(output, _zip_time(exported))
     reporter = _Reporter(worker, len(members), progress)
     try:
         await worker.submit(worker._start)
@@ -839,9 +1119,10 @@ async def export_hunt(
         raise
     reporter.report()
     return ExportResult(
-        path=destination,
+        path=output.keep,
         entries=worker.entries,
         rows=worker.rows,
         bytes=worker.bytes,
         clients=worker.clients,
+        sha256=output.sha256,
     )

@@ -4,6 +4,12 @@ A request is ``{"id": n, "method": name, "params": {...}}``. A plain method answ
 ``{"id": n, "result": ...}``; a streaming one sends ``{"id": n, "event": {...}}`` for each event
 and then ``{"id": n, "result": null}``. A refusal is ``{"id": n, "error": {"message": ...}}``.
 ``{"id": n, "cancel": true}`` stops a stream. Requests run concurrently.
+
+An event that carries bytes as ``data`` (an export's ``chunk``) goes as one binary frame instead:
+the length of a JSON header (4 bytes, big-endian), the header ``{"id": n, "event": {...}}`` with
+the event's other fields, then the bytes as they are: no base64, a third fewer bytes on the wire.
+Frames leave in the order the events come, and each send waits until the connection has taken the
+previous ones, so a slow reader slows the stream down rather than making the server buffer it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import struct
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -23,6 +30,7 @@ from velotui.vql.values import to_json_value
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_REQUESTS = 64
+_HEADER_LENGTH = struct.Struct(">I")
 
 
 def public_methods() -> dict[str, bool]:
@@ -41,14 +49,43 @@ def _encode(payload: dict[str, Any]) -> str:
     return json.dumps(to_json_value(payload), ensure_ascii=False, separators=(",", ":"))
 
 
+def carries_bytes(event: dict[str, Any]) -> bool:
+    """Whether ``event`` goes as a binary frame: its ``data`` is bytes."""
+    return isinstance(event.get("data"), bytes | bytearray | memoryview)
+
+
+def encode_binary_event(request_id: Any, event: dict[str, Any]) -> bytes:
+    """The binary frame for ``event`` (whose ``data`` is bytes) answering ``request_id``."""
+    fields = {key: value for key, value in event.items() if key != "data"}
+    header = _encode({"id": request_id, "event": fields}).encode("utf-8")
+    return b"".join((_HEADER_LENGTH.pack(len(header)), header, event["data"]))
+
+
+def decode_binary_event(frame: bytes) -> dict[str, Any]:
+    """``{"id": n, "event": {..., "data": bytes}}`` from a binary frame. Raises ValueError when
+    the frame is not one."""
+    if len(frame) < _HEADER_LENGTH.size:
+        raise ValueError("a binary frame too short for its header")
+    (length,) = _HEADER_LENGTH.unpack_from(frame)
+    end = _HEADER_LENGTH.size + length
+    if end > len(frame):
+        raise ValueError("a binary frame shorter than its header says")
+    message = json.loads(frame[_HEADER_LENGTH.size:end])
+    if not isinstance(message, dict) or not isinstance(message.get("event"), dict):
+        raise ValueError("a binary frame's header is not an event")
+    message["event"]["data"] = frame[end:]
+    return message
+
+
 async def serve_operator(connection: ServerConnection, service: Service) -> None:
     """Answer requests on one operator connection until it closes."""
     tasks: dict[Any, asyncio.Task[None]] = {}
     send_lock = asyncio.Lock()
 
-    async def send(payload: dict[str, Any]) -> None:
+    async def send(payload: dict[str, Any] | bytes) -> None:
+        frame = payload if isinstance(payload, bytes) else _encode(payload)
         async with send_lock:
-            await connection.send(_encode(payload))
+            await connection.send(frame)
 
     try:
         async for frame in connection:
@@ -98,7 +135,10 @@ async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
         if METHODS[name]:
             async with contextlib.aclosing(method(**params)) as events:
                 async for event in events:
-                    await send({"id": request_id, "event": event})
+                    if carries_bytes(event):
+                        await send(encode_binary_event(request_id, event))
+                    else:
+                        await send({"id": request_id, "event": event})
             await send({"id": request_id, "result": None})
         else:
             await send({"id": request_id, "result": await method(**params)})

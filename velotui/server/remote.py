@@ -4,6 +4,10 @@
 ``await remote.list_clients()`` and ``async for event in remote.collect(...)`` work exactly as on a
 ``Service`` in the same process, so the command line and ``velotui --connect`` share the code that
 uses them.
+
+Events that carry bytes (an export's chunks) arrive as binary frames and are handed over exactly
+as ``Service`` yields them, ``data`` as bytes. At most MAX_CHUNKS_WAITING of them wait for a
+stream's consumer: beyond that the connection is not read, and TCP slows the server down.
 """
 
 from __future__ import annotations
@@ -19,16 +23,47 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from velotui.server.operator_api import METHODS
+from velotui.server.operator_api import METHODS, decode_binary_event
 from velotui.server.service import ServiceError
 from velotui.wire import protocol
 from velotui.wire.tls import pinned_client_ssl_context
 
-_END = object()
+MAX_CHUNKS_WAITING = 8
 
 
 class RemoteError(ServiceError):
     """The server refused a request, or the connection failed."""
+
+
+class _Replies:
+    """One request's replies, in order. Those from binary frames are bounded: the connection's
+    reader waits for room, so a consumer that falls behind stops the reading instead of the
+    chunks piling up here."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[dict[str, Any], bool]] = asyncio.Queue()
+        self._room = asyncio.Semaphore(MAX_CHUNKS_WAITING)
+        self._closed = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._queue.put_nowait((message, False))
+
+    async def put_bounded(self, message: dict[str, Any]) -> None:
+        if not self._closed:
+            await self._room.acquire()
+        if not self._closed:
+            self._queue.put_nowait((message, True))
+
+    async def get(self) -> dict[str, Any]:
+        message, holds_room = await self._queue.get()
+        if holds_room:
+            self._room.release()
+        return message
+
+    def close(self) -> None:
+        """Nobody reads these any more: a reader waiting for room drops its message."""
+        self._closed = True
+        self._room.release()
 
 
 class RemoteService:
@@ -37,7 +72,7 @@ class RemoteService:
     def __init__(self, connection: ClientConnection) -> None:
         self._connection = connection
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Queue[Any]] = {}
+        self._waiting: dict[int, _Replies] = {}
         self._reader = asyncio.create_task(self._read_forever(), name="operator-api-reader")
 
     @classmethod
@@ -79,15 +114,25 @@ class RemoteService:
     async def _read_forever(self) -> None:
         try:
             async for frame in self._connection:
-                message = json.loads(frame)
-                queue = self._waiting.get(message.get("id"))
-                if queue is not None:
-                    queue.put_nowait(message)
+                try:
+                    message = (decode_binary_event(frame) if isinstance(frame, bytes)
+                               else json.loads(frame))
+                except ValueError:
+                    continue  # not ours to answer; the request it belongs to cannot be known
+                if not isinstance(message, dict):
+                    continue
+                replies = self._waiting.get(message.get("id"))
+                if replies is None:
+                    continue
+                if isinstance(frame, bytes):
+                    await replies.put_bounded(message)
+                else:
+                    replies.put(message)
         except ConnectionClosed:
             pass
         finally:
-            for queue in self._waiting.values():
-                queue.put_nowait({"error": {"message": "the connection to the server closed"}})
+            for replies in self._waiting.values():
+                replies.put({"error": {"message": "the connection to the server closed"}})
 
     async def _send(self, request_id: int, method: str, params: dict[str, Any]) -> None:
         try:
@@ -99,13 +144,14 @@ class RemoteService:
     async def call(self, method: str, **params: Any) -> Any:
         """The result of a plain method. Raises RemoteError with the server's message."""
         request_id = next(self._ids)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiting[request_id] = queue
+        replies = _Replies()
+        self._waiting[request_id] = replies
         try:
             await self._send(request_id, method, params)
-            reply = await queue.get()
+            reply = await replies.get()
         finally:
             self._waiting.pop(request_id, None)
+            replies.close()
         if "error" in reply:
             raise RemoteError(reply["error"]["message"])
         return reply.get("result")
@@ -113,13 +159,13 @@ class RemoteService:
     async def stream(self, method: str, **params: Any) -> AsyncIterator[dict[str, Any]]:
         """The events of a streaming method. Raises RemoteError with the server's message."""
         request_id = next(self._ids)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiting[request_id] = queue
+        replies = _Replies()
+        self._waiting[request_id] = replies
         finished = False
         try:
             await self._send(request_id, method, params)
             while True:
-                reply = await queue.get()
+                reply = await replies.get()
                 if "error" in reply:
                     finished = True
                     raise RemoteError(reply["error"]["message"])
@@ -130,6 +176,7 @@ class RemoteService:
                 return
         finally:
             self._waiting.pop(request_id, None)
+            replies.close()
             if not finished:
                 with contextlib.suppress(Exception):
                     await self._connection.send(json.dumps({"id": request_id, "cancel": True}))

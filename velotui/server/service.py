@@ -1,6 +1,8 @@
 """The operator's view of the server: what the console, the command line and the operator API
 call. Methods take and return plain values (JSON-safe), so the same calls work in process and
-over the operator websocket. A method marked ``@streaming`` is an async generator of events.
+over the operator websocket. A method marked ``@streaming`` is an async generator of events;
+an event may carry bytes as ``data`` (an export's chunks), which the operator API sends as a
+binary frame rather than as JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from velotui.server.conditions import estimate
 from velotui.server.data import CHECKING, QUEUES, HuntRecord
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
 from velotui.server.errors import ServiceError
-from velotui.server.exports import FORMATS, ExportError, ExportProgress, export_hunt
+from velotui.server.exports import (
+    FORMATS,
+    ExportChunk,
+    ExportError,
+    ExportProgress,
+    export_destination,
+    stream_hunt,
+)
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
 from velotui.vql import check
 from velotui.vql.values import to_json_value
@@ -325,44 +334,55 @@ class Service:
                 yield {"event": "rows", "rows": [{**extra, **row} for row in rows]}
 
     @streaming
-    async def export_hunt(self, hunt_id: str, path: str, format: str = "json",
-                          summary: bool = False) -> AsyncIterator[dict[str, Any]]:
-        """Write the hunt as one zip at ``path`` (an absolute path on the server's machine):
-        ``progress`` events while it writes, then ``done`` with what was written."""
+    async def export_hunt(self, hunt_id: str, format: str = "json", summary: bool = False,
+                          keep_on_server: str | None = None, send: bool = True
+                          ) -> AsyncIterator[dict[str, Any]]:
+        """Make the hunt's zip and send it while it is made: ``progress`` events
+        (``clients_done``, ``clients_total``, ``rows_written``, ``bytes_written``,
+        ``entries_written``), ``chunk`` events (``offset``, ``data``: the zip's next bytes, in
+        order; the operator API sends them as binary frames), then ``done`` with ``bytes``,
+        ``sha256``, ``entries``, ``rows``, ``clients`` and ``kept``.
+
+        The caller decides where the zip lands on its side; the server writes nothing unless
+        ``keep_on_server`` names a file (a name, never a path) in the datastore's ``exports``
+        folder, where it also keeps a copy (``kept`` is its path). ``send=False`` keeps that copy
+        only, with no chunks. Refuses a name that is a path, has ``..``, a leading dot, control
+        characters, or names an existing file that is not an earlier export."""
         hunt_id = self._hunt(hunt_id).hunt_id
         format = arguments.one_of(format, "format", FORMATS)
-        summary = arguments.flag(summary, "summary")
-        destination = Path(arguments.text(path, "path", maximum=4096, empty=False))
-        if not destination.is_absolute():
-            raise ServiceError(f"{path!r}: the export path must be absolute")
-        if format not in FORMATS:
-            raise ServiceError(f"format must be one of {', '.join(FORMATS)}")
-        updates: asyncio.Queue[ExportProgress] = asyncio.Queue()
-        job = asyncio.create_task(export_hunt(
-            self.server.db, self.server.datastore.uploads_dir, hunt_id, destination,
-            fmt=format, summary=summary, progress=updates.put_nowait,
-        ))
+        summary, send = arguments.flag(summary, "summary"), arguments.flag(send, "send")
+        if keep_on_server is not None:
+            keep_on_server = arguments.text(keep_on_server, "keep_on_server", maximum=255,
+                                            empty=False)
+        if not send and keep_on_server is None:
+            raise ServiceError("an export that is not sent must be kept on the server: give"
+                               " keep_on_server")
+        keep: Path | None = None
         try:
-            while not job.done() or not updates.empty():
-                getter = asyncio.ensure_future(updates.get())
-                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield {"event": "progress", **dataclasses.asdict(getter.result())}
-                else:
-                    getter.cancel()
-            try:
-                result = job.result()
-            except ExportError as error:
-                raise ServiceError(str(error)) from None
-        finally:
-            if not job.done():
-                job.cancel()
-                with contextlib.suppress(BaseException):
-                    await job
-        await self.server.audit.record(self.actor, "export", hunt_id, path=str(result.path),
-                                       format=format, summary=summary)
-        yield {"event": "done", "path": str(result.path), "entries": result.entries,
-               "rows": result.rows, "bytes": result.bytes, "clients": result.clients}
+            if keep_on_server is not None:
+                keep = await asyncio.to_thread(export_destination,
+                                               self.server.datastore.exports_dir,
+                                               keep_on_server)
+            async with contextlib.aclosing(stream_hunt(
+                self.server.db, self.server.datastore.uploads_dir, hunt_id, fmt=format,
+                summary=summary, keep=keep, send=bool(send),
+            )) as parts:
+                async for part in parts:
+                    if isinstance(part, ExportChunk):
+                        yield {"event": "chunk", "offset": part.offset, "data": part.data}
+                    elif isinstance(part, ExportProgress):
+                        yield {"event": "progress", **dataclasses.asdict(part)}
+                    else:
+                        result = part
+        except ExportError as error:
+            raise ServiceError(str(error)) from None
+        kept = str(result.path) if result.path is not None else None
+        await self.server.audit.record(self.actor, "export", hunt_id, format=format,
+                                       summary=summary, sent=bool(send), kept=kept,
+                                       bytes=result.bytes, sha256=result.sha256)
+        yield {"event": "done", "bytes": result.bytes, "sha256": result.sha256,
+               "entries": result.entries, "rows": result.rows, "clients": result.clients,
+               "kept": kept}
 
     async def hunt_results_page(self, hunt_id: str, offset: int = 0, limit: int = 200
                                 ) -> dict[str, Any]:
