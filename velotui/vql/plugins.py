@@ -32,7 +32,9 @@ async def range_(
     if step == 0:
         scope.error("range(): step must not be 0")
         return
+    check_deadline = scope.context.check_deadline
     for value in range(start, end, step):
+        check_deadline()
         yield {"_value": value}
 
 
