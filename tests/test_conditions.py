@@ -1,0 +1,293 @@
+"""The hidden server-side condition and the estimate: what it may call, its time budget, the
+reasons it gives when it cannot judge a client, the row cap, and that judging and estimating
+never hold up the server's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fleet import SEED_FACTS, SEED_SERVER_CONDITION, Fleet
+from velotui.server.clients import ClientRecord
+from velotui.server.conditions import (
+    ALLOWED_BUILTINS,
+    CONDITION_BUDGET,
+    MAX_CONDITION_ROWS,
+    REFUSED_BUILTINS,
+    Judgement,
+    ServerCondition,
+    client_variable,
+    estimate,
+    server_registry,
+)
+from velotui.server.server import Server
+from velotui.vql import Scope, builtins_registry
+
+DEFAULT_CLIENT_CONDITION = (
+    "SELECT OS, Architecture, Fqdn, Platform, config.Client_labels AS Labels FROM info()"
+)
+COLUMNS = "OS, Architecture, Fqdn, Platform, Labels"
+ROWS = [{"OS": "linux", "Architecture": "amd64", "Fqdn": "web1.corp.example",
+         "Platform": "ubuntu", "Labels": ["PROD"]}]
+CLIENT = {"ClientId": "C.0000000000000001", "Labels": ["Finance"], "FirstSeen": 1.0,
+          "LastSeen": 2.0}
+# Never finishes within any budget: a hundred million rows, none of them kept.
+ENDLESS = "SELECT * FROM range(end=100000000) WHERE _value < 0"
+
+
+class Ticker:
+    """Counts turns of the event loop: a task that yields back at every turn, so it ticks
+    whenever the loop is free to run anything else."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> Ticker:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+def client_record(index: int, **facts: Any) -> ClientRecord:
+    defaults = {"OS": "linux" if index % 3 else "windows", "Architecture": "amd64",
+                "Fqdn": f"{'web' if index % 2 else 'db'}{index}.corp.example",
+                "Platform": "ubuntu", "Hostname": f"host{index}"}
+    return ClientRecord(client_id=f"C.{index:016x}", public_key=b"", first_seen=1.0,
+                        last_seen=2.0, facts={**defaults, **facts},
+                        agent_labels=["PROD"] if index % 5 else [], operator_labels=[])
+
+
+async def judge(condition: str, rows: list[dict[str, Any]] | None = None,
+                **options: Any) -> Judgement:
+    return await ServerCondition(condition, **options).judge(ROWS if rows is None else rows,
+                                                             CLIENT)
+
+
+# What the condition may call ---------------------------------------------------------------------
+
+
+def test_every_built_in_is_either_allowed_or_refused() -> None:
+    # A built-in added to the engine must be judged here before a condition can call it.
+    builtins = builtins_registry()
+    names = {c.name for c in builtins.functions()} | {c.name for c in builtins.plugins()}
+    assert names == ALLOWED_BUILTINS | set(REFUSED_BUILTINS)
+    assert not ALLOWED_BUILTINS & set(REFUSED_BUILTINS)
+    restricted = server_registry()
+    for name in REFUSED_BUILTINS:
+        assert restricted.lookup_function(name) is None
+        assert restricted.lookup_plugin(name) is None
+
+
+async def test_sleep_is_refused_as_an_unknown_function_named_in_the_judgement() -> None:
+    # A sleep of an hour would hold the client, and the budget, for an hour if it ran.
+    judgement = await judge("SELECT * FROM rows WHERE sleep(time=3600)")
+    assert judgement == Judgement(
+        False, "unknown function sleep(): the server-side condition may not call it (it waits)")
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BUILTINS))
+async def test_every_refused_built_in_is_named_in_the_judgement(name: str) -> None:
+    judgement = await judge(f"SELECT * FROM rows WHERE {name}()")
+    assert not judgement.matched
+    assert judgement.error is not None
+    assert judgement.error.startswith(f"unknown function {name}()")
+
+
+async def test_an_agent_plugin_is_an_unknown_plugin() -> None:
+    judgement = await judge("SELECT * FROM pslist()")
+    assert judgement == Judgement(
+        False, "unknown plugin pslist() (it runs on the server, not the agent)")
+
+
+# Reasons -----------------------------------------------------------------------------------------
+
+
+async def test_a_normal_condition_matches_or_not_without_error() -> None:
+    matching = "SELECT * FROM rows WHERE Fqdn =~ '^web' AND 'PROD' IN Labels"
+    assert await judge(matching) == Judgement(True)
+    assert await judge("SELECT * FROM rows WHERE Fqdn =~ '^db'") == Judgement(False)
+    # The trusted client variable is there too.
+    assert await judge("SELECT * FROM rows WHERE 'Finance' IN client.Labels") == Judgement(True)
+    # Without a server-side condition, a client matches when its condition returned a row.
+    assert await judge("", ROWS) == Judgement(True)
+    assert await judge("", []) == Judgement(False)
+
+
+async def test_an_unknown_column_is_named_with_the_columns_there_are() -> None:
+    judgement = await judge("SELECT * FROM rows WHERE Hostname =~ 'web'")
+    assert judgement == Judgement(
+        False, f"Hostname is not a column of the client condition's rows: {COLUMNS}")
+
+
+async def test_a_column_only_some_rows_have_is_null_in_the_others_not_an_error() -> None:
+    rows = [{"Name": "a", "Extra": 1}, {"Name": "b"}]
+    assert await judge("SELECT * FROM rows WHERE Extra = 1", rows) == Judgement(True)
+    assert await judge("SELECT * FROM rows WHERE Extra = 2", rows) == Judgement(False)
+
+
+async def test_a_vql_runtime_error_is_the_reason() -> None:
+    judgement = await judge("SELECT * FROM rows WHERE regex_replace(source=Fqdn, re='(') ")
+    assert not judgement.matched
+    assert judgement.error is not None
+    assert judgement.error.startswith(
+        "the server-side condition failed: regex_replace(): invalid re '('")
+    assert "\n" not in judgement.error
+
+
+async def test_a_misspelt_source_is_named() -> None:
+    judgement = await judge("SELECT * FROM row")
+    assert judgement == Judgement(False, "FROM row: no such variable or plugin (the server-side"
+                                         " condition knows rows, client and its own LETs)")
+
+
+# The row cap -------------------------------------------------------------------------------------
+
+
+async def test_more_rows_than_the_cap_is_an_error_and_the_cap_itself_is_judged() -> None:
+    at_cap = [dict(ROWS[0], Index=i) for i in range(MAX_CONDITION_ROWS)]
+    condition = "SELECT * FROM rows WHERE Index = 999"
+    assert await judge(condition, at_cap) == Judgement(True)
+    over = [*at_cap, dict(ROWS[0], Index=MAX_CONDITION_ROWS)]
+    expected = Judgement(False, "the client condition returned more than 1,000 rows")
+    assert await judge(condition, over) == expected
+    assert await judge("", over) == expected
+
+
+# The budget --------------------------------------------------------------------------------------
+
+
+async def test_a_long_condition_is_cut_at_its_budget_while_the_loop_keeps_turning() -> None:
+    async with Ticker() as ticker:
+        before = ticker.ticks
+        judgement = await judge(ENDLESS)
+        turns_while_judging = ticker.ticks - before
+    assert judgement == Judgement(
+        False, f"the server-side condition ran longer than its budget of"
+               f" {CONDITION_BUDGET * 1000:.0f} ms")
+    assert turns_while_judging >= 1
+
+
+async def test_the_budget_can_be_set_per_condition() -> None:
+    judgement = await judge(ENDLESS, budget=0.01)
+    assert judgement == Judgement(
+        False, "the server-side condition ran longer than its budget of 10 ms")
+
+
+async def test_a_caller_does_not_wait_for_a_condition_that_ignores_its_budget() -> None:
+    # A function that checks no deadline stands for work the engine cannot interrupt: the
+    # caller gives up after the budget and slack, and the worker is released afterwards.
+    release = threading.Event()
+    registry = server_registry().child()
+
+    @registry.function
+    def stall(scope: Scope) -> bool:
+        release.wait(30)
+        return True
+
+    try:
+        judgement = await judge("SELECT * FROM rows WHERE stall()", registry=registry,
+                                budget=0.01)
+    finally:
+        release.set()
+    assert judgement.error is not None
+    assert judgement.error.startswith("the server-side condition did not finish within")
+    assert await judge("SELECT * FROM rows") == Judgement(True)
+
+
+# Estimates ---------------------------------------------------------------------------------------
+
+
+async def test_the_estimate_reports_errors_and_counts_the_clients_they_hit() -> None:
+    clients = [client_record(i) for i in range(25)]
+    result = await estimate(clients, DEFAULT_CLIENT_CONDITION,
+                            "SELECT * FROM rows WHERE Hostname =~ 'web'")
+    assert result.describe() == {
+        "matched": 0, "total": 25, "undetermined": 0, "errored": 25,
+        "errors": [f"Hostname is not a column of the client condition's rows: {COLUMNS}"]}
+
+
+async def test_the_estimate_counts_matches_without_errors() -> None:
+    clients = [client_record(i) for i in range(30)]
+    result = await estimate(clients, DEFAULT_CLIENT_CONDITION,
+                            "SELECT * FROM rows WHERE Fqdn =~ '^web' AND 'PROD' IN Labels")
+    expected = sum(1 for i in range(30) if i % 2 and i % 5)
+    assert result.describe() == {"matched": expected, "total": 30, "undetermined": 0,
+                                 "errored": 0, "errors": []}
+
+
+async def test_the_estimate_neither_sleeps_nor_loops_on_the_client_condition() -> None:
+    # The client-side condition runs on the server over last known facts: what it calls that
+    # only an agent has makes the client undetermined, and its budget holds as well.
+    clients = [client_record(i) for i in range(3)]
+    slept = await estimate(clients, "SELECT * FROM info() WHERE sleep(time=3600)", "")
+    assert slept.describe() == {"matched": 0, "total": 3, "undetermined": 3, "errored": 0,
+                                "errors": []}
+    looped = await estimate(clients, ENDLESS, "")
+    assert looped.undetermined == 3
+    assert looped.errors == [f"the client-side condition ran longer than"
+                             f" {CONDITION_BUDGET * 1000:.0f} ms over a client's last known facts"]
+
+
+async def test_the_estimate_stops_at_its_time_limit() -> None:
+    clients = [client_record(i) for i in range(5)]
+    result = await estimate(clients, DEFAULT_CLIENT_CONDITION, "", time_limit=0)
+    assert result.describe() == {
+        "matched": 0, "total": 5, "undetermined": 5, "errored": 0,
+        "errors": ["the estimate stopped after 0 s; 5 clients were not judged"]}
+
+
+async def test_the_estimate_of_ten_thousand_clients_lets_the_loop_turn() -> None:
+    clients = [client_record(i) for i in range(10_000)]
+    async with Ticker() as ticker:
+        before = ticker.ticks
+        result = await estimate(clients, DEFAULT_CLIENT_CONDITION, SEED_SERVER_CONDITION)
+        turns_while_estimating = ticker.ticks - before
+    assert result.total == 10_000 and result.errored == 0
+    assert turns_while_estimating >= 1
+
+
+@pytest.fixture
+async def fleet(server: Server, tmp_path: Path) -> AsyncIterator[Fleet]:
+    agents = Fleet(server, tmp_path / "agents")
+    try:
+        yield agents
+    finally:
+        await agents.close()
+
+
+async def test_the_operator_api_estimate_reports_an_unknown_column(server: Server,
+                                                                   fleet: Fleet) -> None:
+    await fleet.online(*[fleet.start(facts["Hostname"], facts) for facts in SEED_FACTS[:3]])
+    api = server.service("tester")
+    result = await api.estimate_hunt(
+        server_condition="SELECT * FROM rows WHERE Hostnme =~ 'myhostname'")
+    assert result["matched"] == 0 and result["total"] == 3 and result["errored"] == 3
+    assert len(result["errors"]) == 1
+    assert result["errors"][0].startswith("Hostnme is not a column of the client condition's"
+                                          " rows: OS, Architecture, Fqdn, Platform, Labels")
+
+
+def test_client_variable_holds_what_the_server_knows() -> None:
+    record = client_record(7)
+    record.operator_labels = ["Finance"]
+    assert client_variable(record, record.client_id) == {
+        "ClientId": record.client_id, "Labels": ["Finance"], "FirstSeen": 1.0, "LastSeen": 2.0}
+    assert client_variable(None, "C.1")["Labels"] == []
