@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,18 @@ from typing import Any
 
 import pytest
 
+from tests.console_driver import console, ready, until
+from tests.console_seed import seed
 from tests.fleet import SEED_FACTS, SEED_SERVER_CONDITION, Fleet
+from tests.processes import (
+    AgentProcess,
+    ServerProcess,
+    running,
+    velotui,
+    wait_for_clients,
+    write_agent_config,
+)
+from velotui.screens.new_hunt import NewHuntScreen
 from velotui.server.clients import ClientRecord
 from velotui.server.conditions import (
     ALLOWED_BUILTINS,
@@ -26,8 +38,10 @@ from velotui.server.conditions import (
     estimate,
     server_registry,
 )
+from velotui.server.datastore import Datastore
 from velotui.server.server import Server
 from velotui.vql import Scope, builtins_registry
+from velotui.widgets.vql_editor import VQLEditor
 
 DEFAULT_CLIENT_CONDITION = (
     "SELECT OS, Architecture, Fqdn, Platform, config.Client_labels AS Labels FROM info()"
@@ -291,3 +305,53 @@ def test_client_variable_holds_what_the_server_knows() -> None:
     assert client_variable(record, record.client_id) == {
         "ClientId": record.client_id, "Labels": ["Finance"], "FirstSeen": 1.0, "LastSeen": 2.0}
     assert client_variable(None, "C.1")["Labels"] == []
+
+
+async def test_the_estimate_reports_client_condition_errors_but_not_missing_facts() -> None:
+    clients = [client_record(i) for i in range(4)]
+    for record in clients:
+        del record.facts["Platform"]  # older facts: NULL, as an agent without it would give
+    result = await estimate(clients, DEFAULT_CLIENT_CONDITION, "SELECT * FROM rows")
+    assert result.describe() == {"matched": 4, "total": 4, "undetermined": 0, "errored": 0,
+                                 "errors": []}
+    broken = await estimate(clients, "SELECT * FROM info() WHERE Fqdn =~ '('", "")
+    assert broken.matched == 0 and broken.errored == 0
+    assert broken.errors == ["client-side condition on last known facts: Invalid regular"
+                             " expression '('"]
+
+
+async def test_the_console_estimate_line_shows_the_first_error(tmp_path: Path) -> None:
+    app = console(seed(tmp_path / "datastore"))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await ready(pilot)
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, NewHuntScreen))
+        editor = app.screen.query_one("#server_condition", VQLEditor)
+        editor.text = "SELECT * FROM rows WHERE Hostnme =~ 'web'"
+        estimate_line = app.screen.query_one("#estimate")
+        shown = await until(pilot, lambda: "Hostnme" in str(estimate_line.render())
+                            and str(estimate_line.render()), 30, "the estimate")
+    assert shown.startswith("matches 0 of ")
+    assert shown.endswith(f" known clients — Hostnme is not a column of the client condition's"
+                          f" rows: {COLUMNS}")
+
+
+@pytest.mark.slow
+def test_the_command_line_estimate_prints_the_errors_below_the_figures(tmp_path: Path) -> None:
+    datastore = tmp_path / "datastore"
+    Datastore.open(datastore)
+    server = ServerProcess(datastore).start()
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps(SEED_FACTS[:2]))
+    config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
+    agents = AgentProcess(config, tmp_path / "fleet", "--simulate", "2", "--facts",
+                          str(facts)).start()
+    with running(server, agents):
+        wait_for_clients(datastore, 2)
+        result = velotui("hunt", "estimate", "--datastore", str(datastore),
+                         "--server-condition", "SELECT * FROM rows WHERE sleep(time=60)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "matches 0 of 2 known clients; the server-side condition failed on 2 of them",
+        "  unknown function sleep(): the server-side condition may not call it (it waits)",
+    ]

@@ -410,6 +410,10 @@ async def _rows_from_facts(record: ClientRecord, program: Program, budget: float
                       f" {_milliseconds(budget)} over a client's last known facts")
     if any(unknown.kind != "symbol" for unknown in problems.unknown):
         return None, None  # it calls what only an agent has
-    if problems.errors:
-        return rows, _one_line(f"client-side condition on last known facts: {problems.errors[0]}")
+    # Last known facts may lack a column an agent's info() has today: a missing symbol is NULL
+    # here, as on an agent, and says nothing about the condition.
+    missing = {unknown.message for unknown in problems.unknown}
+    errors = [message for message in problems.errors if message not in missing]
+    if errors:
+        return rows, _one_line(f"client-side condition on last known facts: {errors[0]}")
     return rows, None
