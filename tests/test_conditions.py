@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.processes import (
     write_agent_config,
 )
 from velotui.screens.new_hunt import NewHuntScreen
+from velotui.server import conditions
 from velotui.server.clients import ClientRecord
 from velotui.server.conditions import (
     ALLOWED_BUILTINS,
@@ -205,25 +206,63 @@ async def test_the_budget_can_be_set_per_condition() -> None:
         False, "the server-side condition ran longer than its budget of 10 ms")
 
 
-async def test_a_caller_does_not_wait_for_a_condition_that_ignores_its_budget() -> None:
-    # A function that checks no deadline stands for work the engine cannot interrupt: the
-    # caller gives up after the budget and slack, and the worker is released afterwards.
-    release = threading.Event()
-    registry = server_registry().child()
+class Stall:
+    """stall(): holds the condition worker until released, standing for work the engine cannot
+    interrupt (it checks no deadline)."""
 
-    @registry.function
-    def stall(scope: Scope) -> bool:
-        release.wait(30)
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.registry = server_registry().child()
+        self.registry.function(self.stall)
+
+    def stall(self, scope: Scope) -> bool:
+        self.released.wait(30)
         return True
 
+    def release(self) -> None:
+        self.released.set()
+
+
+@pytest.fixture
+def stall() -> Iterator[Stall]:
+    held = Stall()
     try:
-        judgement = await judge("SELECT * FROM rows WHERE stall()", registry=registry,
-                                budget=0.01)
+        yield held
     finally:
-        release.set()
-    assert judgement.error is not None
-    assert judgement.error.startswith("the server-side condition did not finish within")
-    assert await judge("SELECT * FROM rows") == Judgement(True)
+        held.release()
+
+
+STALLING = "SELECT * FROM rows WHERE stall()"
+
+
+async def test_a_caller_does_not_wait_for_a_condition_that_ignores_its_budget(
+        stall: Stall) -> None:
+    judgement = await judge(STALLING, registry=stall.registry, budget=0.01)
+    assert judgement == Judgement(False, "the server-side condition did not finish within 260 ms")
+
+
+async def test_time_queued_behind_another_judgement_is_not_counted_against_the_budget(
+        stall: Stall) -> None:
+    # The stalled judgement's caller gives up after 300 ms (its budget and slack); the one
+    # queued behind it, allowed 260 ms, has by then waited longer than that for its turn.
+    stalled = asyncio.create_task(judge(STALLING, registry=stall.registry, budget=0.05))
+    queued = asyncio.create_task(judge("SELECT * FROM rows", budget=0.01))
+    assert (await stalled).error == "the server-side condition did not finish within 300 ms"
+    assert not queued.done()
+    stall.release()
+    assert await queued == Judgement(True)
+
+
+async def test_a_judgement_that_never_gets_its_turn_is_an_error(
+        stall: Stall, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conditions, "CONDITION_QUEUE_LIMIT", 0.1)
+    stalled = asyncio.create_task(judge(STALLING, registry=stall.registry))
+    await asyncio.sleep(0)  # the stalled judgement is handed to the worker first
+    queued = await judge("SELECT * FROM rows")
+    assert queued == Judgement(False, "the server-side condition was not judged: the condition"
+                                      " worker was busy for 0.1 s")
+    stall.release()
+    await stalled
 
 
 # Estimates ---------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ server-side condition, when the client-side condition returned one.
 
 Judging never runs on the server's event loop: it runs on the condition worker, one thread with
 its own event loop, within a time budget per client (``CONDITION_BUDGET``) that the engine
-enforces between rows; the caller waits no longer than the budget and ``CONDITION_SLACK``. A
+enforces between rows; once its judgement has started, a caller waits no longer than the budget
+and ``CONDITION_SLACK`` (and for its turn no longer than ``CONDITION_QUEUE_LIMIT``). A
 condition that fails in any way (a VQL error, a name nothing defines, a blown budget, too many
 rows) gives a ``Judgement`` that did not match and says why in one line.
 """
@@ -52,8 +53,12 @@ CONDITION_BUDGET = 0.05
 """Seconds the server-side condition may run for one client (wall clock, on the worker)."""
 
 CONDITION_SLACK = 0.25
-"""How much longer than the budget a caller of ``judge`` waits before giving up: room for the
-worker to finish the client it is on and for thread hand-over, not for more judging."""
+"""How much longer than the budget a caller of ``judge`` waits, from the moment the worker
+started its judgement, before giving up: room for thread hand-over, not for more judging."""
+
+CONDITION_QUEUE_LIMIT = 30.0
+"""Seconds a judgement may wait for the worker to start it (behind a burst of others, or a
+condition stuck where the engine cannot interrupt it) before it is an error."""
 
 ESTIMATE_TIME_LIMIT = 10.0
 """Seconds an estimate may take in all; the clients it did not reach count as undetermined."""
@@ -152,6 +157,26 @@ class Judgement:
     error: str | None = None
 
 
+class _Turn:
+    """One judgement between its caller's loop and the worker: when the worker started it, and
+    its outcome, handed straight to the caller's loop (not through the worker task's own
+    completion, which a burst of judgements queued on the worker would hold back)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.judgement: asyncio.Future[Judgement] = self.loop.create_future()
+        self.started: float | None = None  # time.monotonic(), written by the worker
+
+    def finish(self, judgement: Judgement) -> None:
+        """Called on the worker."""
+        with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits
+            self.loop.call_soon_threadsafe(self._settle, judgement)
+
+    def _settle(self, judgement: Judgement) -> None:
+        if not self.judgement.done():
+            self.judgement.set_result(judgement)
+
+
 class _Problems:
     """What one run of a condition logged as errors, and the unknown names it met."""
 
@@ -239,19 +264,34 @@ class ServerCondition:
     async def judge(self, rows: list[dict[str, Any]], client: dict[str, Any]) -> Judgement:
         """Judge one client from the rows of its client-side condition (at most
         ``MAX_CONDITION_ROWS``; more is an error) and its ``client_variable``. Runs on the
-        condition worker and returns within the budget and ``CONDITION_SLACK``; never raises
-        for anything the condition does."""
+        condition worker and returns within the budget and ``CONDITION_SLACK`` of the moment
+        the worker started it (waiting for that at most ``CONDITION_QUEUE_LIMIT``); never
+        raises for anything the condition does."""
         settled = self._settled_without_running(rows)
         if settled is not None:
             return settled
-        future = _condition_worker().submit(self._run(rows, client))
+        turn = _Turn()
+        task = _condition_worker().submit(self._run_turn(turn, rows, client))
+        patience = self.budget + CONDITION_SLACK
+        queued_until = time.monotonic() + CONDITION_QUEUE_LIMIT
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), self.budget + CONDITION_SLACK
-            )
-        except TimeoutError:
-            return Judgement(False, "the server-side condition did not finish within"
-                                    f" {_milliseconds(self.budget + CONDITION_SLACK)}")
+            while True:
+                # Time spent queued behind other judgements is not this condition's.
+                started = turn.started
+                until = started + patience if started is not None else queued_until
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.wait({turn.judgement}, timeout=min(left, patience))
+                if turn.judgement.done():
+                    return turn.judgement.result()
+        finally:
+            task.cancel()  # a judgement given up on stops at its next await, or never starts
+        if turn.started is None:
+            return Judgement(False, "the server-side condition was not judged: the condition"
+                                    f" worker was busy for {CONDITION_QUEUE_LIMIT:g} s")
+        return Judgement(False, f"the server-side condition did not finish within"
+                                f" {_milliseconds(patience)}")
 
     async def matches(self, rows: list[dict[str, Any]], client: dict[str, Any]) -> bool:
         """True when ``judge`` says the client matched (an error is logged and does not match).
@@ -274,6 +314,10 @@ class ServerCondition:
         if self.program is None:
             return Judgement(bool(rows))
         return None
+
+    async def _run_turn(self, turn: _Turn, rows: list[Any], client: dict[str, Any]) -> None:
+        turn.started = time.monotonic()
+        turn.finish(await self._run(rows, client))
 
     async def _run(self, rows: list[Any], client: dict[str, Any]) -> Judgement:
         assert self.program is not None
