@@ -152,6 +152,13 @@ async def test_an_unknown_column_is_named_with_the_columns_there_are() -> None:
         False, f"Hostname is not a column of the client condition's rows: {COLUMNS}")
 
 
+async def test_a_client_field_written_as_a_column_is_pointed_at_client() -> None:
+    judgement = await judge("SELECT * FROM rows WHERE ClientId = 'C.0000000000000001'")
+    assert judgement == Judgement(
+        False, f"ClientId is not a column of the client condition's rows: {COLUMNS}"
+               " (did you mean client.ClientId?)")
+
+
 async def test_a_column_only_some_rows_have_is_null_in_the_others_not_an_error() -> None:
     rows = [{"Name": "a", "Extra": 1}, {"Name": "b"}]
     assert await judge("SELECT * FROM rows WHERE Extra = 1", rows) == Judgement(True)

@@ -66,7 +66,10 @@ ESTIMATE_TIME_LIMIT = 10.0
 ESTIMATE_ERRORS_SHOWN = 3
 """How many distinct error messages an estimate reports."""
 
-_ESTIMATE_SLICE = 0.05  # an estimate lets the worker's other judgements in this often (seconds)
+# How often (seconds) an estimate lets the worker's other judgements, and a cancel, in. Not much
+# more often: each turn of the worker's loop lets go of the GIL and takes it straight back, which
+# resets Python's forced switch, and the server's loop then waits far longer for its turn.
+_ESTIMATE_SLICE = 0.05
 
 _ROW_SCOPE = "the server-side condition knows rows, client and its own LETs"
 
@@ -79,7 +82,7 @@ ALLOWED_BUILTINS = frozenset({
     "encode", "timestamp", "now", "str", "int", "join", "strip",
     # aggregates
     "count", "sum", "min", "max", "enumerate",
-    # plugins
+    # plugins ("if" is one too)
     "scope", "range", "foreach", "chain", "flatten", "items",
 })
 """Built-ins that only compute over the values they are given (and read the clock)."""
@@ -181,15 +184,20 @@ class _Problems:
     """What one run of a condition logged as errors, and the unknown names it met."""
 
     def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.unknown: list[UnknownName] = []
+        self.errors: list[str] = []  # the engine logs each message once per run
+        self._unknown: dict[tuple[str, str], UnknownName] = {}
 
     def log(self, level: str, message: str) -> None:
         if level == "error":
             self.errors.append(message)
 
     def note_unknown(self, unknown: UnknownName) -> None:
-        self.unknown.append(unknown)
+        self._unknown.setdefault((unknown.kind, unknown.name), unknown)
+
+    @property
+    def unknown(self) -> list[UnknownName]:
+        """Each unknown name once, in the order first met."""
+        return list(self._unknown.values())
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -212,14 +220,16 @@ def _column_list(columns: list[str], shown: int = 30) -> str:
     return ", ".join(columns[:shown]) + f", … ({len(columns) - shown} more)"
 
 
-def _unknown_reason(unknown: UnknownName, columns: list[str]) -> str:
+def _unknown_reason(unknown: UnknownName, columns: list[str], client: Mapping[str, Any]) -> str:
     name = unknown.name
     refused = REFUSED_BUILTINS.get(name)
     because = f": the server-side condition may not call it ({refused})" if refused else ""
     if unknown.kind == "symbol":
+        hint = f" (did you mean client.{name}?)" if name in client else ""
         if columns:
-            return f"{name} is not a column of the client condition's rows: {_column_list(columns)}"
-        return f"{name} is not defined ({_ROW_SCOPE})"
+            return (f"{name} is not a column of the client condition's rows:"
+                    f" {_column_list(columns)}{hint}")
+        return f"{name} is not defined ({_ROW_SCOPE}){hint}"
     if unknown.kind == "function":
         return f"unknown function {name}(){because}"
     if unknown.kind == "plugin":
@@ -227,17 +237,19 @@ def _unknown_reason(unknown: UnknownName, columns: list[str]) -> str:
     return f"FROM {name}: no such variable or plugin ({_ROW_SCOPE})"
 
 
-def _condition_problem(problems: _Problems, rows: list[Any]) -> str | None:
+def _condition_problem(problems: _Problems, rows: list[Any], client: Mapping[str, Any]
+                       ) -> str | None:
     """The one-line reason a run of the server-side condition over ``rows`` is an error, or
     None. A symbol that is a column of some rows but not all is NULL where missing, as VQL
     means, and no error."""
     columns = _columns(rows)
+    known_columns = set(columns)
     excused: set[str] = set()
     for unknown in problems.unknown:
-        if unknown.kind == "symbol" and unknown.name in columns:
+        if unknown.kind == "symbol" and unknown.name in known_columns:
             excused.add(unknown.message)
             continue
-        return _one_line(_unknown_reason(unknown, columns))
+        return _one_line(_unknown_reason(unknown, columns, client))
     for message in problems.errors:
         if message not in excused:
             return _one_line(f"the server-side condition failed: {message}")
@@ -341,7 +353,7 @@ class ServerCondition:
             log.exception("server condition failed on %s", client.get("ClientId"))
             return Judgement(False, _one_line(
                 f"the server-side condition failed: {error.__class__.__name__}: {error}"))
-        problem = _condition_problem(problems, rows)
+        problem = _condition_problem(problems, rows, client)
         if problem is not None:
             return Judgement(False, problem)
         return Judgement(matched)
