@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -360,6 +361,15 @@ PAST = -1.0  # a time.monotonic() value long gone: the first check raises
 async def test_a_deadline_stops_a_plugin_that_yields_rows() -> None:
     with pytest.raises(DeadlineExceeded):
         await rows_of("SELECT * FROM range(end=100000000) WHERE _value < 0", deadline=PAST)
+
+
+async def test_a_deadline_is_read_on_the_clock_given() -> None:
+    # The server counts its worker thread's CPU time, not the wall clock.
+    query = "SELECT * FROM range(end=10)"
+    later = time.monotonic() + 3600
+    assert len(await rows_of(query, deadline=later)) == 10
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(query, deadline=later, clock=lambda: later + 1)
 
 
 @pytest.mark.parametrize("query", ["SELECT * FROM items WHERE N < 0",

@@ -50,7 +50,8 @@ MAX_CONDITION_ROWS = 1000
 more, and a client that returned more is an error, not a match."""
 
 CONDITION_BUDGET = 0.05
-"""Seconds the server-side condition may run for one client (wall clock, on the worker)."""
+"""Seconds the server-side condition may run for one client: the worker thread's CPU time, so
+that a busy server (the worker waiting for the GIL or a core) does not blow it."""
 
 CONDITION_SLACK = 0.25
 """How much longer than the budget a caller of ``judge`` waits, from the moment the worker
@@ -339,7 +340,7 @@ class ServerCondition:
             results = run(
                 self.program, env={"rows": rows, "client": client}, registry=self.registry,
                 on_log=problems.log, on_unknown=problems.note_unknown,
-                deadline=time.monotonic() + self.budget,
+                deadline=time.thread_time() + self.budget, clock=time.thread_time,
             )
             # Run to the end, not to the first row: the errors it logs are then the same
             # whatever order the rows came in.
@@ -454,7 +455,8 @@ async def _rows_from_facts(record: ClientRecord, program: Program, budget: float
             program, registry=estimate_registry(),
             env={"config": {"Client_labels": labels, "Labels": labels}},
             services={"facts": record.facts}, on_log=problems.log,
-            on_unknown=problems.note_unknown, deadline=time.monotonic() + budget,
+            on_unknown=problems.note_unknown, deadline=time.thread_time() + budget,
+            clock=time.thread_time,
         )
         async with asyncio.timeout(budget), contextlib.aclosing(results) as rows_out:
             async for row in rows_out:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,12 +120,14 @@ def new_scope(
     services: dict[str, Any] | None = None,
     deadline: float | None = None,
     on_unknown: UnknownSink | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Scope:
     """A root scope for one run: the registry's globals, then ``env``, then a layer for LETs.
-    ``deadline`` (a ``time.monotonic()`` value) and ``on_unknown``: see ``QueryContext``."""
+    ``deadline`` (a value of ``clock()``) and ``on_unknown``: see ``QueryContext``."""
     registry = registry if registry is not None else builtins_registry()
     context = QueryContext(
-        registry, on_log=on_log, services=services, deadline=deadline, on_unknown=on_unknown
+        registry, on_log=on_log, services=services, deadline=deadline, on_unknown=on_unknown,
+        clock=clock,
     )
     globals_scope = Scope(registry.variables(), context=context)
     env_scope = Scope(dict(env or {}), globals_scope)
@@ -140,16 +143,18 @@ async def run(
     services: dict[str, Any] | None = None,
     deadline: float | None = None,
     on_unknown: UnknownSink | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the rows of every statement of ``query``.
 
     Raises ``VQLSyntaxError`` before yielding anything when the text is not VQL. Errors while
     running (unknown symbols, failing functions) go to ``on_log`` and never stop the query;
-    unknown names also go to ``on_unknown``. Raises ``DeadlineExceeded`` once the
-    ``time.monotonic()`` value ``deadline`` has passed (checked between rows).
+    unknown names also go to ``on_unknown``. Raises ``DeadlineExceeded`` once ``clock()``
+    (``time.monotonic`` unless given; ``time.thread_time`` counts only this thread's work) has
+    passed ``deadline``, checked between rows and in loops that yield none.
     """
     program = query if isinstance(query, Program) else compile_query(query, registry)
-    scope = new_scope(registry, env, on_log, services, deadline, on_unknown)
+    scope = new_scope(registry, env, on_log, services, deadline, on_unknown, clock)
     async with contextlib.aclosing(program.rows(scope)) as rows:
         async for row in rows:
             yield row

@@ -63,7 +63,7 @@ class RowSource:
 class QueryContext:
     """What every scope of one query run shares."""
 
-    __slots__ = ("_seen", "deadline", "error_count", "on_log", "on_unknown", "registry",
+    __slots__ = ("_seen", "clock", "deadline", "error_count", "on_log", "on_unknown", "registry",
                  "services")
 
     def __init__(
@@ -73,12 +73,14 @@ class QueryContext:
         services: dict[str, Any] | None = None,
         deadline: float | None = None,
         on_unknown: UnknownSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.on_log = on_log
         self.services: dict[str, Any] = services if services is not None else {}
-        # A time.monotonic() value; past it, the run raises DeadlineExceeded at the next row.
+        # A value of clock(); past it, the run raises DeadlineExceeded at the next check.
         self.deadline = deadline
+        self.clock = clock
         self.on_unknown = on_unknown
         self.error_count = 0
         self._seen: set[tuple[str, str]] = set()
@@ -86,7 +88,7 @@ class QueryContext:
     def check_deadline(self) -> None:
         """Raise DeadlineExceeded when the run has a deadline and it has passed. Called between
         rows and in loops that produce none, so a run stops soon after its deadline."""
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and self.clock() > self.deadline:
             raise DeadlineExceeded("the query ran past its deadline")
 
     def unknown(self, kind: str, name: str, message: str) -> None:
