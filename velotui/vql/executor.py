@@ -426,10 +426,12 @@ async def _grouped_rows(plan: SelectPlan, scope: Scope) -> list[tuple[dict, Any]
     group_by = plan.group_by
     assert group_by is not None
     source = open_source(plan.source, scope)
-    check_deadline = scope.context.check_deadline
+    context = scope.context
+    deadline = context.deadline
     async with contextlib.aclosing(_iterate_source(source)) as rows:
         async for row in rows:
-            check_deadline()
+            if deadline is not None:
+                context.check_deadline()
             row_vars = _row_vars(row)
             row_scope = Scope(row_vars, scope)
             if plan.needs_lazy_row:
