@@ -35,7 +35,6 @@ from velotui.server.conditions import (
     REFUSED_BUILTINS,
     Judgement,
     ServerCondition,
-    client_variable,
     estimate,
     server_registry,
 )
@@ -343,14 +342,6 @@ async def test_the_operator_api_estimate_reports_an_unknown_column(server: Serve
     assert len(result["errors"]) == 1
     assert result["errors"][0].startswith("Hostnme is not a column of the client condition's"
                                           " rows: OS, Architecture, Fqdn, Platform, Labels")
-
-
-def test_client_variable_holds_what_the_server_knows() -> None:
-    record = client_record(7)
-    record.operator_labels = ["Finance"]
-    assert client_variable(record, record.client_id) == {
-        "ClientId": record.client_id, "Labels": ["Finance"], "FirstSeen": 1.0, "LastSeen": 2.0}
-    assert client_variable(None, "C.1")["Labels"] == []
 
 
 async def test_the_estimate_reports_client_condition_errors_but_not_missing_facts() -> None:
