@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from velotui.vql import Scope, VQLSyntaxError, collect, compile_query, default_registry, run
+from velotui.vql import (
+    DeadlineExceeded,
+    Scope,
+    UnknownName,
+    VQLSyntaxError,
+    builtins_registry,
+    collect,
+    compile_query,
+    default_registry,
+    run,
+)
 
 
 class Logs(list):
@@ -340,3 +351,100 @@ async def test_sleep_waits_without_blocking_the_loop() -> None:
     await ticker
     assert rows == [{"Slept": True}]
     assert ticked_while_sleeping == [0, 1, 2]  # the other task ran while the query slept
+
+
+# Deadlines and unknown names (the hooks the server's hidden condition uses) ----------------------
+
+PAST = -1.0  # a time.monotonic() value long gone: the first check raises
+
+
+async def test_a_deadline_stops_a_plugin_that_yields_rows() -> None:
+    with pytest.raises(DeadlineExceeded):
+        await rows_of("SELECT * FROM range(end=100000000) WHERE _value < 0", deadline=PAST)
+
+
+async def test_a_deadline_is_read_on_the_clock_given() -> None:
+    # The server counts its worker thread's CPU time, not the wall clock.
+    query = "SELECT * FROM range(end=10)"
+    later = time.monotonic() + 3600
+    assert len(await rows_of(query, deadline=later)) == 10
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(query, deadline=later, clock=lambda: later + 1)
+
+
+@pytest.mark.parametrize("query", ["SELECT * FROM items WHERE N < 0",
+                                   "SELECT count() AS C FROM items WHERE N < 0 GROUP BY N"])
+async def test_a_deadline_stops_filtering_rows_held_in_memory(query: str) -> None:
+    items = [{"N": n} for n in range(10)]
+    assert await rows_of(query, env={"items": items}) == []
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(query, env={"items": items}, deadline=PAST)
+
+
+async def test_a_deadline_stops_lets_of_lets_that_expand_without_a_row() -> None:
+    # Each LET reads the one before twice: a20 is a million additions, and no row at all.
+    lets = "LET a0 = 1\n" + "".join(f"LET a{i} = a{i - 1} + a{i - 1}\n" for i in range(1, 21))
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(lets + "LET total <= a20", deadline=PAST)
+
+
+async def test_a_deadline_stops_a_let_function_that_branches_without_a_row() -> None:
+    query = ("LET f(n) = if(condition=n > 0, then=f(n=n - 1) + f(n=n - 1), else=1)\n"
+             "LET total <= f(n=18)")
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(query, deadline=PAST)
+
+
+async def test_a_deadline_stops_a_plugin_iterating_a_list_that_yields_nothing() -> None:
+    query = "LET none <= SELECT * FROM foreach(row=items, query=[])"
+    assert await rows_of(query, env={"items": list(range(10))}) == []
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(query, env={"items": list(range(10))}, deadline=PAST)
+
+
+async def test_a_deadline_passes_through_the_handlers_that_log_and_go_on() -> None:
+    # A failing function or plugin is logged and the query goes on; a deadline met inside one
+    # (an implementation checks it in a long loop) ends the run.
+    registry = default_registry()
+
+    @registry.function
+    def expires(scope: Scope) -> bool:
+        raise DeadlineExceeded("past")
+
+    @registry.plugin
+    async def expiring(scope: Scope) -> AsyncIterator[dict[str, Any]]:
+        raise DeadlineExceeded("past")
+        yield {}
+
+    logs = Logs()
+    for query in ("SELECT expires() AS E FROM scope()", "SELECT * FROM expiring()",
+                  "LET e <= expires()\nSELECT e FROM scope()"):
+        with pytest.raises(DeadlineExceeded):
+            await rows_of(query, registry=registry, on_log=logs)
+    assert logs.errors == []
+
+
+async def test_unknown_names_are_reported_by_kind_as_well_as_logged() -> None:
+    unknown: list[UnknownName] = []
+    logs = Logs()
+    await rows_of(
+        "SELECT Missing, nofunction() AS F FROM rows\n"
+        "SELECT * FROM noplugin()\nSELECT * FROM nosource",
+        env={"rows": [{"A": 1}, {"A": 2}]}, on_log=logs, on_unknown=unknown.append,
+    )
+    assert [(u.kind, u.name) for u in unknown] == [
+        ("symbol", "Missing"), ("function", "nofunction"),
+        ("symbol", "Missing"), ("function", "nofunction"),
+        ("plugin", "noplugin"), ("source", "nosource"),
+    ]
+    assert logs.errors == [u.message for u in unknown[:2]] + [u.message for u in unknown[4:]]
+
+
+async def test_a_registry_with_only_some_names_reaches_nothing_else() -> None:
+    registry = builtins_registry().only({"len", "scope"})
+    unknown: list[UnknownName] = []
+    rows = await rows_of("SELECT len(list=[1, 2]) AS N, upcase(string='a') AS U FROM scope()",
+                         registry=registry, on_unknown=unknown.append)
+    assert rows == [{"N": 2, "U": None}]
+    assert [(u.kind, u.name) for u in unknown] == [("function", "upcase")]
+    assert registry.lookup_plugin("range") is None

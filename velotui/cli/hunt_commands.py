@@ -240,7 +240,11 @@ async def estimate_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
         line = f"matches {result['matched']} of {result['total']} known clients"
         if result["undetermined"]:
             line += (f" ({result['undetermined']} cannot be judged from their last known facts)")
+        if result.get("errored"):
+            line += f"; the server-side condition failed on {result['errored']} of them"
         print(line)
+        for error in result.get("errors", []):
+            print(f"  {error}")
     return 0
 
 

@@ -118,6 +118,8 @@ class NewHuntScreen(Screen[None]):
         text = f"matches {result['matched']} of {result['total']} known clients"
         if result["undetermined"]:
             text += f" ({result['undetermined']} cannot be judged from their last facts)"
+        if result.get("errors"):
+            text += f" — {result['errors'][0]}"
         label.update(text)
 
     # Create -------------------------------------------------------------------------------------

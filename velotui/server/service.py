@@ -405,7 +405,9 @@ class Service:
 
     async def estimate_hunt(self, server_condition: str = "",
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
-        """How many known clients would match, judged by their last known facts."""
+        """How many known clients would match, judged by their last known facts: matched, total,
+        undetermined (their conditions need more than those facts), errored (the server-side
+        condition gave an error) and errors (the first few distinct reasons, one line each)."""
         client_condition = check_query(client_condition, "client-side condition")
         server_condition = arguments.text(server_condition, "the server-side condition",
                                           maximum=arguments.MAX_QUERY)

@@ -15,14 +15,16 @@ from velotui.vql.engine import (
 )
 from velotui.vql.parser import VQLSyntaxError, check, parse, tokenize
 from velotui.vql.registry import Registry
-from velotui.vql.scope import QueryContext, Scope
+from velotui.vql.scope import DeadlineExceeded, QueryContext, Scope, UnknownName
 from velotui.vql.values import to_json_value
 
 __all__ = [
+    "DeadlineExceeded",
     "Program",
     "QueryContext",
     "Registry",
     "Scope",
+    "UnknownName",
     "VQLSyntaxError",
     "builtins_registry",
     "check",

@@ -293,7 +293,7 @@ class Compiler:
             if value is MISSING:
                 value = scope.parent.lookup(name) if scope.parent is not None else MISSING
                 if value is MISSING:
-                    scope.context.log("error", message)
+                    scope.context.unknown("symbol", name, message)
                     return None
             if value.__class__ in DEFERRED:
                 return resolve_sync(value, scope)
@@ -308,7 +308,7 @@ class Compiler:
         async def lookup(scope: Scope) -> Any:
             value = scope.lookup(name)
             if value is MISSING:
-                scope.context.log("error", message)
+                scope.context.unknown("symbol", name, message)
                 return None
             return await resolve_async(value, scope)
 
@@ -654,7 +654,7 @@ def _let_call(name: str, args: list[tuple[str, Code]], kind: str | None) -> Code
             return await target.materialize(scope, values)
         if isinstance(target, LazyExpression) and not values:
             return await resolve_async(target, scope)
-        scope.error(f"Unknown function {name}()")
+        scope.context.unknown("function", name, f"Unknown function {name}()")
         return None
 
     return Code(call, True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from velotui.vql.executor import (
 )
 from velotui.vql.parser import parse
 from velotui.vql.registry import Registry
-from velotui.vql.scope import LogSink, QueryContext, Scope
+from velotui.vql.scope import LogSink, QueryContext, Scope, UnknownSink
 
 
 @functools.cache
@@ -117,10 +118,17 @@ def new_scope(
     env: Mapping[str, Any] | None = None,
     on_log: LogSink | None = None,
     services: dict[str, Any] | None = None,
+    deadline: float | None = None,
+    on_unknown: UnknownSink | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Scope:
-    """A root scope for one run: the registry's globals, then ``env``, then a layer for LETs."""
+    """A root scope for one run: the registry's globals, then ``env``, then a layer for LETs.
+    ``deadline`` (a value of ``clock()``) and ``on_unknown``: see ``QueryContext``."""
     registry = registry if registry is not None else builtins_registry()
-    context = QueryContext(registry, on_log=on_log, services=services)
+    context = QueryContext(
+        registry, on_log=on_log, services=services, deadline=deadline, on_unknown=on_unknown,
+        clock=clock,
+    )
     globals_scope = Scope(registry.variables(), context=context)
     env_scope = Scope(dict(env or {}), globals_scope)
     return Scope({}, env_scope)
@@ -133,14 +141,20 @@ async def run(
     registry: Registry | None = None,
     on_log: LogSink | None = None,
     services: dict[str, Any] | None = None,
+    deadline: float | None = None,
+    on_unknown: UnknownSink | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the rows of every statement of ``query``.
 
     Raises ``VQLSyntaxError`` before yielding anything when the text is not VQL. Errors while
-    running (unknown symbols, failing functions) go to ``on_log`` and never stop the query.
+    running (unknown symbols, failing functions) go to ``on_log`` and never stop the query;
+    unknown names also go to ``on_unknown``. Raises ``DeadlineExceeded`` once ``clock()``
+    (``time.monotonic`` unless given; ``time.thread_time`` counts only this thread's work) has
+    passed ``deadline``, checked between rows and in loops that yield none.
     """
     program = query if isinstance(query, Program) else compile_query(query, registry)
-    scope = new_scope(registry, env, on_log, services)
+    scope = new_scope(registry, env, on_log, services, deadline, on_unknown, clock)
     async with contextlib.aclosing(program.rows(scope)) as rows:
         async for row in rows:
             yield row

@@ -146,6 +146,7 @@ class LetFunction:
         self.code = code
 
     async def call(self, scope: Scope, args: Mapping[str, Any]) -> Any:
+        scope.context.check_deadline()  # a recursive LET function may branch without a row
         bound = bind_parameters(self.parameters, args, scope, self.name)
         if bound is None:
             return None
@@ -159,6 +160,7 @@ async def resolve_async(value: Any, scope: Scope) -> Any:
     """The value a symbol stands for: lazy LETs evaluated here, stored queries as row lists."""
     cls = value.__class__
     if cls is LazyExpression:
+        scope.context.check_deadline()  # LETs of LETs can expand exponentially without a row
         return await evaluate(value.code, scope)
     if cls is StoredQuery:
         return await value.materialize(scope)
@@ -167,6 +169,7 @@ async def resolve_async(value: Any, scope: Scope) -> Any:
 
 def resolve_sync(value: Any, scope: Scope) -> Any:
     if value.__class__ is LazyExpression and not value.code.is_async:
+        scope.context.check_deadline()
         return value.code.fn(scope)
     return drive(resolve_async(value, scope), scope)
 
@@ -365,6 +368,8 @@ async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[
     """(output row, source row) for every source row that passes WHERE."""
     where = plan.where
     needs_lazy = plan.needs_lazy_row
+    context = scope.context
+    deadline = context.deadline
     source = open_source(plan.source, scope)
     if (
         isinstance(source, list)
@@ -377,6 +382,8 @@ async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[
         where_fn = where.fn
         boolean = where.boolean
         for row in source:
+            if deadline is not None:
+                context.check_deadline()
             row_scope = Scope(row if row.__class__ is dict else _row_vars(row), scope)
             verdict = where_fn(row_scope)
             if verdict if boolean else truthy(verdict):
@@ -384,6 +391,8 @@ async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[
         return
     async with contextlib.aclosing(_iterate_source(source)) as rows:
         async for row in rows:
+            if deadline is not None:
+                context.check_deadline()
             row_scope = Scope(_row_vars(row), scope)
             lazy = None
             if where is not None:
@@ -417,8 +426,12 @@ async def _grouped_rows(plan: SelectPlan, scope: Scope) -> list[tuple[dict, Any]
     group_by = plan.group_by
     assert group_by is not None
     source = open_source(plan.source, scope)
+    context = scope.context
+    deadline = context.deadline
     async with contextlib.aclosing(_iterate_source(source)) as rows:
         async for row in rows:
+            if deadline is not None:
+                context.check_deadline()
             row_vars = _row_vars(row)
             row_scope = Scope(row_vars, scope)
             if plan.needs_lazy_row:
@@ -476,7 +489,8 @@ def open_source(plan: SourcePlan, scope: Scope) -> Any:
         if value is MISSING:
             if plan.plugin is not None:
                 return _plugin_rows(plan, scope)
-            scope.error(f"SELECT FROM {plan.name}: no such variable or plugin")
+            message = f"SELECT FROM {plan.name}: no such variable or plugin"
+            scope.context.unknown("source", plan.name, message)
             return []
         if value.__class__ is list:
             return value
@@ -487,7 +501,7 @@ def open_source(plan: SourcePlan, scope: Scope) -> Any:
     if isinstance(value, StoredQuery):
         return _stored_query_rows(value, plan, scope)
     if value is MISSING:
-        scope.error(f"Plugin {plan.name} not found")
+        scope.context.unknown("plugin", plan.name, f"Plugin {plan.name} not found")
     else:
         scope.error(f"{plan.name} is a variable, not callable as a plugin: write FROM {plan.name}")
     return []

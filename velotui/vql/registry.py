@@ -17,7 +17,7 @@ are required. A ``**kwargs`` parameter accepts any argument, in call order (``di
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,16 @@ class Registry:
     def child(self) -> Registry:
         """A new registry that sees everything here and can add or override without changing it."""
         return Registry(parent=self)
+
+    def only(self, names: Iterable[str]) -> Registry:
+        """A new registry with no parent holding just the functions and plugins here (or in a
+        parent) called ``names``, and the same variables: a query run with it reaches nothing
+        else, and a call to anything else is an unknown function or plugin."""
+        kept = set(names)
+        restricted = Registry(_variables=self.variables())
+        restricted._functions = {c.name: c for c in self.functions() if c.name in kept}
+        restricted._plugins = {c.name: c for c in self.plugins() if c.name in kept}
+        return restricted
 
     # Registration -------------------------------------------------------------------------------
 

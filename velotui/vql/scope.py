@@ -7,7 +7,9 @@ query run shares a ``QueryContext``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from velotui.vql.registry import Registry
@@ -32,6 +34,25 @@ LogSink = Callable[[str, str], None]
 """Receives (level, message); level is one of "error", "warning", "info", "debug"."""
 
 
+@dataclass(frozen=True)
+class UnknownName:
+    """A name a query used that nothing defines: it evaluated to NULL (or gave no rows) and
+    ``message`` was logged as an error."""
+
+    kind: str  # "symbol", "function" (a call), "plugin" (FROM x()) or "source" (FROM x)
+    name: str
+    message: str
+
+
+UnknownSink = Callable[[UnknownName], None]
+"""Receives every unknown name a query meets, before its error is logged."""
+
+
+class DeadlineExceeded(BaseException):
+    """A query ran past its context's deadline. A BaseException, like cancellation, so that the
+    engine's "log the failure and go on" handlers (which catch Exception) let it through."""
+
+
 class RowSource:
     """A value that yields rows when run in a scope: a stored query or a subquery."""
 
@@ -42,19 +63,39 @@ class RowSource:
 class QueryContext:
     """What every scope of one query run shares."""
 
-    __slots__ = ("_seen", "error_count", "on_log", "registry", "services")
+    __slots__ = ("_seen", "clock", "deadline", "error_count", "on_log", "on_unknown", "registry",
+                 "services")
 
     def __init__(
         self,
         registry: Registry,
         on_log: LogSink | None = None,
         services: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        on_unknown: UnknownSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.on_log = on_log
         self.services: dict[str, Any] = services if services is not None else {}
+        # A value of clock(); past it, the run raises DeadlineExceeded at the next check.
+        self.deadline = deadline
+        self.clock = clock
+        self.on_unknown = on_unknown
         self.error_count = 0
         self._seen: set[tuple[str, str]] = set()
+
+    def check_deadline(self) -> None:
+        """Raise DeadlineExceeded when the run has a deadline and it has passed. Called between
+        rows and in loops that produce none, so a run stops soon after its deadline."""
+        if self.deadline is not None and self.clock() > self.deadline:
+            raise DeadlineExceeded("the query ran past its deadline")
+
+    def unknown(self, kind: str, name: str, message: str) -> None:
+        """Report a name nothing defines: to ``on_unknown``, then as an error."""
+        if self.on_unknown is not None:
+            self.on_unknown(UnknownName(kind, name, message))
+        self.log("error", message)
 
     def log(self, level: str, message: str) -> None:
         if level == "error":
@@ -134,7 +175,9 @@ class Scope:
             async for row in value.rows(self):
                 yield row
         elif isinstance(value, list | tuple):
+            check_deadline = self.context.check_deadline
             for item in value:
+                check_deadline()
                 yield item
         elif value is None or value is MISSING:
             return
