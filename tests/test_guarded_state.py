@@ -335,3 +335,21 @@ async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path
             await back.close()
     finally:
         await second.stop()
+
+
+async def test_a_failing_server_side_condition_puts_clients_in_errors_with_the_reason(
+    server: Server, api: Service, agents: list[ScriptedAgent]
+) -> None:
+    hunt = await api.create_hunt(query="SELECT * FROM info()", start=True,
+                                 server_condition="SELECT * FROM rows WHERE Hostnme =~ 'host'")
+    hunt_id = hunt["hunt_id"]
+    await until(lambda: memory_queues(server, hunt_id) == {"errors": 3}, 30)
+    assert await durable_queues(server, hunt_id) == {"errors": 3}
+    reason = ("server condition: Hostnme is not a column of the client condition's rows:"
+              " OS, Fqdn, Hostname, Labels")
+    shown = await api.get_hunt(hunt_id)
+    assert shown["errors"] == [{"reason": reason, "clients": 3}]
+    logged = await api.hunt_log(hunt_id)
+    assert [line["message"] for line in logged if line["level"] == "error"] == [reason] * 3
+    for agent in agents:  # nothing was collected
+        assert not [f for f in agent.flows_received() if f.endswith(".H")]

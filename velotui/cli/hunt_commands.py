@@ -198,6 +198,8 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
         f"server condition:  {hunt['server_condition'] or NO_SERVER_CONDITION}",
         _counts_line(hunt["counts"]),
     ]
+    lines += [f"errors: {error['clients']} x {error['reason']}"
+              for error in hunt.get("errors", [])]
     return "\n".join(lines) + "\n"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -78,6 +79,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         with TabbedContent(id="tabs", initial="overview"):
             with TabPane("1 Overview", id="overview"), VerticalScroll():
                 yield Static("", id="spec")
+                yield Static("", id="errors")
                 yield Label("Collection", classes="heading")
                 yield VQLTextArea(self.hunt["query"], read_only=True, id="query")
                 yield Label("Client-side condition", classes="heading")
@@ -103,6 +105,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
     def on_mount(self) -> None:
         self.sub_title = f"{self.hunt_id}  {self.hunt['description']}"
         self.redraw()
+        self.load_errors()
         self.load_clients()
         self.load_results()
         self.load_log()
@@ -114,6 +117,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         hunt = self.hunt
         self.query_one("#spec", Static).update(self._spec_text(hunt))
         if hunt["counts"] != self._drawn_counts:
+            if self._drawn_counts is not None and \
+                    hunt["counts"]["errors"] != self._drawn_counts["errors"]:
+                self.load_errors()
             self._drawn_counts = dict(hunt["counts"])
             # Only the tab in view follows the counts; the others load when shown.
             active = self.query_one("#tabs", TabbedContent).active
@@ -144,6 +150,17 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             "",
             counts_text(hunt["counts"]),
         ])
+
+    @work(exclusive=True, group="errors")
+    async def load_errors(self) -> None:
+        """Why the hunt's clients in errors are there (a server-side condition that fails
+        shows here, not only in the log)."""
+        hunt = await self.app.call("get_hunt", hunt_id=self.hunt_id)
+        if hunt is None:
+            return
+        lines = [f"[b]errors[/b] {error['clients']} client{'s' if error['clients'] != 1 else ''}"
+                 f": {escape(error['reason'])}" for error in hunt.get("errors", [])]
+        self.query_one("#errors", Static).update("\n".join(lines))
 
     # Tabs ---------------------------------------------------------------------------------------
 

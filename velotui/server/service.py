@@ -260,8 +260,11 @@ class Service:
         return self.server.hunts.get(arguments.hunt_id(hunt_id))
 
     async def get_hunt(self, hunt_id: str) -> dict[str, Any]:
-        """One hunt: its spec, state and counts."""
-        return self._hunt(hunt_id).describe()
+        """One hunt: its spec, state and counts, and why its clients in errors are there
+        (``errors``: the most frequent reasons, each with its number of clients)."""
+        hunt = self._hunt(hunt_id)
+        reasons = await self.server.db.results.error_reasons(hunt.hunt_id, 5)
+        return {**hunt.describe(), "errors": to_json_value(reasons)}
 
     async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
         hunt = await self.server.hunts.start(self._hunt(hunt_id).hunt_id)

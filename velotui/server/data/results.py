@@ -91,6 +91,17 @@ class ResultReader:
                 break
         return rows, total
 
+    async def error_reasons(self, hunt_id: str, limit: int) -> list[dict[str, Any]]:
+        """Why the hunt's clients in errors are there: each reason with how many clients,
+        most frequent first."""
+        rows = await self.store.fetch_all(
+            "SELECT error AS reason, COUNT(*) AS clients FROM hunt_clients WHERE hunt_id = ?"
+            " AND queue = 'errors' GROUP BY error ORDER BY COUNT(*) DESC, error LIMIT ?",
+            (hunt_id, limit),
+        )
+        return [{"reason": row["reason"] or "(no reason recorded)", "clients": row["clients"]}
+                for row in rows]
+
     async def hunt_log(self, hunt_id: str, limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` log lines and errors of the hunt, oldest first: its agents'
         log lines, every flow's error, and each server-side judgement that failed."""
