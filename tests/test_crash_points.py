@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.processes import (
+    VELOTUI,
     AgentProcess,
     ServerProcess,
     running,
@@ -198,3 +200,61 @@ def test_a_crash_before_a_stop_commits_leaves_the_hunt_running_and_stoppable(
     assert stopped.returncode == 0, stopped.stderr
     counts = assert_consistent(deployment, hunt_id)
     assert counts["errors"] == AGENTS and counts["running"] == 0
+
+
+def reached(server: ServerProcess, text: str) -> bool:
+    return text in server.log_path.read_text(errors="replace")
+
+
+def test_a_stop_while_the_recruiter_is_paused_before_its_write_recruits_nobody(
+    deployment: Deployment,
+) -> None:
+    deployment.start("recruit.before_write=1*sleep(30)")
+    hunt_id = deployment.create_hunt(COLLECTION, "--start")
+    wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: sleep"),
+             timeout=60, what="the recruiter paused before its write")
+    stopped = deployment.cli("hunt", "stop", hunt_id, "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    # The stop came while the recruiter was held (else this test proves nothing).
+    assert not reached(deployment.server, "failpoint recruit.before_write: resumed")
+    wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: resumed"),
+             timeout=60, what="the recruiter to resume")
+    # Its write, after the stop, found the hunt stopped: nobody recruited, no collection.
+    deployment.cli("hunt", "show", hunt_id)  # a round trip after the resumed write
+    counts = assert_consistent(deployment, hunt_id)
+    assert counts["running"] == counts["results"] == counts["errors"] == 0
+    assert deployment.query("SELECT COUNT(*) FROM flows WHERE hunt_id = ? AND kind ="
+                            " 'collection'", hunt_id) == [(0,)]
+
+
+def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_flow(
+    deployment: Deployment,
+) -> None:
+    deployment.start("cancel.before_commit=1*sleep(10)")
+    streaming = ("SELECT N FROM foreach(row={SELECT _value AS B, sleep(time=0.2) AS P"
+                 " FROM range(end=600)}, query={SELECT B AS N FROM scope()})")
+    hunt_id = deployment.create_hunt(streaming, "--start")
+    wait_for(lambda: deployment.hunt(hunt_id)["counts"]["running"] == AGENTS, timeout=60,
+             what="every collection running")
+    stop = subprocess.Popen([VELOTUI, "hunt", "stop", hunt_id, "--datastore",
+                             str(deployment.datastore)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    wait_for(lambda: reached(deployment.server, "failpoint cancel.before_commit: sleep"),
+             timeout=60, what="the stop paused before its commit")
+    before = deployment.query("SELECT COALESCE(SUM(rows), 0) FROM flows WHERE hunt_id = ?",
+                              hunt_id)[0][0]
+    wait_for(lambda: deployment.query("SELECT COALESCE(SUM(rows), 0) FROM flows WHERE"
+                                      " hunt_id = ?", hunt_id)[0][0] > before,
+             timeout=30, what="rows stored while the stop is paused")
+    assert stop.wait(timeout=60) == 0, stop.stderr.read()
+    counts = assert_consistent(deployment, hunt_id)
+    assert counts["errors"] == AGENTS and counts["running"] == 0
+    cancelled = deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ? AND kind ="
+                                 " 'collection'", hunt_id)
+    assert {state for state, _rows in cancelled} == {"cancelled"}
+    # Rows keep arriving until the agents hear of the cancel: they are dropped, the flows stay
+    # cancelled and their row counts stay what is stored.
+    frozen = assert_consistent(deployment, hunt_id)
+    assert frozen == counts
+    assert deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ? AND kind ="
+                            " 'collection'", hunt_id) == cancelled
