@@ -398,6 +398,9 @@ class FlowRunner:
         except FlowRefused as refusal:
             self._end_early("error", str(refusal))
             return None
+        # Let the outbox's writer and the connection run: a query that never waits would hold
+        # the event loop until it ends, and nothing would be written, sent or acknowledged.
+        await asyncio.sleep(0)
         return entry.seq
 
 

@@ -105,7 +105,7 @@ async def test_a_flow_request_runs_once_and_acks_forget_it(
     assert session.open_flow_ids() == ["F.1"]
 
     await wait_until(lambda: session.outbox.last_seq("F.1") == 1, "the flow's status")
-    messages = [decode(entry.frame, "agent") for entry in session.outbox.entries()]
+    messages = [decode(frame, "agent") for frame in await session.outbox.unacked_frames()]
     assert [m.TYPE for m in messages] == ["status"]  # three rows ride in the status
     assert [row["_value"] for row in messages[0].final_rows] == [0, 1, 2]
     await session.handle_message(request)  # finished but unacknowledged: still not run again
@@ -131,7 +131,7 @@ async def test_a_cancel_stops_the_running_flow(tmp_path: Path, ca: tuple[bytes, 
     await session.handle_message(Cancel(flow_id="F.2", reason="stop"))
 
     await wait_until(lambda: session.outbox.last_seq("F.2") == 1, "the flow's status")
-    (status,) = [decode(entry.frame, "agent") for entry in session.outbox.entries()]
+    (status,) = [decode(frame, "agent") for frame in await session.outbox.unacked_frames()]
     assert (status.TYPE, status.state, status.error) == ("status", "cancelled", "stop")
     await session.handle_message(Cancel(flow_id="F.unknown", reason="x"))  # harmless
 
