@@ -415,6 +415,11 @@ class Outbox:
         """Bytes of messages kept for acknowledgement (plus any space reserved this moment)."""
         return self._unacked_bytes
 
+    @property
+    def waiting_for_space(self) -> int:
+        """How many producers wait for acknowledgements to free space."""
+        return sum(1 for _size, waiter in self._space_waiters if not waiter.done())
+
     def __len__(self) -> int:
         return len(self._entries)
 
