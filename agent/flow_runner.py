@@ -158,7 +158,7 @@ class FlowRunner:
             "flow_id": self.flow_id,
             "state": state,
             "error": error_text[:MAX_TEXT] if error_text is not None else None,
-            "rows": self.progress.rows_sent,
+            "rows": self.progress.rows_sent + len(final_rows),
             "bytes": self.progress.uploaded_bytes,
             "duration": max(time.time() - self.progress.started, 0.0),
             "final_rows": final_rows,
@@ -304,7 +304,6 @@ class FlowRunner:
                     batch = self._pending_rows[:count]
                     if keep_tail and count == len(self._pending_rows):
                         tail = batch  # the last batch rides in the flow's Status
-                        self.progress.rows_sent += count
                     else:
                         position = self._pending_positions[count - 1]
                         seq = await self._emit(

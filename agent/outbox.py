@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
@@ -53,7 +54,9 @@ from velotui.wire.protocol import MAX_FRAME_BYTES, Message, Status, encode
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # Messages put but not yet committed; producers wait for the writer beyond this.
 MAX_UNWRITTEN_BYTES = 8 * 1024 * 1024
+# After a failed write (a full disk), the first wait before trying again, doubling up to the most.
 WRITE_RETRY_DELAY = 1.0
+MAX_WRITE_RETRY_DELAY = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ class Outbox:
         self._pending_entries: list[OutboxEntry] = []
         self._unwritten_bytes = 0
         self._writer: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()  # set when close() begins: failed writes are given up
         self._written = asyncio.Event()  # set (and replaced) after each commit
         self._closed = False
         self._to_resume = self._load()
@@ -331,7 +335,8 @@ class Outbox:
             while self._pending:
                 operations, self._pending = self._pending, []
                 entries, self._pending_entries = self._pending_entries, []
-                await self._commit(operations)
+                if not await self._commit(operations):
+                    return
                 for entry in entries:
                     entry.written = True
                     self._unwritten_bytes -= entry.size
@@ -343,19 +348,28 @@ class Outbox:
         finally:
             self._writer = None
 
-    async def _commit(self, operations: list[Operation]) -> None:
-        """Write ``operations``; a failure (a full disk) is logged and tried again, since the
-        messages may not be sent before they are on disk."""
+    async def _commit(self, operations: list[Operation]) -> bool:
+        """Write ``operations``; True once written. A failure (a full disk) is logged and tried
+        again, since no message may be sent before it is on disk; while the outbox closes, it is
+        given up (False): what was not written was not sent, and a restarted flow makes it anew.
+        """
+        delay = WRITE_RETRY_DELAY
         while True:
             try:
                 await asyncio.to_thread(self._file.write, operations)
-                return
+                return True
             except (OSError, sqlite3.Error) as error:
+                if self._closing.is_set():
+                    log.error("cannot write the outbox %s (%s) as it closes", self._file.path,
+                              error)
+                    return False
                 log.error(
                     "cannot write the outbox %s (%s); trying again in %g s",
-                    self._file.path, error, WRITE_RETRY_DELAY,
+                    self._file.path, error, delay,
                 )
-                await asyncio.sleep(WRITE_RETRY_DELAY)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                delay = min(delay * 2, MAX_WRITE_RETRY_DELAY)
 
     async def flush(self) -> None:
         """Return once everything put so far is written to the file."""
@@ -366,6 +380,7 @@ class Outbox:
         """Write what is pending and close the file; the outbox is unusable afterwards."""
         if self._closed:
             return
+        self._closing.set()
         await self.flush()
         self._closed = True
         await asyncio.to_thread(self._file.close)

@@ -380,3 +380,33 @@ async def test_a_damaged_outbox_file_is_moved_aside_and_a_new_one_started(
     [aside] = tmp_path.glob("outbox.sqlite.damaged-*")
     assert aside.read_bytes().startswith(b"this is not a database")
     assert (await outbox.put("F.A", rows("F.A"))).seq == 1
+
+
+async def test_a_full_disk_holds_messages_back_until_they_can_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("agent.outbox.WRITE_RETRY_DELAY", 0.01)
+    outbox = open_outbox(tmp_path)
+    await outbox.put("F.A", rows("F.A"))
+    await outbox.flush()
+    # The disk fills up: SQLite may not grow the file any more.
+    file = outbox._file
+    with file._write_lock:
+        pages = file._writer.execute("PRAGMA page_count").fetchone()[0]
+        file._writer.execute(f"PRAGMA max_page_count = {pages}")
+    outbox.rewind()
+
+    with caplog.at_level(logging.ERROR, logger="agent.outbox"):
+        await outbox.put("F.A", rows("F.A", count=50, width=1000))
+        sending = asyncio.create_task(outbox.next_unsent())
+        while "cannot write the outbox" not in caplog.text:
+            await asyncio.sleep(0.01)
+    assert await blocked(sending)  # not on disk, so not sent
+    assert "full" in caplog.text
+
+    with file._write_lock:
+        file._writer.execute("PRAGMA max_page_count = 1073741823")  # room again
+    entry = await asyncio.wait_for(sending, 10)
+    assert entry.seq == 2
+    assert [(f, s) for f, s, _ in OutboxFile(outbox.path).load().messages] == [
+        ("F.A", 1), ("F.A", 2)]
