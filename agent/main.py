@@ -109,9 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.simulate:
         tune_for_many_connections()
     try:
-        # Simulated agents share one machine's disk: an fsync each per message would stall the
-        # fleet, and their outboxes still survive a killed process (not a power cut).
-        return asyncio.run(_run_agents(config, ssl_context, agents, sync=not args.simulate))
+        # Simulated agents keep their outboxes in memory: ten thousand files open at once would
+        # exhaust the process's file descriptors.
+        return asyncio.run(
+            _run_agents(config, ssl_context, agents, outbox_on_disk=not args.simulate)
+        )
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         return 0
 
@@ -137,7 +139,7 @@ async def _run_agents(
     config: AgentConfig,
     ssl_context: ssl.SSLContext,
     agents: list[tuple[str, Path, Mapping[str, Any] | None]],
-    sync: bool = True,
+    outbox_on_disk: bool = True,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -148,7 +150,13 @@ async def _run_agents(
     tasks = [
         asyncio.create_task(
             _run_agent(
-                config, ssl_context, name, folder, facts, spread * index / len(agents), sync
+                config,
+                ssl_context,
+                name,
+                folder,
+                facts,
+                spread * index / len(agents),
+                outbox_on_disk,
             ),
             name=name,
         )
@@ -181,14 +189,16 @@ async def _run_agent(
     folder: Path,
     facts: Mapping[str, Any] | None,
     start_delay: float,
-    sync: bool,
+    outbox_on_disk: bool,
 ) -> None:
     """Run one agent until cancelled; return early when its state folder cannot be used."""
     await asyncio.sleep(start_delay)
     try:
         state = await asyncio.to_thread(AgentState.open, folder)
         outbox = await asyncio.to_thread(
-            Outbox.open, state.outbox_file, config.outbox_max_bytes, sync=sync
+            Outbox.open,
+            state.outbox_file if outbox_on_disk else None,
+            config.outbox_max_bytes,
         )
     except (OSError, ValueError) as error:
         log.error("%s: cannot use the state folder %s: %s", name, folder, error)

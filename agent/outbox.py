@@ -124,14 +124,15 @@ class Outbox:
 
     @classmethod
     def open(
-        cls, path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, *, sync: bool = True
+        cls, path: str | Path | None, max_bytes: int = DEFAULT_MAX_BYTES, *, sync: bool = True
     ) -> Outbox:
-        """The outbox kept in the file at ``path``, created if needed, with what it holds.
+        """The outbox kept in the file at ``path``, created if needed, with what it holds; with
+        None, one in memory (it survives reconnects, not a restart).
 
         ``sync=False`` skips the fsyncs (see ``OutboxFile``). Blocking. Raises OSError when the
         file cannot be opened or created.
         """
-        file = OutboxFile(Path(path), sync=sync)
+        file = OutboxFile(Path(path) if path is not None else None, sync=sync)
         try:
             return cls(file, max_bytes)
         except BaseException:
@@ -142,7 +143,7 @@ class Outbox:
         try:
             stored = self._file.load()
         except sqlite3.Error as error:
-            raise OSError(f"cannot read the outbox {self._file.path}: {error}") from None
+            raise OSError(f"cannot read the outbox {self._file.name}: {error}") from None
         for flow in stored.flows:
             self._flows[flow.flow_id] = _FlowRecord(
                 last_seq=flow.last_seq, acked_seq=flow.last_seq, status_seq=flow.status_seq
@@ -360,12 +361,12 @@ class Outbox:
                 return True
             except (OSError, sqlite3.Error) as error:
                 if self._closing.is_set():
-                    log.error("cannot write the outbox %s (%s) as it closes", self._file.path,
+                    log.error("cannot write the outbox %s (%s) as it closes", self._file.name,
                               error)
                     return False
                 log.error(
                     "cannot write the outbox %s (%s); trying again in %g s",
-                    self._file.path, error, delay,
+                    self._file.name, error, delay,
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), delay)
@@ -422,7 +423,8 @@ class Outbox:
     # Inspection ------------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | None:
+        """The outbox's file (None: kept in memory)."""
         return self._file.path
 
     @property

@@ -1,4 +1,5 @@
-"""The outbox on disk: one SQLite file in the agent's state folder (``outbox.sqlite``).
+"""The outbox on disk: one SQLite file in the agent's state folder (``outbox.sqlite``), or an
+in-memory SQLite database for the agents of a simulated fleet (``path=None``).
 
 It holds every message the server has not acknowledged, encoded as sent, and for each flow its
 request and how far it got (opaque progress records), so a restarted agent can resend the one and
@@ -16,6 +17,10 @@ disk entirely or not at all. The file is in WAL mode with ``synchronous=FULL`` (
 fsynced) unless opened with ``sync=False``, which keeps the order and survives a killed process but
 not a power cut. Space freed by acknowledged messages is reused, and handed back to the file
 system once it is large or the outbox is empty (``auto_vacuum=INCREMENTAL``).
+
+One connection serves reads and writes (three file descriptors): a simulated fleet of thousands
+of agents in one process cannot afford more, and reads are short. Such a fleet keeps its outboxes
+in memory all the same, since even three descriptors each would run out at ten thousand agents.
 """
 
 from __future__ import annotations
@@ -130,15 +135,17 @@ class StoredOutbox:
 
 class OutboxFile:
     """One outbox file. Methods block (call them in a thread from async code) and are safe to call
-    from several threads: writes take one connection, reads another."""
+    from several threads (one at a time uses the connection)."""
 
-    def __init__(self, path: Path, sync: bool = True) -> None:
-        """Open (or create) the file at ``path``. A damaged file, or one of another version, is
-        moved aside (``<name>.damaged-<time>``) with an error logged, and a new one started.
-        Raises OSError when the file cannot be opened or created."""
-        self.path = Path(path)
+    def __init__(self, path: Path | None, sync: bool = True) -> None:
+        """Open (or create) the file at ``path``; with None, an empty database in memory. A damaged
+        file, or one of another version, is moved aside (``<name>.damaged-<time>``) with an error
+        logged, and a new one started. Raises OSError when the file cannot be opened or created.
+        """
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
         try:
-            self._writer = self._connect(sync)
+            self._connection = self._connect(sync)
         except sqlite3.DatabaseError as error:
             if getattr(error, "sqlite_errorcode", None) not in _DAMAGED_CODES and not isinstance(
                 error, _WrongVersion
@@ -151,21 +158,23 @@ class OutboxFile:
                 self.path, error, aside,
             )
             try:
-                self._writer = self._connect(sync)
+                self._connection = self._connect(sync)
             except sqlite3.Error as second:
                 raise OSError(f"cannot create the outbox {self.path}: {second}") from None
-        try:
-            self._reader = sqlite3.connect(self.path, check_same_thread=False)
-        except sqlite3.Error as error:
-            self._writer.close()
-            raise OSError(f"cannot open the outbox {self.path}: {error}") from None
-        self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The file's path, or that it is in memory: for messages."""
+        return str(self.path) if self.path is not None else "(in memory)"
 
     def _connect(self, sync: bool) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        connection = sqlite3.connect(
+            self.path if self.path is not None else ":memory:",
+            check_same_thread=False,
+            isolation_level=None,
+        )
         try:
-            if os.name == "posix":
+            if os.name == "posix" and self.path is not None:
                 os.chmod(self.path, 0o600)  # rows may be sensitive: the owner's alone
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -189,6 +198,7 @@ class OutboxFile:
         return connection
 
     def _move_aside(self) -> Path:
+        assert self.path is not None  # a database in memory is never damaged
         aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")
@@ -200,21 +210,21 @@ class OutboxFile:
 
     def load(self) -> StoredOutbox:
         """Everything the file holds."""
-        with self._read_lock:
+        with self._lock:
             flows = {
                 flow_id: StoredFlow(flow_id, request, last_seq, status_seq)
-                for flow_id, request, last_seq, status_seq in self._reader.execute(
+                for flow_id, request, last_seq, status_seq in self._connection.execute(
                     "SELECT flow_id, request, last_seq, status_seq FROM flows ORDER BY ordinal"
                 )
             }
-            for flow_id, key, value in self._reader.execute(
+            for flow_id, key, value in self._connection.execute(
                 "SELECT flow_id, key, value FROM progress"
             ):
                 if flow_id in flows:
                     flows[flow_id].progress[key] = msgpack.unpackb(value, raw=False)
             messages = [
                 (flow_id, seq, size)
-                for flow_id, seq, size in self._reader.execute(
+                for flow_id, seq, size in self._connection.execute(
                     "SELECT flow_id, seq, length(frame) FROM messages ORDER BY position"
                 )
             ]
@@ -222,8 +232,8 @@ class OutboxFile:
 
     def read_frame(self, flow_id: str, seq: int) -> bytes | None:
         """The frame of message (flow_id, seq); None once it is gone (acknowledged)."""
-        with self._read_lock:
-            row = self._reader.execute(
+        with self._lock:
+            row = self._connection.execute(
                 "SELECT frame FROM messages WHERE flow_id = ? AND seq = ?", (flow_id, seq)
             ).fetchone()
         return bytes(row[0]) if row is not None else None
@@ -234,8 +244,8 @@ class OutboxFile:
         """Apply ``operations`` in order in one transaction (fsynced unless opened with
         ``sync=False``). Raises sqlite3.Error (the transaction is then rolled back, the file as it
         was) or OSError."""
-        with self._write_lock:
-            connection = self._writer
+        with self._lock:
+            connection = self._connection
             connection.execute("BEGIN IMMEDIATE")
             try:
                 freed = False
@@ -250,21 +260,20 @@ class OutboxFile:
                 self._compact()
 
     def _compact(self) -> None:
-        free_pages = self._writer.execute("PRAGMA freelist_count").fetchone()[0]
+        free_pages = self._connection.execute("PRAGMA freelist_count").fetchone()[0]
         if not free_pages:
             return
-        page_size = self._writer.execute("PRAGMA page_size").fetchone()[0]
-        empty = self._writer.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+        page_size = self._connection.execute("PRAGMA page_size").fetchone()[0]
+        empty = self._connection.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
         if empty or free_pages * page_size > COMPACT_FREE_BYTES:
             # executescript runs the pragma to its end; execute would free one page.
-            self._writer.executescript("PRAGMA incremental_vacuum;")
+            self._connection.executescript("PRAGMA incremental_vacuum;")
             if empty:
-                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
-        with self._write_lock, self._read_lock:
-            self._reader.close()
-            self._writer.close()
+        with self._lock:
+            self._connection.close()
 
 
 def _apply(connection: sqlite3.Connection, operation: Operation) -> bool:

@@ -391,9 +391,9 @@ async def test_a_full_disk_holds_messages_back_until_they_can_be_written(
     await outbox.flush()
     # The disk fills up: SQLite may not grow the file any more.
     file = outbox._file
-    with file._write_lock:
-        pages = file._writer.execute("PRAGMA page_count").fetchone()[0]
-        file._writer.execute(f"PRAGMA max_page_count = {pages}")
+    with file._lock:
+        pages = file._connection.execute("PRAGMA page_count").fetchone()[0]
+        file._connection.execute(f"PRAGMA max_page_count = {pages}")
     outbox.rewind()
 
     with caplog.at_level(logging.ERROR, logger="agent.outbox"):
@@ -404,9 +404,20 @@ async def test_a_full_disk_holds_messages_back_until_they_can_be_written(
     assert await blocked(sending)  # not on disk, so not sent
     assert "full" in caplog.text
 
-    with file._write_lock:
-        file._writer.execute("PRAGMA max_page_count = 1073741823")  # room again
+    with file._lock:
+        file._connection.execute("PRAGMA max_page_count = 1073741823")  # room again
     entry = await asyncio.wait_for(sending, 10)
     assert entry.seq == 2
     assert [(f, s) for f, s, _ in OutboxFile(outbox.path).load().messages] == [
         ("F.A", 1), ("F.A", 2)]
+
+
+async def test_an_outbox_in_memory_works_alike_and_keeps_no_file(tmp_path: Path) -> None:
+    outbox = Outbox.open(None)  # as each agent of a simulated fleet has
+    await outbox.put("F.A", rows("F.A"))
+    await outbox.put("F.A", status("F.A"))
+    assert outbox.path is None
+    assert await kept(outbox) == [("F.A", 1, "rows"), ("F.A", 2, "status")]
+    outbox.ack("F.A", 2)
+    assert outbox.flow_ids() == []
+    await outbox.close()
