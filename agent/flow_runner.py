@@ -479,7 +479,10 @@ class FlowUploader:
             return None
         recorded = self._progress.uploads.get(self._next_upload_id)
         if recorded is None:
-            self._replaying = False  # past the last one recorded: new uploads from here
+            # Past the last one recorded: new uploads from here, under ids none of the recorded
+            # ones has (with uploads side by side, a later id may be recorded and this not).
+            self._replaying = False
+            self._next_upload_id = max(self._next_upload_id, max(self._progress.uploads) + 1)
             return None
         if recorded.path != path or recorded.name != name:
             self._diverge(f"upload {recorded.upload_id} was {recorded.path}, now {path}")
