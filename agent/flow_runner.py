@@ -441,35 +441,35 @@ class FlowUploader:
         if runner.stopping:
             raise UploadRefused("the flow is ending")
         stored_name = (name or path)[:MAX_NAME]
-        recorded = self._recorded_upload(path, stored_name)
-        if recorded is not None and recorded.result is not None:
+        upload = self._recorded_upload(path, stored_name)
+        if upload is not None and upload.result is not None:
             self._next_upload_id += 1
-            return dict(recorded.result)  # uploaded before the restart
+            return dict(upload.result)  # uploaded before the restart
         handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
         try:
             size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
             sha256, md5 = hashlib.sha256(), hashlib.md5()
-            if recorded is not None and not await asyncio.to_thread(
-                _starts_with, handle, recorded, sha256, md5
+            if upload is not None and not await asyncio.to_thread(
+                _starts_with, handle, upload, sha256, md5
             ):
                 self._diverge(f"{path} changed")
-                recorded = None
+                upload = None
                 sha256, md5 = hashlib.sha256(), hashlib.md5()
                 await asyncio.to_thread(handle.seek, 0)
-            start = recorded.offset if recorded is not None else 0
+            if upload is None:
+                upload = UploadProgress(self._next_upload_id, path, stored_name)
+            left = size - upload.offset  # bytes still to send
             limit = runner.request.max_upload_bytes
-            if limit and self.uploaded_bytes + self._reserved_bytes + size - start > limit:
+            if limit and self.uploaded_bytes + self._reserved_bytes + left > limit:
                 reason = f"upload limit of {limit} bytes reached"
                 runner._end_early("error", reason)
                 raise UploadRefused(reason)
-            if recorded is None:
-                recorded = UploadProgress(self._next_upload_id, path, stored_name)
             self._next_upload_id += 1
-            self._reserved_bytes += size - start
+            self._reserved_bytes += left
             try:
-                return await self._send_chunks(handle, size, recorded, sha256, md5, name or path)
+                return await self._send_chunks(handle, size, upload, sha256, md5, name or path)
             finally:
-                self._reserved_bytes -= size - start
+                self._reserved_bytes -= left
         finally:
             handle.close()
 
