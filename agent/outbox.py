@@ -49,6 +49,7 @@ from agent.outbox_file import (
     Progress,
     StoredFlow,
 )
+from agent.outbox_memory import OutboxInMemory
 from velotui.wire.protocol import MAX_FRAME_BYTES, Message, Status, encode
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -94,9 +95,12 @@ class _FlowRecord:
 
 
 class Outbox:
-    """The unacknowledged messages of one agent, in the order they were put, kept in ``file``."""
+    """The unacknowledged messages of one agent, in the order they were put, kept in ``file``
+    (or, for a simulated agent, in memory)."""
 
-    def __init__(self, file: OutboxFile, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, file: OutboxFile | OutboxInMemory, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         """Take over ``file`` and what it holds (blocking: it reads the file)."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be positive")
@@ -132,7 +136,7 @@ class Outbox:
         ``sync=False`` skips the fsyncs (see ``OutboxFile``). Blocking. Raises OSError when the
         file cannot be opened or created.
         """
-        file = OutboxFile(Path(path) if path is not None else None, sync=sync)
+        file = OutboxFile(Path(path), sync=sync) if path is not None else OutboxInMemory()
         try:
             return cls(file, max_bytes)
         except BaseException:
@@ -151,7 +155,7 @@ class Outbox:
         for flow_id, seq, size in stored.messages:
             record = self._flows.get(flow_id)
             if record is None:
-                continue  # a message of no flow: never written so, left for the next ack
+                continue  # cannot be: a flow's row is written with (or before) its messages
             entry = OutboxEntry(flow_id, seq, size, written=True)
             record.acked_seq = min(record.acked_seq, seq - 1)
             record.unacked.append(entry)
@@ -357,7 +361,10 @@ class Outbox:
         delay = WRITE_RETRY_DELAY
         while True:
             try:
-                await asyncio.to_thread(self._file.write, operations)
+                if self._file.blocking:
+                    await asyncio.to_thread(self._file.write, operations)
+                else:
+                    self._file.write(operations)
                 return True
             except (OSError, sqlite3.Error) as error:
                 if self._closing.is_set():
@@ -384,7 +391,10 @@ class Outbox:
         self._closing.set()
         await self.flush()
         self._closed = True
-        await asyncio.to_thread(self._file.close)
+        if self._file.blocking:
+            await asyncio.to_thread(self._file.close)
+        else:
+            self._file.close()
 
     # The sender ------------------------------------------------------------------------------
 
@@ -412,6 +422,8 @@ class Outbox:
         """The frame of a written ``entry``; None once it has been acknowledged."""
         if entry.acked:
             return None
+        if not self._file.blocking:
+            return self._file.read_frame(entry.flow_id, entry.seq)
         return await asyncio.to_thread(self._file.read_frame, entry.flow_id, entry.seq)
 
     async def unacked_frames(self) -> list[bytes]:

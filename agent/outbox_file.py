@@ -1,5 +1,4 @@
-"""The outbox on disk: one SQLite file in the agent's state folder (``outbox.sqlite``), or an
-in-memory SQLite database for the agents of a simulated fleet (``path=None``).
+"""The outbox on disk: one SQLite file in the agent's state folder (``outbox.sqlite``).
 
 It holds every message the server has not acknowledged, encoded as sent, and for each flow its
 request and how far it got (opaque progress records), so a restarted agent can resend the one and
@@ -18,9 +17,8 @@ fsynced) unless opened with ``sync=False``, which keeps the order and survives a
 not a power cut. Space freed by acknowledged messages is reused, and handed back to the file
 system once it is large or the outbox is empty (``auto_vacuum=INCREMENTAL``).
 
-One connection serves reads and writes (three file descriptors): a simulated fleet of thousands
-of agents in one process cannot afford more, and reads are short. Such a fleet keeps its outboxes
-in memory all the same, since even three descriptors each would run out at ten thousand agents.
+One connection serves reads and writes (three file descriptors; reads are short). The operations
+and what a load returns are shared with ``agent.outbox_memory``, the stand-in of simulated agents.
 """
 
 from __future__ import annotations
@@ -137,12 +135,13 @@ class OutboxFile:
     """One outbox file. Methods block (call them in a thread from async code) and are safe to call
     from several threads (one at a time uses the connection)."""
 
-    def __init__(self, path: Path | None, sync: bool = True) -> None:
-        """Open (or create) the file at ``path``; with None, an empty database in memory. A damaged
-        file, or one of another version, is moved aside (``<name>.damaged-<time>``) with an error
-        logged, and a new one started. Raises OSError when the file cannot be opened or created.
-        """
-        self.path = Path(path) if path is not None else None
+    blocking = True
+
+    def __init__(self, path: Path, sync: bool = True) -> None:
+        """Open (or create) the file at ``path``. A damaged file, or one of another version, is
+        moved aside (``<name>.damaged-<time>``) with an error logged, and a new one started.
+        Raises OSError when the file cannot be opened or created."""
+        self.path = Path(path)
         self._lock = threading.Lock()
         try:
             self._connection = self._connect(sync)
@@ -164,17 +163,13 @@ class OutboxFile:
 
     @property
     def name(self) -> str:
-        """The file's path, or that it is in memory: for messages."""
-        return str(self.path) if self.path is not None else "(in memory)"
+        """What to call it in messages."""
+        return str(self.path)
 
     def _connect(self, sync: bool) -> sqlite3.Connection:
-        connection = sqlite3.connect(
-            self.path if self.path is not None else ":memory:",
-            check_same_thread=False,
-            isolation_level=None,
-        )
+        connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            if os.name == "posix" and self.path is not None:
+            if os.name == "posix":
                 os.chmod(self.path, 0o600)  # rows may be sensitive: the owner's alone
             version = connection.execute("PRAGMA user_version").fetchone()[0]
             tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -198,7 +193,6 @@ class OutboxFile:
         return connection
 
     def _move_aside(self) -> Path:
-        assert self.path is not None  # a database in memory is never damaged
         aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(f"{self.path}{suffix}")

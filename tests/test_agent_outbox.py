@@ -28,6 +28,14 @@ def open_outbox(tmp_path: Path, **options) -> Outbox:
     return Outbox.open(tmp_path / "outbox.sqlite", **options)
 
 
+@pytest.fixture(params=["file", "memory"])
+def new_outbox(request: pytest.FixtureRequest, tmp_path: Path):
+    """Makes an outbox in a file (a real agent's) or in memory (a simulated agent's): the same
+    behaviour either way."""
+    path = tmp_path / "outbox.sqlite" if request.param == "file" else None
+    return lambda **options: Outbox.open(path, **options)
+
+
 async def sent(outbox: Outbox, entries: list[OutboxEntry]) -> list[tuple[str, int, str]]:
     """(flow, seq, type) of each entry, read from the file as the session sends it and decoded
     as the server would."""
@@ -66,8 +74,10 @@ def folder_bytes(folder: Path) -> int:
 # Sequence numbers and acknowledgements -----------------------------------------------------
 
 
-async def test_each_flow_numbers_its_messages_from_one_in_the_order_put(tmp_path: Path) -> None:
-    outbox = open_outbox(tmp_path)
+async def test_each_flow_numbers_its_messages_from_one_in_the_order_put(
+    tmp_path: Path, new_outbox
+) -> None:
+    outbox = new_outbox()
     await outbox.put("F.A", rows("F.A"))
     await outbox.put("F.B", rows("F.B"))
     await outbox.put("F.A", lambda seq: Log(flow_id="F.A", seq=seq, message="hi"))
@@ -84,8 +94,10 @@ async def test_each_flow_numbers_its_messages_from_one_in_the_order_put(tmp_path
     assert outbox.last_seq("F.A") == 3
 
 
-async def test_an_ack_frees_everything_of_that_flow_up_to_its_seq(tmp_path: Path) -> None:
-    outbox = open_outbox(tmp_path)
+async def test_an_ack_frees_everything_of_that_flow_up_to_its_seq(
+    tmp_path: Path, new_outbox
+) -> None:
+    outbox = new_outbox()
     for _ in range(3):
         await outbox.put("F.A", rows("F.A"))
     await outbox.put("F.B", rows("F.B"))
@@ -127,10 +139,10 @@ async def test_a_flow_is_forgotten_once_its_status_is_acknowledged(tmp_path: Pat
 
 
 async def test_a_full_outbox_makes_the_producer_wait_until_an_ack_frees_space(
-    tmp_path: Path,
+    tmp_path: Path, new_outbox
 ) -> None:
     one_message = await one_message_size(tmp_path, 1000)
-    outbox = open_outbox(tmp_path, max_bytes=2 * one_message)
+    outbox = new_outbox(max_bytes=2 * one_message)
     outbox.server_connected = True
     await outbox.put("F.A", rows("F.A", width=1000))
     await outbox.put("F.A", rows("F.A", width=1000))
@@ -146,9 +158,11 @@ async def test_a_full_outbox_makes_the_producer_wait_until_an_ack_frees_space(
     assert not outbox.refused("F.A")
 
 
-async def test_waiting_producers_get_space_first_come_first_served(tmp_path: Path) -> None:
+async def test_waiting_producers_get_space_first_come_first_served(
+    tmp_path: Path, new_outbox
+) -> None:
     big = await one_message_size(tmp_path, 4000)
-    outbox = open_outbox(tmp_path, max_bytes=big + 100)
+    outbox = new_outbox(max_bytes=big + 100)
     outbox.server_connected = True
     await outbox.put("F.A", rows("F.A", width=4000))
 
@@ -163,9 +177,11 @@ async def test_waiting_producers_get_space_first_come_first_served(tmp_path: Pat
     assert await kept(outbox) == [("F.B", 1, "rows"), ("F.C", 1, "rows")]
 
 
-async def test_a_producer_cancelled_while_waiting_leaves_no_trace(tmp_path: Path) -> None:
+async def test_a_producer_cancelled_while_waiting_leaves_no_trace(
+    tmp_path: Path, new_outbox
+) -> None:
     one_message = await one_message_size(tmp_path, 1000)
-    outbox = open_outbox(tmp_path, max_bytes=one_message)
+    outbox = new_outbox(max_bytes=one_message)
     outbox.server_connected = True
     await outbox.put("F.A", rows("F.A", width=1000))
     waiting = asyncio.create_task(outbox.put("F.A", rows("F.A", width=1000)))
@@ -180,8 +196,10 @@ async def test_a_producer_cancelled_while_waiting_leaves_no_trace(tmp_path: Path
     assert (await outbox.put("F.A", rows("F.A", width=1000))).seq == 2
 
 
-async def test_an_empty_outbox_takes_a_message_larger_than_its_bound(tmp_path: Path) -> None:
-    outbox = open_outbox(tmp_path, max_bytes=10)
+async def test_an_empty_outbox_takes_a_message_larger_than_its_bound(
+    tmp_path: Path, new_outbox
+) -> None:
+    outbox = new_outbox(max_bytes=10)
     entry = await asyncio.wait_for(outbox.put("F.A", rows("F.A", width=100)), 10)
     assert entry.seq == 1
 
@@ -190,10 +208,10 @@ async def test_an_empty_outbox_takes_a_message_larger_than_its_bound(tmp_path: P
 
 
 async def test_offline_a_full_outbox_refuses_the_oldest_flow_first_and_statuses_still_fit(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, new_outbox
 ) -> None:
     one_message = await one_message_size(tmp_path, 1000)
-    outbox = open_outbox(tmp_path, max_bytes=3 * one_message + 50)
+    outbox = new_outbox(max_bytes=3 * one_message + 50)
     for flow_id in ("F.old", "F.middle", "F.new"):
         await outbox.put(flow_id, rows(flow_id, width=1000))  # full now
 
@@ -227,10 +245,10 @@ async def test_offline_a_full_outbox_refuses_the_oldest_flow_first_and_statuses_
 
 
 async def test_offline_a_flow_waiting_for_space_is_refused_when_it_is_the_oldest(
-    tmp_path: Path,
+    tmp_path: Path, new_outbox
 ) -> None:
     one_message = await one_message_size(tmp_path, 1000)
-    outbox = open_outbox(tmp_path, max_bytes=2 * one_message + 50)
+    outbox = new_outbox(max_bytes=2 * one_message + 50)
     outbox.server_connected = True
     await outbox.put("F.old", rows("F.old", width=1000))
     await outbox.put("F.new", rows("F.new", width=1000))
@@ -253,9 +271,9 @@ async def test_offline_a_flow_waiting_for_space_is_refused_when_it_is_the_oldest
 
 
 async def test_after_a_reconnect_everything_unacked_is_resent_in_order_then_only_new(
-    tmp_path: Path,
+    tmp_path: Path, new_outbox
 ) -> None:
-    outbox = open_outbox(tmp_path)
+    outbox = new_outbox()
     for flow_id in ("F.A", "F.B", "F.A", "F.B", "F.A"):
         await outbox.put(flow_id, rows(flow_id))
     # The first connection sends all five; the server acknowledges some before it goes away.
@@ -280,8 +298,10 @@ async def test_after_a_reconnect_everything_unacked_is_resent_in_order_then_only
     ]
 
 
-async def test_a_message_acknowledged_before_it_was_sent_is_not_sent(tmp_path: Path) -> None:
-    outbox = open_outbox(tmp_path)
+async def test_a_message_acknowledged_before_it_was_sent_is_not_sent(
+    tmp_path: Path, new_outbox
+) -> None:
+    outbox = new_outbox()
     await outbox.put("F.A", rows("F.A"))
     await outbox.put("F.A", rows("F.A"))
     outbox.ack("F.A", 1)
