@@ -4,7 +4,8 @@ A flow's messages go into the agent's ``Outbox`` with per-flow sequence numbers:
 (flushed at ``ROW_BATCH_COUNT`` rows, ``ROW_BATCH_BYTES`` of encoded rows, or ``ROW_BATCH_DELAY``
 seconds after the first unsent one, whichever comes first), log lines, upload chunks, and last of
 all exactly one ``Status``. When the outbox is full the query waits, so a fast query cannot outrun
-a slow server. The flow honours its limits (rows, upload bytes, time) and a cancel from the server.
+a slow server (unless the server is unreachable and the outbox refuses the flow, which then ends
+in error). The flow honours its limits (rows, upload bytes, time) and a cancel from the server.
 
 Each message is stored with the flow's progress (``agent.flow_progress``). A flow the agent was
 running when it stopped or was killed is given back by the outbox on the next start and run again

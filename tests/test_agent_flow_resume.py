@@ -282,7 +282,9 @@ async def test_a_cancel_is_kept_with_the_flow_and_ends_it_after_a_restart(
     runner.cancel("stopped by the operator")
     await asyncio.wait_for(task, GUARD)
     await outbox.close()
-    [flow] = OutboxFile(tmp_path / "first.sqlite").load().flows
+    file = OutboxFile(tmp_path / "first.sqlite")
+    [flow] = file.load().flows
+    file.close()
     assert flow.progress["flow"]["end"] == ["cancelled", "stopped by the operator"]
 
     # ...so an agent killed before the flow's Status ends it so when it starts again.

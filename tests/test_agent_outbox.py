@@ -318,7 +318,9 @@ async def test_every_message_given_to_the_sender_is_already_in_the_file(tmp_path
         await outbox.put("F.A", rows("F.A"), lambda seq, n=number: {"flow": {"rows": n}})
         given.append(await asyncio.wait_for(outbox.next_unsent(), 10))
         # What another process would find in the file if this one were killed now.
-        on_disk = OutboxFile(outbox.path).load()
+        file = OutboxFile(outbox.path)
+        on_disk = file.load()
+        file.close()
         assert [(f, s) for f, s, _ in on_disk.messages] == [("F.A", e.seq) for e in given]
         # The progress recorded with a message is on disk with it.
         assert on_disk.flows[0].progress == {"flow": {"rows": number}}
@@ -428,8 +430,9 @@ async def test_a_full_disk_holds_messages_back_until_they_can_be_written(
         file._connection.execute("PRAGMA max_page_count = 1073741823")  # room again
     entry = await asyncio.wait_for(sending, 10)
     assert entry.seq == 2
-    assert [(f, s) for f, s, _ in OutboxFile(outbox.path).load().messages] == [
-        ("F.A", 1), ("F.A", 2)]
+    file = OutboxFile(outbox.path)
+    assert [(f, s) for f, s, _ in file.load().messages] == [("F.A", 1), ("F.A", 2)]
+    file.close()
 
 
 async def test_an_outbox_in_memory_works_alike_and_keeps_no_file(tmp_path: Path) -> None:
