@@ -1,4 +1,5 @@
-"""The agent's config file: where the server is, which CA to trust, how to enrol, which labels.
+"""The agent's config file: where the server is, which CA to trust, how to enrol, which labels,
+and how much unacknowledged data the agent may keep on disk.
 
 The server writes it (``velotui agent-config`` calls ``AgentConfig(...).save(path)``); the agent
 reads it with ``AgentConfig.load(path)``. It is JSON, holds the enrolment secret, and so is
@@ -15,11 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.json_file import read_json_file
+from agent.outbox import DEFAULT_MAX_BYTES as DEFAULT_OUTBOX_MAX_BYTES
 from velotui.durable_files import write_file_atomically
 from velotui.wire.protocol import AGENT_PATH
 
 CONFIG_FILE_MODE = 0o600
 MIN_BACKOFF_CAP = 0.5  # the backoff's base delay: a smaller cap would make it meaningless
+# An outbox smaller than one full message would refuse flows at their first big batch.
+MIN_OUTBOX_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -35,6 +39,8 @@ class AgentConfig:
     labels: list[str] = field(default_factory=list)
     poll_interval: float = 60.0
     max_backoff: float = 60.0
+    # Bytes of messages not yet acknowledged by the server that the agent keeps on disk.
+    outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
 
     def __post_init__(self) -> None:
         # The server's datastore holds the CA as bytes; the file holds text.
@@ -74,6 +80,13 @@ class AgentConfig:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value}")
         if self.max_backoff < MIN_BACKOFF_CAP:
             raise ValueError(f"max_backoff must be at least {MIN_BACKOFF_CAP} seconds")
+        value = self.outbox_max_bytes
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("outbox_max_bytes must be a whole number of bytes")
+        if value < MIN_OUTBOX_MAX_BYTES:
+            raise ValueError(
+                f"outbox_max_bytes must be at least {MIN_OUTBOX_MAX_BYTES} bytes, not {value}"
+            )
 
     @property
     def connect_url(self) -> str:
@@ -119,4 +132,5 @@ _FIELD_NAMES = (
     "labels",
     "poll_interval",
     "max_backoff",
+    "outbox_max_bytes",
 )

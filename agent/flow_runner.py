@@ -4,7 +4,16 @@ A flow's messages go into the agent's ``Outbox`` with per-flow sequence numbers:
 (flushed at ``ROW_BATCH_COUNT`` rows, ``ROW_BATCH_BYTES`` of encoded rows, or ``ROW_BATCH_DELAY``
 seconds after the first unsent one, whichever comes first), log lines, upload chunks, and last of
 all exactly one ``Status``. When the outbox is full the query waits, so a fast query cannot outrun
-a slow server. The flow honours its limits (rows, upload bytes, time) and a cancel from the server.
+a slow server (unless the server is unreachable and the outbox refuses the flow, which then ends
+in error). The flow honours its limits (rows, upload bytes, time) and a cancel from the server.
+
+Each message is stored with the flow's progress (``agent.flow_progress``). A flow the agent was
+running when it stopped or was killed is given back by the outbox on the next start and run again
+with that progress: the query runs from the beginning, the rows and uploads already produced are
+skipped, and the seqs continue, so for a deterministic query the server receives every row once.
+The restarted flow keeps its original deadline, row and upload limits, and an end it had been told
+(a cancel, a limit) before the restart. A query that does not produce the same rows twice may
+produce different ones after a restart (see ``agent.flow_progress``).
 """
 
 from __future__ import annotations
@@ -16,12 +25,13 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
 import msgpack
 
-from agent.outbox import Outbox
+from agent.flow_progress import FlowProgress, UploadProgress
+from agent.outbox import FlowRefused, Outbox
 from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
 from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
 from velotui.wire.protocol import (
@@ -34,6 +44,7 @@ from velotui.wire.protocol import (
     Rows,
     Status,
     Upload,
+    encode,
 )
 
 ROW_BATCH_COUNT = 1000
@@ -49,18 +60,35 @@ log = logging.getLogger(__name__)
 
 
 class FlowRunner:
-    """Runs one ``FlowRequest`` into an ``Outbox``; ``run()`` returns the Status it sent."""
+    """Runs one ``FlowRequest`` into an ``Outbox``; ``run()`` returns the Status it sent.
 
-    def __init__(self, request: FlowRequest, outbox: Outbox, registry: Registry) -> None:
+    With ``progress`` (what the outbox kept of a flow begun before a restart) it continues that
+    flow instead of beginning one.
+    """
+
+    def __init__(
+        self,
+        request: FlowRequest,
+        outbox: Outbox,
+        registry: Registry,
+        progress: FlowProgress | None = None,
+    ) -> None:
         self.request = request
         self.flow_id = request.flow_id
         self._outbox = outbox
         self._registry = registry
+        self.resumed = progress is not None
+        self.progress = progress if progress is not None else FlowProgress.begin(
+            request, time.time()
+        )
         self.uploader = FlowUploader(self)
-        self.rows_sent = 0
-        self._rows_taken = 0  # rows pulled from the query, sent or waiting to be
+        self._rows_taken = self.progress.rows_sent  # rows pulled from the query, sent or waiting
+        # Rows of the query already accounted for before a restart: run past, not sent again.
+        self._rows_to_skip = self.progress.query_rows
+        self._position = 0  # rows the query has given so far
         self._pending_rows: list[dict[str, Any]] = []
         self._pending_sizes: list[int] = []
+        self._pending_positions: list[int] = []  # each pending row's place in the query's output
         self._pending_bytes = 0
         self._pending_logs: deque[tuple[str, str, float]] = deque()
         self._dropped_logs = 0
@@ -72,7 +100,12 @@ class FlowRunner:
         self._query: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()  # one flush at a time keeps batches in order
         # How the flow ends when something other than the query's own end stops it.
-        self._end: tuple[str, str | None] | None = None
+        self._end: tuple[str, str | None] | None = self.progress.end
+
+    @property
+    def rows_sent(self) -> int:
+        """Rows put into the outbox so far (before a restart included)."""
+        return self.progress.rows_sent
 
     # Control ---------------------------------------------------------------------------------
 
@@ -88,6 +121,9 @@ class FlowRunner:
     def _end_early(self, state: str, error: str | None) -> None:
         if self._end is None:  # the first reason wins: a cancel after a limit changes nothing
             self._end = (state, error)
+            # Kept, so that a restart before the Status ends the flow the same way.
+            self.progress.end = self._end
+            self._outbox.note(self.flow_id, self.progress.flow_record())
             if self._query is not None and self._query is not asyncio.current_task():
                 self._query.cancel()
 
@@ -97,18 +133,24 @@ class FlowRunner:
         """Run the flow to its end and put its Status (the flow's last message); return it.
 
         Waits when the outbox is full. Cancelling this coroutine (the agent is stopping) stops the
-        query and sends no status.
+        query and sends no status: the outbox keeps the flow, to continue after a restart.
         """
-        started = time.monotonic()
+        if not self.resumed:
+            self._outbox.begin_flow(
+                self.flow_id, encode(self.request), self.progress.flow_record()
+            )
         try:
-            try:
-                program = compile_query(self.request.query, self._registry)
-            except VQLSyntaxError as error:
-                state, error_text = "error", str(error)  # "line L, col C: what is wrong"
-            except Exception as error:  # a compile failure that is not a syntax error
-                state, error_text = "error", f"cannot compile the query: {error}"
+            if self._end is not None:  # told to end before the restart: end so now
+                state, error_text = self._end
             else:
-                state, error_text = await self._run_program(program)
+                try:
+                    program = compile_query(self.request.query, self._registry)
+                except VQLSyntaxError as error:
+                    state, error_text = "error", str(error)  # "line L, col C: what is wrong"
+                except Exception as error:  # a compile failure that is not a syntax error
+                    state, error_text = "error", f"cannot compile the query: {error}"
+                else:
+                    state, error_text = await self._run_program(program)
         finally:
             await self._stop_timer()
         # Everything the query produced reaches the server with the status that closes it.
@@ -117,16 +159,19 @@ class FlowRunner:
             "flow_id": self.flow_id,
             "state": state,
             "error": error_text[:MAX_TEXT] if error_text is not None else None,
-            "rows": self.rows_sent,
-            "bytes": self.uploader.uploaded_bytes,
-            "duration": time.monotonic() - started,
+            "rows": self.progress.rows_sent + len(final_rows),
+            "bytes": self.progress.uploaded_bytes,
+            "duration": max(time.time() - self.progress.started, 0.0),
             "final_rows": final_rows,
         }
         seq = await self._emit(lambda seq: Status(seq=seq, **status_fields))
+        assert seq is not None  # a Status is never refused
         return Status(seq=seq, **status_fields)
 
     async def _run_program(self, program: Program) -> tuple[str, str | None]:
-        timeout = self.request.timeout if self.request.timeout > 0 else None
+        timeout = None
+        if self.progress.deadline is not None:
+            timeout = max(self.progress.deadline - time.time(), 0.0)
         self._query = query = asyncio.create_task(self._pump_rows(program))
         if self._end is not None:  # cancelled before the query began
             query.cancel()
@@ -162,6 +207,11 @@ class FlowRunner:
         )
         async with contextlib.aclosing(rows):
             async for row in rows:
+                if self._end is not None:
+                    return  # refused by the outbox while sending: nothing more is kept
+                self._position += 1
+                if self._position <= self._rows_to_skip:
+                    continue  # sent before a restart
                 if max_rows and self._rows_taken >= max_rows:
                     # One row too many: the limit is exceeded, not merely met. Closing the
                     # generator (leaving the block) stops the query.
@@ -182,6 +232,7 @@ class FlowRunner:
                     await self._flush()
                 self._pending_rows.append(value)
                 self._pending_sizes.append(size)
+                self._pending_positions.append(self._position)
                 self._pending_bytes += size
                 self._rows_taken += 1
                 self._mark_pending()
@@ -192,7 +243,13 @@ class FlowRunner:
                     await self._flush()
 
     def _on_log(self, level: str, message: str) -> None:
-        # Called synchronously from inside the query: queue it for the next flush.
+        # Called synchronously from inside the query: queue it for the next flush. What the query
+        # says while it runs through rows sent before a restart was said then.
+        if self._position < self._rows_to_skip:
+            return
+        self._add_log(level, message)
+
+    def _add_log(self, level: str, message: str) -> None:
         log.debug("flow %s: %s: %s", self.flow_id, level, message)
         if len(self._pending_logs) >= MAX_PENDING_LOGS:
             self._dropped_logs += 1
@@ -236,7 +293,9 @@ class FlowRunner:
         return the last batch of rows instead of sending it (it goes in the Status).
 
         Rows leave the pending list only once stored, so a flush interrupted by a cancel loses
-        nothing: the final flush sends them. What arrives while a flush waits joins it.
+        nothing: the final flush sends them. What arrives while a flush waits joins it. When the
+        outbox refuses the flow, what is pending is dropped (but a tail still rides in the
+        Status, which is never refused).
         """
         tail: list[dict[str, Any]] = []
         async with self._flush_lock:
@@ -247,29 +306,36 @@ class FlowRunner:
                     if keep_tail and count == len(self._pending_rows):
                         tail = batch  # the last batch rides in the flow's Status
                     else:
-                        await self._emit(
+                        position = self._pending_positions[count - 1]
+                        seq = await self._emit(
                             lambda seq, batch=batch: Rows(
                                 flow_id=self.flow_id, seq=seq, rows=batch
-                            )
+                            ),
+                            lambda _seq, count=count, position=position: self._rows_stored(
+                                count, position
+                            ),
                         )
-                    del self._pending_rows[:count]
-                    self._pending_bytes -= sum(self._pending_sizes[:count])
-                    del self._pending_sizes[:count]
-                    self.rows_sent += count
+                        if seq is None:
+                            self._drop_pending()
+                            continue
+                    self._forget_pending(count)
                 elif self._pending_logs:
                     level, message, at = self._pending_logs[0]
-                    await self._emit(
+                    seq = await self._emit(
                         lambda seq, level=level, message=message, at=at: Log(
                             flow_id=self.flow_id, seq=seq, level=level, message=message, time=at
                         )
                     )
+                    if seq is None:
+                        self._drop_pending()
+                        continue
                     self._pending_logs.popleft()
                 elif self._dropped_logs:
                     dropped = self._dropped_logs
                     text = (
                         f"{dropped} log messages were dropped: the flow logged faster than it sent"
                     )
-                    await self._emit(
+                    seq = await self._emit(
                         lambda seq, text=text: Log(
                             flow_id=self.flow_id,
                             seq=seq,
@@ -278,6 +344,9 @@ class FlowRunner:
                             time=time.time(),
                         )
                     )
+                    if seq is None:
+                        self._drop_pending()
+                        continue
                     self._dropped_logs -= dropped
                 else:
                     break
@@ -286,6 +355,23 @@ class FlowRunner:
                 self._flush_timer.cancel()
                 self._flush_timer = None
         return tail
+
+    def _rows_stored(self, count: int, position: int) -> Mapping[str, Any]:
+        self.progress.rows_sent += count
+        self.progress.query_rows = position
+        return self.progress.flow_record()
+
+    def _forget_pending(self, count: int) -> None:
+        del self._pending_rows[:count]
+        self._pending_bytes -= sum(self._pending_sizes[:count])
+        del self._pending_sizes[:count]
+        del self._pending_positions[:count]
+
+    def _drop_pending(self) -> None:
+        """The outbox refused the flow: nothing pending can be kept any more."""
+        self._forget_pending(len(self._pending_rows))
+        self._pending_logs.clear()
+        self._dropped_logs = 0
 
     def _next_batch_count(self) -> int:
         """How many pending rows the next Rows message takes."""
@@ -299,22 +385,50 @@ class FlowRunner:
             size += row_size
         return count
 
-    async def _emit(self, build: Callable[[int], Message]) -> int:
-        """Put ``build(seq)`` into the outbox (waiting for space); return its seq."""
-        entry = await self._outbox.put(self.flow_id, build)
+    async def _emit(
+        self,
+        build: Callable[[int], Message],
+        stored: Callable[[int], Mapping[str, Any] | None] | None = None,
+    ) -> int | None:
+        """Put ``build(seq)`` into the outbox (waiting for space), with the progress ``stored``
+        gives once it is kept; return its seq, or None when the outbox refused the flow (which
+        then ends in error)."""
+        try:
+            entry = await self._outbox.put(self.flow_id, build, stored)
+        except FlowRefused as refusal:
+            self._end_early("error", str(refusal))
+            return None
+        # Let the outbox's writer and the connection run: a query that never waits would hold
+        # the event loop until it ends, and nothing would be written, sent or acknowledged.
+        await asyncio.sleep(0)
         return entry.seq
 
 
 class FlowUploader:
-    """The flow's ``uploader`` service: streams files through the outbox as Upload chunks."""
+    """The flow's ``uploader`` service: streams files through the outbox as Upload chunks.
+
+    After a restart, the query's uploads are matched in order to the ones recorded: one whose
+    last chunk was put returns its recorded result without sending anything; one cut short
+    continues at the byte it had reached, under its own id, once the file is checked to still
+    begin with the bytes sent (by their SHA-256). A file that no longer matches (moved, changed,
+    another file in that place) marks the point where the query stopped repeating itself: the
+    upload cut short stays incomplete on the server, this file and every later one are uploaded
+    under new ids, and a warning says so in the flow's log.
+    """
 
     def __init__(self, runner: FlowRunner) -> None:
         self._runner = runner
+        self._progress = runner.progress
         self._next_upload_id = 0
-        self.uploaded_bytes = 0  # file bytes put into the outbox
+        self._replaying = bool(self._progress.uploads)
         # Bytes of uploads under way not yet sent: counted against the limit from the start, so
         # uploads running side by side cannot overrun it together.
         self._reserved_bytes = 0
+
+    @property
+    def uploaded_bytes(self) -> int:
+        """File bytes put into the outbox (before a restart included)."""
+        return self._progress.uploaded_bytes
 
     async def upload(self, path: str, name: str | None) -> dict[str, Any]:
         """Send the file at ``path`` in chunks; return Path (``name`` or ``path``), Size, sha256
@@ -327,59 +441,133 @@ class FlowUploader:
         runner = self._runner
         if runner.stopping:
             raise UploadRefused("the flow is ending")
+        stored_name = (name or path)[:MAX_NAME]
+        upload = self._recorded_upload(path, stored_name)
+        if upload is not None and upload.result is not None:
+            self._next_upload_id += 1
+            return dict(upload.result)  # uploaded before the restart
         handle: BinaryIO = await asyncio.to_thread(open, path, "rb")
         try:
             size = (await asyncio.to_thread(os.fstat, handle.fileno())).st_size
+            sha256, md5 = hashlib.sha256(), hashlib.md5()
+            if upload is not None and not await asyncio.to_thread(
+                _starts_with, handle, upload, sha256, md5
+            ):
+                self._diverge(f"{path} changed")
+                upload = None
+                sha256, md5 = hashlib.sha256(), hashlib.md5()
+                await asyncio.to_thread(handle.seek, 0)
+            if upload is None:
+                upload = UploadProgress(self._next_upload_id, path, stored_name)
+            left = size - upload.offset  # bytes still to send
             limit = runner.request.max_upload_bytes
-            if limit and self.uploaded_bytes + self._reserved_bytes + size > limit:
+            if limit and self.uploaded_bytes + self._reserved_bytes + left > limit:
                 reason = f"upload limit of {limit} bytes reached"
                 runner._end_early("error", reason)
                 raise UploadRefused(reason)
-            upload_id = self._next_upload_id
             self._next_upload_id += 1
-            self._reserved_bytes += size
+            self._reserved_bytes += left
             try:
-                sha256, md5, length = await self._send_chunks(
-                    handle, size, upload_id, (name or path)[:MAX_NAME]
-                )
+                return await self._send_chunks(handle, size, upload, sha256, md5, name or path)
             finally:
-                self._reserved_bytes -= size
+                self._reserved_bytes -= left
         finally:
             handle.close()
-        return {"Path": name or path, "Size": length, "sha256": sha256, "md5": md5}
+
+    def _recorded_upload(self, path: str, name: str) -> UploadProgress | None:
+        """The upload recorded before a restart that this call repeats, if any."""
+        if not self._replaying:
+            return None
+        recorded = self._progress.uploads.get(self._next_upload_id)
+        if recorded is None:
+            # Past the last one recorded: new uploads from here, under ids none of the recorded
+            # ones has (with uploads side by side, a later id may be recorded and this not).
+            self._replaying = False
+            self._next_upload_id = max(self._next_upload_id, max(self._progress.uploads) + 1)
+            return None
+        if recorded.path != path or recorded.name != name:
+            self._diverge(f"upload {recorded.upload_id} was {recorded.path}, now {path}")
+            return None
+        return recorded
+
+    def _diverge(self, what: str) -> None:
+        """The query no longer repeats the uploads made before the restart."""
+        self._replaying = False
+        # New ids from here on: the server holds (perhaps part of) every recorded one.
+        self._next_upload_id = max(self._next_upload_id, max(self._progress.uploads) + 1)
+        self._runner._add_log(
+            "warning",
+            f"after the agent restarted, the query's uploads differ from before ({what}): an "
+            "upload cut short by the restart stays incomplete, later files are uploaded anew",
+        )
 
     async def _send_chunks(
-        self, handle: BinaryIO, size: int, upload_id: int, name: str
-    ) -> tuple[str, str, int]:
-        sha256 = hashlib.sha256()
-        md5 = hashlib.md5()
-        offset = 0
+        self,
+        handle: BinaryIO,
+        size: int,
+        upload: UploadProgress,
+        sha256: Any,
+        md5: Any,
+        shown_path: str,
+    ) -> dict[str, Any]:
+        """Send the file from ``upload.offset`` (``sha256`` and ``md5`` hold the bytes before
+        it); return what upload() returns."""
+        runner = self._runner
+        offset = upload.offset
         while True:
             want = min(UPLOAD_CHUNK_BYTES, size - offset)
             # Reading and hashing happen off the event loop: a big file must not stall the agent.
             data = b""
-            if want:
+            if want > 0:
                 data = await asyncio.to_thread(_read_and_hash, handle, want, sha256, md5)
             # A short read means the file shrank since it was opened: what was read is the file.
             eof = offset + len(data) >= size or len(data) < want
             chunk_offset = offset
             digest = sha256.hexdigest() if eof else None
-            await self._runner._emit(
+
+            def stored(_seq: int, data: bytes = data, eof: bool = eof) -> Mapping[str, Any]:
+                upload.offset += len(data)
+                upload.prefix_sha256 = sha256.hexdigest()
+                if eof:
+                    upload.result = {"Path": shown_path, "Size": upload.offset,
+                                     "sha256": sha256.hexdigest(), "md5": md5.hexdigest()}
+                self._progress.uploads[upload.upload_id] = upload
+                self._progress.uploaded_bytes += len(data)
+                return self._progress.upload_record(upload)
+
+            seq = await runner._emit(
                 lambda seq, data=data, chunk_offset=chunk_offset, eof=eof, digest=digest: Upload(
-                    flow_id=self._runner.flow_id,
+                    flow_id=runner.flow_id,
                     seq=seq,
-                    upload_id=upload_id,
-                    name=name,
+                    upload_id=upload.upload_id,
+                    name=upload.name,
                     offset=chunk_offset,
                     data=data,
                     eof=eof,
                     sha256=digest,
-                )
+                ),
+                stored,
             )
+            if seq is None:
+                raise UploadRefused("the agent's outbox is full")
             offset += len(data)
-            self.uploaded_bytes += len(data)
             if eof:
-                return sha256.hexdigest(), md5.hexdigest(), offset
+                assert upload.result is not None
+                return dict(upload.result)
+
+
+def _starts_with(handle: BinaryIO, upload: UploadProgress, *hashes: Any) -> bool:
+    """Hash the first ``upload.offset`` bytes of the file into ``hashes``; True when they are
+    the bytes sent before the restart (same SHA-256)."""
+    left = upload.offset
+    while left > 0:
+        data = handle.read(min(left, UPLOAD_CHUNK_BYTES))
+        if not data:
+            return False
+        for digest in hashes:
+            digest.update(data)
+        left -= len(data)
+    return hashes[0].hexdigest() == upload.prefix_sha256
 
 
 def _read_and_hash(handle: BinaryIO, size: int, *hashes: Any) -> bytes:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.outbox import Outbox
 from agent.plugins.facts import facts_for, load_facts_file, simulated_facts
 from agent.session import AgentSession
 from agent.state import AgentState, default_state_dir
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state",
         metavar="DIR",
-        help=f"the state folder (key, hunt checkpoint); default {default_state_dir()}",
+        help=f"the state folder (key, hunt checkpoint, outbox); default {default_state_dir()}",
     )
     parser.add_argument(
         "--simulate",
@@ -108,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.simulate:
         tune_for_many_connections()
     try:
-        return asyncio.run(_run_agents(config, ssl_context, agents))
+        # Simulated agents keep their outboxes in memory: ten thousand files open at once would
+        # exhaust the process's file descriptors.
+        return asyncio.run(
+            _run_agents(config, ssl_context, agents, outbox_on_disk=not args.simulate)
+        )
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         return 0
 
@@ -134,6 +139,7 @@ async def _run_agents(
     config: AgentConfig,
     ssl_context: ssl.SSLContext,
     agents: list[tuple[str, Path, Mapping[str, Any] | None]],
+    outbox_on_disk: bool = True,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,7 +149,15 @@ async def _run_agents(
     spread = min(MAX_START_SPREAD, START_SPREAD_PER_AGENT * len(agents))
     tasks = [
         asyncio.create_task(
-            _run_agent(config, ssl_context, name, folder, facts, spread * index / len(agents)),
+            _run_agent(
+                config,
+                ssl_context,
+                name,
+                folder,
+                facts,
+                spread * index / len(agents),
+                outbox_on_disk,
+            ),
             name=name,
         )
         for index, (name, folder, facts) in enumerate(agents)
@@ -175,11 +189,17 @@ async def _run_agent(
     folder: Path,
     facts: Mapping[str, Any] | None,
     start_delay: float,
+    outbox_on_disk: bool,
 ) -> None:
     """Run one agent until cancelled; return early when its state folder cannot be used."""
     await asyncio.sleep(start_delay)
     try:
         state = await asyncio.to_thread(AgentState.open, folder)
+        outbox = await asyncio.to_thread(
+            Outbox.open,
+            state.outbox_file if outbox_on_disk else None,
+            config.outbox_max_bytes,
+        )
     except (OSError, ValueError) as error:
         log.error("%s: cannot use the state folder %s: %s", name, folder, error)
         return
@@ -189,6 +209,7 @@ async def _run_agent(
         facts=facts,
         name=f"{name} {state.identity.client_id}",
         ssl_context=ssl_context,
+        outbox=outbox,
     )
     log.info("%s: %s starts, state in %s", name, state.identity.client_id, folder)
     await session.run_forever()

@@ -1,8 +1,13 @@
 """One agent's connection to its server: connect, prove its key, serve flows, reconnect.
 
 The session outlives its connections. Flows keep running while the connection is down, their
-messages wait in the ``Outbox`` (until it is full, which slows them down), and after the next
-``Welcome`` everything unacknowledged is sent again, in order, before anything new.
+messages wait in the ``Outbox`` on disk (until it is full, see ``agent.outbox``), and after the
+next ``Welcome`` everything unacknowledged is sent again, in order, before anything new.
+
+It also outlives the agent's process: on start it takes back from the outbox the flows that were
+running when the agent stopped or was killed, reports them in ``Hello.running_flows`` (with every
+flow that still has unacknowledged messages), resends what the server did not acknowledge and
+continues each unfinished flow where it had got to (see ``agent.flow_runner``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from agent.config import AgentConfig
+from agent.flow_progress import FlowProgress
 from agent.flow_runner import FlowRunner
 from agent.outbox import Outbox
+from agent.outbox_file import StoredFlow
 from agent.plugins import client_registry
 from agent.plugins.info import host_info
 from agent.state import AgentState
@@ -45,6 +52,7 @@ from velotui.wire.protocol import (
     HuntCheckpoint,
     Message,
     ProtocolError,
+    Status,
     Welcome,
     decode,
     encode,
@@ -127,12 +135,17 @@ class AgentSession:
         outbox: Outbox | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """Raises ValueError when the config's CA is not usable."""
+        """Without ``outbox``, opens the one in the state folder (blocking). Raises ValueError
+        when the config's CA is not usable, OSError when the outbox cannot be opened."""
         self.config = config
         self.state = state
         self.facts = dict(facts) if facts else None
         self.name = name or state.identity.client_id
-        self.outbox = outbox if outbox is not None else Outbox()
+        self.outbox = (
+            outbox
+            if outbox is not None
+            else Outbox.open(state.outbox_file, config.outbox_max_bytes)
+        )
         self.registry = client_registry(labels=config.labels, facts=self.facts)
         # The labels the server is told are the ones config.Labels shows a query.
         self.labels: list[str] = list(self.registry.variables()["config"]["Labels"])
@@ -147,9 +160,11 @@ class AgentSession:
     # The reconnect loop ----------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        """Stay connected, reconnecting with backoff, until cancelled; then stop every flow."""
+        """Continue the flows the outbox kept, then stay connected, reconnecting with backoff,
+        until cancelled; then stop every flow (the outbox keeps them) and close the outbox."""
         attempt = 0
         try:
+            await self.resume_flows()
             while True:
                 outcome = await self.connect_once()
                 if outcome.session_seconds > BACKOFF_RESET_AFTER:
@@ -165,6 +180,7 @@ class AgentSession:
                 await asyncio.sleep(delay)
         finally:
             await self._stop_flows()
+            await self.outbox.close()
 
     async def connect_once(self) -> ConnectionOutcome:
         """Connect, authenticate and serve until the connection ends; say how it ended.
@@ -231,6 +247,7 @@ class AgentSession:
                 raise ProtocolError("no answer to the handshake") from None
             outcome.authenticated = True
             self._last_problem = ""
+            self.outbox.server_connected = True
             started = time.monotonic()
             self.log.info(
                 "connected as %s%s",
@@ -240,6 +257,7 @@ class AgentSession:
             try:
                 await self._exchange(connection)
             finally:
+                self.outbox.server_connected = False
                 outcome.session_seconds = time.monotonic() - started
         except ProtocolError as error:
             await connection.close(error.code, error.reason)
@@ -294,14 +312,18 @@ class AgentSession:
                 raise error
 
     async def _write(self, connection: ClientConnection, resent: asyncio.Event) -> None:
-        # What the last connection left unacknowledged goes first, in the order it was made.
+        # What the last connection (or the last run of the agent) left unacknowledged goes
+        # first, in the order it was made.
         for entry in self.outbox.rewind():
-            if not entry.acked:
-                await connection.send(entry.frame)
+            frame = await self.outbox.read_frame(entry)
+            if frame is not None:
+                await connection.send(frame)
         resent.set()
         while True:
             entry = await self.outbox.next_unsent()
-            await connection.send(entry.frame)
+            frame = await self.outbox.read_frame(entry)
+            if frame is not None:
+                await connection.send(frame)
 
     async def _check_in(self, connection: ClientConnection, resent: asyncio.Event) -> None:
         await resent.wait()
@@ -355,13 +377,48 @@ class AgentSession:
             # A repeated request (after a reconnect) must not run the flow twice.
             self.log.debug("flow %s is already here", request.flow_id)
             return False
-        runner = FlowRunner(request, self.outbox, self.registry)
-        self._flows[request.flow_id] = runner
-        task = asyncio.create_task(runner.run(), name=f"flow {request.flow_id}")
-        self._flow_tasks.add(task)
-        task.add_done_callback(lambda done: self._flow_ended(request.flow_id, done))
+        self._run(FlowRunner(request, self.outbox, self.registry))
         self.log.info("flow %s started", request.flow_id)
         return True
+
+    async def resume_flows(self) -> int:
+        """Continue every flow the outbox kept unfinished (the agent stopped or was killed while
+        running it); return how many. A flow that cannot be continued ends in error."""
+        resumed = 0
+        for stored in self.outbox.flows_to_resume():
+            if stored.flow_id in self._flows:
+                continue
+            try:
+                request = decode(stored.request or b"", "server")
+                if not isinstance(request, FlowRequest) or request.flow_id != stored.flow_id:
+                    raise ValueError("not this flow's request")
+                progress = FlowProgress.from_records(stored.progress)
+            except (ProtocolError, ValueError) as error:
+                await self._end_unresumable(stored, str(error))
+                continue
+            self._run(FlowRunner(request, self.outbox, self.registry, progress))
+            self.log.info(
+                "flow %s continues after a restart (%d rows sent before)",
+                stored.flow_id,
+                progress.rows_sent,
+            )
+            resumed += 1
+        return resumed
+
+    async def _end_unresumable(self, stored: StoredFlow, problem: str) -> None:
+        self.log.error("flow %s cannot be continued: %s", stored.flow_id, problem)
+        error = f"the agent restarted and cannot continue the flow: {problem}"[:MAX_TEXT]
+        await self.outbox.put(
+            stored.flow_id,
+            lambda seq: Status(flow_id=stored.flow_id, seq=seq, state="error", error=error),
+        )
+
+    def _run(self, runner: FlowRunner) -> None:
+        flow_id = runner.flow_id
+        self._flows[flow_id] = runner
+        task = asyncio.create_task(runner.run(), name=f"flow {flow_id}")
+        self._flow_tasks.add(task)
+        task.add_done_callback(lambda done: self._flow_ended(flow_id, done))
 
     def _flow_ended(self, flow_id: str, task: asyncio.Task[Any]) -> None:
         self._flow_tasks.discard(task)

@@ -1,4 +1,5 @@
-"""The agent's state folder: its key (identity) and the newest hunt it has been checked for.
+"""The agent's state folder: its key (identity), the newest hunt it has been checked for, and its
+outbox (``outbox.sqlite``, see ``agent.outbox``: unacknowledged messages and unfinished flows).
 
 Losing ``state.json`` is harmless (the agent is checked for old hunts again and the server, which
 remembers who it checked, does not run them twice); losing ``agent.key`` makes a new client. So a
@@ -17,6 +18,7 @@ from velotui.durable_files import write_file_atomically
 
 APP_FOLDER_NAME = "velotui-agent"
 STATE_FILE_NAME = "state.json"
+OUTBOX_FILE_NAME = "outbox.sqlite"
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ class AgentState:
     @property
     def state_file(self) -> Path:
         return self.folder / STATE_FILE_NAME
+
+    @property
+    def outbox_file(self) -> Path:
+        return self.folder / OUTBOX_FILE_NAME
 
     @property
     def last_hunt_timestamp(self) -> int:

@@ -34,6 +34,7 @@ def test_a_saved_config_loads_back_the_same_and_is_private(tmp_path: Path, ca_pe
         enrolment_secret="s3cret",
         labels=["Finance", "Servers"],
         poll_interval=5.0,
+        outbox_max_bytes=64 * 1024 * 1024,
     )
     path = tmp_path / "agent.json"
     config.save(path)
@@ -52,6 +53,7 @@ def test_the_server_may_hand_over_the_ca_as_bytes(ca_pem: str) -> None:
     config = AgentConfig("wss://h:1/agent", ca_pem.encode("ascii"), "s", ["L"])
     assert config.ca_pem == ca_pem
     assert (config.poll_interval, config.max_backoff) == (60.0, 60.0)
+    assert config.outbox_max_bytes == 256 * 1024 * 1024
 
 
 def test_a_url_without_a_path_connects_to_the_agent_endpoint(ca_pem: str) -> None:
@@ -83,6 +85,9 @@ def test_unknown_keys_are_ignored_so_newer_configs_still_load(tmp_path: Path, ca
         ({"poll_interval": "soon"}, "poll_interval"),
         ({"max_backoff": -1}, "max_backoff"),
         ({"max_backoff": 0.1}, "max_backoff"),
+        ({"outbox_max_bytes": 1000}, "outbox_max_bytes must be at least 4194304 bytes"),
+        ({"outbox_max_bytes": "256M"}, "outbox_max_bytes must be a whole number"),
+        ({"outbox_max_bytes": 1e9}, "outbox_max_bytes must be a whole number"),
     ],
 )
 def test_a_bad_field_is_named_with_the_file(

@@ -1,5 +1,5 @@
-"""Running flows on the agent: real VQL with the client plugins into a real Outbox, read back the
-way the server decodes it."""
+"""Running flows on the agent: real VQL with the client plugins into a real Outbox (a SQLite file
+in a temporary folder), read back the way the server decodes it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.flow_runner import ROW_BATCH_BYTES, ROW_BATCH_COUNT, UPLOAD_CHUNK_BYTES, FlowRunner
 from agent.outbox import Outbox
 from agent.plugins import client_registry
@@ -16,6 +18,25 @@ from velotui.vql import Registry
 from velotui.wire.protocol import FlowRequest, Message, Status, decode
 
 GUARD = 30  # seconds before a test that hangs fails instead; never a measure of speed
+_folder: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def outbox_folder(tmp_path: Path):
+    """Where ``new_outbox`` keeps its files in this test."""
+    _folder[:] = [tmp_path]
+    yield tmp_path
+    _folder.clear()
+
+
+def new_outbox(name: str = "outbox", **options: Any) -> Outbox:
+    """A fresh outbox in the test's temporary folder."""
+    return Outbox.open(_folder[0] / f"{name}.sqlite", **options)
+
+
+async def kept_messages(outbox: Outbox) -> list[Message]:
+    """Every message the outbox keeps (not acknowledged), decoded as the server would."""
+    return [decode(frame, "agent") for frame in await outbox.unacked_frames()]
 
 
 def registry_with(*plugins: Any) -> Registry:
@@ -34,11 +55,11 @@ async def run_flow(
     **limits: Any,
 ) -> tuple[Status, list[Message]]:
     """Run one flow to its end; its status and every message it put, decoded."""
-    outbox = outbox if outbox is not None else Outbox()
+    outbox = outbox if outbox is not None else new_outbox()
     request = FlowRequest(flow_id="F.test", query=query, **limits)
     runner = FlowRunner(request, outbox, registry or client_registry(labels=["Test"]))
     status = await asyncio.wait_for(runner.run(), GUARD)
-    return status, [decode(entry.frame, "agent") for entry in outbox.entries()]
+    return status, await kept_messages(outbox)
 
 
 def of_type(messages: list[Message], kind: str) -> list[Any]:
@@ -102,7 +123,7 @@ async def test_a_batch_is_cut_at_about_a_mebibyte_of_rows() -> None:
 
 async def test_rows_are_sent_while_a_slow_query_is_still_running() -> None:
     gate = Gate()
-    outbox = Outbox()
+    outbox = new_outbox()
     runner = FlowRunner(
         FlowRequest(flow_id="F.slow", query="SELECT * FROM gate()"),
         outbox,
@@ -110,7 +131,8 @@ async def test_rows_are_sent_while_a_slow_query_is_still_running() -> None:
     )
     flow = asyncio.create_task(runner.run())
     # The first row reaches the outbox on the batch timer, long before the query ends.
-    first = decode((await asyncio.wait_for(outbox.next_unsent(), GUARD)).frame, "agent")
+    first_entry = await asyncio.wait_for(outbox.next_unsent(), GUARD)
+    first = decode(await outbox.read_frame(first_entry), "agent")
     assert first.TYPE == "rows" and first.rows == [{"step": 1}]
     assert not flow.done()
 
@@ -168,7 +190,7 @@ async def test_a_flow_past_its_timeout_ends_with_state_timeout_and_keeps_its_row
 
 async def test_a_cancel_from_the_server_ends_the_flow_as_cancelled() -> None:
     gate = Gate()
-    outbox = Outbox()
+    outbox = new_outbox()
     runner = FlowRunner(
         FlowRequest(flow_id="F.stop", query="SELECT * FROM gate()", timeout=0),
         outbox,
@@ -184,7 +206,7 @@ async def test_a_cancel_from_the_server_ends_the_flow_as_cancelled() -> None:
     assert status.error == "the operator stopped the hunt"
     assert status.rows == 1
     assert gate.closed
-    assert decode(outbox.entries()[-1].frame, "agent") == status
+    assert (await kept_messages(outbox))[-1] == status
 
 
 async def test_a_syntax_error_fails_the_flow_with_line_and_column() -> None:
@@ -289,7 +311,8 @@ async def test_an_upload_over_the_limit_is_refused_and_fails_the_flow(tmp_path: 
 
 
 async def test_a_flow_waits_for_acks_when_the_outbox_is_full_and_loses_nothing() -> None:
-    outbox = Outbox(max_bytes=64 * 1024)
+    outbox = new_outbox(max_bytes=64 * 1024)
+    outbox.server_connected = True
     runner = FlowRunner(
         FlowRequest(flow_id="F.big", query="SELECT _value FROM range(end=20000)"),
         outbox,
@@ -304,7 +327,7 @@ async def test_a_flow_waits_for_acks_when_the_outbox_is_full_and_loses_nothing()
     while not received or received[-1].TYPE != "status":
         entry = await asyncio.wait_for(outbox.next_unsent(), GUARD)
         assert outbox.unacked_bytes <= outbox.max_bytes
-        received.append(decode(entry.frame, "agent"))
+        received.append(decode(await outbox.read_frame(entry), "agent"))
         outbox.ack(entry.flow_id, entry.seq)
 
     status = await asyncio.wait_for(flow, GUARD)

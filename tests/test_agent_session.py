@@ -105,7 +105,7 @@ async def test_a_flow_request_runs_once_and_acks_forget_it(
     assert session.open_flow_ids() == ["F.1"]
 
     await wait_until(lambda: session.outbox.last_seq("F.1") == 1, "the flow's status")
-    messages = [decode(entry.frame, "agent") for entry in session.outbox.entries()]
+    messages = [decode(frame, "agent") for frame in await session.outbox.unacked_frames()]
     assert [m.TYPE for m in messages] == ["status"]  # three rows ride in the status
     assert [row["_value"] for row in messages[0].final_rows] == [0, 1, 2]
     await session.handle_message(request)  # finished but unacknowledged: still not run again
@@ -131,9 +131,46 @@ async def test_a_cancel_stops_the_running_flow(tmp_path: Path, ca: tuple[bytes, 
     await session.handle_message(Cancel(flow_id="F.2", reason="stop"))
 
     await wait_until(lambda: session.outbox.last_seq("F.2") == 1, "the flow's status")
-    (status,) = [decode(entry.frame, "agent") for entry in session.outbox.entries()]
+    (status,) = [decode(frame, "agent") for frame in await session.outbox.unacked_frames()]
     assert (status.TYPE, status.state, status.error) == ("status", "cancelled", "stop")
     await session.handle_message(Cancel(flow_id="F.unknown", reason="x"))  # harmless
+
+
+async def test_a_restarted_agent_reports_and_continues_the_flows_it_had_not_finished(
+    tmp_path: Path, ca: tuple[bytes, bytes]
+) -> None:
+    reached = asyncio.Event()
+    release = asyncio.Event()
+
+    async def steps(scope: object) -> object:
+        yield {"step": 1}
+        reached.set()
+        await release.wait()
+        yield {"step": 2}
+
+    session = make_session(tmp_path, ca)  # its server is not there: it keeps trying
+    session.registry.plugin(steps)
+    running = asyncio.create_task(session.run_forever())
+    await session.handle_message(FlowRequest(flow_id="F.3", query="SELECT * FROM steps()"))
+    await asyncio.wait_for(reached.wait(), GUARD)
+    running.cancel()  # the agent stops mid-flow
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    release.set()
+    restarted = make_session(tmp_path, ca)  # the same state folder
+    restarted.registry.plugin(steps)
+    assert restarted.open_flow_ids() == ["F.3"]  # what its Hello.running_flows will say
+    assert await restarted.resume_flows() == 1
+    await wait_until(lambda: restarted.open_flow_ids() == ["F.3"] and not restarted._flows,
+                     "the flow's end")
+    messages = [decode(frame, "agent") for frame in await restarted.outbox.unacked_frames()]
+    rows = [row for m in messages for row in (m.rows if m.TYPE == "rows" else m.final_rows)]
+    assert rows == [{"step": 1}, {"step": 2}]
+    assert (messages[-1].TYPE, messages[-1].state) == ("status", "finished")
+    # A repeated request from the server does not start it a second time.
+    await restarted.handle_message(FlowRequest(flow_id="F.3", query="SELECT * FROM steps()"))
+    assert restarted.outbox.last_seq("F.3") == messages[-1].seq
 
 
 async def test_hunt_checkpoints_are_kept_when_newer(
