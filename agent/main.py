@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.frame_trace import FrameTrace
 from agent.outbox import Outbox
 from agent.plugins.facts import facts_for, load_facts_file, simulated_facts
 from agent.session import AgentSession
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a JSON list of host facts (info() columns and Labels); agent i takes entry i "
         "modulo its length",
+    )
+    parser.add_argument(
+        "--trace-frames",
+        metavar="FILE",
+        help="append every message received from the server to FILE, one JSON line each",
     )
     parser.add_argument(
         "-v",
@@ -109,10 +115,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.simulate:
         tune_for_many_connections()
     try:
+        trace = FrameTrace(Path(args.trace_frames)) if args.trace_frames else None
+    except OSError as error:
+        print(f"velotui-agent: cannot write the trace: {error}", file=sys.stderr)
+        return 2
+    try:
         # Simulated agents keep their outboxes in memory: ten thousand files open at once would
         # exhaust the process's file descriptors.
         return asyncio.run(
-            _run_agents(config, ssl_context, agents, outbox_on_disk=not args.simulate)
+            _run_agents(config, ssl_context, agents, outbox_on_disk=not args.simulate,
+                        frame_trace=trace)
         )
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         return 0
@@ -140,6 +152,7 @@ async def _run_agents(
     ssl_context: ssl.SSLContext,
     agents: list[tuple[str, Path, Mapping[str, Any] | None]],
     outbox_on_disk: bool = True,
+    frame_trace: FrameTrace | None = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +170,7 @@ async def _run_agents(
                 facts,
                 spread * index / len(agents),
                 outbox_on_disk,
+                frame_trace,
             ),
             name=name,
         )
@@ -190,6 +204,7 @@ async def _run_agent(
     facts: Mapping[str, Any] | None,
     start_delay: float,
     outbox_on_disk: bool,
+    frame_trace: FrameTrace | None = None,
 ) -> None:
     """Run one agent until cancelled; return early when its state folder cannot be used."""
     await asyncio.sleep(start_delay)
@@ -210,6 +225,7 @@ async def _run_agent(
         name=f"{name} {state.identity.client_id}",
         ssl_context=ssl_context,
         outbox=outbox,
+        frame_trace=frame_trace,
     )
     log.info("%s: %s starts, state in %s", name, state.identity.client_id, folder)
     await session.run_forever()

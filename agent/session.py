@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from agent.config import AgentConfig
 from agent.flow_progress import FlowProgress
 from agent.flow_runner import FlowRunner
+from agent.frame_trace import FrameTrace
 from agent.outbox import Outbox
 from agent.outbox_file import StoredFlow
 from agent.plugins import client_registry
@@ -134,11 +135,13 @@ class AgentSession:
         ssl_context: ssl.SSLContext | None = None,
         outbox: Outbox | None = None,
         rng: random.Random | None = None,
+        frame_trace: FrameTrace | None = None,
     ) -> None:
         """Without ``outbox``, opens the one in the state folder (blocking). Raises ValueError
         when the config's CA is not usable, OSError when the outbox cannot be opened."""
         self.config = config
         self.state = state
+        self.frame_trace = frame_trace
         self.facts = dict(facts) if facts else None
         self.name = name or state.identity.client_id
         self.outbox = (
@@ -281,9 +284,9 @@ class AgentSession:
         )
         await connection.send(encode(hello))
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-            challenge = await _receive(connection, Challenge)
+            challenge = await self._receive(connection, Challenge)
             await connection.send(encode(Auth(signature=identity.sign(challenge.nonce))))
-            welcome = await _receive(connection, Welcome)
+            welcome = await self._receive(connection, Welcome)
         if welcome.client_id != identity.client_id:
             self.log.warning(
                 "the server calls this agent %s, its key says %s",
@@ -335,9 +338,18 @@ class AgentSession:
                 async with asyncio.timeout(self.config.poll_interval):
                     await self._check_in_now.wait()
 
+    def _trace(self, message: Message) -> None:
+        if self.frame_trace is not None:
+            self.frame_trace.record(self.state.identity.client_id, message)
+
+    async def _receive(self, connection: ClientConnection, expected: type[_MessageType]
+                       ) -> _MessageType:
+        return await _receive(connection, expected, self._trace)
+
     async def _read(self, connection: ClientConnection) -> None:
         while True:
             message = decode(await connection.recv(), "server")
+            self._trace(message)
             await self.handle_message(message)
 
     async def handle_message(self, message: Message) -> None:
@@ -443,8 +455,11 @@ class AgentSession:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _receive(connection: ClientConnection, expected: type[_MessageType]) -> _MessageType:
+async def _receive(connection: ClientConnection, expected: type[_MessageType],
+                   trace: Any = None) -> _MessageType:
     message = decode(await connection.recv(), "server")
+    if trace is not None:
+        trace(message)
     if not isinstance(message, expected):
         raise ProtocolError(f"expected {expected.TYPE}, got {message.TYPE}")
     return message

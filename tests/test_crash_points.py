@@ -35,6 +35,8 @@ COLLECTION = ("SELECT N FROM foreach(row={SELECT _value AS B, sleep(time=0.1) AS
               f" FROM range(end={ROWS // 50})}},"
               " query={SELECT B * 50 + _value AS N FROM range(end=50)})")
 LONG_COLLECTION = "SELECT sleep(time=300) AS Slept FROM scope()"
+SECRET = "zz-hidden-7731"
+HIDDEN = f"SELECT * FROM rows WHERE OS != '{SECRET}'"  # matches everyone, says a secret
 QUEUES = ("not_matched", "pending", "running", "completed", "results", "errors")
 
 
@@ -48,6 +50,8 @@ class Deployment:
         self.server = ServerProcess(self.datastore)
         self.root = root
         self.agents: AgentProcess | None = None
+        # Every message the agents receive from the server, one JSON line each.
+        self.trace_path = root / "frames.jsonl"
 
     def start(self, failpoints: str = "") -> None:
         self.server.start(failpoints)
@@ -58,7 +62,8 @@ class Deployment:
             document["max_backoff"] = 1.0  # back soon after the restart
             config.write_text(json.dumps(document))
             self.agents = AgentProcess(config, self.root / "fleet", "--simulate",
-                                       str(AGENTS)).start()
+                                       str(AGENTS), "--trace-frames",
+                                       str(self.trace_path)).start()
             wait_for_clients(self.datastore, AGENTS)
 
     def cli(self, *args: str) -> Any:
@@ -83,6 +88,12 @@ class Deployment:
             return hunt if finished == AGENTS and not in_flight else None
 
         return wait_for(done, timeout=timeout, interval=0.3, what="the hunt to settle")
+
+    def frames(self, since: int = 0) -> list[dict[str, Any]]:
+        """The messages the agents received, from byte ``since`` of the trace on."""
+        with open(self.trace_path, "rb") as trace:
+            trace.seek(since)
+            return [json.loads(line) for line in trace.read().splitlines() if line.strip()]
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         with sqlite3.connect(f"file:{self.datastore / 'velotui.db'}?mode=ro",
@@ -152,12 +163,15 @@ def test_a_crash_at_any_point_of_a_hunt_loses_and_doubles_nothing(
 ) -> None:
     name = failpoint.split("=")[0]
     deployment.start(failpoint)
-    hunt_id = deployment.create_hunt(COLLECTION, "--start")
+    hunt_id = deployment.create_hunt(COLLECTION, "--start", "--server-condition", HIDDEN)
     deployment.server.died_at(name)
     deployment.server.start()
     deployment.settled(hunt_id)
     assert assert_consistent(deployment, hunt_id)["results"] == AGENTS
     assert_every_row_once(deployment, hunt_id)
+    # Nothing of the hidden condition reached any agent, before or after the crash.
+    frames = deployment.trace_path.read_text()
+    assert hunt_id[2:] in frames and SECRET not in frames
 
 
 def test_a_crash_right_after_a_stop_commits_leaves_the_hunt_stopped(
@@ -170,6 +184,7 @@ def test_a_crash_right_after_a_stop_commits_leaves_the_hunt_stopped(
     stop = deployment.cli("hunt", "stop", hunt_id)
     assert stop.returncode == 1  # the server died before answering
     deployment.server.died_at("stop.after_commit")
+    restarted_at = deployment.trace_path.stat().st_size
     deployment.server.start()
     hunt = deployment.hunt(hunt_id)
     assert hunt["state"] == "stopped"
@@ -177,10 +192,19 @@ def test_a_crash_right_after_a_stop_commits_leaves_the_hunt_stopped(
     assert counts["errors"] == AGENTS and counts["running"] == 0
     assert deployment.query("SELECT COUNT(*) FROM flows WHERE hunt_id = ? AND state IN"
                             " ('queued', 'running')", hunt_id) == [(0,)]
-    # The agents come back reporting the collections they still run: they are told to stop,
-    # and nothing of the hunt starts again.
-    assert deployment.cli("hunt", "start", hunt_id).returncode == 0  # the operator's choice
-    assert deployment.hunt(hunt_id)["counts"]["errors"] == AGENTS
+    # The agents come back reporting the collections they still run: each is told to stop it,
+    # and nothing of the hunt is ever delivered again.
+    collections = {row[0] for row in deployment.query(
+        "SELECT flow_id FROM flows WHERE hunt_id = ? AND kind = 'collection'", hunt_id)}
+
+    def cancelled_everywhere() -> bool:
+        cancels = {(f["client_id"], f["flow_id"]) for f in deployment.frames(restarted_at)
+                   if f["type"] == "cancel" and f["flow_id"] in collections}
+        return len(cancels) == AGENTS
+
+    wait_for(cancelled_everywhere, timeout=60, what="each agent told to stop its collection")
+    assert [f for f in deployment.frames(restarted_at)
+            if f["type"] == "flow" and hunt_id[2:] in f["flow_id"]] == []
 
 
 def test_a_crash_before_a_stop_commits_leaves_the_hunt_running_and_stoppable(
