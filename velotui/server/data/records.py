@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from velotui.server.data.store import Row
@@ -118,32 +118,7 @@ class FlowRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> FlowRecord:
-        return cls(
-            client_id=row["client_id"],
-            flow_id=row["flow_id"],
-            hunt_id=row["hunt_id"],
-            kind=row["kind"],
-            query=row["query"],
-            env=json.loads(row["env"]),
-            timeout=row["timeout"],
-            max_rows=row["max_rows"],
-            max_upload_bytes=row["max_upload_bytes"],
-            max_logs=row["max_logs"],
-            max_log_bytes=row["max_log_bytes"],
-            max_uploads=row["max_uploads"],
-            state=row["state"],
-            created=row["created"],
-            started=row["started"],
-            finished=row["finished"],
-            rows=row["rows"],
-            bytes=row["bytes"],
-            logs=row["logs"],
-            log_bytes=row["log_bytes"],
-            logs_dropped=row["logs_dropped"],
-            uploads=row["uploads"],
-            error=row["error"],
-            last_seq=row["last_seq"],
-        )
+        return cls(**_stored(cls, row), env=json.loads(row["env"]))
 
     def describe(self) -> dict[str, Any]:
         """The flow as the operator API shows it."""
@@ -164,12 +139,7 @@ class FlowRecord:
             "logs_dropped": self.logs_dropped,
             "uploads": self.uploads,
             "error": self.error,
-            "timeout": self.timeout,
-            "max_rows": self.max_rows,
-            "max_upload_bytes": self.max_upload_bytes,
-            "max_logs": self.max_logs,
-            "max_log_bytes": self.max_log_bytes,
-            "max_uploads": self.max_uploads,
+            **asdict(self.limits),
         }
 
 
@@ -219,30 +189,7 @@ class HuntRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> HuntRecord:
-        return cls(
-            hunt_id=row["hunt_id"],
-            query=row["query"],
-            client_condition=row["client_condition"],
-            server_condition=row["server_condition"],
-            description=row["description"],
-            rate=row["rate"],
-            client_limit=row["client_limit"],
-            expires=row["expires"],
-            timeout=row["timeout"],
-            max_rows=row["max_rows"],
-            max_upload_bytes=row["max_upload_bytes"],
-            max_logs=row["max_logs"],
-            max_log_bytes=row["max_log_bytes"],
-            max_uploads=row["max_uploads"],
-            state=row["state"],
-            created=row["created"],
-            creator=row["creator"],
-            stop_reason=row["stop_reason"],
-            draining=bool(row["draining"]),
-            started=row["started"],
-            start_timestamp=row["start_timestamp"],
-            stopped=row["stopped"],
-        )
+        return cls(**_stored(cls, row), draining=bool(row["draining"]))
 
     def describe(self) -> dict[str, Any]:
         """The hunt as the operator API shows it."""
@@ -261,12 +208,7 @@ class HuntRecord:
             "expires": self.expires,
             "rate": self.rate,
             "limit": self.client_limit,
-            "timeout": self.timeout,
-            "max_rows": self.max_rows,
-            "max_upload_bytes": self.max_upload_bytes,
-            "max_logs": self.max_logs,
-            "max_log_bytes": self.max_log_bytes,
-            "max_uploads": self.max_uploads,
+            **asdict(self.limits),
             "counts": {queue: self.counts[queue] for queue in QUEUES},
             "checking": self.counts[CHECKING],
         }
@@ -303,17 +245,9 @@ class ClientRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> ClientRecord:
-        return cls(
-            client_id=row["client_id"],
-            public_key=bytes(row["public_key"]),
-            first_seen=row["first_seen"],
-            last_seen=row["last_seen"],
-            facts=json.loads(row["facts"]),
-            agent_labels=json.loads(row["agent_labels"]),
-            operator_labels=json.loads(row["operator_labels"]),
-            last_hunt_timestamp=row["last_hunt_timestamp"],
-            revoked=row["revoked"],
-        )
+        return cls(**_stored(cls, row), public_key=bytes(row["public_key"]),
+                   facts=json.loads(row["facts"]), agent_labels=json.loads(row["agent_labels"]),
+                   operator_labels=json.loads(row["operator_labels"]))
 
 
 @dataclass(frozen=True)
@@ -347,3 +281,14 @@ class HuntChange:
     ended: list[FlowChange] = field(default_factory=list)
     moves: list[QueueMove] = field(default_factory=list)
     recruited: list[FlowRecord] = field(default_factory=list)
+
+
+# Fields whose stored form is not the record's (JSON text, integers for booleans) are converted
+# by each from_row; the rest are taken as they are.
+_CONVERTED = {"env", "draining", "public_key", "facts", "agent_labels", "operator_labels"}
+
+
+def _stored(cls: type, row: Row) -> dict[str, Any]:
+    """The row's columns that are fields of ``cls`` (a join may bring others)."""
+    names = {f.name for f in fields(cls)} - _CONVERTED
+    return {name: row[name] for name in row.keys() if name in names}  # noqa: SIM118
