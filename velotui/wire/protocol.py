@@ -42,11 +42,12 @@ MAX_HANDSHAKE_FRAME_BYTES = 64 * 1024
 # Real rows nest a few levels; every JSON encoder and printer down the line recurses, and a
 # value that nests hundreds deep would make them fail later, for every operator reading it.
 MAX_VALUE_DEPTH = 32
-# Values in one frame: every element of a list and every entry of a map counts one. A 4 MiB
-# frame of tiny maps decodes into ~270 MB of Python objects; this caps it near 50 MB while a
-# real batch (1,000 rows of a few dozen columns) needs a tenth of it. Counted as msgpack builds
-# each container, so a frame over the budget is refused before it is all in memory.
-MAX_ITEMS_PER_FRAME = 512 * 1024
+# Values in one frame: every value counts one, and every map and list one more (a container
+# costs more memory than most values). A 4 MiB frame of tiny maps decodes into ~280 MB of Python
+# objects; this caps a frame near 30 MB, while 1,000 rows of ten columns with a nested map and
+# list in each count 21,000. Counted as msgpack completes each container, so a frame over the
+# budget is refused before all of it is in memory.
+MAX_ITEMS_PER_FRAME = 256 * 1024
 MAX_ROWS_PER_BATCH = 10_000
 MAX_UPLOAD_CHUNK_BYTES = 1024 * 1024
 MAX_TEXT = 64 * 1024
@@ -350,7 +351,7 @@ def _unpack(frame: bytes) -> _Unpacked:
         # msgpack calls this as it completes each map and list, so the budget holds while the
         # frame is being decoded, not only once all of it is in memory.
         nonlocal remaining
-        remaining -= len(container)
+        remaining -= 1 + len(container)
         if remaining < 0:
             raise ProtocolError(f"more than {MAX_ITEMS_PER_FRAME} values in one frame")
         containers.append(container)
@@ -391,7 +392,7 @@ _CONTAINER_TYPES = frozenset({dict, list})
 def _check_json_values(name: str, values: list[Any]) -> int:
     """Check that each of ``values`` is a JSON value: null, a boolean, an integer, a finite
     number, text, or a list or text-keyed map of such values, with maps and lists nested at most
-    MAX_VALUE_DEPTH deep. Returns how many values there are, nested ones included. Raises
+    MAX_VALUE_DEPTH deep. Returns what they count toward MAX_ITEMS_PER_FRAME. Raises
     ProtocolError.
 
     The walk goes level by level and each level is a few passes in C (map, set, compress)
@@ -418,9 +419,10 @@ def _check_json_values(name: str, values: list[Any]) -> int:
         if depth > MAX_VALUE_DEPTH:
             raise ProtocolError(f"field {name}: nested more than {MAX_VALUE_DEPTH} deep")
         maps = list(compress(level, map(is_, level_types, repeat(dict))))
-        if maps and set(map(type, chain.from_iterable(maps))) != {str}:
+        if not set(map(type, chain.from_iterable(maps))) <= {str}:
             raise ProtocolError(f"field {name}: map keys must be text")
-        lists = compress(level, map(is_, level_types, repeat(list)))
+        lists = list(compress(level, map(is_, level_types, repeat(list))))
+        count += len(maps) + len(lists)
         level = [*chain.from_iterable(map(dict.values, maps)), *chain.from_iterable(lists)]
     return count
 
@@ -451,10 +453,13 @@ def _kind_name(kind: type) -> str:
 
 
 def json_value_items(value: Any) -> int:
-    """How many values ``value`` counts toward MAX_ITEMS_PER_FRAME (itself and everything nested
-    in it). Raises ProtocolError when the protocol would refuse it inside a row or the facts:
-    not a JSON value, a number that is not finite, a map key that is not text, or nested more
-    than MAX_VALUE_DEPTH deep. An agent checks a row with it before sending it."""
+    """What ``value`` counts toward MAX_ITEMS_PER_FRAME: one for it and for each value nested in
+    it, and one more for each map and list among them. An agent checks each row with it before
+    sending it.
+
+    Raises ProtocolError when the protocol would refuse ``value`` inside a row or the facts: not
+    a JSON value, a number that is not finite, a map key that is not text, or nested more than
+    MAX_VALUE_DEPTH deep."""
     return _check_json_values("value", [value])
 
 
