@@ -43,8 +43,8 @@ FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status)
 
 # Connections between the websocket upgrade and a proven key. Anyone who reaches the port gets
 # this far, and each such connection holds a hello-sized frame at most, so the cap bounds what
-# strangers make the server hold (256 x ~200 KiB with buffers); a fleet reconnecting at once
-# gets in a few hundred at a time, the rest come back after a while.
+# strangers make the server hold (256 of them holding most of a frame each: ~26 MB, measured);
+# a fleet reconnecting at once gets in a few hundred at a time, the rest come back after a while.
 MAX_UNAUTHENTICATED_CONNECTIONS = 256
 # New client IDs admitted per second and at once. The enrolment secret is in every agent's
 # config, so its holder must not fill the client table at line rate; a new fleet of thousands
