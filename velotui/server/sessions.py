@@ -92,6 +92,14 @@ class AgentGate:
         self.unauthenticated = 0
         self._refusing = False  # to log the cap once per episode, not once per connection
 
+    @classmethod
+    def for_own_fleet(cls, size: int) -> AgentGate:
+        """A gate for a server whose process starts ``size`` agents of its own at once (a demo
+        fleet, a benchmark): they may all authenticate together and enrol at once, on top of
+        the usual rate."""
+        return cls(max_unauthenticated=max(size, MAX_UNAUTHENTICATED_CONNECTIONS),
+                   enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size))
+
     def admit(self) -> bool:
         """Count in a new connection that has yet to authenticate; False when the cap is full."""
         if self.unauthenticated >= self.max_unauthenticated:
