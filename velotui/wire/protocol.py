@@ -427,13 +427,14 @@ def _check_json_values(name: str, values: list[Any]) -> int:
     return count
 
 
-def _deep_run(containers: list[Any], shallow: list[Any], rows: list[Any]) -> int:
-    """At least as many maps and lists as msgpack completed one after another, at most, without
-    one of ``shallow`` (the message, its fields, ``rows``) among them.
+def _deep_run(containers: list[Any], fields: list[Any], rows: list[Any]) -> int:
+    """At least as many maps and lists as msgpack completed one after another, at most, that are
+    none of the shallow ones: the message (last of ``containers``), its ``fields`` that are maps
+    or lists, and the ``rows``.
 
     Everything nested inside one row (or one field) is completed in one unbroken run just before
     the row itself, so no value nests deeper below a shallow one than this run is long."""
-    deep = len(containers) - len(shallow)
+    deep = len(containers) - 1 - len(fields) - len(rows)
     if deep < MAX_VALUE_DEPTH:
         return deep
     if rows and deep % len(rows) == 0:
@@ -443,7 +444,7 @@ def _deep_run(containers: list[Any], shallow: list[Any], rows: list[Any]) -> int
         placed = containers[per_row : len(rows) * (per_row + 1) : per_row + 1]
         if len(placed) == len(rows) and all(map(is_, placed, rows)):
             return max(per_row, len(containers) - len(rows) * (per_row + 1))
-    shallow_ids = set(map(id, shallow))
+    shallow_ids = {id(containers[-1]), *map(id, fields), *map(id, rows)}
     marks = bytes(map(shallow_ids.__contains__, map(id, containers)))
     return max(map(len, marks.split(b"\x01")))
 
@@ -620,14 +621,12 @@ def _check_nested_values(kind: str, values: dict[str, Any], unpacked: _Unpacked)
     if unpacked.plain:
         # Every value is a JSON value already; only the depth is left, and it needs a walk only
         # when a long run of nested maps and lists makes a deep one possible.
-        payload = unpacked.payload
+        top = [v for v in unpacked.payload.values() if v.__class__ in _CONTAINER_TYPES]
         rows: list[Any] = []
         for name, is_list in fields:
             if is_list:
                 rows += values[name]
-        shallow = [payload, *(v for v in payload.values() if v.__class__ in _CONTAINER_TYPES),
-                   *rows]
-        if _deep_run(unpacked.containers, shallow, rows) < MAX_VALUE_DEPTH:
+        if _deep_run(unpacked.containers, top, rows) < MAX_VALUE_DEPTH:
             return
     for name, is_list in fields:
         _check_json_values(name, values[name] if is_list else [values[name]])
@@ -643,7 +642,7 @@ def decode(frame: bytes | str, sender: str) -> Message:
         raise ProtocolError("text frames are not part of the protocol")
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError("frame too big", CloseCode.MESSAGE_TOO_BIG)
-    unpacked = _unpack(bytes(frame))
+    unpacked = _unpack(frame if frame.__class__ is bytes else bytes(frame))
     payload = unpacked.payload
     if not isinstance(payload, dict):
         raise ProtocolError("a message must be a map")
