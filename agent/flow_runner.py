@@ -36,15 +36,18 @@ from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
 from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
 from velotui.wire.protocol import (
     MAX_FRAME_BYTES,
+    MAX_ITEMS_PER_FRAME,
     MAX_NAME,
     MAX_TEXT,
     FlowRequest,
     Log,
     Message,
+    ProtocolError,
     Rows,
     Status,
     Upload,
     encode,
+    json_value_items,
 )
 
 ROW_BATCH_COUNT = 1000
@@ -53,6 +56,7 @@ ROW_BATCH_DELAY = 1.0
 UPLOAD_CHUNK_BYTES = 512 * 1024
 # A batch must fit in one frame with room for the message around the rows.
 MAX_BATCH_BYTES = MAX_FRAME_BYTES - 64 * 1024
+MAX_BATCH_ITEMS = MAX_ITEMS_PER_FRAME - 64
 # Logs wait here for the outbox; a query that logs without end must not fill memory instead.
 MAX_PENDING_LOGS = 1000
 
@@ -89,6 +93,7 @@ class FlowRunner:
         self._pending_rows: list[dict[str, Any]] = []
         self._pending_sizes: list[int] = []
         self._pending_positions: list[int] = []  # each pending row's place in the query's output
+        self._pending_items: list[int] = []  # values in each pending row, nested ones included
         self._pending_bytes = 0
         self._pending_logs: deque[tuple[str, str, float]] = deque()
         self._dropped_logs = 0
@@ -228,11 +233,21 @@ class FlowRunner:
                 if size > MAX_BATCH_BYTES:
                     self._on_log("error", f"a row of {size} bytes does not fit a message; skipped")
                     continue
+                try:
+                    items = json_value_items(value)  # what the server refuses, it is not sent
+                except ProtocolError as error:
+                    self._on_log("error", f"a row cannot be sent ({error.reason}); skipped")
+                    continue
+                if items > MAX_BATCH_ITEMS:
+                    self._on_log("error", f"a row of {items} values does not fit a message;"
+                                 " skipped")
+                    continue
                 if self._pending_rows and self._pending_bytes + size > MAX_BATCH_BYTES:
                     await self._flush()
                 self._pending_rows.append(value)
                 self._pending_sizes.append(size)
                 self._pending_positions.append(self._position)
+                self._pending_items.append(items)
                 self._pending_bytes += size
                 self._rows_taken += 1
                 self._mark_pending()
@@ -366,6 +381,7 @@ class FlowRunner:
         self._pending_bytes -= sum(self._pending_sizes[:count])
         del self._pending_sizes[:count]
         del self._pending_positions[:count]
+        del self._pending_items[:count]
 
     def _drop_pending(self) -> None:
         """The outbox refused the flow: nothing pending can be kept any more."""
@@ -375,14 +391,16 @@ class FlowRunner:
 
     def _next_batch_count(self) -> int:
         """How many pending rows the next Rows message takes."""
-        count = size = 0
-        for row_size in self._pending_sizes:
+        count = size = items = 0
+        for row_size, row_items in zip(self._pending_sizes, self._pending_items, strict=True):
             if count == ROW_BATCH_COUNT or size >= ROW_BATCH_BYTES:
                 break
-            if count and size + row_size > MAX_BATCH_BYTES:
+            if count and (size + row_size > MAX_BATCH_BYTES
+                          or items + row_items > MAX_BATCH_ITEMS):
                 break
             count += 1
             size += row_size
+            items += row_items
         return count
 
     async def _emit(

@@ -70,7 +70,8 @@ MAX_HELLO_FLOWS = 1024
 MAX_HELLO_LABELS = 256
 
 # Close codes after which trying again soon cannot help: wait the longest delay instead.
-_GIVE_IT_TIME = {CloseCode.AUTH_FAILED, CloseCode.UNSUPPORTED_VERSION, CloseCode.REPLACED}
+_GIVE_IT_TIME = {CloseCode.AUTH_FAILED, CloseCode.UNSUPPORTED_VERSION, CloseCode.REPLACED,
+                 CloseCode.TRY_AGAIN_LATER, CloseCode.INTERNAL}
 
 log = logging.getLogger(__name__)
 

@@ -65,6 +65,7 @@ from velotui.server.datastore import Datastore
 from velotui.server.hunts import CHECKING
 from velotui.server.ids import hunt_flow_id
 from velotui.server.server import Server
+from velotui.server.sessions import AgentGate
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check as check_vql
 from velotui.wire import protocol
@@ -504,6 +505,7 @@ async def run_benchmark(options: Options, folder: Path,
     logging.getLogger().addHandler(warnings)
     datastore = Datastore.open(folder / "datastore")
     server = Server(datastore, "127.0.0.1:0")
+    server.agent_gate = AgentGate.for_own_fleet(agents)  # N new agents at once, on purpose
     await server.start()
     fleet_process: subprocess.Popen[bytes] | None = None
     try:

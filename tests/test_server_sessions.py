@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from pathlib import Path
 
 import msgpack
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent.identity import AgentIdentity
 from tests.protocol_client import handshake, open_socket, receive
+from velotui.server.remote import RemoteService
 from velotui.server.server import Server
+from velotui.server.sessions import TokenBucket
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
 
@@ -272,3 +277,171 @@ async def test_the_last_rows_may_ride_in_the_status(server: Server, tmp_path: Pa
             for r in batch]
     assert rows == [{"n": 1}, {"n": 2}, {"n": 3}]
     await connection.close()
+
+
+# Limits at the edge -----------------------------------------------------------------------------
+
+
+async def test_a_large_frame_is_refused_before_authentication_and_accepted_after(
+    server: Server, tmp_path: Path
+) -> None:
+    one_mib = "x" * (1024 * 1024)
+    identity = AgentIdentity.load_or_create(tmp_path / "a")
+    stranger = await open_socket(server)
+    await stranger.send(protocol.encode(protocol.Hello(
+        version=protocol.PROTOCOL_VERSION, public_key=identity.public_key_bytes,
+        enrolment_secret=server.datastore.enrolment_secret(), facts={"Hostname": one_mib})))
+    code, _reason = await closed_with(stranger)
+    assert code == CloseCode.MESSAGE_TOO_BIG
+    assert server.directory.all() == []
+
+    connection, welcome = await handshake(server, tmp_path / "a")
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    await receive(connection)  # the FlowRequest
+    batch = protocol.encode(protocol.Rows(flow_id=flow.flow_id, seq=1, rows=[{"Pad": one_mib}]))
+    assert len(batch) > 1024 * 1024
+    await connection.send(batch)
+    assert await receive(connection) == protocol.Ack(flow_id=flow.flow_id, seq=1)
+    await connection.close()
+
+
+async def test_operators_may_send_large_frames(server: Server, tmp_path: Path) -> None:
+    connection, welcome = await handshake(server, tmp_path / "a")
+    query = f"SELECT '{'x' * 100_000}' AS Pad FROM scope()"
+    async with await RemoteService.connect(server.url, server.datastore.api_token(),
+                                           server.datastore.ca_pem()) as api:
+        flow = await api.schedule_collection(client_id=welcome.client_id, query=query)
+    request = await receive(connection)
+    assert isinstance(request, protocol.FlowRequest) and request.flow_id == flow["flow_id"]
+    assert request.query == query
+    await connection.close()
+
+
+async def say_hello(server: Server, state_dir: Path) -> ClientConnection:
+    """A connection that said hello and got its challenge: the server is serving it, and it has
+    not proven its key yet."""
+    identity = AgentIdentity.load_or_create(state_dir)
+    connection = await open_socket(server)
+    await connection.send(protocol.encode(protocol.Hello(
+        version=protocol.PROTOCOL_VERSION, public_key=identity.public_key_bytes,
+        enrolment_secret=server.datastore.enrolment_secret())))
+    assert isinstance(await receive(connection), protocol.Challenge)
+    return connection
+
+
+async def test_connections_still_authenticating_are_capped(server: Server,
+                                                          tmp_path: Path) -> None:
+    settled, _ = await handshake(server, tmp_path / "settled")
+    server.agent_gate.max_unauthenticated = 2
+    waiting = [await say_hello(server, tmp_path / f"waiting{n}") for n in range(2)]
+
+    late = await open_socket(server)
+    code, reason = await closed_with(late)
+    assert code == CloseCode.TRY_AGAIN_LATER and "try again later" in reason
+
+    await waiting[0].close()  # one gives up: its place is free again
+    latest, welcome = await handshake(server, tmp_path / "latest")
+    assert isinstance(welcome, protocol.Welcome)  # and once proven, it no longer counts
+    another = await say_hello(server, tmp_path / "another")
+    await settled.ping()  # the agent that was in all along never noticed
+    for connection in (waiting[1], latest, another, settled):
+        await connection.close()
+
+
+async def test_enrolment_is_rate_limited_but_known_clients_are_not(server: Server,
+                                                                  tmp_path: Path) -> None:
+    now = [1000.0]
+    server.agent_gate.enrolments = TokenBucket(rate=1.0, burst=2, clock=lambda: now[0])
+    for name in ("a", "b"):
+        connection, welcome = await handshake(server, tmp_path / name)
+        assert welcome.enrolled
+        await connection.close()
+
+    with pytest.raises(ConnectionClosed) as refused:
+        await handshake(server, tmp_path / "c")
+    assert refused.value.rcvd.code == CloseCode.TRY_AGAIN_LATER
+    assert "try again later" in refused.value.rcvd.reason
+    assert len(server.directory.all()) == 2
+
+    for _ in range(5):  # known clients reconnect however often they like
+        connection, welcome = await handshake(server, tmp_path / "a")
+        assert isinstance(welcome, protocol.Welcome) and not welcome.enrolled
+        await connection.close()
+
+    now[0] += 1.0  # a second later there is room for one more
+    connection, welcome = await handshake(server, tmp_path / "c")
+    assert welcome.enrolled
+    await connection.close()
+
+
+async def flow_for(server: Server, state_dir: Path) -> tuple[ClientConnection, str]:
+    """An authenticated agent with one flow scheduled on it: (connection, flow ID)."""
+    connection, welcome = await handshake(server, state_dir)
+    flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM x")
+    request = await receive(connection)
+    assert isinstance(request, protocol.FlowRequest)
+    return connection, flow.flow_id
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (lambda flow_id: protocol.Log(flow_id=flow_id, seq=1, message="x", time=math.nan),
+         "field time: numbers must be finite"),
+        (lambda flow_id: protocol.Status(flow_id=flow_id, seq=1, duration=math.inf),
+         "field duration: numbers must be finite"),
+        (lambda flow_id: protocol.Rows(flow_id=flow_id, seq=1, rows=[{"x": -math.inf}]),
+         "field rows: numbers must be finite"),
+        (lambda flow_id: protocol.Rows(flow_id=flow_id, seq=1,
+                                       rows=[{"deep": nested_lists(500)}]),
+         "field rows: nested more than 32 deep"),
+    ],
+    ids=["nan log time", "infinite duration", "infinite number in a row", "deep row"],
+)
+async def test_hostile_values_close_only_that_connection(
+    server: Server, tmp_path: Path, message, problem: str
+) -> None:
+    bystander, bystander_flow = await flow_for(server, tmp_path / "bystander")
+    hostile, hostile_flow = await flow_for(server, tmp_path / "hostile")
+    await hostile.send(protocol.encode(message(hostile_flow)))
+    code, reason = await closed_with(hostile)
+    assert (code, reason) == (CloseCode.PROTOCOL_ERROR, problem)
+
+    # Nothing of it was stored: the flow's results can still be read.
+    hostile_id = AgentIdentity.load_or_create(tmp_path / "hostile").client_id
+    assert [batch async for _seq, batch in server.flows.row_batches(hostile_id, hostile_flow)] == []
+    await bystander.send(protocol.encode(protocol.Rows(flow_id=bystander_flow, seq=1,
+                                                       rows=[{"n": 1}])))
+    assert await receive(bystander) == protocol.Ack(flow_id=bystander_flow, seq=1)
+    await bystander.close()
+
+
+def nested_lists(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_failure_handling_a_message_closes_that_connection_with_internal(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bystander, bystander_flow = await flow_for(server, tmp_path / "bystander")
+    unlucky, unlucky_flow = await flow_for(server, tmp_path / "unlucky")
+    unlucky_id = AgentIdentity.load_or_create(tmp_path / "unlucky").client_id
+    # A file where the client's upload folder goes: storing the chunk fails (as a full or
+    # broken disk would), with an error that is not the agent's fault.
+    (server.datastore.uploads_dir / unlucky_id).write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="velotui.server.sessions"):
+        await unlucky.send(protocol.encode(protocol.Upload(
+            flow_id=unlucky_flow, seq=1, name="a.txt", data=b"data", eof=True)))
+        code, reason = await closed_with(unlucky)
+    assert (code, reason) == (CloseCode.INTERNAL, "the server could not handle a message")
+    failures = [r for r in caplog.records if "while handling a message" in r.getMessage()]
+    assert len(failures) == 1
+    assert "NotADirectoryError" in failures[0].getMessage() and failures[0].exc_info is None
+
+    await bystander.send(protocol.encode(protocol.Rows(flow_id=bystander_flow, seq=1,
+                                                       rows=[{"n": 1}])))
+    assert await receive(bystander) == protocol.Ack(flow_id=bystander_flow, seq=1)
+    await bystander.close()

@@ -22,6 +22,7 @@ from typing import Any
 from velotui.server.datastore import Datastore
 from velotui.server.remote import RemoteService
 from velotui.server.server import DEFAULT_LISTEN, Server
+from velotui.server.sessions import AgentGate
 
 
 class ServerLink:
@@ -97,6 +98,7 @@ def start_demo_fleet(server: Server, count: int) -> subprocess.Popen[bytes]:
     and log live in the datastore's ``demo`` folder so a restart reuses their identities."""
     from agent.config import AgentConfig
 
+    server.agent_gate = AgentGate.for_own_fleet(count)  # they all come at once, on purpose
     folder = server.datastore.root / "demo"
     folder.mkdir(mode=0o700, exist_ok=True)
     config = folder / "agent.json"

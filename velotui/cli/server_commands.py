@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,10 @@ from urllib.parse import urlsplit
 from velotui.cli.connection import add_datastore_option
 from velotui.server.datastore import Datastore, DatastoreError
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
+from velotui.server.server_log import server_log_handlers
 from velotui.wire.protocol import AGENT_PATH
+
+PRIVATE_UMASK = 0o077
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -43,16 +47,13 @@ def add_parsers(subparsers: Any) -> None:
 
 def configure_logging(datastore: Datastore, verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    handlers.append(logging.FileHandler(datastore.logs_dir / "server.log"))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-    logging.basicConfig(level=level, handlers=handlers, force=True)
+    logging.basicConfig(level=level, handlers=server_log_handlers(datastore.logs_dir), force=True)
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
 def serve_main(args: argparse.Namespace) -> int:
+    # Everything the server writes (database, logs, uploads, exports) is for its user alone.
+    os.umask(PRIVATE_UMASK)
     try:
         host, _port = parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)

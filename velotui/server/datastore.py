@@ -224,6 +224,7 @@ class Datastore:
         _make_private_folder(self.root)
         for folder in (self.uploads_dir, self.exports_dir, self.logs_dir):
             _make_private_folder(folder)
+        self._make_database_private()
         # Two processes opening a fresh datastore at once (console and `velotui serve`) must not
         # each make a CA: the second would overwrite the first's key under the first's certificate.
         with _exclusive_lock(self.root / LOCK_NAME):
@@ -235,6 +236,17 @@ class Datastore:
                     # 32 random bytes, URL-safe base64: safe in config files and HTTP headers.
                     secret = secrets.token_urlsafe(32)
                     write_file_atomically(self.root / name, secret.encode("ascii"), SECRET_MODE)
+
+    def _make_database_private(self) -> None:
+        """The database file exists with mode 0600 before SQLite opens it: SQLite would create
+        it under the umask, and it gives its -wal and -shm files the database file's mode."""
+        descriptor = os.open(self.database_path, os.O_RDWR | os.O_CREAT, SECRET_MODE)
+        os.close(descriptor)
+        suffixes = ("", "-wal", "-shm", "-journal")
+        # Files an older version left more open: the database and its journals, and the logs.
+        for path in [*(self.root / (DATABASE_NAME + suffix) for suffix in suffixes),
+                     *self.logs_dir.iterdir()]:
+            _make_private_file(path)
 
     def _ensure_certificate_authority(self) -> bool:
         have_cert = self.ca_cert_path.is_file()
@@ -295,6 +307,14 @@ def _make_private_folder(folder: Path) -> None:
     # mkdir's mode is reduced by the umask and ignored for an existing folder; set it explicitly.
     if os.name == "posix" and (folder.stat().st_mode & 0o777) != FOLDER_MODE:
         folder.chmod(FOLDER_MODE)
+
+
+def _make_private_file(path: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_file() and (path.stat().st_mode & 0o777) != SECRET_MODE:
+            path.chmod(SECRET_MODE)
 
 
 @contextlib.contextmanager

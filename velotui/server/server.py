@@ -27,7 +27,12 @@ from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.operator_api import serve_operator
 from velotui.server.service import Service
-from velotui.server.sessions import AgentSession
+from velotui.server.sessions import (
+    HANDSHAKE_QUEUED_FRAMES,
+    AgentGate,
+    AgentSession,
+    allow_full_frames,
+)
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check
 from velotui.wire import protocol
@@ -67,6 +72,7 @@ class Server:
         self._connections_since_trim = 0
         self._last_connection = 0.0
         self._trimmer: asyncio.Task[None] | None = None
+        self.agent_gate = AgentGate()
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
@@ -92,7 +98,9 @@ class Server:
             self.host,
             self.port,
             ssl=context,
-            max_size=protocol.MAX_FRAME_BYTES,
+            # Handshake limits for everyone; raised once an agent or operator is authenticated.
+            max_size=protocol.MAX_HANDSHAKE_FRAME_BYTES,
+            max_queue=HANDSHAKE_QUEUED_FRAMES,
             compression=None,
             process_request=self._check_request,
             ping_interval=20,
@@ -171,6 +179,7 @@ class Server:
         if path == protocol.AGENT_PATH:
             await AgentSession(self, connection).run()
         elif path == protocol.OPERATOR_PATH:
+            allow_full_frames(connection)  # its bearer token was checked at the upgrade
             actor = getattr(connection, "velotui_actor", OPERATOR_TOKEN_NAME)
             await serve_operator(connection, self.service(actor))
 

@@ -3,12 +3,19 @@
 The agent says hello with its public key; its client ID is derived from that key. A client the
 server has never seen must present the enrolment secret. The server sends a fresh nonce and the
 agent signs it, every connection. Anything malformed closes this connection with a code and a
-reason and leaves every other agent alone.
+reason and leaves every other agent alone; so does a failure of the server's own while it handles
+a message (``INTERNAL``, logged in one line).
+
+Until an agent has proven its key its frames are small (``MAX_HANDSHAKE_FRAME_BYTES``), few of
+them wait unread, and only ``MAX_UNAUTHENTICATED_CONNECTIONS`` such connections are served at
+once; new client IDs enrol at ``ENROLMENTS_PER_SECOND``. Beyond either limit the agent is told to
+come back later (``TRY_AGAIN_LATER``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +41,95 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 15.0
 FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status)
 
+# Connections between the websocket upgrade and a proven key. Anyone who reaches the port gets
+# this far, and each such connection holds a hello-sized frame at most, so the cap bounds what
+# strangers make the server hold (256 of them holding most of a frame each: ~26 MB, measured);
+# a fleet reconnecting at once gets in a few hundred at a time, the rest come back after a while.
+MAX_UNAUTHENTICATED_CONNECTIONS = 256
+# New client IDs admitted per second and at once. The enrolment secret is in every agent's
+# config, so its holder must not fill the client table at line rate; a new fleet of thousands
+# still enrols within minutes (refused agents wait and try again).
+ENROLMENTS_PER_SECOND = 20.0
+ENROLMENT_BURST = 100
+# Frames received but not yet read, per connection, before the server stops reading the socket.
+# The handshake is two frames, read one at a time; afterwards an agent streams rows and a few
+# waiting keep its pipe full (websockets' own default).
+HANDSHAKE_QUEUED_FRAMES = 1
+AGENT_QUEUED_FRAMES = 16
+INTERNAL_REASON = "the server could not handle a message"
+
+
+class TokenBucket:
+    """Allows ``rate`` events a second on average and ``burst`` at once, on a monotonic clock."""
+
+    def __init__(self, rate: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._refilled = clock()
+
+    def take(self) -> bool:
+        """True (and one token fewer) when an event is allowed now; False otherwise."""
+        now = self._clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class AgentGate:
+    """What lets agent connections in: a cap on those still authenticating, and the rate at
+    which client IDs the server has never seen may enrol. Known clients are never rate-limited."""
+
+    def __init__(self, max_unauthenticated: int = MAX_UNAUTHENTICATED_CONNECTIONS,
+                 enrolments: TokenBucket | None = None) -> None:
+        self.max_unauthenticated = max_unauthenticated
+        self.enrolments = enrolments or TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST)
+        self.unauthenticated = 0
+        self._refusing = False  # to log the cap once per episode, not once per connection
+
+    @classmethod
+    def for_own_fleet(cls, size: int) -> AgentGate:
+        """A gate for a server whose process starts ``size`` agents of its own at once (a demo
+        fleet, a benchmark): they may all authenticate together and enrol at once, on top of
+        the usual rate."""
+        return cls(max_unauthenticated=max(size, MAX_UNAUTHENTICATED_CONNECTIONS),
+                   enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size))
+
+    def admit(self) -> bool:
+        """Count in a new connection that has yet to authenticate; False when the cap is full."""
+        if self.unauthenticated >= self.max_unauthenticated:
+            if not self._refusing:
+                log.warning("%d agent connections are authenticating: refusing more for now",
+                            self.unauthenticated)
+                self._refusing = True
+            return False
+        self._refusing = False
+        self.unauthenticated += 1
+        return True
+
+    def authenticated(self) -> None:
+        """A connection counted by ``admit`` has proven its key or ended."""
+        self.unauthenticated -= 1
+
+
+def allow_full_frames(connection: ServerConnection) -> None:
+    """Let ``connection`` (an authenticated agent or operator) send frames up to
+    MAX_FRAME_BYTES, and as many unread as usual; the listener starts every connection with the
+    handshake's small limits."""
+    state = connection.protocol
+    # websockets 16 and later call the limit max_message_size; 14 and 15 called it max_size.
+    if hasattr(state, "max_message_size"):
+        state.max_message_size = protocol.MAX_FRAME_BYTES
+    else:
+        state.max_size = protocol.MAX_FRAME_BYTES
+    connection.recv_messages.high = AGENT_QUEUED_FRAMES
+    connection.recv_messages.low = AGENT_QUEUED_FRAMES // 4
+
 
 class AgentSession:
     """The server's side of one agent connection."""
@@ -45,6 +141,7 @@ class AgentSession:
         self.peer = _peer(websocket)
         self.connected_at = time.time()
         self._send_lock = asyncio.Lock()
+        self._authenticating = False  # counted among the connections still authenticating
 
     async def send(self, message: protocol.Message,
                    unless: Callable[[], bool] | None = None) -> bool:
@@ -72,7 +169,14 @@ class AgentSession:
         return protocol.decode(frame, sender="agent")
 
     async def run(self) -> None:
-        """Serve the connection until it closes. Protocol violations close it with a reason."""
+        """Serve the connection until it closes. Protocol violations close it with a reason, and
+        so does anything else that goes wrong handling a message (INTERNAL)."""
+        gate = self.server.agent_gate
+        if not gate.admit():
+            await self.websocket.close(int(CloseCode.TRY_AGAIN_LATER),
+                                       "too many agents are connecting; try again later")
+            return
+        self._authenticating = True
         try:
             await self._handshake()
             await self._serve()
@@ -82,8 +186,21 @@ class AgentSession:
             await self.websocket.close(int(error.code), error.reason)
         except ConnectionClosed:
             pass
+        except Exception as error:
+            # One line, not a traceback per hostile frame; the traceback is there with --verbose.
+            log.warning("agent %s (%s): %s while handling a message; connection closed",
+                        self.client_id or "?", self.peer, type(error).__name__)
+            log.debug("the failure in full", exc_info=True)
+            with contextlib.suppress(Exception):
+                await self.websocket.close(int(CloseCode.INTERNAL), INTERNAL_REASON)
         finally:
+            self._leave_handshake()
             await self._unregister()
+
+    def _leave_handshake(self) -> None:
+        if self._authenticating:
+            self._authenticating = False
+            self.server.agent_gate.authenticated()
 
     async def _handshake(self) -> None:
         hello = await self._receive(HANDSHAKE_TIMEOUT)
@@ -102,6 +219,9 @@ class AgentSession:
         ):
             raise ProtocolError("enrolment refused: wrong enrolment secret",
                                 CloseCode.AUTH_FAILED)
+        if known is None and not self.server.agent_gate.enrolments.take():
+            raise ProtocolError("too many new clients are enrolling; try again later",
+                                CloseCode.TRY_AGAIN_LATER)
         if known is not None and known.public_key != hello.public_key:
             raise ProtocolError("this client ID belongs to another key", CloseCode.AUTH_FAILED)
         if known is not None and known.revoked is not None:
@@ -113,6 +233,8 @@ class AgentSession:
             raise ProtocolError(f"expected auth, got {auth.TYPE}")
         if not verify_signature(hello.public_key, nonce, auth.signature):
             raise ProtocolError("signature does not match the key", CloseCode.AUTH_FAILED)
+        self._leave_handshake()
+        allow_full_frames(self.websocket)
         try:
             _record, enrolled = await directory.record_hello(
                 client_id, hello.public_key, hello.facts, list(hello.labels),

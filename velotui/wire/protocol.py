@@ -3,7 +3,10 @@
 Messages are msgpack maps in binary websocket frames, each with a ``type``. Both sides import
 this module; it depends on msgpack alone. Anything received goes through ``decode``, which
 refuses a frame that is not a known message of the right direction with well-typed, bounded
-fields, raising ``ProtocolError`` with the close code the connection ends with.
+fields, raising ``ProtocolError`` with the close code the connection ends with. What it accepts
+the rest of the server can always store and print as JSON: numbers are finite, map keys are text,
+nested values are JSON values (no bytes, no extension types) at most ``MAX_VALUE_DEPTH`` deep, and
+no frame decodes into more than ``MAX_ITEMS_PER_FRAME`` values.
 
 A session: the agent sends ``hello``; the server answers ``challenge`` with a fresh nonce; the
 agent proves its key with ``auth``; the server sends ``welcome``. Then the agent checks in for
@@ -16,17 +19,35 @@ the server applies each sequence number once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from itertools import chain, compress, repeat
+from operator import is_
 from typing import Any, ClassVar
 
 import msgpack
 
 PROTOCOL_VERSION = 1
+# The largest frame an authenticated agent may send (a batch of rows, an upload chunk).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Before an agent has proven its key it sends only hello (facts, labels, the flows it still
+# holds: a few KiB from a real agent) and auth (under 100 bytes). Anyone who can open a socket
+# gets this far, so what each such connection may make the server hold stays small.
+MAX_HANDSHAKE_FRAME_BYTES = 64 * 1024
+# Maps and lists nested inside one value (a row, the facts), the value itself counting as one.
+# Real rows nest a few levels; every JSON encoder and printer down the line recurses, and a
+# value that nests hundreds deep would make them fail later, for every operator reading it.
+MAX_VALUE_DEPTH = 32
+# Values in one frame: every value counts one, and every map and list one more (a container
+# costs more memory than most values). A 4 MiB frame of tiny maps decodes into ~280 MB of Python
+# objects; this caps a frame near 30 MB, while 1,000 rows of ten columns with a nested map and
+# list in each count 21,000. Counted as msgpack completes each container, so a frame over the
+# budget is refused before all of it is in memory.
+MAX_ITEMS_PER_FRAME = 256 * 1024
 MAX_ROWS_PER_BATCH = 10_000
 MAX_UPLOAD_CHUNK_BYTES = 1024 * 1024
 MAX_TEXT = 64 * 1024
@@ -46,6 +67,11 @@ class CloseCode(IntEnum):
     AUTH_FAILED = 4003
     FLOW_NOT_SCHEDULED = 4004
     REPLACED = 4005
+    # The server is busy (too many agents authenticating, or enrolling new clients faster than
+    # it admits them): come back later, not at once.
+    TRY_AGAIN_LATER = 4029
+    # The server failed while handling a message: a bug on its side, logged there.
+    INTERNAL = 4500
 
 
 class ProtocolError(Exception):
@@ -267,18 +293,84 @@ def encode(message: Message) -> bytes:
     return msgpack.packb(payload, use_bin_type=True)
 
 
-def _unpack(frame: bytes) -> Any:
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise ProtocolError("msgpack extension types are not part of the protocol")
+
+
+_UNPACK_LIMITS: dict[str, Any] = {
+    "raw": False,
+    "strict_map_key": True,  # map keys are text or bytes; bytes are refused below
+    "use_list": True,
+    "max_str_len": MAX_FRAME_BYTES,
+    "max_array_len": MAX_ITEMS_PER_FRAME,
+    "max_map_len": MAX_ITEMS_PER_FRAME,
+    "max_ext_len": 0,
+    "ext_hook": _refuse_extension,
+}
+
+# A frame that decodes with no byte string in it can still hold a value JSON cannot carry only
+# where one of these bytes is followed by one of those: a float32 (0xca) or float64 (0xcb) whose
+# first byte is 0x7f or 0xff has the exponent of NaN and the infinities, and a byte string
+# (0xc4-0xc6) whose length starts with a zero byte may be empty. Valid UTF-8 text never holds
+# these pairs, so in real rows they are rare (a number's bytes, now and then).
+_SUSPECT_PAIRS = (
+    (b"\xca", frozenset(b"\x7f\xff")),
+    (b"\xcb", frozenset(b"\x7f\xff")),
+    (b"\xc4", frozenset(b"\x00")),
+    (b"\xc5", frozenset(b"\x00")),
+    (b"\xc6", frozenset(b"\x00")),
+)
+
+
+def _may_hold_non_json(frame: bytes) -> bool:
+    last = len(frame) - 1
+    for lead, followers in _SUSPECT_PAIRS:
+        position = frame.find(lead)  # memchr: a pass over the frame costs next to nothing
+        while position >= 0:
+            if position == last or frame[position + 1] in followers:
+                return True
+            position = frame.find(lead, position + 1)
+    return False
+
+
+@dataclass
+class _Unpacked:
+    payload: Any
+    # Every map and list of the frame in the order msgpack completed them: each one after all
+    # the maps and lists inside it, the message itself last.
+    containers: list[Any]
+    # No byte string and no NaN or infinity anywhere: every nested value is a JSON value.
+    plain: bool
+
+
+def _unpack(frame: bytes) -> _Unpacked:
+    containers: list[Any] = []
+    remaining = MAX_ITEMS_PER_FRAME
+
+    def completed(container: Any) -> Any:
+        # msgpack calls this as it completes each map and list, so the budget holds while the
+        # frame is being decoded, not only once all of it is in memory.
+        nonlocal remaining
+        remaining -= 1 + len(container)
+        if remaining < 0:
+            raise ProtocolError(f"more than {MAX_ITEMS_PER_FRAME} values in one frame")
+        containers.append(container)
+        return container
+
+    hooks = {"object_hook": completed, "list_hook": completed}
     try:
-        return msgpack.unpackb(
-            frame,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=MAX_FRAME_BYTES,
-            max_bin_len=MAX_FRAME_BYTES,
-            max_array_len=1_000_000,
-            max_map_len=100_000,
-        )
+        try:
+            # Most frames (rows, logs, statuses) hold no byte string: decoded with none allowed,
+            # their nested values need no walk to be known to be JSON values.
+            payload = msgpack.unpackb(frame, max_bin_len=0, **hooks, **_UNPACK_LIMITS)
+            plain = not _may_hold_non_json(frame)
+        except ValueError:
+            # A byte string (hello's key, an upload's data) or a frame that breaks a limit.
+            containers.clear()
+            remaining = MAX_ITEMS_PER_FRAME
+            payload = msgpack.unpackb(frame, max_bin_len=MAX_FRAME_BYTES, **hooks,
+                                      **_UNPACK_LIMITS)
+            plain = False
     except (
         msgpack.ExtraData,
         msgpack.FormatError,
@@ -288,6 +380,118 @@ def _unpack(frame: bytes) -> Any:
         UnicodeDecodeError,
     ) as error:
         raise ProtocolError(f"not a msgpack frame: {error.__class__.__name__}") from None
+    return _Unpacked(payload, containers, plain)
+
+
+# The values a nested value (a row, the facts, a flow's env) may hold: what JSON can carry.
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+_JSON_TYPES = _JSON_SCALARS | {float, dict, list}
+_CONTAINER_TYPES = frozenset({dict, list})
+
+
+def _check_json_values(name: str, values: list[Any]) -> int:
+    """Check that each of ``values`` is a JSON value: null, a boolean, an integer, a finite
+    number, text, or a list or text-keyed map of such values, with maps and lists nested at most
+    MAX_VALUE_DEPTH deep. Returns what they count toward MAX_ITEMS_PER_FRAME. Raises
+    ProtocolError.
+
+    The walk goes level by level and each level is a few passes in C (map, set, compress)
+    rather than a Python step per value."""
+    count = 0
+    depth = 0
+    level = values
+    while level:
+        depth += 1
+        count += len(level)
+        kinds = set(map(type, level))
+        if kinds <= _JSON_SCALARS:
+            break
+        if not kinds <= _JSON_TYPES:
+            odd = next(kind for kind in kinds if kind not in _JSON_TYPES)
+            raise ProtocolError(f"field {name}: a {_kind_name(odd)} is not a JSON value")
+        level_types = list(map(type, level))
+        if float in kinds:
+            floats = compress(level, map(is_, level_types, repeat(float)))
+            if not all(map(math.isfinite, floats)):
+                raise ProtocolError(f"field {name}: numbers must be finite")
+        if dict not in kinds and list not in kinds:
+            break
+        if depth > MAX_VALUE_DEPTH:
+            raise ProtocolError(f"field {name}: nested more than {MAX_VALUE_DEPTH} deep")
+        maps = list(compress(level, map(is_, level_types, repeat(dict))))
+        if not set(map(type, chain.from_iterable(maps))) <= {str}:
+            raise ProtocolError(f"field {name}: map keys must be text")
+        lists = list(compress(level, map(is_, level_types, repeat(list))))
+        count += len(maps) + len(lists)
+        level = [*chain.from_iterable(map(dict.values, maps)), *chain.from_iterable(lists)]
+    return count
+
+
+def _deep_run(containers: list[Any], fields: list[Any], rows: list[Any]) -> int:
+    """At least as many maps and lists as msgpack completed one after another, at most, that are
+    none of the shallow ones: the message (last of ``containers``), its ``fields`` that are maps
+    or lists, and the ``rows``.
+
+    Everything nested inside one row (or one field) is completed in one unbroken run just before
+    the row itself, so no value nests deeper below a shallow one than this run is long."""
+    deep = len(containers) - 1 - len(fields) - len(rows)
+    if deep < MAX_VALUE_DEPTH:
+        return deep
+    if rows and deep % len(rows) == 0:
+        # Rows of one shape (one query's columns) hold as many nested maps and lists each, so
+        # each row comes that many places after the one before it: a check by identity in C.
+        per_row = deep // len(rows)
+        placed = containers[per_row : len(rows) * (per_row + 1) : per_row + 1]
+        if len(placed) == len(rows) and all(map(is_, placed, rows)):
+            return max(per_row, len(containers) - len(rows) * (per_row + 1))
+    shallow_ids = {id(containers[-1]), *map(id, fields), *map(id, rows)}
+    marks = bytes(map(shallow_ids.__contains__, map(id, containers)))
+    return max(map(len, marks.split(b"\x01")))
+
+
+def _kind_name(kind: type) -> str:
+    return {bytes: "byte string", float: "number"}.get(kind, kind.__name__)
+
+
+def json_value_items(value: Any) -> int:
+    """What ``value`` counts toward MAX_ITEMS_PER_FRAME: one for it and for each value nested in
+    it, and one more for each map and list among them. An agent checks each row with it before
+    sending it.
+
+    Raises ProtocolError when the protocol would refuse ``value`` inside a row or the facts: not
+    a JSON value, a number that is not finite, a map key that is not text, or nested more than
+    MAX_VALUE_DEPTH deep."""
+    return _value_items(value, 1)
+
+
+def _value_items(value: Any, depth: int) -> int:
+    # One value at a time, recursively: an agent checks rows one by one, and for a single row
+    # this costs less than _check_json_values' passes. The recursion stops at MAX_VALUE_DEPTH.
+    kind = value.__class__
+    if kind is dict or kind is list:
+        if depth > MAX_VALUE_DEPTH:
+            raise ProtocolError(f"nested more than {MAX_VALUE_DEPTH} deep")
+        if kind is dict:
+            if not all(key.__class__ is str for key in value):
+                raise ProtocolError("map keys must be text")
+            items = value.values()
+        else:
+            items = value
+        count = 2
+        for item in items:
+            item_kind = item.__class__
+            if item_kind is str or item_kind is int or item_kind is bool or item is None:
+                count += 1
+            else:
+                count += _value_items(item, depth + 1)
+        return count
+    if kind is float:
+        if not math.isfinite(value):
+            raise ProtocolError("numbers must be finite")
+        return 1
+    if kind in _JSON_SCALARS:
+        return 1
+    raise ProtocolError(f"a {_kind_name(kind)} is not a JSON value")
 
 
 Checker = Callable[[Any], Any]
@@ -322,7 +526,10 @@ def _checker(annotation: Any, name: str, maximum: int | None) -> Checker:
         def check_float(value: Any) -> float:
             if value.__class__ is not float and value.__class__ is not int:
                 raise ProtocolError(f"field {name}: expected a number")
-            return float(value)
+            number = float(value)  # msgpack integers (< 2**64) always fit a float
+            if not math.isfinite(number):
+                raise ProtocolError(f"field {name}: numbers must be finite")
+            return number
 
         return check_float
     if annotation is str or annotation is bytes:
@@ -343,9 +550,7 @@ def _checker(annotation: Any, name: str, maximum: int | None) -> Checker:
                 raise ProtocolError(f"field {name}: expected a map")
             if maximum is not None and len(value) > maximum:
                 raise ProtocolError(f"field {name}: more than {maximum} entries")
-            if not all(k.__class__ is str for k in value):
-                raise ProtocolError(f"field {name}: map keys must be text")
-            return value
+            return value  # what it holds: _check_nested_values
 
         return check_map
     if origin is list:
@@ -358,9 +563,8 @@ def _checker(annotation: Any, name: str, maximum: int | None) -> Checker:
             if maximum is not None and len(value) > maximum:
                 raise ProtocolError(f"field {name}: more than {maximum} items")
             if item is None:
-                # Rows: thousands a message, so the check stays cheap. Map keys are already
-                # text or bytes (the decoder's strict_map_key); only the item type is left.
-                if not all(element.__class__ is dict for element in value):
+                # Rows: each a map (what it holds: _check_nested_values).
+                if value and set(map(type, value)) != {dict}:
                     raise ProtocolError(f"field {name}[]: expected a map")
                 return value
             return [item(element) for element in value]
@@ -392,6 +596,42 @@ def _specs(cls: type[Message]) -> list[_FieldSpec]:
 _SPECS = {kind: _specs(cls) for kind, cls in MESSAGES.items()}
 
 
+def _nested_fields(cls: type[Message]) -> tuple[tuple[str, bool], ...]:
+    """The fields of ``cls`` that hold nested values: (name, whether it is a list of them)."""
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        hint = hints[item.name]
+        if hint is dict or typing.get_origin(hint) is dict:
+            fields.append((item.name, False))
+        elif typing.get_origin(hint) is list and typing.get_args(hint) == (dict,):
+            fields.append((item.name, True))
+    return tuple(fields)
+
+
+_NESTED_FIELDS = {kind: _nested_fields(cls) for kind, cls in MESSAGES.items()}
+
+
+def _check_nested_values(kind: str, values: dict[str, Any], unpacked: _Unpacked) -> None:
+    """Check what the message's rows and maps (facts, env) hold: JSON values, at most
+    MAX_VALUE_DEPTH deep. Raises ProtocolError."""
+    fields = [(name, is_list) for name, is_list in _NESTED_FIELDS[kind] if values.get(name)]
+    if not fields:
+        return
+    if unpacked.plain:
+        # Every value is a JSON value already; only the depth is left, and it needs a walk only
+        # when a long run of nested maps and lists makes a deep one possible.
+        top = [v for v in unpacked.payload.values() if v.__class__ in _CONTAINER_TYPES]
+        rows: list[Any] = []
+        for name, is_list in fields:
+            if is_list:
+                rows += values[name]
+        if _deep_run(unpacked.containers, top, rows) < MAX_VALUE_DEPTH:
+            return
+    for name, is_list in fields:
+        _check_json_values(name, values[name] if is_list else [values[name]])
+
+
 def decode(frame: bytes | str, sender: str) -> Message:
     """The message in ``frame``, which ``sender`` ("agent" or "server") sent.
 
@@ -402,7 +642,8 @@ def decode(frame: bytes | str, sender: str) -> Message:
         raise ProtocolError("text frames are not part of the protocol")
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError("frame too big", CloseCode.MESSAGE_TOO_BIG)
-    payload = _unpack(bytes(frame))
+    unpacked = _unpack(frame if frame.__class__ is bytes else bytes(frame))
+    payload = unpacked.payload
     if not isinstance(payload, dict):
         raise ProtocolError("a message must be a map")
     kind = payload.get("type")
@@ -418,6 +659,7 @@ def decode(frame: bytes | str, sender: str) -> Message:
                 raise ProtocolError(f"{kind}: missing field {spec.name}")
             continue
         values[spec.name] = spec.check(payload[spec.name])
+    _check_nested_values(kind, values, unpacked)
     message = cls(**values)
     validate_semantics(message)
     return message

@@ -74,5 +74,6 @@ class ClientTable:
 
 
 def facts_json(facts: dict[str, Any]) -> str:
-    """The facts as stored: JSON text (agents' facts are checked JSON-safe at the edge)."""
-    return json.dumps(facts, default=str)
+    """The facts as stored: JSON text (agents' facts are checked JSON values at the edge:
+    finite numbers, text keys, bounded depth)."""
+    return json.dumps(facts, allow_nan=False)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from velotui.server.data.store import Row
+from velotui.wire.protocol import ProtocolError, json_value_items
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("finished", "error", "timeout", "cancelled")
@@ -246,7 +247,8 @@ class ClientRecord:
     @classmethod
     def from_row(cls, row: Row) -> ClientRecord:
         return cls(**_stored(cls, row), public_key=bytes(row["public_key"]),
-                   facts=json.loads(row["facts"]), agent_labels=json.loads(row["agent_labels"]),
+                   facts=_checked_facts(json.loads(row["facts"])),
+                   agent_labels=json.loads(row["agent_labels"]),
                    operator_labels=json.loads(row["operator_labels"]))
 
 
@@ -292,3 +294,13 @@ def _stored(cls: type, row: Row) -> dict[str, Any]:
     """The row's columns that are fields of ``cls`` (a join may bring others)."""
     names = {f.name for f in fields(cls)} - _CONVERTED
     return {name: row[name] for name in row.keys() if name in names}  # noqa: SIM118
+
+
+def _checked_facts(facts: Any) -> dict[str, Any]:
+    """Facts as the edge accepts them today; facts stored before its limits (nested too deep,
+    too many values) are dropped rather than break every listing of clients."""
+    try:
+        json_value_items(facts)
+    except (ProtocolError, RecursionError):
+        return {}
+    return facts if isinstance(facts, dict) else {}
