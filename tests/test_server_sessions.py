@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent.identity import AgentIdentity
+from tests.fleet import until
 from tests.protocol_client import handshake, open_socket, receive
 from velotui.server.remote import RemoteService
 from velotui.server.server import Server
@@ -228,7 +229,8 @@ async def test_flows_for_an_offline_client_are_delivered_when_it_connects(
 ) -> None:
     connection, welcome = await handshake(server, tmp_path / "a")
     await connection.close()
-    await asyncio.sleep(0.1)
+    await until(lambda: not server.directory.is_online(welcome.client_id), 10,
+                "the server to see the agent leave")
     flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()")
     assert (await server.flows.get(welcome.client_id, flow.flow_id)).state == "queued"
     connection, _ = await handshake(server, tmp_path / "a")
