@@ -13,7 +13,7 @@ from typing import Any
 
 from velotui.server.data import Database, FlowRecord, HuntRecord
 from velotui.server.data.flows import Ending, UploadChunk
-from velotui.server.data.hunts import Candidate
+from velotui.server.data.hunts import Candidate, Judged
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION
 from velotui.server.ids import condition_flow_id, hunt_flow_id
@@ -61,8 +61,8 @@ class DataBuilder:
         assert added, f"{client_id} was already checked for {hunt_id} (or it is not running)"
         await self.db.flows.ingest_rows(client_id, flow.flow_id, 1, [row or {}],
                                         Ending("finished"), at)
-        await self.db.hunts.judged(hunt_id, client_id, flow.flow_id,
-                                   "pending" if matched else "not_matched", None, at)
+        await self.db.hunts.judged([Judged(hunt_id, client_id, flow.flow_id,
+                                           "pending" if matched else "not_matched")], at)
 
     async def collect(self, hunt_id: str, client_id: str, *, attempt: int = 1,
                       created: float, started: float, finished: float | None,

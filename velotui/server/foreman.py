@@ -25,6 +25,7 @@ from velotui.server import failpoints
 from velotui.server.clients import ClientDirectory
 from velotui.server.conditions import MAX_CONDITION_ROWS, ServerCondition, client_variable
 from velotui.server.data import FlowChange, FlowRecord, HuntRecord
+from velotui.server.data.hunts import Judged
 from velotui.server.flows import FlowManager
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.ids import condition_flow_id
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NOTIFY_BATCH = 500
 NOTIFY_PER_SECOND = 20_000.0
+# Judgements stored in one write: a hunt's checks end in bursts.
+JUDGE_BATCH = 500
 
 
 class Foreman:
@@ -159,23 +162,27 @@ class Foreman:
 
     async def _judge_forever(self) -> None:
         while True:
-            record = await self._to_judge.get()
+            batch = [await self._to_judge.get()]
+            while not self._to_judge.empty() and len(batch) < JUDGE_BATCH:
+                batch.append(self._to_judge.get_nowait())
             try:
-                await self.judge(record)
-            except Exception:  # reconciliation finds the client still checking and retries
-                log.exception("judging %s of %s failed", record.flow_id, record.client_id)
+                await self.judge(batch)
+            except Exception:  # reconciliation finds the clients still checking and retries
+                log.exception("judging %d condition checks failed", len(batch))
 
-    async def judge(self, record: FlowRecord) -> None:
-        """Judge one finished condition check and store where its client goes."""
-        hunt = self.hunts.hunts.get(record.hunt_id or "")
-        if hunt is None:
+    async def judge(self, records: list[FlowRecord]) -> None:
+        """Judge finished condition checks and store where their clients go, in one write."""
+        judged = [(self.hunts.hunts[r.hunt_id], r) for r in records
+                  if r.hunt_id in self.hunts.hunts]
+        # All at once: the condition worker takes them in turn, with no round trip between.
+        outcomes = await asyncio.gather(*(self._judgement(hunt, record)
+                                          for hunt, record in judged))
+        judgements = [Judged(hunt.hunt_id, record.client_id, record.flow_id, queue, error)
+                      for (hunt, record), (queue, error) in zip(judged, outcomes, strict=True)]
+        if not judgements:
             return
-        queue, error = await self._judgement(hunt, record)
         await failpoints.reach("condition.after_judge")
-        move = await self.hunts.db.hunts.judged(hunt.hunt_id, record.client_id, record.flow_id,
-                                                queue, error, time.time())
-        if move is not None:
-            self.hunts.apply_moves([move])
+        self.hunts.apply_moves(await self.hunts.db.hunts.judged(judgements, time.time()))
 
     async def _judgement(self, hunt: HuntRecord, record: FlowRecord) -> tuple[str, str | None]:
         rows = record.kept_rows

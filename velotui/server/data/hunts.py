@@ -34,6 +34,17 @@ class Candidate:
     attempt: int
 
 
+@dataclass(frozen=True)
+class Judged:
+    """Where the server-side condition sends a client checked by ``condition_flow_id``."""
+
+    hunt_id: str
+    client_id: str
+    condition_flow_id: str
+    queue: str
+    error: str | None = None
+
+
 @dataclass
 class Reconciled:
     """What a reconciliation pass repaired, and the condition checks left to judge."""
@@ -211,18 +222,23 @@ class HuntTable:
 
         return await self.store.write(op)
 
-    async def judged(self, hunt_id: str, client_id: str, condition_flow_id: str, queue: str,
-                     error: str | None, now: float) -> QueueMove | None:
-        """Store a server-side judgement: the client leaves checking for ``queue`` if it is
-        still being checked by that condition flow."""
+    async def judged(self, judgements: Sequence[Judged], now: float) -> list[QueueMove]:
+        """Store server-side judgements in one transaction: each client leaves checking for
+        its queue if it is still being checked by that condition flow."""
 
-        def op(tx: Transaction) -> QueueMove | None:
-            changed = tx.changed(
-                "UPDATE hunt_clients SET queue = ?, error = ?, stage = 'condition', updated = ?"
-                " WHERE hunt_id = ? AND client_id = ? AND queue = ? AND condition_flow_id = ?",
-                (queue, error, now, hunt_id, client_id, CHECKING, condition_flow_id),
-            )
-            return QueueMove(hunt_id, client_id, CHECKING, queue) if changed else None
+        def op(tx: Transaction) -> list[QueueMove]:
+            moves = []
+            for judged in judgements:
+                if tx.changed(
+                    "UPDATE hunt_clients SET queue = ?, error = ?, stage = 'condition',"
+                    " updated = ? WHERE hunt_id = ? AND client_id = ? AND queue = ?"
+                    " AND condition_flow_id = ?",
+                    (judged.queue, judged.error, now, judged.hunt_id, judged.client_id,
+                     CHECKING, judged.condition_flow_id),
+                ):
+                    moves.append(QueueMove(judged.hunt_id, judged.client_id, CHECKING,
+                                           judged.queue))
+            return moves
 
         return await self.store.write(op)
 
