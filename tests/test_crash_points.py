@@ -79,6 +79,10 @@ class Deployment:
         assert shown.returncode == 0, shown.stderr
         return json.loads(shown.stdout)
 
+    def all_running(self, hunt_id: str) -> None:
+        wait_for(lambda: self.hunt(hunt_id)["counts"]["running"] == AGENTS, timeout=60,
+                 what="every collection running")
+
     def settled(self, hunt_id: str, timeout: float = 120) -> dict[str, Any]:
         def done() -> dict[str, Any] | None:
             hunt = self.hunt(hunt_id)
@@ -179,8 +183,7 @@ def test_a_crash_right_after_a_stop_commits_leaves_the_hunt_stopped(
 ) -> None:
     deployment.start("stop.after_commit=exit")
     hunt_id = deployment.create_hunt(LONG_COLLECTION, "--start")
-    wait_for(lambda: deployment.hunt(hunt_id)["counts"]["running"] == AGENTS, timeout=60,
-             what="every collection running")
+    deployment.all_running(hunt_id)
     stop = deployment.cli("hunt", "stop", hunt_id)
     assert stop.returncode == 1  # the server died before answering
     deployment.server.died_at("stop.after_commit")
@@ -212,8 +215,7 @@ def test_a_crash_before_a_stop_commits_leaves_the_hunt_running_and_stoppable(
 ) -> None:
     deployment.start("cancel.before_commit=exit")
     hunt_id = deployment.create_hunt(LONG_COLLECTION, "--start")
-    wait_for(lambda: deployment.hunt(hunt_id)["counts"]["running"] == AGENTS, timeout=60,
-             what="every collection running")
+    deployment.all_running(hunt_id)
     assert deployment.cli("hunt", "stop", hunt_id).returncode == 1
     deployment.server.died_at("cancel.before_commit")
     deployment.server.start()
@@ -258,8 +260,7 @@ def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_f
     streaming = ("SELECT N FROM foreach(row={SELECT _value AS B, sleep(time=0.2) AS P"
                  " FROM range(end=600)}, query={SELECT B AS N FROM scope()})")
     hunt_id = deployment.create_hunt(streaming, "--start")
-    wait_for(lambda: deployment.hunt(hunt_id)["counts"]["running"] == AGENTS, timeout=60,
-             what="every collection running")
+    deployment.all_running(hunt_id)
     stop = subprocess.Popen([VELOTUI, "hunt", "stop", hunt_id, "--datastore",
                              str(deployment.datastore)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)

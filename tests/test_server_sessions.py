@@ -17,7 +17,7 @@ from tests.fleet import until
 from tests.protocol_client import handshake, open_socket, receive
 from velotui.server.remote import RemoteService
 from velotui.server.server import Server
-from velotui.server.sessions import TokenBucket
+from velotui.server.token_bucket import TokenBucket
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
 

@@ -24,6 +24,7 @@ from velotui.server.data import Database, FlowChange, FlowRecord, HuntRecord, Qu
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
+from velotui.server.token_bucket import TokenBucket
 
 if TYPE_CHECKING:
     from velotui.server.foreman import Foreman
@@ -46,21 +47,14 @@ class RecruitmentBudget:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate / 60.0)
-        self.tokens = self.capacity
-        self.last: float | None = None
+        per_second = rate / 60.0
+        self._bucket = TokenBucket(per_second, max(1.0, per_second)) if rate > 0 else None
 
     def take(self, now: float, wanted: int) -> int:
         """How many of ``wanted`` clients may be recruited at ``now``; those are spent."""
-        if self.rate <= 0:
+        if self._bucket is None:
             return max(wanted, 0)
-        if self.last is not None:
-            elapsed = max(now - self.last, 0.0)
-            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate / 60.0)
-        self.last = now
-        allowed = max(min(wanted, int(self.tokens)), 0)
-        self.tokens -= allowed
-        return allowed
+        return self._bucket.take(wanted, now)
 
 
 class HuntManager:

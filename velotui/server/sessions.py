@@ -31,6 +31,7 @@ from velotui.server.client_identity import (
     verify_signature,
 )
 from velotui.server.clients import KeyMismatch
+from velotui.server.token_bucket import TokenBucket
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode, ProtocolError
 
@@ -57,28 +58,6 @@ ENROLMENT_BURST = 100
 HANDSHAKE_QUEUED_FRAMES = 1
 AGENT_QUEUED_FRAMES = 16
 INTERNAL_REASON = "the server could not handle a message"
-
-
-class TokenBucket:
-    """Allows ``rate`` events a second on average and ``burst`` at once, on a monotonic clock."""
-
-    def __init__(self, rate: float, burst: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._refilled = clock()
-
-    def take(self) -> bool:
-        """True (and one token fewer) when an event is allowed now; False otherwise."""
-        now = self._clock()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class AgentGate:
