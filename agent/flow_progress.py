@@ -64,6 +64,11 @@ class FlowProgress:
     uploaded_bytes: int = 0  # file bytes put into Upload messages
     end: tuple[str, str | None] | None = None
     uploads: dict[int, UploadProgress] = field(default_factory=dict)
+    # A hunt flow: its condition's rows are sent (or kept to go with the Status), and what the
+    # server said of a held one (None: not yet).
+    checked: bool = False
+    go: bool | None = None
+    go_query: str = ""  # the query a held hunt flow's go-ahead brought
 
     @classmethod
     def begin(cls, request: FlowRequest, now: float) -> FlowProgress:
@@ -81,6 +86,9 @@ class FlowProgress:
                 "query_rows": self.query_rows,
                 "uploaded_bytes": self.uploaded_bytes,
                 "end": list(self.end) if self.end is not None else None,
+                "checked": self.checked,
+                "go": self.go,
+                "go_query": self.go_query,
             }
         }
 
@@ -102,6 +110,9 @@ class FlowProgress:
                 query_rows=int(flow["query_rows"]),
                 uploaded_bytes=int(flow["uploaded_bytes"]),
                 end=(str(end[0]), end[1]) if end is not None else None,
+                checked=bool(flow.get("checked", False)),
+                go=None if flow.get("go") is None else bool(flow["go"]),
+                go_query=str(flow.get("go_query", "")),
             )
             for key, value in records.items():
                 if not key.startswith(UPLOAD_KEY_PREFIX):

@@ -35,10 +35,12 @@ from agent.outbox import FlowRefused, Outbox
 from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
 from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
 from velotui.wire.protocol import (
+    MAX_CHECKED_ROWS,
     MAX_FRAME_BYTES,
     MAX_ITEMS_PER_FRAME,
     MAX_NAME,
     MAX_TEXT,
+    Checked,
     FlowRequest,
     Log,
     Message,
@@ -106,6 +108,15 @@ class FlowRunner:
         self._flush_lock = asyncio.Lock()  # one flush at a time keeps batches in order
         # How the flow ends when something other than the query's own end stops it.
         self._end: tuple[str, str | None] | None = self.progress.end
+        # A hunt flow's condition rows not sent yet: they go in a Checked before anything of the
+        # query, or in the Status when nothing was sent before it.
+        self._checked_rows: list[dict[str, Any]] | None = None
+        self._checked_lock = asyncio.Lock()
+        # Condition rows kept for the Status go out on their own if the query is still running
+        # after a moment: the server must not show a collecting client as still checked.
+        self._checked_timer: asyncio.TimerHandle | None = None
+        self._checked_send: asyncio.Task[bool] | None = None
+        self._go: asyncio.Future[bool | None] | None = None
 
     @property
     def rows_sent(self) -> int:
@@ -131,11 +142,23 @@ class FlowRunner:
             self._outbox.note(self.flow_id, self.progress.flow_record())
             if self._query is not None and self._query is not asyncio.current_task():
                 self._query.cancel()
+            if self._go is not None and not self._go.done():
+                self._go.set_result(None)
+
+    def go(self, run: bool, query: str = "") -> None:
+        """The server's judgement of this held hunt flow: run ``query``, or end here."""
+        if self.progress.go is None:
+            self.progress.go = run
+            self.progress.go_query = query if run else ""
+            self._outbox.note(self.flow_id, self.progress.flow_record())
+        if self._go is not None and not self._go.done():
+            self._go.set_result(run)
 
     # Running ---------------------------------------------------------------------------------
 
-    async def run(self) -> Status:
+    async def run(self) -> Status | None:
         """Run the flow to its end and put its Status (the flow's last message); return it.
+        None when the server ended a held hunt flow at its condition (nothing more is sent).
 
         Waits when the outbox is full. Cancelling this coroutine (the agent is stopping) stops the
         query and sends no status: the outbox keeps the flow, to continue after a restart.
@@ -145,11 +168,16 @@ class FlowRunner:
                 self.flow_id, encode(self.request), self.progress.flow_record()
             )
         try:
-            if self._end is not None:  # told to end before the restart: end so now
-                state, error_text = self._end
+            ended = self._end
+            if ended is None and self.request.condition:
+                ended = await self._check_condition()
+                if ended is NOT_RUN:
+                    return None
+            if ended is not None:  # told to end (before a restart too), or not matched
+                state, error_text = ended
             else:
                 try:
-                    program = compile_query(self.request.query, self._registry)
+                    program = compile_query(self._query_text, self._registry)
                 except VQLSyntaxError as error:
                     state, error_text = "error", str(error)  # "line L, col C: what is wrong"
                 except Exception as error:  # a compile failure that is not a syntax error
@@ -159,6 +187,7 @@ class FlowRunner:
         finally:
             await self._stop_timer()
         # Everything the query produced reaches the server with the status that closes it.
+        await self._settle_checked()
         final_rows = await self._flush(keep_tail=True)
         status_fields: dict[str, Any] = {
             "flow_id": self.flow_id,
@@ -168,10 +197,128 @@ class FlowRunner:
             "bytes": self.progress.uploaded_bytes,
             "duration": max(time.time() - self.progress.started, 0.0),
             "final_rows": final_rows,
+            # The condition's rows, when nothing of the flow was sent before its end.
+            "checked": self._checked_rows,
         }
-        seq = await self._emit(lambda seq: Status(seq=seq, **status_fields))
+        seq = await self._emit(lambda seq: Status(seq=seq, **status_fields), status=True)
         assert seq is not None  # a Status is never refused
         return Status(seq=seq, **status_fields)
+
+    @property
+    def _query_text(self) -> str:
+        """The flow's query: a held hunt flow's came with its go-ahead."""
+        if self.request.hold and self.request.condition:
+            return self.progress.go_query
+        return self.request.query
+
+    async def _check_condition(self) -> tuple[str, str | None] | None:
+        """A hunt flow's first stage: its client-side condition (unless run before a restart).
+        Returns how the flow ends here (NOT_RUN when the server said so), or None to run the
+        query."""
+        if not self.progress.checked:
+            rows = await self._condition_rows()
+            if isinstance(rows, tuple):
+                return rows
+            if not self.request.hold:
+                # No hidden condition and nobody to wait for: a row matches, none does not.
+                self._checked_rows = rows
+                if not rows:
+                    return "finished", None
+                self._checked_timer = asyncio.get_running_loop().call_later(
+                    CHECKED_FOLD_DELAY, self._send_checked_soon)
+                return None
+            self._checked_rows = rows
+            if not await self._send_checked():
+                return self._end or ("error", "the condition's rows could not be kept")
+        if not self.request.hold:
+            return None
+        run = self.progress.go
+        if run is None:
+            run = await self._wait_for_go()
+        if run is None:
+            return self._end or ("timeout",
+                                 f"no go-ahead within {self.request.timeout:g} seconds")
+        return None if run else NOT_RUN
+
+    async def _condition_rows(self) -> list[dict[str, Any]] | tuple[str, str | None]:
+        """The condition's rows as JSON values, or how the flow ends (an error)."""
+        try:
+            program = compile_query(self.request.condition, self._registry)
+        except VQLSyntaxError as error:
+            return "error", f"the client-side condition does not parse: {error}"
+        except Exception as error:
+            return "error", f"cannot compile the client-side condition: {error}"
+        rows: list[dict[str, Any]] = []
+
+        async def gather() -> None:
+            async with contextlib.aclosing(run(program, env=self.request.env,
+                                               registry=self._registry,
+                                               on_log=self._on_log)) as results:
+                async for row in results:
+                    value = to_json_value(row)
+                    json_value_items(value)
+                    rows.append(value)
+                    if len(rows) > MAX_CHECKED_ROWS:
+                        return
+
+        try:
+            await asyncio.wait_for(gather(), self._time_left())
+        except TimeoutError:
+            return "timeout", f"timed out after {self.request.timeout:g} seconds"
+        except ProtocolError as error:
+            return "error", f"the client-side condition returned a row that cannot be sent" \
+                            f" ({error.reason})"
+        except Exception as error:
+            return "error", f"the client-side condition failed: {error.__class__.__name__}:" \
+                            f" {error}"
+        if len(rows) > MAX_CHECKED_ROWS:
+            return "error", f"the client-side condition returned more than" \
+                            f" {MAX_CHECKED_ROWS:,} rows"
+        return rows
+
+    def _send_checked_soon(self) -> None:
+        self._checked_timer = None
+        if self._checked_rows is not None:
+            self._checked_send = asyncio.create_task(self._send_checked())
+
+    async def _settle_checked(self) -> None:
+        """Before the Status: the condition rows are either sent already or go with it."""
+        if self._checked_timer is not None:
+            self._checked_timer.cancel()
+            self._checked_timer = None
+        if self._checked_send is not None:
+            await self._checked_send
+
+    async def _send_checked(self) -> bool:
+        """Put the condition's rows (if not sent yet) ahead of anything else of the flow; False
+        when the outbox refused the flow."""
+        async with self._checked_lock:
+            rows = self._checked_rows
+            if rows is None:
+                return True
+
+            def stored(_seq: int) -> Mapping[str, Any]:
+                self.progress.checked = True
+                return self.progress.flow_record()
+
+            self._checked_rows = None
+            seq = await self._outbox_put(
+                lambda seq: Checked(flow_id=self.flow_id, seq=seq, rows=rows), stored)
+            return seq is not None
+
+    async def _wait_for_go(self) -> bool | None:
+        self._go = asyncio.get_running_loop().create_future()
+        if self._end is not None:
+            return None
+        try:
+            return await asyncio.wait_for(self._go, self._time_left())
+        except TimeoutError:
+            return None
+
+    def _time_left(self) -> float | None:
+        if self.progress.deadline is None:
+            return None
+        return max(self.progress.deadline - time.time(), 0.0)
 
     async def _run_program(self, program: Program) -> tuple[str, str | None]:
         timeout = None
@@ -407,10 +554,21 @@ class FlowRunner:
         self,
         build: Callable[[int], Message],
         stored: Callable[[int], Mapping[str, Any] | None] | None = None,
+        status: bool = False,
     ) -> int | None:
         """Put ``build(seq)`` into the outbox (waiting for space), with the progress ``stored``
         gives once it is kept; return its seq, or None when the outbox refused the flow (which
-        then ends in error)."""
+        then ends in error). A hunt flow's condition rows go first, unless this is its Status,
+        which carries them."""
+        if not status and self._checked_rows is not None and not await self._send_checked():
+            return None
+        return await self._outbox_put(build, stored)
+
+    async def _outbox_put(
+        self,
+        build: Callable[[int], Message],
+        stored: Callable[[int], Mapping[str, Any] | None] | None = None,
+    ) -> int | None:
         try:
             entry = await self._outbox.put(self.flow_id, build, stored)
         except FlowRefused as refusal:
@@ -420,6 +578,12 @@ class FlowRunner:
         # the event loop until it ends, and nothing would be written, sent or acknowledged.
         await asyncio.sleep(0)
         return entry.seq
+
+
+NOT_RUN = ("not run", None)  # a held hunt flow the server ended at its condition
+# A query that ends within this after its condition matched sends the condition's rows with its
+# Status: the whole flow in one message, as most flows of a hunt are.
+CHECKED_FOLD_DELAY = 0.25
 
 
 class FlowUploader:

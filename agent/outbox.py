@@ -321,6 +321,19 @@ class Outbox:
             self._wake_space_waiters()
         return freed
 
+    def drop_flow(self, flow_id: str) -> None:
+        """Forget a flow the server ended before its Status (a held hunt flow whose condition
+        did not match): everything it put has been acknowledged."""
+        record = self._flows.pop(flow_id, None)
+        if record is None:
+            return
+        for entry in record.unacked:  # none, unless the server ends a flow it has not read
+            entry.acked = True
+            self._entries.pop((flow_id, entry.seq), None)
+            self._unacked_bytes -= entry.size
+        self._queue(Forget(flow_id))
+        self._wake_space_waiters()
+
     # The group commit ------------------------------------------------------------------------
 
     def _queue(self, operation: Operation, entry: OutboxEntry | None = None) -> None:

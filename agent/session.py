@@ -49,6 +49,7 @@ from velotui.wire.protocol import (
     CheckNow,
     CloseCode,
     FlowRequest,
+    Go,
     Hello,
     HuntCheckpoint,
     Message,
@@ -156,6 +157,9 @@ class AgentSession:
         self._ssl_context = ssl_context or pinned_client_ssl_context(config.ca_pem)
         self._rng = rng or random.Random()
         self._flows: dict[str, FlowRunner] = {}
+        # Go-aheads (their queries) for held hunt flows that arrived before the flow was resumed
+        # after a restart.
+        self._go_ahead: dict[str, str] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()
         self._check_in_now = asyncio.Event()
         self._last_problem = ""
@@ -362,6 +366,15 @@ class AgentSession:
             self.outbox.ack(message.flow_id, message.seq)
         elif isinstance(message, FlowRequest):
             self.start_flow(message)
+        elif isinstance(message, Go):
+            self.outbox.ack(message.flow_id, message.seq)
+            runner = self._flows.get(message.flow_id)
+            if runner is not None:
+                runner.go(message.run, message.query)
+            elif not message.run:
+                self.outbox.drop_flow(message.flow_id)
+            else:  # a flow still to be resumed after a restart: it finds its go-ahead here
+                self._go_ahead[message.flow_id] = message.query
         elif isinstance(message, Cancel):
             runner = self._flows.get(message.flow_id)
             if runner is not None:
@@ -429,6 +442,9 @@ class AgentSession:
     def _run(self, runner: FlowRunner) -> None:
         flow_id = runner.flow_id
         self._flows[flow_id] = runner
+        query = self._go_ahead.pop(flow_id, None)
+        if query is not None:
+            runner.go(True, query)
         task = asyncio.create_task(runner.run(), name=f"flow {flow_id}")
         self._flow_tasks.add(task)
         task.add_done_callback(lambda done: self._flow_ended(flow_id, done))
@@ -443,7 +459,11 @@ class AgentSession:
             self.log.error("flow %s failed", flow_id, exc_info=error)
         else:
             status = task.result()
-            self.log.info("flow %s %s (%d rows)", flow_id, status.state, status.rows)
+            if status is None:  # a held hunt flow the server ended at its condition
+                self.outbox.drop_flow(flow_id)
+                self.log.info("flow %s: its condition did not match", flow_id)
+            else:
+                self.log.info("flow %s %s (%d rows)", flow_id, status.state, status.rows)
 
     def open_flow_ids(self) -> list[str]:
         """Flows running here or with messages the server has not acknowledged."""

@@ -63,8 +63,17 @@ class ScriptedAgent:
                     if message.flow_id.split(".")[-1] == "C" or ".C." in message.flow_id:
                         # A hunt's condition check: the client condition's row is our facts.
                         await self.status(message.flow_id, final_rows=[self.facts], wait=False)
+                    elif message.condition:
+                        # A hunt flow: its condition's row is our facts; then its collection,
+                        # at once or once the server says so.
+                        await self.checked(message.flow_id, [self.facts], wait=False)
+                        if not message.hold:
+                            self.collections.put_nowait(message)
                     else:
                         self.collections.put_nowait(message)
+                elif isinstance(message, protocol.Go) and message.run:
+                    self.collections.put_nowait(protocol.FlowRequest(
+                        flow_id=message.flow_id, query=message.query))
 
     async def wait_for(self, predicate: Any, timeout: float = 30) -> protocol.Message:
         """The first frame received (so far or later) for which ``predicate`` is true."""
@@ -104,6 +113,10 @@ class ScriptedAgent:
             flow_id=flow_id, seq=seq, upload_id=upload_id, name=f"file-{upload_id}",
             offset=0, data=data, eof=True, sha256=digest), wait)
 
+    async def checked(self, flow_id: str, rows: list[dict[str, Any]], wait: bool = True) -> int:
+        return await self._send(flow_id, lambda seq: protocol.Checked(
+            flow_id=flow_id, seq=seq, rows=rows), wait)
+
     async def status(self, flow_id: str, state: str = "finished", final_rows: Any = (),
                      wait: bool = True) -> int:
         return await self._send(flow_id, lambda seq: protocol.Status(
@@ -115,6 +128,13 @@ class ScriptedAgent:
 
     def flows_received(self) -> list[str]:
         return [m.flow_id for m in self.received if isinstance(m, protocol.FlowRequest)]
+
+    def collections_received(self) -> list[str]:
+        """Flows whose collection query reached this agent: a plain flow's request, a hunt
+        flow's that runs at once, or a held one's go-ahead."""
+        return [m.flow_id for m in self.received
+                if (isinstance(m, protocol.FlowRequest) and m.query)
+                or (isinstance(m, protocol.Go) and m.run)]
 
     def cancels_received(self) -> list[str]:
         return [m.flow_id for m in self.received if isinstance(m, protocol.Cancel)]

@@ -155,19 +155,27 @@ def assert_every_row_once(deployment: Deployment, hunt_id: str) -> None:
         assert sorted(numbers) == list(range(ROWS))
 
 
-@pytest.mark.parametrize("failpoint", [
-    "recruit.before_write=exit",
-    "ingest.before_commit=3*off->exit",
-    "ingest.after_commit=6*off->exit",
-    "finish.after_commit=2*off->exit",
-    "condition.after_judge=1*off->exit",
+# With no rate, each client's check and collection are one hunt flow; at a rate, a condition
+# flow then a collection the recruiter starts: both ways are crashed at every point they pass.
+AT_A_RATE = ("--rate", "60000")
+
+
+@pytest.mark.parametrize(("failpoint", "pace"), [
+    ("recruit.before_write=exit", AT_A_RATE),
+    ("ingest.before_commit=3*off->exit", ()),
+    ("ingest.after_commit=6*off->exit", ()),
+    ("ingest.after_commit=6*off->exit", AT_A_RATE),
+    ("finish.after_commit=2*off->exit", ()),
+    ("finish.after_commit=2*off->exit", AT_A_RATE),
+    ("condition.after_judge=exit", ()),
+    ("condition.after_judge=exit", AT_A_RATE),
 ])
 def test_a_crash_at_any_point_of_a_hunt_loses_and_doubles_nothing(
-    deployment: Deployment, failpoint: str
+    deployment: Deployment, failpoint: str, pace: tuple[str, ...]
 ) -> None:
     name = failpoint.split("=")[0]
     deployment.start(failpoint)
-    hunt_id = deployment.create_hunt(COLLECTION, "--start", "--server-condition", HIDDEN)
+    hunt_id = deployment.create_hunt(COLLECTION, "--start", "--server-condition", HIDDEN, *pace)
     deployment.server.died_at(name)
     deployment.server.start()
     deployment.settled(hunt_id)
@@ -198,7 +206,8 @@ def test_a_crash_right_after_a_stop_commits_leaves_the_hunt_stopped(
     # The agents come back reporting the collections they still run: each is told to stop it,
     # and nothing of the hunt is ever delivered again.
     collections = {row[0] for row in deployment.query(
-        "SELECT flow_id FROM flows WHERE hunt_id = ? AND kind = 'collection'", hunt_id)}
+        "SELECT flow_id FROM flows WHERE hunt_id = ?"
+        " AND (kind = 'collection' OR stage = 'collect')", hunt_id)}
 
     def cancelled_everywhere() -> bool:
         cancels = {(f["client_id"], f["flow_id"]) for f in deployment.frames(restarted_at)
@@ -236,7 +245,7 @@ def test_a_stop_while_the_recruiter_is_paused_before_its_write_recruits_nobody(
     deployment: Deployment,
 ) -> None:
     deployment.start("recruit.before_write=1*sleep(30)")
-    hunt_id = deployment.create_hunt(COLLECTION, "--start")
+    hunt_id = deployment.create_hunt(COLLECTION, "--start", *AT_A_RATE)
     wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: sleep"),
              timeout=60, what="the recruiter paused before its write")
     stopped = deployment.cli("hunt", "stop", hunt_id, "--json")
@@ -249,8 +258,8 @@ def test_a_stop_while_the_recruiter_is_paused_before_its_write_recruits_nobody(
     deployment.cli("hunt", "show", hunt_id)  # a round trip after the resumed write
     counts = assert_consistent(deployment, hunt_id)
     assert counts["running"] == counts["results"] == counts["errors"] == 0
-    assert deployment.query("SELECT COUNT(*) FROM flows WHERE hunt_id = ? AND kind ="
-                            " 'collection'", hunt_id) == [(0,)]
+    assert deployment.query("SELECT COUNT(*) FROM flows WHERE hunt_id = ? AND kind <>"
+                            " 'condition'", hunt_id) == [(0,)]
 
 
 def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_flow(
@@ -274,12 +283,11 @@ def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_f
     assert stop.wait(timeout=60) == 0, stop.stderr.read()
     counts = assert_consistent(deployment, hunt_id)
     assert counts["errors"] == AGENTS and counts["running"] == 0
-    cancelled = deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ? AND kind ="
-                                 " 'collection'", hunt_id)
+    cancelled = deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ?", hunt_id)
     assert {state for state, _rows in cancelled} == {"cancelled"}
     # Rows keep arriving until the agents hear of the cancel: they are dropped, the flows stay
     # cancelled and their row counts stay what is stored.
     frozen = assert_consistent(deployment, hunt_id)
     assert frozen == counts
-    assert deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ? AND kind ="
-                            " 'collection'", hunt_id) == cancelled
+    assert deployment.query("SELECT state, rows FROM flows WHERE hunt_id = ?",
+                            hunt_id) == cancelled

@@ -311,7 +311,8 @@ def test_server_killed_mid_hunt_keeps_exact_counts_and_every_row_once(tmp_path: 
                 (count,) = connection.execute(
                     "SELECT COALESCE(SUM(r.row_count), 0) FROM flow_rows r JOIN flows f"
                     " ON f.client_id = r.client_id AND f.flow_id = r.flow_id"
-                    " WHERE f.hunt_id = ? AND f.kind = 'collection'", (hunt_id,)).fetchone()
+                    " WHERE f.hunt_id = ? AND f.kind IN ('collection', 'hunt')",
+                    (hunt_id,)).fetchone()
                 return count
 
         wait_for(lambda: stored_rows() > 0, what="the first rows")

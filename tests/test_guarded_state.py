@@ -57,7 +57,8 @@ async def test_a_stop_while_the_recruiter_is_between_choosing_and_writing_recrui
     server: Server, api: Service, agents: list[ScriptedAgent]
 ) -> None:
     held = failpoints.hold("recruit.before_write")
-    hunt = await api.create_hunt(query="SELECT * FROM info()", start=True)
+    # A rate: clients are recruited by the recruiter (with none, a hunt flow goes on at once).
+    hunt = await api.create_hunt(query="SELECT * FROM info()", rate=600, start=True)
     hunt_id = hunt["hunt_id"]
     await asyncio.wait_for(held.reached.wait(), 30)  # clients chosen, nothing written
     # The recruiter is held; the other checks finish meanwhile.
@@ -72,7 +73,8 @@ async def test_a_stop_while_the_recruiter_is_between_choosing_and_writing_recrui
     assert await durable_queues(server, hunt_id) == {"pending": 3}
     assert memory_queues(server, hunt_id) == {"pending": 3}
     collections = await server.db.store.fetch_all(
-        "SELECT flow_id FROM flows WHERE hunt_id = ? AND kind = 'collection'", (hunt_id,))
+        "SELECT flow_id FROM flows WHERE hunt_id = ?"
+        " AND (kind = 'collection' OR stage = 'collect')", (hunt_id,))
     assert collections == []
     for agent in agents:
         assert not [f for f in agent.flows_received() if f.endswith(".H")]
@@ -132,7 +134,8 @@ async def test_stop_cancels_the_collections_of_a_hunt_that_stopped_at_its_client
     assert queues == memory_queues(server, hunt_id)
     assert queues["errors"] == 2 and "running" not in queues
     states = {r["state"] for r in await server.db.store.fetch_all(
-        "SELECT state FROM flows WHERE hunt_id = ? AND kind = 'collection'", (hunt_id,))}
+        "SELECT state FROM flows WHERE hunt_id = ?"
+        " AND (kind = 'collection' OR stage = 'collect')", (hunt_id,))}
     assert states == {"cancelled"}
     with pytest.raises(Exception, match="nothing in flight"):
         await api.stop_hunt(hunt_id)  # nothing left to stop: refused in one line
@@ -296,9 +299,12 @@ async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path
     agents = [await ScriptedAgent(first, tmp_path / f"agent-{n}", LINUX).connect()
               for n in range(2)]
     api = first.service("tester")
-    stopped = (await api.create_hunt(query="SELECT * FROM info()", start=True))["hunt_id"]
+    # Hunts at a rate: a condition check, then a plain collection, for each client.
+    stopped = (await api.create_hunt(query="SELECT * FROM info()", rate=600,
+                                     start=True))["hunt_id"]
     requests = {agent.client_id: await agent.next_collection() for agent in agents}
-    running = (await api.create_hunt(query="SELECT * FROM info()", start=True))["hunt_id"]
+    running = (await api.create_hunt(query="SELECT * FROM info()", rate=600,
+                                     start=True))["hunt_id"]
     later = {agent.client_id: await agent.next_collection() for agent in agents}
     for agent in agents:
         await agent.close()
@@ -317,7 +323,8 @@ async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path
     await second.start()
     try:
         states = {row["state"] for row in await second.db.store.fetch_all(
-            "SELECT state FROM flows WHERE hunt_id = ? AND kind = 'collection'", (stopped,))}
+            "SELECT state FROM flows WHERE hunt_id = ?"
+            " AND (kind = 'collection' OR stage = 'collect')", (stopped,))}
         assert states == {"cancelled"}
         assert memory_queues(second, stopped) == {"errors": 2}
         await until(lambda: memory_queues(second, running) == {"completed": 1, "running": 1},
@@ -351,5 +358,5 @@ async def test_a_failing_server_side_condition_puts_clients_in_errors_with_the_r
     assert shown["errors"] == [{"reason": reason, "clients": 3}]
     logged = await api.hunt_log(hunt_id)
     assert [line["message"] for line in logged if line["level"] == "error"] == [reason] * 3
-    for agent in agents:  # nothing was collected
-        assert not [f for f in agent.flows_received() if f.endswith(".H")]
+    for agent in agents:  # no collection reached any agent
+        assert agent.collections_received() == []

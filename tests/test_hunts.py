@@ -77,7 +77,8 @@ async def test_the_seed_scenario_schedules_exactly_the_matching_clients(
     assert all(row["FlowId"] == f"F.{hunt['hunt_id'][2:]}.H" for row in rows)
     # Only the matching clients ever had the collection scheduled.
     collections = await server.db.store.fetch_all(
-        "SELECT client_id FROM flows WHERE hunt_id = ? AND kind = 'collection'",
+        "SELECT client_id FROM flows WHERE hunt_id = ?"
+        " AND (kind = 'collection' OR stage = 'collect')",
         (hunt["hunt_id"],))
     assert {row["client_id"] for row in collections} == {ids[h] for h in SEED_MATCHES}
 
@@ -205,7 +206,7 @@ async def test_a_client_is_never_checked_twice_even_with_its_state_wiped(
     assert events[-1]["state"] == "finished"
     flows = await server.db.store.fetch_all("SELECT flow_id FROM flows WHERE hunt_id = ?",
                                          (hunt["hunt_id"],))
-    assert len(flows) == 2  # one condition check, one collection: nothing ran twice
+    assert len(flows) == 1  # one hunt flow, its check and its collection: nothing ran twice
 
 
 async def test_relaunch_re_runs_only_the_failed(server: Server, fleet: Fleet, api: Service,
@@ -234,7 +235,8 @@ async def test_relaunch_re_runs_only_the_failed(server: Server, fleet: Fleet, ap
         expected = 2 if host in ("otherhost", "myhostname") else 1
         assert clients[client_id]["attempt"] == expected, host
     flows = await server.db.store.fetch_all(
-        "SELECT client_id, COUNT(*) AS n FROM flows WHERE hunt_id = ? AND kind = 'collection'"
+        "SELECT client_id, COUNT(*) AS n FROM flows WHERE hunt_id = ?"
+        " AND (kind = 'collection' OR stage = 'collect')"
         " GROUP BY client_id", (hunt["hunt_id"],))
     assert sorted(row["n"] for row in flows) == [1, 1, 1, 1, 2, 2]
 

@@ -115,9 +115,12 @@ class FlowManager:
         kind: str = "collection",
         flow_id: str | None = None,
         now: float | None = None,
+        condition: str = "",
+        hold: bool = False,
     ) -> FlowRecord:
         """A new flow, not yet stored: ``running`` if its client is connected (it is handed over
-        as soon as it is stored), ``queued`` otherwise."""
+        as soon as it is stored), ``queued`` otherwise. A hunt flow (kind "hunt") runs
+        ``condition`` first (and with ``hold`` waits for the server's judgement)."""
         now = time.time() if now is None else now
         online = client_id in self.sessions
         record = FlowRecord(
@@ -133,6 +136,9 @@ class FlowManager:
             max_logs=int(max_logs),
             max_log_bytes=int(max_log_bytes),
             max_uploads=int(max_uploads),
+            condition=condition,
+            hold=hold,
+            stage="check" if kind == "hunt" else "",
             state="running" if online else "queued",
             created=now,
             started=now if online else None,
@@ -199,11 +205,14 @@ class FlowManager:
             remaining = max(record.deadline - self.clock() - _grace(record), 1.0)
         request = protocol.FlowRequest(
             flow_id=record.flow_id,
-            query=record.query,
+            # A held hunt flow's query comes with its go-ahead, to the clients that match only.
+            query="" if record.hold else record.query,
             timeout=remaining,
             max_rows=record.max_rows,
             max_upload_bytes=record.max_upload_bytes,
             env=record.env,
+            condition=record.condition,
+            hold=record.hold,
         )
         try:
             # Checked once the connection is ours to write on: a stop or cancel committed while
@@ -212,6 +221,23 @@ class FlowManager:
         except Exception:  # the agent left; the flow is sent again when it returns
             log.debug("could not hand %s to %s", record.flow_id, record.client_id)
         self._notify(record.key)
+
+    async def send_go(self, session: Any, record: FlowRecord, run: bool) -> None:
+        """Tell the agent of a held hunt flow what the server-side condition decided: run its
+        query (which comes with it), or end the flow there."""
+        try:
+            await session.send(protocol.Go(flow_id=record.flow_id, seq=record.last_seq, run=run,
+                                           query=record.query if run else ""))
+        except Exception:  # the agent left: told again when it returns (or the flow ended)
+            log.debug("could not send go to %s", record.client_id, exc_info=True)
+
+    def collecting(self, key: tuple[str, str]) -> FlowRecord | None:
+        """A held hunt flow the server-side condition let through: memory follows the commit
+        that moved it on to its collection. The flow, if in flight."""
+        record = self.active.get(key)
+        if record is not None:
+            record.stage = "collect"
+        return record
 
     async def client_connected(self, session: Any, running_on_agent: list[str]) -> None:
         """A client came (back): flows it lost end in error, the rest are (re)delivered."""
@@ -225,6 +251,9 @@ class FlowManager:
                                                reason="the flow has ended on the server"))
         for record in in_flight:
             if record.state == "running" and record.flow_id in running:
+                if record.hold and record.stage == "collect":
+                    # Judged while the agent was away: it still waits for its go-ahead.
+                    await self.send_go(session, record, run=True)
                 continue  # the agent still has it and will resend what we lack
             if record.state == "running" and record.last_seq > 0:
                 await self.end_many([record], "error",
@@ -257,7 +286,7 @@ class FlowManager:
                                     CloseCode.FLOW_NOT_SCHEDULED)
             if result.verdict == "gap":
                 raise ProtocolError(f"{flow_id}: sequence {seq} after {result.last_seq}")
-            if result.verdict == "bad_upload":
+            if result.verdict in ("bad_upload", "misplaced"):
                 raise ProtocolError(result.detail)
             change = result.change
             if change is not None:
@@ -266,6 +295,8 @@ class FlowManager:
                     await failpoints.reach("finish.after_commit")
                 if record is not None and result.stored_rows and record.kept_rows is not None:
                     record.kept_rows.extend(result.stored_rows)
+                if record is not None and change.checked_rows is not None:
+                    record.kept_rows = change.checked_rows  # the server-side condition's rows
                 self.apply([change])
             if record is None:  # ended or unknown: nothing of it is kept in memory
                 self._in_flight.pop(key, None)
@@ -284,7 +315,11 @@ class FlowManager:
         if isinstance(message, protocol.Status):
             return await flows.ingest_rows(client_id, message.flow_id, message.seq,
                                            message.final_rows,
-                                           Ending(message.state, message.error), now)
+                                           Ending(message.state, message.error), now,
+                                           checked=message.checked)
+        if isinstance(message, protocol.Checked):
+            return await flows.ingest_checked(client_id, message.flow_id, message.seq,
+                                              message.rows, now)
         if isinstance(message, protocol.Log):
             return await flows.ingest_log(client_id, message.flow_id, message.seq,
                                           message.time or now, message.level, message.message,
@@ -393,7 +428,7 @@ class FlowManager:
                 self._remove_active(stored.key)
                 self._in_flight.pop(stored.key, None)
             self._notify(stored.key)
-        if ended or any(change.moves for change in changes):
+        if ended or any(change.moves or change.checked_rows is not None for change in changes):
             for listener in self._listeners:
                 try:
                     listener(list(changes))

@@ -28,7 +28,7 @@ from velotui.server.data import FlowChange, FlowRecord, HuntRecord
 from velotui.server.data.hunts import Judged
 from velotui.server.flows import FlowManager
 from velotui.server.hunt_manager import HuntManager
-from velotui.server.ids import condition_flow_id
+from velotui.server.ids import condition_flow_id, hunt_flow_id
 from velotui.wire import protocol
 
 if TYPE_CHECKING:
@@ -98,6 +98,22 @@ class Foreman:
             checkpoint = hunt.start_timestamp
         return checkpoint
 
+    def _check_flow(self, hunt: HuntRecord, client_id: str, now: float) -> FlowRecord:
+        """How a client is first checked for ``hunt``. With no rate and no client limit, nothing
+        stands between a match and the collection: one hunt flow does both (the collection runs
+        as soon as the condition matches, or, with a hidden condition, as soon as the server
+        says so). Otherwise a condition flow, and the collection later at the hunt's pace."""
+        if hunt.rate or hunt.client_limit:
+            return self._condition_flow(hunt, client_id, 1, now)
+        limits = hunt.limits
+        return self.flows.prepare(
+            client_id, hunt.query, timeout=limits.timeout, max_rows=limits.max_rows,
+            max_upload_bytes=limits.max_upload_bytes, max_logs=limits.max_logs,
+            max_log_bytes=limits.max_log_bytes, max_uploads=limits.max_uploads,
+            hunt_id=hunt.hunt_id, kind="hunt", flow_id=hunt_flow_id(hunt.hunt_id, 1), now=now,
+            condition=hunt.client_condition, hold=bool(hunt.server_condition.strip()),
+        )
+
     def _condition_flow(self, hunt: HuntRecord, client_id: str, attempt: int, now: float
                         ) -> FlowRecord:
         # A check returns facts, not evidence: its rows are capped (beyond the cap the check
@@ -117,7 +133,7 @@ class Foreman:
             return 0
         seen.update(fresh)  # before awaiting, so a concurrent check-in cannot launch it twice
         now = time.time()
-        records = [self._condition_flow(hunt, client_id, 1, now) for client_id in fresh]
+        records = [self._check_flow(hunt, client_id, now) for client_id in fresh]
         try:
             added = await self.hunts.add_checking(hunt, records)
         except BaseException:
@@ -151,8 +167,9 @@ class Foreman:
     def _flows_changed(self, changes: list[FlowChange]) -> None:
         self.judge_later([
             change.record for change in changes
-            if change.ended and change.record.kind == "condition"
-            and change.record.state == "finished"
+            if (change.ended and change.record.kind == "condition"
+                and change.record.state == "finished")
+            or change.checked_rows is not None  # a held hunt flow's condition rows
         ])
 
     def judge_later(self, records: list[FlowRecord]) -> None:
@@ -182,10 +199,24 @@ class Foreman:
         if not judgements:
             return
         await failpoints.reach("condition.after_judge")
-        self.hunts.apply_moves(await self.hunts.db.hunts.judged(judgements, time.time()))
+        outcome = await self.hunts.db.hunts.judged(judgements, time.time())
+        self.hunts.apply_moves(outcome.moves)
+        self.flows.apply(outcome.ended)
+        for go in outcome.go:
+            record = self.flows.collecting((go.client_id, go.flow_id)) if go.run else None
+            session = self.directory.sessions.get(go.client_id)
+            if session is None:
+                continue  # told when it returns
+            if record is not None:
+                await self.flows.send_go(session, record, run=True)
+            elif not go.run:
+                with contextlib.suppress(Exception):  # gone: its flow has ended here anyway
+                    await session.send(protocol.Go(flow_id=go.flow_id, seq=go.seq, run=False))
 
     async def _judgement(self, hunt: HuntRecord, record: FlowRecord) -> tuple[str, str | None]:
         rows = record.kept_rows
+        if rows is None and record.kind == "hunt":
+            rows = await self.hunts.db.hunts.condition_rows(hunt.hunt_id, record.client_id) or []
         if rows is None:
             rows = []
             async for _seq, batch in self.flows.db.flows.row_batches(

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 15.0
-FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status)
+FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status,
+                 protocol.Checked)
 
 # Connections between the websocket upgrade and a proven key. Anyone who reaches the port gets
 # this far, and each such connection holds a hello-sized frame at most, so the cap bounds what

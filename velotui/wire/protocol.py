@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # The largest frame an authenticated agent may send (a batch of rows, an upload chunk).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 # Before an agent has proven its key it sends only hello (facts, labels, the flows it still
@@ -49,6 +49,8 @@ MAX_VALUE_DEPTH = 32
 # budget is refused before all of it is in memory.
 MAX_ITEMS_PER_FRAME = 256 * 1024
 MAX_ROWS_PER_BATCH = 10_000
+# A hunt's client-side condition returns facts about a client, not evidence.
+MAX_CHECKED_ROWS = 1000
 MAX_UPLOAD_CHUNK_BYTES = 1024 * 1024
 MAX_TEXT = 64 * 1024
 MAX_QUERY = 256 * 1024
@@ -176,10 +178,24 @@ class Upload(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Checked(Message):
+    """The rows of a hunt flow's client-side condition (see ``FlowRequest.condition``), sent
+    before anything of its collection."""
+
+    TYPE: ClassVar[str] = "checked"
+    FROM: ClassVar[str] = "agent"
+    flow_id: str = _limit(128)
+    seq: int
+    rows: list[dict] = _default_limit(MAX_CHECKED_ROWS, [])
+
+
+@dataclass(frozen=True, kw_only=True)
 class Status(Message):
     """A flow's end: how it ended and what it produced. ``rows`` is how many rows the flow
     sent in all, ``bytes`` how many file bytes it uploaded. The flow's last rows may travel in
-    ``final_rows`` (one message fewer for the many small flows of a hunt)."""
+    ``final_rows`` (one message fewer for the many small flows of a hunt), and a hunt flow's
+    condition rows in ``checked`` when nothing was sent before (one message for the whole flow
+    of a client that did not match, or whose collection is small)."""
 
     TYPE: ClassVar[str] = "status"
     FROM: ClassVar[str] = "agent"
@@ -191,6 +207,7 @@ class Status(Message):
     bytes: int = 0
     duration: float = 0.0
     final_rows: list[dict] = _default_limit(MAX_ROWS_PER_BATCH, [])
+    checked: list[dict] | None = _default_limit(MAX_CHECKED_ROWS, None)
 
 
 # Server to agent ---------------------------------------------------------------------------------
@@ -215,7 +232,13 @@ class Welcome(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class FlowRequest(Message):
-    """Run ``query`` as flow ``flow_id`` within these limits (0 means no limit)."""
+    """Run ``query`` as flow ``flow_id`` within these limits (0 means no limit).
+
+    A hunt flow also has a ``condition``: the hunt's client-side condition, run first; its rows
+    go to the server (``Checked``, or in the ``Status``). With ``hold`` the agent then waits for
+    the server's ``Go``, which brings the query (the server judges the hidden condition first);
+    without it, ``query`` runs at once when the condition returned a row, and the flow ends there
+    when it returned none."""
 
     TYPE: ClassVar[str] = "flow"
     FROM: ClassVar[str] = "server"
@@ -225,6 +248,22 @@ class FlowRequest(Message):
     max_rows: int = 0
     max_upload_bytes: int = 0
     env: dict = _default_limit(1024, {})
+    condition: str = _default_limit(MAX_QUERY, "")
+    hold: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Go(Message):
+    """The server's judgement of a held hunt flow: run ``query`` (``run``: the hunt's
+    collection, sent only now, so a client the hidden condition leaves out never receives it),
+    or end the flow here. Acknowledges the flow's messages up to ``seq`` (its ``Checked``)."""
+
+    TYPE: ClassVar[str] = "go"
+    FROM: ClassVar[str] = "server"
+    flow_id: str = _limit(128)
+    seq: int
+    run: bool = True
+    query: str = _default_limit(MAX_QUERY, "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,10 +310,12 @@ MESSAGES: dict[str, type[Message]] = {
         Rows,
         Log,
         Upload,
+        Checked,
         Status,
         Challenge,
         Welcome,
         FlowRequest,
+        Go,
         Cancel,
         Ack,
         CheckNow,
@@ -602,6 +643,8 @@ def _nested_fields(cls: type[Message]) -> tuple[tuple[str, bool], ...]:
     fields = []
     for item in dataclasses.fields(cls):  # type: ignore[arg-type]
         hint = hints[item.name]
+        if typing.get_origin(hint) in _UNION_TYPES:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         if hint is dict or typing.get_origin(hint) is dict:
             fields.append((item.name, False))
         elif typing.get_origin(hint) is list and typing.get_args(hint) == (dict,):
@@ -675,7 +718,7 @@ def validate_semantics(message: Message) -> None:
         raise ProtocolError(f"status: unknown state {message.state!r}")
     if isinstance(message, Log) and message.level not in LOG_LEVELS:
         raise ProtocolError(f"log: unknown level {message.level!r}")
-    if isinstance(message, Rows | Log | Upload | Status) and message.seq < 1:
+    if isinstance(message, Rows | Log | Upload | Status | Checked) and message.seq < 1:
         raise ProtocolError("seq must be 1 or more")
     if isinstance(message, Upload) and (message.offset < 0 or message.upload_id < 0):
         raise ProtocolError("upload: negative offset or id")

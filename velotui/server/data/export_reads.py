@@ -39,14 +39,16 @@ class ExportReader:
         return int(row["cutoff"]) if row is not None else 0
 
     async def members(self, hunt_id: str) -> list[Row]:
-        """client_id, flow_id and facts of every client with a collection in the hunt."""
+        """client_id, flow_id and facts of every client whose collection ran in the hunt (a
+        hunt flow's only once its condition let it)."""
         members: list[Row] = []
         while True:
             page = await self.store.fetch_all(
                 "SELECT hc.client_id, hc.flow_id, c.facts FROM hunt_clients hc"
                 " JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
                 " LEFT JOIN clients c ON c.client_id = hc.client_id"
-                " WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL AND f.kind = 'collection'"
+                " WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL"
+                " AND (f.kind = 'collection' OR f.stage = 'collect')"
                 " ORDER BY hc.client_id LIMIT ? OFFSET ?",
                 (hunt_id, MEMBERS_PER_PAGE, len(members)),
             )
@@ -105,7 +107,7 @@ class ExportReader:
         """When the hunt's first and last collections finished."""
         row = await self.store.fetch_one(
             "SELECT MIN(finished) AS first, MAX(finished) AS last FROM flows"
-            " WHERE hunt_id = ? AND kind = 'collection'",
+            " WHERE hunt_id = ? AND kind IN ('collection', 'hunt')",
             (hunt_id,),
         )
         return (row["first"], row["last"]) if row is not None else (None, None)

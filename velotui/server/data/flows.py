@@ -43,8 +43,10 @@ class Ingested:
     """What applying one agent message did. ``verdict`` is ``applied`` (``change`` says how),
     ``duplicate`` (already applied: acknowledge again), ``inactive`` (the flow has ended:
     acknowledge and drop), ``unknown`` (never scheduled on this client) or ``gap`` (a sequence
-    number skipped; ``last_seq`` is the last one applied), or ``bad_upload`` (a chunk at the
-    wrong offset, or for a finished upload; ``detail`` says which)."""
+    number skipped; ``last_seq`` is the last one applied), ``bad_upload`` (a chunk at the
+    wrong offset, or for a finished upload; ``detail`` says which), or ``misplaced`` (a
+    message out of place in a hunt flow: its query's data before it may run, condition rows
+    twice; ``detail`` says which)."""
 
     verdict: str
     change: FlowChange | None = None
@@ -80,9 +82,9 @@ class UploadProgress:
 
 
 _INSERT = (
-    "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, env, timeout, max_rows,"
-    " max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created, started)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, env, condition, hold, stage,"
+    " timeout, max_rows, max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created,"
+    " started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -90,9 +92,9 @@ def insert_flows(tx: Transaction, records: Sequence[FlowRecord]) -> None:
     """Store new flows inside a caller's transaction (a flow and what it is for commit as
     one)."""
     tx.executemany(_INSERT, [
-        (r.client_id, r.flow_id, r.hunt_id, r.kind, r.query, json.dumps(r.env), r.timeout,
-         r.max_rows, r.max_upload_bytes, r.max_logs, r.max_log_bytes, r.max_uploads, r.state,
-         r.created, r.started)
+        (r.client_id, r.flow_id, r.hunt_id, r.kind, r.query, json.dumps(r.env), r.condition,
+         int(r.hold), r.stage, r.timeout, r.max_rows, r.max_upload_bytes, r.max_logs,
+         r.max_log_bytes, r.max_uploads, r.state, r.created, r.started)
         for r in records
     ])
 
@@ -107,11 +109,22 @@ def collection_outcome(state: str, rows: int) -> str:
 def move_after_end(tx: Transaction, flow: Row, now: float) -> list[QueueMove]:
     """The hunt queue move that goes with ``flow`` ending (a row of ``flows`` after the change):
     a collection's client leaves running for its outcome; a condition check that did not
-    finish puts its client in errors (a finished one waits for the server-side judgement)."""
+    finish puts its client in errors (a finished one waits for the server-side judgement). A
+    hunt flow ended while it was still being checked leaves its client not matched (finished:
+    its condition returned no row) or in errors; one that was collecting, as a collection."""
     hunt_id = flow["hunt_id"]
     if hunt_id is None:
         return []
     client_id, flow_id, state = flow["client_id"], flow["flow_id"], flow["state"]
+    if flow["kind"] == "hunt" and flow["stage"] == "check":
+        queue = "not_matched" if state == "finished" else "errors"
+        changed = tx.changed(
+            "UPDATE hunt_clients SET queue = ?, stage = 'condition', error = ?, updated = ?"
+            " WHERE hunt_id = ? AND client_id = ? AND queue = ? AND condition_flow_id = ?",
+            (queue, None if queue == "not_matched" else (flow["error"] or state), now,
+             hunt_id, client_id, CHECKING, flow_id),
+        )
+        return [QueueMove(hunt_id, client_id, CHECKING, queue)] if changed else []
     if flow["kind"] == "condition":
         if state == "finished":
             return []
@@ -187,12 +200,26 @@ class FlowTable:
     # What agents send ---------------------------------------------------------------------------
 
     async def ingest_rows(self, client_id: str, flow_id: str, seq: int,
-                          rows: list[dict[str, Any]], ending: Ending | None, now: float
-                          ) -> Ingested:
+                          rows: list[dict[str, Any]], ending: Ending | None, now: float,
+                          checked: list[dict[str, Any]] | None = None) -> Ingested:
         """Apply a batch of rows (and the flow's end, for a Status): rows beyond the flow's
-        ``max_rows`` are not stored and end it in error."""
+        ``max_rows`` are not stored and end it in error. ``checked``: a hunt flow's condition
+        rows, come with its Status (see ``ingest_checked``)."""
 
         def apply(tx: Transaction, flow: Row) -> Ingested:
+            if checked is not None:
+                misplaced = _check_stage(flow, "checked", held=False)
+                if misplaced is not None:
+                    return misplaced
+                moves = _store_checked(tx, flow, checked, now)
+                flow = tx.one("SELECT * FROM flows WHERE client_id = ? AND flow_id = ?",
+                              (client_id, flow_id))
+            else:
+                misplaced = _check_stage(flow, "status" if ending is not None else "rows",
+                                         ending=ending)
+                if misplaced is not None:
+                    return misplaced
+                moves = []
             kept = rows
             end = ending
             cancel_reason = None
@@ -207,9 +234,33 @@ class FlowTable:
                     (client_id, flow_id, seq, len(kept), pack_rows(kept)),
                 )
             result = _advance(tx, flow, seq, now, end, rows=len(kept))
-            if result.change is not None and ending is None:
-                result.change.cancel_reason = cancel_reason
+            if result.change is not None:
+                result.change.moves[:0] = moves
+                if ending is None:
+                    result.change.cancel_reason = cancel_reason
             result.stored_rows = kept
+            return result
+
+        return await self.store.write(lambda tx: _ingest(tx, client_id, flow_id, seq, apply))
+
+    async def ingest_checked(self, client_id: str, flow_id: str, seq: int,
+                             rows: list[dict[str, Any]], now: float) -> Ingested:
+        """Apply a hunt flow's condition rows. Stored with the client's place in the hunt; a
+        held flow then waits for the server-side judgement (``change.checked_rows``); any other
+        goes on to its query when a row came back (its client moves to running), and ends, its
+        client not matched, when none did."""
+
+        def apply(tx: Transaction, flow: Row) -> Ingested:
+            misplaced = _check_stage(flow, "checked", held=None)
+            if misplaced is not None:
+                return misplaced
+            moves = _store_checked(tx, flow, rows, now)
+            ending = None if flow["hold"] or rows else Ending("finished")
+            result = _advance(tx, flow, seq, now, ending)
+            if result.change is not None:
+                result.change.moves[:0] = moves
+                if flow["hold"]:
+                    result.change.checked_rows = rows
             return result
 
         return await self.store.write(lambda tx: _ingest(tx, client_id, flow_id, seq, apply))
@@ -248,6 +299,9 @@ class FlowTable:
         limits (bytes, or number of files) ends the flow in error instead."""
 
         def apply(tx: Transaction, flow: Row) -> Ingested:
+            misplaced = _check_stage(flow, "upload")
+            if misplaced is not None:
+                return misplaced
             upload = tx.one(
                 "SELECT size, complete FROM uploads WHERE client_id = ? AND flow_id = ?"
                 " AND upload_id = ?",
@@ -352,6 +406,63 @@ def _ingest(tx: Transaction, client_id: str, flow_id: str, seq: int, apply: Any)
     if seq != flow["last_seq"] + 1:
         return Ingested("gap", last_seq=flow["last_seq"])
     return apply(tx, flow)
+
+
+def _check_stage(flow: Row, message: str, held: bool | None = None,
+                 ending: Ending | None = None) -> Ingested | None:
+    """Whether a hunt flow may take this message now: its condition rows only while it is
+    checked (with its Status only when not held), anything of its query only once it may run
+    (an error may end it at any time). None when it may; otherwise why not."""
+    if flow["kind"] != "hunt":
+        if message == "checked":
+            return Ingested("misplaced", detail="condition rows for a flow that is no hunt flow")
+        return None
+    stage = flow["stage"]
+    if message == "checked":
+        if stage != "check":
+            return Ingested("misplaced", detail="condition rows sent twice")
+        if held is False and flow["hold"]:
+            return Ingested("misplaced", detail="a held hunt flow ended with its condition rows")
+        return None
+    if stage == "collect":
+        return None
+    if message == "status" and ending is not None and ending.state != "finished":
+        return None  # it failed before its query ran: the condition, the wait, a cancel
+    return Ingested("misplaced", detail="data of a hunt flow's query before it may run")
+
+
+def _store_checked(tx: Transaction, flow: Row, rows: list[dict[str, Any]], now: float
+                   ) -> list[QueueMove]:
+    """Keep the condition rows with the client's place in the hunt; a flow that need not wait
+    for a judgement and got a row goes on to its query (its client to running)."""
+    hunt_id, client_id, flow_id = flow["hunt_id"], flow["client_id"], flow["flow_id"]
+    tx.execute(
+        "UPDATE hunt_clients SET condition_rows = ?, updated = ? WHERE hunt_id = ?"
+        " AND client_id = ? AND queue = ? AND condition_flow_id = ?",
+        (pack_rows(rows), now, hunt_id, client_id, CHECKING, flow_id),
+    )
+    if flow["hold"] or not rows:
+        return []
+    return enter_collection(tx, hunt_id, client_id, flow_id, now)
+
+
+def enter_collection(tx: Transaction, hunt_id: str, client_id: str, flow_id: str, now: float
+                     ) -> list[QueueMove]:
+    """A hunt flow that matched goes on to its query: the flow's stage, the client from checking
+    to running. Guarded by both."""
+    if not tx.changed(
+        "UPDATE hunt_clients SET queue = 'running', stage = 'collection', flow_id = ?,"
+        " updated = ? WHERE hunt_id = ? AND client_id = ? AND queue = ?"
+        " AND condition_flow_id = ?",
+        (flow_id, now, hunt_id, client_id, CHECKING, flow_id),
+    ):
+        return []
+    tx.execute(
+        "UPDATE flows SET stage = 'collect' WHERE client_id = ? AND flow_id = ?"
+        f" AND state IN {ACTIVE} AND stage = 'check'",
+        (client_id, flow_id),
+    )
+    return [QueueMove(hunt_id, client_id, CHECKING, "running")]
 
 
 def _advance(tx: Transaction, flow: Row, seq: int, now: float, ending: Ending | None = None,

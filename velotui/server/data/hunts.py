@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from velotui.server.data.flows import Ending, end_flows, insert_flows, move_after_end
+from velotui.server.data.flows import (
+    Ending,
+    end_flows,
+    insert_flows,
+    move_after_end,
+    unpack_rows,
+)
 from velotui.server.data.records import (
     CHECKING,
     RECRUITED,
@@ -43,6 +50,28 @@ class Judged:
     condition_flow_id: str
     queue: str
     error: str | None = None
+
+
+@dataclass
+class JudgedOutcome:
+    """What storing judgements did: the queue moves, the hunt flows that ended at their
+    condition, and for each held hunt flow what its agent is told (``Go``)."""
+
+    moves: list[QueueMove] = field(default_factory=list)
+    ended: list[FlowChange] = field(default_factory=list)
+    go: list[GoAhead] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GoAhead:
+    """Run a held hunt flow's query (``query``), or end it (``run`` false); ``seq``: what of
+    the flow is stored."""
+
+    client_id: str
+    flow_id: str
+    seq: int
+    run: bool
+    query: str = ""
 
 
 @dataclass
@@ -182,19 +211,25 @@ class HuntTable:
     async def add_checking(self, hunt_id: str, condition_flows: Sequence[FlowRecord], now: float
                            ) -> tuple[list[FlowRecord], list[QueueMove]]:
         """Record that these clients are being checked for the hunt (once per client, ever) and
-        store their condition flows, in one transaction, if the hunt is still running. Returns
-        the flows added and the moves (into checking)."""
+        store their condition flows (or hunt flows: the check and the collection in one), in
+        one transaction, if the hunt is still running. Returns the flows added and the moves
+        (into checking)."""
 
         def op(tx: Transaction) -> tuple[list[FlowRecord], list[QueueMove]]:
             if not _running(tx, hunt_id):
                 return [], []
             added: list[FlowRecord] = []
             for record in condition_flows:
+                # A hunt flow is also the client's first collection attempt.
+                hunt_flow = record.kind == "hunt"
                 if tx.changed(
-                    "INSERT INTO hunt_clients (hunt_id, client_id, queue, stage,"
-                    " condition_flow_id, checked, updated) VALUES (?, ?, ?, 'condition', ?, ?, ?)"
+                    "INSERT INTO hunt_clients (hunt_id, client_id, queue, stage, flow_id,"
+                    " attempt, condition_flow_id, checked, updated)"
+                    " VALUES (?, ?, ?, 'condition', ?, ?, ?, ?, ?)"
                     " ON CONFLICT (hunt_id, client_id) DO NOTHING",
-                    (hunt_id, record.client_id, CHECKING, record.flow_id, now, now),
+                    (hunt_id, record.client_id, CHECKING,
+                     record.flow_id if hunt_flow else None, 1 if hunt_flow else 0,
+                     record.flow_id, now, now),
                 ):
                     added.append(record)
             insert_flows(tx, added)
@@ -222,25 +257,43 @@ class HuntTable:
 
         return await self.store.write(op)
 
-    async def judged(self, judgements: Sequence[Judged], now: float) -> list[QueueMove]:
+    async def judged(self, judgements: Sequence[Judged], now: float) -> JudgedOutcome:
         """Store server-side judgements in one transaction: each client leaves checking for
-        its queue if it is still being checked by that condition flow."""
+        its queue if it is still being checked by that flow. A held hunt flow that matched goes
+        on to its collection at once (its client to running, while its hunt runs); one that did
+        not ends here. ``go`` says what to tell each hunt flow's agent."""
 
-        def op(tx: Transaction) -> list[QueueMove]:
-            moves = []
+        def op(tx: Transaction) -> JudgedOutcome:
+            outcome = JudgedOutcome()
             for judged in judgements:
-                if tx.changed(
+                flow = tx.one("SELECT * FROM flows WHERE client_id = ? AND flow_id = ?",
+                              (judged.client_id, judged.condition_flow_id))
+                if not tx.changed(
                     "UPDATE hunt_clients SET queue = ?, error = ?, stage = 'condition',"
                     " updated = ? WHERE hunt_id = ? AND client_id = ? AND queue = ?"
                     " AND condition_flow_id = ?",
                     (judged.queue, judged.error, now, judged.hunt_id, judged.client_id,
                      CHECKING, judged.condition_flow_id),
                 ):
-                    moves.append(QueueMove(judged.hunt_id, judged.client_id, CHECKING,
-                                           judged.queue))
-            return moves
+                    continue
+                if flow is None or flow["kind"] != "hunt":
+                    outcome.moves.append(QueueMove(judged.hunt_id, judged.client_id, CHECKING,
+                                                   judged.queue))
+                    continue
+                _held_flow_judged(tx, judged, flow, now, outcome)
+            return outcome
 
         return await self.store.write(op)
+
+    async def condition_rows(self, hunt_id: str, client_id: str) -> list[dict[str, Any]] | None:
+        """What a client's condition returned for the hunt (a hunt flow's), if it has."""
+        row = await self.store.fetch_one(
+            "SELECT condition_rows FROM hunt_clients WHERE hunt_id = ? AND client_id = ?",
+            (hunt_id, client_id), pool="agents",
+        )
+        if row is None or row["condition_rows"] is None:
+            return None
+        return unpack_rows(row["condition_rows"])
 
     async def requeue_errors(self, hunt_id: str, client_ids: Sequence[str], now: float
                              ) -> list[QueueMove]:
@@ -346,7 +399,8 @@ class HuntTable:
                         QueueMove(row["hunt_id"], row["client_id"], "running", "pending"))
             result.ended = end_flows(
                 tx,
-                "kind = 'collection' AND hunt_id IS NOT NULL AND EXISTS (SELECT 1 FROM"
+                "kind IN ('collection', 'hunt') AND stage <> 'check' AND hunt_id IS NOT NULL"
+                " AND EXISTS (SELECT 1 FROM"
                 " hunt_clients hc WHERE hc.hunt_id = flows.hunt_id AND hc.client_id ="
                 " flows.client_id AND hc.flow_id = flows.flow_id AND hc.queue <> 'running')",
                 (), Ending("cancelled", "its client had already left the hunt's running queue"),
@@ -358,13 +412,52 @@ class HuntTable:
                 " AND f.state NOT IN ('queued', 'running')",
                 (CHECKING,),
             ):
-                if row["state"] == "finished":
+                if row["kind"] == "condition" and row["state"] == "finished":
                     result.to_judge.append(FlowRecord.from_row(row))
                 else:
                     result.moves += move_after_end(tx, row, now)
+            # Held hunt flows whose condition rows came but were never judged.
+            for row in tx.all(
+                "SELECT f.*, hc.condition_rows FROM hunt_clients hc JOIN flows f"
+                " ON f.client_id = hc.client_id AND f.flow_id = hc.condition_flow_id"
+                " WHERE hc.queue = ? AND f.kind = 'hunt' AND f.hold = 1 AND f.stage = 'check'"
+                " AND f.state IN ('queued', 'running') AND hc.condition_rows IS NOT NULL",
+                (CHECKING,),
+            ):
+                record = FlowRecord.from_row(row)
+                record.kept_rows = unpack_rows(row["condition_rows"])
+                result.to_judge.append(record)
             return result
 
         return await self.store.write(op)
+
+
+def _held_flow_judged(tx: Transaction, judged: Judged, flow: Row, now: float,
+                      outcome: JudgedOutcome) -> None:
+    """A held hunt flow, judged: on to its collection (the hunt still running: it has no rate
+    or limit, or it would not have hunt flows), or ended here."""
+    client_id, flow_id = judged.client_id, judged.condition_flow_id
+    if judged.queue == "pending" and _running(tx, judged.hunt_id):
+        tx.execute(
+            "UPDATE hunt_clients SET queue = 'running', stage = 'collection', flow_id = ?,"
+            " updated = ? WHERE hunt_id = ? AND client_id = ? AND queue = 'pending'",
+            (flow_id, now, judged.hunt_id, client_id),
+        )
+        tx.execute("UPDATE flows SET stage = 'collect' WHERE client_id = ? AND flow_id = ?",
+                   (client_id, flow_id))
+        outcome.moves.append(QueueMove(judged.hunt_id, client_id, CHECKING, "running"))
+        outcome.go.append(GoAhead(client_id, flow_id, flow["last_seq"], True, flow["query"]))
+        return
+    outcome.moves.append(QueueMove(judged.hunt_id, client_id, CHECKING, judged.queue))
+    if judged.queue == "pending":
+        ending = Ending("cancelled", "the hunt stopped before the collection could start")
+    elif judged.queue == "errors":
+        ending = Ending("error", judged.error)
+    else:
+        ending = Ending("finished")
+    outcome.ended += end_flows(tx, "client_id = ? AND flow_id = ?", (client_id, flow_id),
+                               ending, now)
+    outcome.go.append(GoAhead(client_id, flow_id, flow["last_seq"], False))
 
 
 def _running(tx: Transaction, hunt_id: str) -> bool:

@@ -70,6 +70,11 @@ class FlowRecord:
     max_logs: int = 0
     max_log_bytes: int = 0
     max_uploads: int = 0
+    # A hunt flow: the client-side condition run first, whether it waits for the server's
+    # judgement, and where it is ('check', then 'collect').
+    condition: str = ""
+    hold: bool = False
+    stage: str = ""
     started: float | None = None
     finished: float | None = None
     rows: int = 0
@@ -119,7 +124,7 @@ class FlowRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> FlowRecord:
-        return cls(**_stored(cls, row), env=json.loads(row["env"]))
+        return cls(**_stored(cls, row), env=json.loads(row["env"]), hold=bool(row["hold"]))
 
     def describe(self) -> dict[str, Any]:
         """The flow as the operator API shows it."""
@@ -129,6 +134,7 @@ class FlowRecord:
             "hunt_id": self.hunt_id,
             "kind": self.kind,
             "query": self.query,
+            "stage": self.stage,
             "state": self.state,
             "created": self.created,
             "started": self.started,
@@ -272,6 +278,8 @@ class FlowChange:
     moves: list[QueueMove] = field(default_factory=list)
     # Set when the server ended the flow for the agent (a limit): tell the agent to stop.
     cancel_reason: str | None = None
+    # A held hunt flow's condition rows, just come: the server-side condition judges them.
+    checked_rows: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -287,7 +295,8 @@ class HuntChange:
 
 # Fields whose stored form is not the record's (JSON text, integers for booleans) are converted
 # by each from_row; the rest are taken as they are.
-_CONVERTED = {"env", "draining", "public_key", "facts", "agent_labels", "operator_labels"}
+_CONVERTED = {"env", "hold", "draining", "public_key", "facts", "agent_labels",
+              "operator_labels"}
 
 
 def _stored(cls: type, row: Row) -> dict[str, Any]:

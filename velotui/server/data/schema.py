@@ -6,7 +6,7 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS flows (
     kind TEXT NOT NULL,
     query TEXT NOT NULL,
     env TEXT NOT NULL DEFAULT '{}',
+    -- A hunt flow (kind 'hunt') runs the hunt's client-side condition first; with hold, it
+    -- waits for the server's judgement. Its stage: 'check', then 'collect' once it may run.
+    condition TEXT NOT NULL DEFAULT '',
+    hold INTEGER NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT '',
     timeout REAL NOT NULL,
     max_rows INTEGER NOT NULL,
     max_upload_bytes INTEGER NOT NULL,
@@ -110,6 +115,8 @@ CREATE TABLE IF NOT EXISTS hunt_clients (
     attempt INTEGER NOT NULL DEFAULT 0,
     condition_flow_id TEXT,
     condition_attempt INTEGER NOT NULL DEFAULT 1,
+    -- What the client-side condition returned (msgpack), once it has.
+    condition_rows BLOB,
     checked REAL NOT NULL,
     updated REAL NOT NULL,
     error TEXT,
@@ -154,4 +161,8 @@ ADDED_COLUMNS = (
     ("hunts", "max_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
     ("hunts", "max_uploads", "INTEGER NOT NULL DEFAULT 0"),
     ("hunts", "draining", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "condition", "TEXT NOT NULL DEFAULT ''"),
+    ("flows", "hold", "INTEGER NOT NULL DEFAULT 0"),
+    ("flows", "stage", "TEXT NOT NULL DEFAULT ''"),
+    ("hunt_clients", "condition_rows", "BLOB"),
 )
