@@ -125,7 +125,9 @@ def shapes(rows: list[dict[str, Any]]) -> list[Shape]:
 
     return [
         Shape("list", LIST_QUERY, engine(LIST_QUERY), lambda: list_loop(rows)),
-        Shape("plugin", PLUGIN_QUERY, engine(PLUGIN_QUERY), lambda: asyncio.run(plugin_loop(plugin))),
+        Shape(
+            "plugin", PLUGIN_QUERY, engine(PLUGIN_QUERY), lambda: asyncio.run(plugin_loop(plugin))
+        ),
         Shape("alias", ALIAS_QUERY, engine(ALIAS_QUERY), lambda: alias_loop(rows)),
     ]
 

@@ -9,6 +9,7 @@ are compiled in the order they run.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from velotui.vql.executor import (
     StoredQuery,
     evaluate,
     execute,
+    prepare,
     resolve_async,
     resolve_sync,
 )
@@ -66,7 +68,7 @@ class _Context:
 
 
 def _constant(value: Any) -> Code:
-    return Code(lambda scope: value, constant=value)
+    return Code(lambda scope: value, constant=value, pure=True)
 
 
 def _apply1(fn: Callable[[Any], Any], a: Code) -> Code:
@@ -75,7 +77,7 @@ def _apply1(fn: Callable[[Any], Any], a: Code) -> Code:
         value = fn(a.constant)
         return _constant(value)
     if not a.is_async:
-        return Code(lambda scope: fn(a_fn(scope)))
+        return Code(lambda scope: fn(a_fn(scope)), pure=a.pure)
 
     async def run(scope: Scope) -> Any:
         return fn(await a_fn(scope))
@@ -90,8 +92,8 @@ def _apply2(fn: Callable[[Any, Any], Any], a: Code, b: Code) -> Code:
     if not a.is_async and not b.is_async:
         if b.constant is not MISSING:
             right = b.constant
-            return Code(lambda scope: fn(a_fn(scope), right))
-        return Code(lambda scope: fn(a_fn(scope), b_fn(scope)))
+            return Code(lambda scope: fn(a_fn(scope), right), pure=a.pure)
+        return Code(lambda scope: fn(a_fn(scope), b_fn(scope)), pure=a.pure and b.pure)
 
     async def run(scope: Scope) -> Any:
         left = a_fn(scope)
@@ -109,7 +111,7 @@ def _gather(codes: list[Code]) -> Code:
     """A list of the values of ``codes``."""
     fns = [c.fn for c in codes]
     if not any(c.is_async for c in codes):
-        return Code(lambda scope: [fn(scope) for fn in fns])
+        return Code(lambda scope: [fn(scope) for fn in fns], pure=all(c.pure for c in codes))
 
     async def run(scope: Scope) -> list[Any]:
         return [await evaluate(code, scope) for code in codes]
@@ -213,6 +215,7 @@ class Compiler:
         plan.needs_lazy_row = bool(aliases) and (
             plan.where is not None or plan.group_by is not None
         )
+        prepare(plan)
         return plan
 
     def source(self, node: ast.Source) -> SourcePlan:
@@ -299,7 +302,7 @@ class Compiler:
                 return resolve_sync(value, scope)
             return value
 
-        return Code(lookup, symbol=name)
+        return Code(lookup, symbol=name, pure=True)
 
     @staticmethod
     def _async_symbol(name: str) -> Code:
@@ -318,12 +321,19 @@ class Compiler:
         fallback = self._sync_symbol(name).fn
 
         if not column.code.is_async:
+            compute = column.code.fn  # final: WHERE is compiled after every column
 
             def read(scope: Scope) -> Any:
                 row = scope.vars
-                return row.value(name) if row.__class__ is LazyRow else fallback(scope)
+                if row.__class__ is not LazyRow:
+                    return fallback(scope)
+                computed = row.values
+                value = computed.get(name, MISSING)
+                if value is MISSING:
+                    value = computed[name] = compute(row.scope)  # once a row, in its own scope
+                return value
 
-            return Code(read, symbol=name)
+            return Code(read, symbol=name, pure=column.code.pure)
 
         async def read_async(scope: Scope) -> Any:
             row = scope.vars
@@ -354,6 +364,8 @@ class Compiler:
             code = self._regex(left, right)
         elif node.op in _ORDERINGS and _is_plain_number(right.constant) and not left.is_async:
             code = _compare_with_number(node.op, left, right.constant)
+        elif node.op in _ARITHMETIC and not left.is_async and not right.is_async:
+            code = _arithmetic(node.op, left, right)
         else:
             code = _apply2(_OPERATORS[node.op], left, right)
         if node.op not in _ARITHMETIC:
@@ -375,7 +387,7 @@ class Compiler:
                     scope.error(message)
                     return False
 
-                return Code(invalid)
+                return Code(invalid, pure=True)
             search = compiled.search
             if not value.is_async:
                 value_fn = value.fn
@@ -386,7 +398,7 @@ class Compiler:
                         return search(subject) is not None
                     return V.regex_search(compiled, subject)
 
-                return Code(match)
+                return Code(match, pure=value.pure)
             return _apply1(lambda subject: V.regex_search(compiled, subject), value)
 
         def dynamic(subject: Any, pattern_value: Any) -> Any:
@@ -456,7 +468,10 @@ class Compiler:
         otherwise = parts.get("else", _constant(None))
         if not (condition.is_async or then.is_async or otherwise.is_async):
             c_fn, t_fn, o_fn = condition.fn, then.fn, otherwise.fn
-            return Code(lambda scope: t_fn(scope) if V.truthy(c_fn(scope)) else o_fn(scope))
+            return Code(
+                lambda scope: t_fn(scope) if V.truthy(c_fn(scope)) else o_fn(scope),
+                pure=condition.pure and then.pure and otherwise.pure,
+            )
 
         async def run(scope: Scope) -> Any:
             if V.truthy(await evaluate(condition, scope)):
@@ -504,7 +519,48 @@ def _compare_with_number(op: str, left: Code, number: float) -> Code:
             cls = value.__class__
             return value <= number if cls is int or cls is float else generic(value, number)
 
-    return Code(compare, boolean=True)
+    return Code(compare, boolean=True, pure=left.pure)
+
+
+_NUMBER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+}
+
+
+def _arithmetic(op: str, left: Code, right: Code) -> Code:
+    """``x * 2`` and friends: Python's operator straight away when both sides are numbers (not
+    booleans), as they usually are, where it gives what VQL's does; VQL's operator otherwise."""
+    generic = _OPERATORS[op]
+    if left.constant is not MISSING and right.constant is not MISSING:
+        return _apply2(generic, left, right)
+    fast = _NUMBER_OPERATORS[op]
+    left_fn, right_fn = left.fn, right.fn
+    pure = left.pure and right.pure
+    if _is_plain_number(right.constant) and not (op == "/" and right.constant == 0):
+        number = right.constant
+
+        def with_number(scope: Scope) -> Any:
+            value = left_fn(scope)
+            cls = value.__class__
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
+
+        return Code(with_number, pure=pure)
+    if op == "/":
+        return _apply2(generic, left, right)  # a divisor of 0 gives NULL
+
+    def compute(scope: Scope) -> Any:
+        a = left_fn(scope)
+        b = right_fn(scope)
+        a_cls = a.__class__
+        b_cls = b.__class__
+        if (a_cls is int or a_cls is float) and (b_cls is int or b_cls is float):
+            return fast(a, b)
+        return generic(a, b)
+
+    return Code(compute, pure=pure)
 
 
 def _log_invalid_regex(code: Code) -> Code:
@@ -522,14 +578,15 @@ def _log_invalid_regex(code: Code) -> Code:
             return finish(await inner(scope), scope)
 
         return Code(run_async, True)
-    return Code(lambda scope: finish(inner(scope), scope))
+    return Code(lambda scope: finish(inner(scope), scope), pure=code.pure)
 
 
 def _logical(op: str, left: Code, right: Code) -> Code:
     truthy = V.truthy
     if op == "AND" and left.boolean and right.boolean and not left.is_async and not right.is_async:
         left_fn, right_fn = left.fn, right.fn
-        return Code(lambda scope: left_fn(scope) and right_fn(scope), boolean=True)
+        pure = left.pure and right.pure
+        return Code(lambda scope: left_fn(scope) and right_fn(scope), boolean=True, pure=pure)
     if op == "AND":
 
         def combine_sync(scope: Scope) -> Any:
@@ -556,7 +613,7 @@ def _logical(op: str, left: Code, right: Code) -> Code:
             return True if truthy(other) else other
 
     if not left.is_async and not right.is_async:
-        return Code(combine_sync, boolean=op == "AND")
+        return Code(combine_sync, boolean=op == "AND", pure=left.pure and right.pure)
 
     async def combine_async(scope: Scope) -> Any:
         first = await evaluate(left, scope)
