@@ -285,10 +285,12 @@ class Compiler:
             return self._alias_reference(name, alias)
         if self.lets.get(name) in (QUERY, LAZY_ASYNC):
             return self._async_symbol(name)
-        return self._sync_symbol(name)
+        return self._sync_symbol(name, past_aliases=bool(context.aliases))
 
     @staticmethod
-    def _sync_symbol(name: str) -> Code:
+    def _sync_symbol(name: str, past_aliases: bool = False) -> Code:
+        """``name`` looked up innermost first. ``past_aliases``: where WHERE or GROUP BY may run
+        with the aliases' layer innermost, which never holds a name that is no alias."""
         message = f"Symbol {name} not found"
 
         def lookup(scope: Scope) -> Any:
@@ -302,7 +304,22 @@ class Compiler:
                 return resolve_sync(value, scope)
             return value
 
-        return Code(lookup, symbol=name, pure=True)
+        if not past_aliases:
+            return Code(lookup, symbol=name, pure=True, row_key=name)
+
+        def lookup_past_aliases(scope: Scope) -> Any:
+            holder = scope.parent if scope.vars.__class__ is LazyRow else scope
+            value = holder.vars.get(name, MISSING)
+            if value is MISSING:
+                value = holder.parent.lookup(name) if holder.parent is not None else MISSING
+                if value is MISSING:
+                    scope.context.unknown("symbol", name, message)
+                    return None
+            if value.__class__ in DEFERRED:
+                return resolve_sync(value, scope)  # in the scope it was asked in, aliases and all
+            return value
+
+        return Code(lookup_past_aliases, symbol=name, pure=True)
 
     @staticmethod
     def _async_symbol(name: str) -> Code:
@@ -391,9 +408,15 @@ class Compiler:
             search = compiled.search
             if not value.is_async:
                 value_fn = value.fn
+                key = value.row_key
 
                 def match(scope: Scope) -> bool:
-                    subject = value_fn(scope)
+                    if key is None:
+                        subject = value_fn(scope)
+                    else:
+                        subject = scope.vars.get(key, MISSING)
+                        if subject is MISSING or subject.__class__ in DEFERRED:
+                            subject = value_fn(scope)
                     if subject.__class__ is str:
                         return search(subject) is not None
                     return V.regex_search(compiled, subject)
@@ -491,37 +514,36 @@ def _is_plain_number(value: Any) -> bool:
 
 
 def _compare_with_number(op: str, left: Code, number: float) -> Code:
-    """``x > 1000`` and friends: the comparison inline when x is a number, as it usually is."""
-    left_fn = left.fn
+    """``x > 1000`` and friends: Python's comparison straight away when x is a number, as it
+    usually is, and x read from the row inline when it is a bare symbol."""
+    fast = _NUMBER_COMPARISONS[op]
     generic = _OPERATORS[op]
-    if op == ">":
+    left_fn = left.fn
+    key = left.row_key
+    if key is None:
 
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
-            return value > number if cls is int or cls is float else generic(value, number)
-    elif op == "<":
-
-        def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
-            cls = value.__class__
-            return value < number if cls is int or cls is float else generic(value, number)
-    elif op == ">=":
-
-        def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
-            cls = value.__class__
-            return value >= number if cls is int or cls is float else generic(value, number)
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
     else:
 
         def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
+            value = scope.vars.get(key, MISSING)
+            if value is MISSING or value.__class__ in DEFERRED:
+                value = left_fn(scope)  # not in the row, or a lazy LET: the full lookup
             cls = value.__class__
-            return value <= number if cls is int or cls is float else generic(value, number)
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
 
     return Code(compare, boolean=True, pure=left.pure)
 
 
+_NUMBER_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
 _NUMBER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add,
     "-": operator.sub,
@@ -541,9 +563,15 @@ def _arithmetic(op: str, left: Code, right: Code) -> Code:
     pure = left.pure and right.pure
     if _is_plain_number(right.constant) and not (op == "/" and right.constant == 0):
         number = right.constant
+        key = left.row_key
 
         def with_number(scope: Scope) -> Any:
-            value = left_fn(scope)
+            if key is None:
+                value = left_fn(scope)
+            else:
+                value = scope.vars.get(key, MISSING)
+                if value is MISSING or value.__class__ in DEFERRED:
+                    value = left_fn(scope)
             cls = value.__class__
             return fast(value, number) if cls is int or cls is float else generic(value, number)
 

@@ -29,7 +29,7 @@ from velotui.vql.values import json_text, sort_key, truthy
 class Code:
     """A compiled expression: ``fn(scope)`` gives its value, or an awaitable when ``is_async``."""
 
-    __slots__ = ("boolean", "constant", "fn", "is_async", "pure", "symbol")
+    __slots__ = ("boolean", "constant", "fn", "is_async", "pure", "row_key", "symbol")
 
     def __init__(
         self,
@@ -40,6 +40,7 @@ class Code:
         symbol: str | None = None,
         boolean: bool = False,
         pure: bool = False,
+        row_key: str | None = None,
     ) -> None:
         self.fn = fn
         self.is_async = is_async
@@ -49,6 +50,9 @@ class Code:
         # Only the engine's own operators see the scope (no function, plugin or subquery gets
         # it), so nothing can keep it once the value is computed.
         self.pure = pure
+        # The name, when the value is the innermost layer's (the row's) column of that name
+        # whenever it holds one that is not a lazy LET: a bare symbol, so callers may read it.
+        self.row_key = row_key
 
 
 async def evaluate(code: Code, scope: Scope) -> Any:
@@ -418,6 +422,7 @@ def _row_builder(plan: SelectPlan) -> Callable[[Any, Scope, LazyRow | None], dic
     """The output row for a row that passed: columns computed in the row's scope, except
     those WHERE already computed by alias."""
     pairs = tuple((column.name, column.code.fn) for column in plan.columns)
+    keyed = tuple((column.name, column.code.fn, column.code.row_key) for column in plan.columns)
     if plan.has_star:
         if not pairs:
 
@@ -434,8 +439,13 @@ def _row_builder(plan: SelectPlan) -> Callable[[Any, Scope, LazyRow | None], dic
     def build_columns(row: Any, scope: Scope, lazy: LazyRow | None) -> dict:
         out = {}
         if lazy is None:
-            for name, fn in pairs:
-                out[name] = fn(scope)
+            layer = scope.vars
+            for name, fn, key in keyed:
+                if key is None:
+                    out[name] = fn(scope)
+                    continue
+                value = layer.get(key, MISSING)  # a bare symbol read inline
+                out[name] = fn(scope) if value is MISSING or value.__class__ in DEFERRED else value
             return out
         computed = lazy.values
         for name, fn in pairs:
