@@ -322,10 +322,10 @@ class Ticker:
 @pytest.mark.parametrize(
     ("query", "env"),
     [
-        # Two million rows held in memory that WHERE drops: a loop that never waits on its own.
-        ("SELECT Name FROM rows WHERE Size > 10", {"rows": [{"Name": "a", "Size": 1}] * 2_000_000}),
+        # A million rows held in memory that WHERE drops: a loop that never waits on its own.
+        ("SELECT Name FROM rows WHERE Size > 10", {"rows": [{"Name": "a", "Size": 1}] * 1_000_000}),
         # A plugin whose generator never waits either.
-        ("SELECT _value FROM range(end=600000) WHERE _value < 0", {}),
+        ("SELECT _value FROM range(end=300000) WHERE _value < 0", {}),
     ],
     ids=["list", "plugin"],
 )
