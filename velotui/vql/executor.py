@@ -391,10 +391,11 @@ def unshared(scope: Scope) -> Scope:
     """``scope``, with fresh copies of any layers a row loop reuses from row to row."""
     if scope.__class__ is not SharedScope:
         return scope
-    parent = unshared(scope.parent)  # type: ignore[arg-type]  # a shared scope has a parent
+    assert scope.parent is not None  # a row's scope always has its query's above it
+    parent = unshared(scope.parent)
     layer = scope.vars
-    if layer.__class__ is LazyRow:
-        layer = layer.moved_to(parent)  # type: ignore[attr-defined]
+    if isinstance(layer, LazyRow):
+        layer = layer.moved_to(parent)  # the same row's aliases, computed once between them
     return Scope(layer, parent)
 
 
