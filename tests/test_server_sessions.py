@@ -113,6 +113,16 @@ async def test_results_for_a_flow_never_scheduled_are_refused(server: Server,
     assert stored["n"] == 0
 
 
+async def test_an_upload_for_a_flow_id_no_path_could_hold_is_refused_as_unscheduled(
+    server: Server, tmp_path: Path
+) -> None:
+    connection, _welcome = await handshake(server, tmp_path / "a")
+    await connection.send(protocol.encode(protocol.Upload(
+        flow_id="a\nb\x1b[2J\u202e", seq=1, data=b"\0" * 32)))
+    code, reason = await closed_with(connection)
+    assert code == protocol.CloseCode.FLOW_NOT_SCHEDULED and "not scheduled" in reason
+
+
 async def test_data_for_another_clients_flow_is_refused(server: Server, tmp_path: Path) -> None:
     owner, welcome = await handshake(server, tmp_path / "owner")
     flow = await server.flows.schedule(welcome.client_id, "SELECT * FROM info()")

@@ -333,10 +333,15 @@ class FlowManager:
         """Write the chunk at its offset and sync it, then record it. The chunk is written only
         when the flow is in flight, the offset is where the upload stands and no limit stops it:
         a finished upload's bytes are never touched again."""
+        if record is None:
+            # Not a flow in flight here: the agent's flow ID is nothing to build a path from,
+            # and the writer only says what it is (ended, or never scheduled).
+            return await self.db.flows.ingest_upload(client_id, message.flow_id, message.seq,
+                                                     None, now)
         path = upload_path(self.uploads_dir, client_id, message.flow_id, message.upload_id)
         chunk = UploadChunk(message.upload_id, message.name, message.offset, len(message.data),
                             message.eof, str(path.relative_to(self.uploads_dir)), None)
-        if record is not None and self._chunk_fits(record, in_flight, message):
+        if self._chunk_fits(record, in_flight, message):
             await asyncio.to_thread(write_chunk, path, message.offset, message.data)
             sha256 = None
             if message.eof:

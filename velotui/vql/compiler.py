@@ -9,6 +9,7 @@ are compiled in the order they run.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from velotui.vql.executor import (
     StoredQuery,
     evaluate,
     execute,
+    prepare,
     resolve_async,
     resolve_sync,
 )
@@ -66,7 +68,7 @@ class _Context:
 
 
 def _constant(value: Any) -> Code:
-    return Code(lambda scope: value, constant=value)
+    return Code(lambda scope: value, constant=value, pure=True)
 
 
 def _apply1(fn: Callable[[Any], Any], a: Code) -> Code:
@@ -75,7 +77,7 @@ def _apply1(fn: Callable[[Any], Any], a: Code) -> Code:
         value = fn(a.constant)
         return _constant(value)
     if not a.is_async:
-        return Code(lambda scope: fn(a_fn(scope)))
+        return Code(lambda scope: fn(a_fn(scope)), pure=a.pure)
 
     async def run(scope: Scope) -> Any:
         return fn(await a_fn(scope))
@@ -90,8 +92,8 @@ def _apply2(fn: Callable[[Any, Any], Any], a: Code, b: Code) -> Code:
     if not a.is_async and not b.is_async:
         if b.constant is not MISSING:
             right = b.constant
-            return Code(lambda scope: fn(a_fn(scope), right))
-        return Code(lambda scope: fn(a_fn(scope), b_fn(scope)))
+            return Code(lambda scope: fn(a_fn(scope), right), pure=a.pure)
+        return Code(lambda scope: fn(a_fn(scope), b_fn(scope)), pure=a.pure and b.pure)
 
     async def run(scope: Scope) -> Any:
         left = a_fn(scope)
@@ -109,7 +111,7 @@ def _gather(codes: list[Code]) -> Code:
     """A list of the values of ``codes``."""
     fns = [c.fn for c in codes]
     if not any(c.is_async for c in codes):
-        return Code(lambda scope: [fn(scope) for fn in fns])
+        return Code(lambda scope: [fn(scope) for fn in fns], pure=all(c.pure for c in codes))
 
     async def run(scope: Scope) -> list[Any]:
         return [await evaluate(code, scope) for code in codes]
@@ -213,6 +215,7 @@ class Compiler:
         plan.needs_lazy_row = bool(aliases) and (
             plan.where is not None or plan.group_by is not None
         )
+        prepare(plan)
         return plan
 
     def source(self, node: ast.Source) -> SourcePlan:
@@ -282,10 +285,12 @@ class Compiler:
             return self._alias_reference(name, alias)
         if self.lets.get(name) in (QUERY, LAZY_ASYNC):
             return self._async_symbol(name)
-        return self._sync_symbol(name)
+        return self._sync_symbol(name, past_aliases=bool(context.aliases))
 
     @staticmethod
-    def _sync_symbol(name: str) -> Code:
+    def _sync_symbol(name: str, past_aliases: bool = False) -> Code:
+        """``name`` looked up innermost first. ``past_aliases``: where WHERE or GROUP BY may run
+        with the aliases' layer innermost, which never holds a name that is no alias."""
         message = f"Symbol {name} not found"
 
         def lookup(scope: Scope) -> Any:
@@ -299,7 +304,22 @@ class Compiler:
                 return resolve_sync(value, scope)
             return value
 
-        return Code(lookup, symbol=name)
+        if not past_aliases:
+            return Code(lookup, symbol=name, pure=True, row_key=name)
+
+        def lookup_past_aliases(scope: Scope) -> Any:
+            holder = scope.parent if scope.vars.__class__ is LazyRow else scope
+            value = holder.vars.get(name, MISSING)
+            if value is MISSING:
+                value = holder.parent.lookup(name) if holder.parent is not None else MISSING
+                if value is MISSING:
+                    scope.context.unknown("symbol", name, message)
+                    return None
+            if value.__class__ in DEFERRED:
+                return resolve_sync(value, scope)  # in the scope it was asked in, aliases and all
+            return value
+
+        return Code(lookup_past_aliases, symbol=name, pure=True)
 
     @staticmethod
     def _async_symbol(name: str) -> Code:
@@ -318,12 +338,19 @@ class Compiler:
         fallback = self._sync_symbol(name).fn
 
         if not column.code.is_async:
+            compute = column.code.fn  # final: WHERE is compiled after every column
 
             def read(scope: Scope) -> Any:
                 row = scope.vars
-                return row.value(name) if row.__class__ is LazyRow else fallback(scope)
+                if row.__class__ is not LazyRow:
+                    return fallback(scope)
+                computed = row.values
+                value = computed.get(name, MISSING)
+                if value is MISSING:
+                    value = computed[name] = compute(row.scope)  # once a row, in its own scope
+                return value
 
-            return Code(read, symbol=name)
+            return Code(read, symbol=name, pure=column.code.pure)
 
         async def read_async(scope: Scope) -> Any:
             row = scope.vars
@@ -354,6 +381,8 @@ class Compiler:
             code = self._regex(left, right)
         elif node.op in _ORDERINGS and _is_plain_number(right.constant) and not left.is_async:
             code = _compare_with_number(node.op, left, right.constant)
+        elif node.op in _ARITHMETIC and not left.is_async and not right.is_async:
+            code = _arithmetic(node.op, left, right)
         else:
             code = _apply2(_OPERATORS[node.op], left, right)
         if node.op not in _ARITHMETIC:
@@ -375,18 +404,24 @@ class Compiler:
                     scope.error(message)
                     return False
 
-                return Code(invalid)
+                return Code(invalid, pure=True)
             search = compiled.search
             if not value.is_async:
                 value_fn = value.fn
+                key = value.row_key
 
                 def match(scope: Scope) -> bool:
-                    subject = value_fn(scope)
+                    if key is None:
+                        subject = value_fn(scope)
+                    else:
+                        subject = scope.vars.get(key, MISSING)
+                        if subject is MISSING or subject.__class__ in DEFERRED:
+                            subject = value_fn(scope)
                     if subject.__class__ is str:
                         return search(subject) is not None
                     return V.regex_search(compiled, subject)
 
-                return Code(match)
+                return Code(match, pure=value.pure)
             return _apply1(lambda subject: V.regex_search(compiled, subject), value)
 
         def dynamic(subject: Any, pattern_value: Any) -> Any:
@@ -456,7 +491,10 @@ class Compiler:
         otherwise = parts.get("else", _constant(None))
         if not (condition.is_async or then.is_async or otherwise.is_async):
             c_fn, t_fn, o_fn = condition.fn, then.fn, otherwise.fn
-            return Code(lambda scope: t_fn(scope) if V.truthy(c_fn(scope)) else o_fn(scope))
+            return Code(
+                lambda scope: t_fn(scope) if V.truthy(c_fn(scope)) else o_fn(scope),
+                pure=condition.pure and then.pure and otherwise.pure,
+            )
 
         async def run(scope: Scope) -> Any:
             if V.truthy(await evaluate(condition, scope)):
@@ -476,35 +514,81 @@ def _is_plain_number(value: Any) -> bool:
 
 
 def _compare_with_number(op: str, left: Code, number: float) -> Code:
-    """``x > 1000`` and friends: the comparison inline when x is a number, as it usually is."""
-    left_fn = left.fn
+    """``x > 1000`` and friends: Python's comparison straight away when x is a number, as it
+    usually is, and x read from the row inline when it is a bare symbol."""
+    fast = _NUMBER_COMPARISONS[op]
     generic = _OPERATORS[op]
-    if op == ">":
+    left_fn = left.fn
+    key = left.row_key
+    if key is None:
 
         def compare(scope: Scope) -> bool:
             value = left_fn(scope)
             cls = value.__class__
-            return value > number if cls is int or cls is float else generic(value, number)
-    elif op == "<":
-
-        def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
-            cls = value.__class__
-            return value < number if cls is int or cls is float else generic(value, number)
-    elif op == ">=":
-
-        def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
-            cls = value.__class__
-            return value >= number if cls is int or cls is float else generic(value, number)
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
     else:
 
         def compare(scope: Scope) -> bool:
-            value = left_fn(scope)
+            value = scope.vars.get(key, MISSING)
+            if value is MISSING or value.__class__ in DEFERRED:
+                value = left_fn(scope)  # not in the row, or a lazy LET: the full lookup
             cls = value.__class__
-            return value <= number if cls is int or cls is float else generic(value, number)
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
 
-    return Code(compare, boolean=True)
+    return Code(compare, boolean=True, pure=left.pure)
+
+
+_NUMBER_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
+_NUMBER_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+}
+
+
+def _arithmetic(op: str, left: Code, right: Code) -> Code:
+    """``x * 2`` and friends: Python's operator straight away when both sides are numbers (not
+    booleans), as they usually are, where it gives what VQL's does; VQL's operator otherwise."""
+    generic = _OPERATORS[op]
+    if left.constant is not MISSING and right.constant is not MISSING:
+        return _apply2(generic, left, right)
+    fast = _NUMBER_OPERATORS[op]
+    left_fn, right_fn = left.fn, right.fn
+    pure = left.pure and right.pure
+    if _is_plain_number(right.constant) and not (op == "/" and right.constant == 0):
+        number = right.constant
+        key = left.row_key
+
+        def with_number(scope: Scope) -> Any:
+            if key is None:
+                value = left_fn(scope)
+            else:
+                value = scope.vars.get(key, MISSING)
+                if value is MISSING or value.__class__ in DEFERRED:
+                    value = left_fn(scope)
+            cls = value.__class__
+            return fast(value, number) if cls is int or cls is float else generic(value, number)
+
+        return Code(with_number, pure=pure)
+    if op == "/":
+        return _apply2(generic, left, right)  # a divisor of 0 gives NULL
+
+    def compute(scope: Scope) -> Any:
+        a = left_fn(scope)
+        b = right_fn(scope)
+        a_cls = a.__class__
+        b_cls = b.__class__
+        if (a_cls is int or a_cls is float) and (b_cls is int or b_cls is float):
+            return fast(a, b)
+        return generic(a, b)
+
+    return Code(compute, pure=pure)
 
 
 def _log_invalid_regex(code: Code) -> Code:
@@ -522,14 +606,15 @@ def _log_invalid_regex(code: Code) -> Code:
             return finish(await inner(scope), scope)
 
         return Code(run_async, True)
-    return Code(lambda scope: finish(inner(scope), scope))
+    return Code(lambda scope: finish(inner(scope), scope), pure=code.pure)
 
 
 def _logical(op: str, left: Code, right: Code) -> Code:
     truthy = V.truthy
     if op == "AND" and left.boolean and right.boolean and not left.is_async and not right.is_async:
         left_fn, right_fn = left.fn, right.fn
-        return Code(lambda scope: left_fn(scope) and right_fn(scope), boolean=True)
+        pure = left.pure and right.pure
+        return Code(lambda scope: left_fn(scope) and right_fn(scope), boolean=True, pure=pure)
     if op == "AND":
 
         def combine_sync(scope: Scope) -> Any:
@@ -556,7 +641,7 @@ def _logical(op: str, left: Code, right: Code) -> Code:
             return True if truthy(other) else other
 
     if not left.is_async and not right.is_async:
-        return Code(combine_sync, boolean=op == "AND")
+        return Code(combine_sync, boolean=op == "AND", pure=left.pure and right.pure)
 
     async def combine_async(scope: Scope) -> Any:
         first = await evaluate(left, scope)

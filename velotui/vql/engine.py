@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,22 +47,32 @@ class Program:
     text: str
     statements: list[LetPlan | SelectPlan]
 
-    async def rows(self, scope: Scope) -> AsyncIterator[dict[str, Any]]:
+    def rows(self, scope: Scope) -> AsyncGenerator[dict[str, Any], None]:
         """Run every statement in ``scope`` (whose innermost layer takes the LETs) and yield
         the rows of each SELECT in turn. A statement that fails is logged and the next runs."""
-        for statement in self.statements:
-            if isinstance(statement, LetPlan):
-                try:
-                    await _bind(statement, scope)
-                except Exception as error:
-                    scope.error(f"LET {statement.name}: {error.__class__.__name__}: {error}")
-                continue
+        return _statement_rows(self, None, lambda: scope)
+
+
+async def _statement_rows(
+    query: str | Program, registry: Registry | None, make_scope: Callable[[], Scope]
+) -> AsyncGenerator[dict[str, Any], None]:
+    # What Program.rows and run both are, without a generator in between, because each row
+    # passes through every generator on its way out.
+    program = query if isinstance(query, Program) else compile_query(query, registry)
+    scope = make_scope()
+    for statement in program.statements:
+        if isinstance(statement, LetPlan):
             try:
-                async with contextlib.aclosing(execute(statement, scope)) as rows:
-                    async for row in rows:
-                        yield row
+                await _bind(statement, scope)
             except Exception as error:
-                scope.error(f"query failed: {error.__class__.__name__}: {error}")
+                scope.error(f"LET {statement.name}: {error.__class__.__name__}: {error}")
+            continue
+        try:
+            async with contextlib.aclosing(execute(statement, scope)) as rows:
+                async for row in rows:
+                    yield row
+        except Exception as error:
+            scope.error(f"query failed: {error.__class__.__name__}: {error}")
 
 
 async def _bind(plan: LetPlan, scope: Scope) -> None:
@@ -134,7 +144,7 @@ def new_scope(
     return Scope({}, env_scope)
 
 
-async def run(
+def run(
     query: str | Program,
     *,
     env: Mapping[str, Any] | None = None,
@@ -144,20 +154,21 @@ async def run(
     deadline: float | None = None,
     on_unknown: UnknownSink | None = None,
     clock: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[dict[str, Any]]:
-    """Yield the rows of every statement of ``query``.
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The rows of every statement of ``query``, as an async generator.
 
     Raises ``VQLSyntaxError`` before yielding anything when the text is not VQL. Errors while
     running (unknown symbols, failing functions) go to ``on_log`` and never stop the query;
     unknown names also go to ``on_unknown``. Raises ``DeadlineExceeded`` once ``clock()``
     (``time.monotonic`` unless given; ``time.thread_time`` counts only this thread's work) has
-    passed ``deadline``, checked between rows and in loops that yield none.
+    passed ``deadline``, checked between rows and in loops that yield none. A long filter
+    lets the event loop run about every 10 ms (``executor.time_slice``).
     """
-    program = query if isinstance(query, Program) else compile_query(query, registry)
-    scope = new_scope(registry, env, on_log, services, deadline, on_unknown, clock)
-    async with contextlib.aclosing(program.rows(scope)) as rows:
-        async for row in rows:
-            yield row
+
+    def make_scope() -> Scope:
+        return new_scope(registry, env, on_log, services, deadline, on_unknown, clock)
+
+    return _statement_rows(query, registry, make_scope)
 
 
 async def collect(query: str | Program, **options: Any) -> list[dict[str, Any]]:

@@ -3,12 +3,21 @@
 Rows stream: a SELECT pulls one row at a time from its source, filters it, and builds the output
 row only for rows that pass. A column that WHERE or GROUP BY mentions by alias is computed when
 first read and kept for the output row; columns of rows that WHERE drops are never computed.
+
+Each plan's per-row work is compiled once (``prepare``) into a step, and one loop (``_stream``)
+runs every SELECT: it reads a list, or a plugin's generator, directly, with no generator in
+between; it awaits nothing per row when WHERE and the columns need no coroutine; it reuses one
+scope for every row when they are pure; and it lets the event loop run once its time slice has
+passed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +29,7 @@ from velotui.vql.values import json_text, sort_key, truthy
 class Code:
     """A compiled expression: ``fn(scope)`` gives its value, or an awaitable when ``is_async``."""
 
-    __slots__ = ("boolean", "constant", "fn", "is_async", "symbol")
+    __slots__ = ("boolean", "constant", "fn", "is_async", "pure", "row_key", "symbol")
 
     def __init__(
         self,
@@ -30,12 +39,20 @@ class Code:
         constant: Any = MISSING,
         symbol: str | None = None,
         boolean: bool = False,
+        pure: bool = False,
+        row_key: str | None = None,
     ) -> None:
         self.fn = fn
         self.is_async = is_async
         self.constant = constant  # the value when the expression is a literal
         self.symbol = symbol  # the name when the expression is a bare symbol
         self.boolean = boolean  # always gives True or False, so truth needs no conversion
+        # Only the engine's own operators see the scope (no function, plugin or subquery gets
+        # it), so nothing can keep it once the value is computed.
+        self.pure = pure
+        # The name, when the value is the innermost layer's (the row's) column of that name
+        # whenever it holds one that is not a lazy LET: a bare symbol, so callers may read it.
+        self.row_key = row_key
 
 
 async def evaluate(code: Code, scope: Scope) -> Any:
@@ -121,12 +138,20 @@ class StoredQuery(RowSource):
         self.name = name
         self.parameters = parameters
 
-    async def rows(self, scope: Scope, args: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
-        if self.parameters is not None:
-            bound = bind_parameters(self.parameters, args or {}, scope, self.name)
-            if bound is None:
-                return
-            scope = Scope(await _resolve_defaults(bound, scope), scope)
+    def rows(self, scope: Scope, args: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
+        """The query's rows run in ``scope`` (with ``args`` bound when it takes parameters), as
+        an async generator."""
+        if self.parameters is None:
+            return execute(self.plan, scope)
+        return self._bound_rows(scope, self.parameters, args or {})
+
+    async def _bound_rows(
+        self, scope: Scope, parameters: list[BoundParameter], args: Mapping[str, Any]
+    ) -> AsyncIterator[Any]:
+        bound = bind_parameters(parameters, args, scope, self.name)
+        if bound is None:
+            return
+        scope = Scope(await _resolve_defaults(bound, scope), scope)
         async with contextlib.aclosing(execute(self.plan, scope)) as rows:
             async for row in rows:
                 yield row
@@ -168,6 +193,7 @@ async def resolve_async(value: Any, scope: Scope) -> Any:
 
 
 def resolve_sync(value: Any, scope: Scope) -> Any:
+    scope = unshared(scope)  # a lazy LET's code may call anything, which may keep its scope
     if value.__class__ is LazyExpression and not value.code.is_async:
         scope.context.check_deadline()
         return value.code.fn(scope)
@@ -213,6 +239,11 @@ class SelectPlan:
     has_star: bool = False
     columns_sync: bool = True
     needs_lazy_row: bool = False
+    # Set by ``prepare`` once the plan is complete: the work for one source row.
+    pure: bool = False  # WHERE and every column pure (see Code.pure)
+    build: Callable[[Any, Scope, LazyRow | None], dict] | None = None
+    steps: Callable[[Scope], RowStep] | None = None  # a run's step, given the run's scope
+    step_is_async: bool = True
 
 
 class LazyRow(Mapping[str, Any]):
@@ -224,6 +255,12 @@ class LazyRow(Mapping[str, Any]):
         self.plan = plan
         self.scope = scope
         self.values: dict[str, Any] = {}
+
+    def moved_to(self, scope: Scope) -> LazyRow:
+        """The same row's aliases (the same computed values) read in ``scope``."""
+        moved = LazyRow(self.plan, scope)
+        moved.values = self.values
+        return moved
 
     def value(self, name: str) -> Any:
         value = self.values.get(name, MISSING)
@@ -335,65 +372,170 @@ def _order_value(out: Mapping[str, Any], source_row: Any, name: str) -> Any:
     return None
 
 
-async def execute(plan: SelectPlan, scope: Scope) -> AsyncIterator[dict]:
-    """Yield the output rows of one SELECT run in ``scope``."""
-    if plan.limit == 0:
-        return
-    if plan.group_by is not None:
-        rows = await _grouped_rows(plan, scope)
-    elif plan.order_by is not None:
-        rows = [pair async for pair in _filtered_rows(plan, scope)]
-    else:
-        emitted = 0
-        limit = plan.limit
-        async with contextlib.aclosing(_filtered_rows(plan, scope)) as filtered:
-            async for out, _source in filtered:
-                yield out
-                emitted += 1
-                if limit is not None and emitted >= limit:
-                    return  # closing the source stops the plugin early
-        return
-    if plan.order_by is not None:
-        name = plan.order_by
-        rows.sort(
-            key=lambda pair: sort_key(_order_value(pair[0], pair[1], name)), reverse=plan.descending
-        )
-    if plan.limit is not None:
-        rows = rows[: plan.limit]
-    for out, _source in rows:
-        yield out
+# Row steps: the work a SELECT does for one source row ---------------------------------------------
+
+RowStep = Callable[[Any], Any]
+"""``step(row)``: the output row for one source row, or None when WHERE drops it (an awaitable
+of that when the plan's step is asynchronous)."""
 
 
-async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[dict, Any]]:
-    """(output row, source row) for every source row that passes WHERE."""
+class SharedScope(Scope):
+    """A row's scope that a row loop reuses for the next row instead of making a new one: only
+    for plans whose expressions are pure (see ``Code.pure``), so no code that could keep a
+    scope ever sees it (``unshared`` gives such code a copy of its own)."""
+
+    __slots__ = ()
+
+
+def unshared(scope: Scope) -> Scope:
+    """``scope``, with fresh copies of any layers a row loop reuses from row to row."""
+    if scope.__class__ is not SharedScope:
+        return scope
+    assert scope.parent is not None  # a row's scope always has its query's above it
+    parent = unshared(scope.parent)
+    layer = scope.vars
+    if isinstance(layer, LazyRow):
+        layer = layer.moved_to(parent)  # the same row's aliases, computed once between them
+    return Scope(layer, parent)
+
+
+def prepare(plan: SelectPlan, fast: bool = True) -> None:
+    """Compile ``plan``'s per-row work once, when the plan is complete: plain functions when
+    WHERE and every column are, so that rows need no coroutine, and one scope reused for every
+    row when they are pure. ``fast=False`` gives the general path every plan can take (a
+    coroutine a row, fresh scopes, the general row builder), which tests hold the fast one to."""
+    synchronous = plan.columns_sync and (plan.where is None or not plan.where.is_async)
+    if not fast:
+        plan.pure = False
+        plan.build = lambda row, scope, lazy: _build_row_sync(plan, row, scope, lazy)
+        plan.steps = _async_steps(plan)
+        plan.step_is_async = True
+        return
+    plan.pure = synchronous and (plan.where is None or plan.where.pure) and all(
+        column.code.pure for column in plan.columns
+    )
+    plan.build = _row_builder(plan)
+    plan.steps = _sync_steps(plan) if synchronous else _async_steps(plan)
+    plan.step_is_async = not synchronous
+
+
+def _row_builder(plan: SelectPlan) -> Callable[[Any, Scope, LazyRow | None], dict]:
+    """The output row for a row that passed: columns computed in the row's scope, except
+    those WHERE already computed by alias."""
+    pairs = tuple((column.name, column.code.fn) for column in plan.columns)
+    keyed = tuple((column.name, column.code.fn, column.code.row_key) for column in plan.columns)
+    if plan.has_star:
+        if not pairs:
+
+            def build_star(row: Any, scope: Scope, lazy: LazyRow | None) -> dict:
+                if row.__class__ is dict:
+                    return dict(row)
+                out: dict[str, Any] = {}
+                _copy_star_columns(plan, row, out)
+                return out
+
+            return build_star
+        return lambda row, scope, lazy: _build_row_sync(plan, row, scope, lazy)
+
+    def build_columns(row: Any, scope: Scope, lazy: LazyRow | None) -> dict:
+        out = {}
+        if lazy is None:
+            layer = scope.vars
+            for name, fn, key in keyed:
+                if key is None:
+                    out[name] = fn(scope)
+                    continue
+                value = layer.get(key, MISSING)  # a bare symbol read inline
+                out[name] = fn(scope) if value is MISSING or value.__class__ in DEFERRED else value
+            return out
+        computed = lazy.values
+        for name, fn in pairs:
+            value = computed.get(name, MISSING)
+            out[name] = fn(scope) if value is MISSING else value
+        return out
+
+    return build_columns
+
+
+def _sync_steps(plan: SelectPlan) -> Callable[[Scope], RowStep]:
+    """``steps(scope)``: the step for one run of ``plan`` in ``scope``. A pure plan's step
+    reuses one scope (and one alias layer) for every row of the run."""
+    where = plan.where
+    build = plan.build
+    pure = plan.pure
+    if where is None:
+
+        def steps_selecting_all(parent: Scope) -> RowStep:
+            shared = SharedScope(EMPTY, parent)
+
+            def select_every_row(row: Any) -> dict:
+                layer = row if row.__class__ is dict else _row_vars(row)
+                if pure:
+                    shared.vars = layer
+                    return build(row, shared, None)
+                return build(row, Scope(layer, parent), None)
+
+            return select_every_row
+
+        return steps_selecting_all
+    test = where.fn
+    boolean = where.boolean
+    if not plan.needs_lazy_row:
+
+        def steps_filtering(parent: Scope) -> RowStep:
+            shared = SharedScope(EMPTY, parent)
+
+            def select_where(row: Any) -> dict | None:
+                layer = row if row.__class__ is dict else _row_vars(row)
+                if pure:
+                    row_scope: Scope = shared
+                    shared.vars = layer
+                else:
+                    row_scope = Scope(layer, parent)
+                verdict = test(row_scope)
+                if verdict if boolean else truthy(verdict):
+                    return build(row, row_scope, None)
+                return None
+
+            return select_where
+
+        return steps_filtering
+
+    def steps_filtering_by_alias(parent: Scope) -> RowStep:
+        shared_row = SharedScope(EMPTY, parent)
+        shared_lazy = LazyRow(plan, shared_row)
+        shared_test = SharedScope(shared_lazy, shared_row)
+
+        def select_where_aliases(row: Any) -> dict | None:
+            layer = row if row.__class__ is dict else _row_vars(row)
+            if pure:
+                row_scope: Scope = shared_row
+                shared_row.vars = layer
+                lazy = shared_lazy
+                lazy.values = {}
+                test_scope: Scope = shared_test
+            else:
+                row_scope = Scope(layer, parent)
+                lazy = LazyRow(plan, row_scope)
+                test_scope = Scope(lazy, row_scope)
+            verdict = test(test_scope)
+            if verdict if boolean else truthy(verdict):
+                return build(row, row_scope, lazy)
+            return None
+
+        return select_where_aliases
+
+    return steps_filtering_by_alias
+
+
+def _async_steps(plan: SelectPlan) -> Callable[[Scope], RowStep]:
     where = plan.where
     needs_lazy = plan.needs_lazy_row
-    context = scope.context
-    deadline = context.deadline
-    source = open_source(plan.source, scope)
-    if (
-        isinstance(source, list)
-        and where is not None
-        and not where.is_async
-        and not needs_lazy
-        and plan.columns_sync
-    ):
-        # The common case of filtering rows held in memory, without awaiting per row.
-        where_fn = where.fn
-        boolean = where.boolean
-        for row in source:
-            if deadline is not None:
-                context.check_deadline()
-            row_scope = Scope(row if row.__class__ is dict else _row_vars(row), scope)
-            verdict = where_fn(row_scope)
-            if verdict if boolean else truthy(verdict):
-                yield _build_row_sync(plan, row, row_scope, None), row
-        return
-    async with contextlib.aclosing(_iterate_source(source)) as rows:
-        async for row in rows:
-            if deadline is not None:
-                context.check_deadline()
-            row_scope = Scope(_row_vars(row), scope)
+    build = plan.build
+
+    def steps_awaiting(parent: Scope) -> RowStep:
+        async def select_awaiting(row: Any) -> dict | None:
+            row_scope = Scope(_row_vars(row), parent)
             lazy = None
             if where is not None:
                 if needs_lazy:
@@ -405,11 +547,148 @@ async def _filtered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[tuple[
                 if where.is_async:
                     verdict = await verdict
                 if not truthy(verdict):
-                    continue
+                    return None
             if plan.columns_sync:
-                yield _build_row_sync(plan, row, row_scope, lazy), row
-            else:
-                yield await _build_row_async(plan, row, row_scope, lazy), row
+                return build(row, row_scope, lazy)
+            return await _build_row_async(plan, row, row_scope, lazy)
+
+        return select_awaiting
+
+    return steps_awaiting
+
+
+# Running a SELECT ---------------------------------------------------------------------------------
+
+
+def execute(plan: SelectPlan, scope: Scope) -> AsyncGenerator[dict, None]:
+    """The output rows of one SELECT run in ``scope``, as an async generator: rows stream one
+    at a time, and closing it (or LIMIT) closes the source."""
+    if plan.limit == 0:
+        return _no_rows()
+    if plan.group_by is not None or plan.order_by is not None:
+        return _gathered_rows(plan, scope)
+    return _stream(plan, scope, plan.steps(scope), plan.step_is_async, plan.limit, pairs=False)
+
+
+async def _no_rows() -> AsyncIterator[dict]:
+    return
+    yield  # an async generator that yields nothing
+
+
+async def _gathered_rows(plan: SelectPlan, scope: Scope) -> AsyncIterator[dict]:
+    """GROUP BY and ORDER BY: every row first, then sorted and cut to LIMIT."""
+    if plan.group_by is not None:
+        rows = await _grouped_rows(plan, scope)
+    else:
+        stream = _stream(plan, scope, plan.steps(scope), plan.step_is_async, None, pairs=True)
+        rows = [pair async for pair in stream]
+    if plan.order_by is not None:
+        name = plan.order_by
+        rows.sort(
+            key=lambda pair: sort_key(_order_value(pair[0], pair[1], name)), reverse=plan.descending
+        )
+    if plan.limit is not None:
+        rows = rows[: plan.limit]
+    for out, _source in rows:
+        yield out
+
+
+def time_slice() -> float:
+    """Seconds a row loop runs before it lets the event loop run (the agent and the server
+    share their loop with networking): twice the interpreter's switch interval (10 ms unless
+    changed), never less than 2 ms. Not shorter: a thread waiting for the GIL restarts its wait
+    each time the loop lets go of the GIL to poll, so yielding more often than the switch
+    interval starves the server's loop while its condition worker filters a long list."""
+    return max(0.002, 2 * sys.getswitchinterval())
+
+
+class _Pacer:
+    """Tells a row loop when to let the event loop run: once a time slice has passed, reading
+    the clock only every ``every`` rows, fewer rows apart when rows are slow."""
+
+    __slots__ = ("every", "last_read", "slice", "slice_end")
+
+    def __init__(self) -> None:
+        self.every = 16
+        self.slice = time_slice()
+        self.last_read = time.monotonic()
+        self.slice_end = self.last_read + self.slice
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        gap = now - self.last_read
+        self.last_read = now
+        if gap < self.slice / 16:
+            if self.every < 1024:
+                self.every *= 2
+        elif gap > self.slice / 4 and self.every > 1:
+            self.every //= 2
+        if now < self.slice_end:
+            return False
+        self.slice_end = now + self.slice
+        return True
+
+
+async def _stream(
+    plan: SelectPlan, scope: Scope, step: RowStep, step_is_async: bool, limit: int | None,
+    pairs: bool,
+) -> AsyncIterator[Any]:
+    """``step``'s output for every row of the plan's source that it keeps (with that source row
+    when ``pairs``), stopping after ``limit``. The one loop every SELECT runs: rows held in a
+    list are read straight from it, and a plugin's rows straight from its generator, without a
+    generator in between."""
+    context = scope.context
+    deadline = context.deadline
+    source, plugin_name = await _open_source(plan.source, scope)
+    pacer = _Pacer()
+    countdown = pacer.every
+    emitted = 0
+    if source.__class__ is list:
+        for row in source:
+            if deadline is not None:
+                context.check_deadline()
+            countdown -= 1
+            if not countdown:
+                if pacer.due():
+                    await asyncio.sleep(0)
+                countdown = pacer.every
+            out = step(row)
+            if step_is_async:
+                out = await out
+            if out is not None:
+                yield (out, row) if pairs else out
+                emitted += 1
+                if emitted == limit:
+                    return
+        return
+    # A failing plugin ends its own rows, never the query: what its generator raises is logged;
+    # what a row's step raises (or the consumer throws in) is not the plugin's.
+    in_step = False
+    try:
+        async with contextlib.aclosing(source):
+            async for row in source:
+                in_step = True
+                if deadline is not None:
+                    context.check_deadline()
+                countdown -= 1
+                if not countdown:
+                    if pacer.due():
+                        await asyncio.sleep(0)
+                    countdown = pacer.every
+                out = step(row)
+                if step_is_async:
+                    out = await out
+                if out is not None:
+                    yield (out, row) if pairs else out
+                    emitted += 1
+                    if emitted == limit:
+                        in_step = False
+                        return  # closing the source stops the plugin early
+                in_step = False
+    except Exception as error:
+        if in_step or plugin_name is None:
+            raise
+        scope.error(f"{plugin_name}(): {error.__class__.__name__}: {error}")
 
 
 @dataclass
@@ -425,42 +704,31 @@ async def _grouped_rows(plan: SelectPlan, scope: Scope) -> list[tuple[dict, Any]
     bins: dict[Any, _Bin] = {}
     group_by = plan.group_by
     assert group_by is not None
-    source = open_source(plan.source, scope)
-    context = scope.context
-    deadline = context.deadline
-    async with contextlib.aclosing(_iterate_source(source)) as rows:
-        async for row in rows:
-            if deadline is not None:
-                context.check_deadline()
-            row_vars = _row_vars(row)
-            row_scope = Scope(row_vars, scope)
-            if plan.needs_lazy_row:
-                test_scope = Scope(LazyRow(plan, row_scope), row_scope)
-            else:
-                test_scope = row_scope
-            if plan.where is not None and not truthy(await evaluate(plan.where, test_scope)):
-                continue
-            key = _group_key(await evaluate(group_by, test_scope))
-            group = bins.get(key)
-            if group is None:
-                group = bins[key] = _Bin(agg={})
-            bin_scope = Scope(row_vars, scope, agg=group.agg)
-            group.out = await build_row(plan, row, bin_scope, None)
-            group.source_row = row
+
+    async def add_to_bin(row: Any) -> None:
+        parent = scope
+        row_vars = _row_vars(row)
+        row_scope = Scope(row_vars, parent)
+        if plan.needs_lazy_row:
+            test_scope = Scope(LazyRow(plan, row_scope), row_scope)
+        else:
+            test_scope = row_scope
+        if plan.where is not None and not truthy(await evaluate(plan.where, test_scope)):
+            return
+        key = _group_key(await evaluate(group_by, test_scope))
+        group = bins.get(key)
+        if group is None:
+            group = bins[key] = _Bin(agg={})
+        bin_scope = Scope(row_vars, parent, agg=group.agg)
+        group.out = await build_row(plan, row, bin_scope, None)
+        group.source_row = row
+
+    async for _nothing in _stream(plan, scope, add_to_bin, True, None, pairs=False):
+        pass  # add_to_bin keeps no row of its own
     return [(group.out, group.source_row) for group in bins.values() if group.out is not None]
 
 
 # FROM --------------------------------------------------------------------------------------------
-
-
-async def _iterate_source(source: Any) -> AsyncIterator[Any]:
-    if isinstance(source, list):
-        for row in source:
-            yield row
-        return
-    async with contextlib.aclosing(source) as rows:
-        async for row in rows:
-            yield row
 
 
 def _rows_of_value(value: Any, scope: Scope) -> Any:
@@ -474,37 +742,33 @@ def _rows_of_value(value: Any, scope: Scope) -> Any:
     return [value]
 
 
-async def _value_rows(value: Any, scope: Scope) -> AsyncIterator[Any]:
-    value = await resolve_async(value, scope) if value.__class__ is LazyExpression else value
-    source = _rows_of_value(value, scope)
-    async with contextlib.aclosing(_iterate_source(source)) as rows:
-        async for row in rows:
-            yield row
-
-
-def open_source(plan: SourcePlan, scope: Scope) -> Any:
-    """The rows FROM reads: a list when they are already in memory, else an async iterator."""
+async def _open_source(plan: SourcePlan, scope: Scope) -> tuple[Any, str | None]:
+    """The rows FROM reads: a list when they are already in memory, else an async generator;
+    and the plugin's name when that generator is a plugin's (whose failures end only its rows)."""
     if plan.args is None:
         value = scope.lookup(plan.name)
         if value is MISSING:
             if plan.plugin is not None:
-                return _plugin_rows(plan, scope)
+                return await _start_plugin(plan, scope)
             message = f"SELECT FROM {plan.name}: no such variable or plugin"
             scope.context.unknown("source", plan.name, message)
-            return []
+            return [], None
         if value.__class__ is list:
-            return value
-        return _value_rows(value, scope)
+            return value, None
+        if value.__class__ is LazyExpression:
+            value = await resolve_async(value, scope)
+        return _rows_of_value(value, scope), None
     if plan.plugin is not None:
-        return _plugin_rows(plan, scope)
+        return await _start_plugin(plan, scope)
     value = scope.lookup(plan.name)
     if isinstance(value, StoredQuery):
-        return _stored_query_rows(value, plan, scope)
+        args = await evaluate_arguments(plan.args or [], scope)
+        return value.rows(scope, args), None
     if value is MISSING:
         scope.context.unknown("plugin", plan.name, f"Plugin {plan.name} not found")
     else:
         scope.error(f"{plan.name} is a variable, not callable as a plugin: write FROM {plan.name}")
-    return []
+    return [], None
 
 
 async def evaluate_arguments(args: list[tuple[str, Code, str]], scope: Scope) -> dict[str, Any]:
@@ -525,24 +789,16 @@ async def evaluate_arguments(args: list[tuple[str, Code, str]], scope: Scope) ->
     return values
 
 
-async def _stored_query_rows(query: StoredQuery, plan: SourcePlan, scope: Scope) -> AsyncIterator:
-    args = await evaluate_arguments(plan.args or [], scope)
-    async with contextlib.aclosing(query.rows(scope, args)) as rows:
-        async for row in rows:
-            yield row
-
-
-async def _plugin_rows(plan: SourcePlan, scope: Scope) -> AsyncIterator[Any]:
+async def _start_plugin(plan: SourcePlan, scope: Scope) -> tuple[Any, str | None]:
+    """The plugin's generator, or no rows (logged) when it cannot start."""
     plugin = plan.plugin
     assert plugin is not None
     if plan.argument_error is not None:
         scope.error(plan.argument_error)
-        return
+        return [], None
     args = await evaluate_arguments(plan.args or [], scope)
     try:
-        generator = plugin.impl(scope, **plugin.python_kwargs(args))
-        async with contextlib.aclosing(generator) as rows:
-            async for row in rows:
-                yield row
-    except Exception as error:  # a failing plugin ends its own rows, never the query
+        return plugin.impl(scope, **plugin.python_kwargs(args)), plugin.name
+    except Exception as error:
         scope.error(f"{plugin.name}(): {error.__class__.__name__}: {error}")
+        return [], None

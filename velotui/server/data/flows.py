@@ -293,12 +293,15 @@ class FlowTable:
 
         return await self.store.write(lambda tx: _ingest(tx, client_id, flow_id, seq, apply))
 
-    async def ingest_upload(self, client_id: str, flow_id: str, seq: int, chunk: UploadChunk,
-                            now: float) -> Ingested:
+    async def ingest_upload(self, client_id: str, flow_id: str, seq: int,
+                            chunk: UploadChunk | None, now: float) -> Ingested:
         """Record an upload chunk already written to disk. A chunk past the flow's upload
-        limits (bytes, or number of files) ends the flow in error instead."""
+        limits (bytes, or number of files) ends the flow in error instead. Without ``chunk``
+        (nothing written: the flow is not in flight for the caller), only what the flow is."""
 
         def apply(tx: Transaction, flow: Row) -> Ingested:
+            if chunk is None:
+                return Ingested("inactive", last_seq=flow["last_seq"])
             misplaced = _check_stage(flow, "upload")
             if misplaced is not None:
                 return misplaced
