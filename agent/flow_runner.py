@@ -262,7 +262,11 @@ class FlowRunner:
                         return
 
         try:
-            await asyncio.wait_for(gather(), self._time_left())
+            if self._time_left() == 0.0:
+                raise TimeoutError
+            # A timeout scope, not wait_for: no task of its own for each of a hunt's checks.
+            async with asyncio.timeout(self._time_left()):
+                await gather()
         except TimeoutError:
             return "timeout", f"timed out after {self.request.timeout:g} seconds"
         except ProtocolError as error:
@@ -321,14 +325,16 @@ class FlowRunner:
         return max(self.progress.deadline - time.time(), 0.0)
 
     async def _run_program(self, program: Program) -> tuple[str, str | None]:
-        timeout = None
-        if self.progress.deadline is not None:
-            timeout = max(self.progress.deadline - time.time(), 0.0)
+        if self._time_left() == 0.0:  # its deadline passed while the agent was down
+            return "timeout", f"timed out after {self.request.timeout:g} seconds"
         self._query = query = asyncio.create_task(self._pump_rows(program))
         if self._end is not None:  # cancelled before the query began
             query.cancel()
         try:
-            await asyncio.wait_for(query, timeout)
+            # A timeout scope, not wait_for: awaiting the query cancels it at the deadline, with
+            # no task of its own for each of a hunt's flows.
+            async with asyncio.timeout(self._time_left()):
+                await query
         except TimeoutError:
             return "timeout", f"timed out after {self.request.timeout:g} seconds"
         except asyncio.CancelledError:
@@ -583,7 +589,7 @@ class FlowRunner:
 NOT_RUN = ("not run", None)  # a held hunt flow the server ended at its condition
 # A query that ends within this after its condition matched sends the condition's rows with its
 # Status: the whole flow in one message, as most flows of a hunt are.
-CHECKED_FOLD_DELAY = 0.25
+CHECKED_FOLD_DELAY = 1.0
 
 
 class FlowUploader:

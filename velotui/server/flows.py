@@ -457,8 +457,8 @@ class FlowManager:
 
     @staticmethod
     def _copy_stored(record: FlowRecord, stored: FlowRecord) -> None:
-        for name in _STORED:
-            setattr(record, name, getattr(stored, name))
+        fields = vars(stored)
+        vars(record).update({name: fields[name] for name in _STORED})
 
     async def expire_due(self, now: float | None = None) -> list[FlowRecord]:
         """End every unfinished flow past its deadline as ``timeout`` (``now`` on the monotonic
