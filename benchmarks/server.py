@@ -888,47 +888,60 @@ def print_figures(values: dict[str, Any], options: Options) -> None:
         return "[" + ", ".join(f"{value:.3f}" for value in values.get(name) or []) + "]"
 
     agents = values["agents"]
-    lines = [
-        f"agents: {agents} simulated agents (velotui-agent --simulate) in"
-        f" {values['fleet_processes']} process(es); server in this process",
-        f"bare connections: {number('bare_connect_seconds')} s to open {agents} TLS websocket"
-        f" connections to a bare listener ({number('bare_kb_per_connection', 1)} KB each idle,"
-        f" {number('bare_kb_per_connection_churn', 1)} KB at the peak of the churn)",
-        f"memory: {number('kb_per_agent', 1)} KB of server memory per idle agent"
-        f" (settled; server {number('server_rss_mb_idle', 1)} MB with all connected, fleet"
-        f" {number('fleet_rss_mb_idle', 1)} MB); memory_ratio {number('memory_ratio')}",
-        f"churn: {number('kb_per_agent_churn', 1)} KB per agent at the peak while the server"
-        f" closed {values.get('churn_closed')} sessions over {options.churn_seconds:g} s"
-        f" (fewest online {values.get('churn_fewest_online')}); memory_ratio_churn"
-        f" {number('memory_ratio_churn')}",
-        f"round trip: {number('roundtrip_seconds', 3)} s for a ping to every agent session at"
-        f" once and every pong (median of {seconds_list('roundtrip_rounds')})",
-        f"hunt: {number('hunt_seconds', 3)} s, median of {seconds_list('hunt_rounds')}, from"
-        f" create-and-start to every client finished ({HUNT_QUERY!r}, rate 0, default"
-        f" client-side condition); conditions all judged after"
-        f" {number('hunt_judged_seconds', 3)} s; server CPU {number('hunt_server_cpu_s')} s,"
-        f" fleet CPU {number('hunt_fleet_cpu_s')} s; hunt_vs_roundtrip"
-        f" {number('hunt_vs_roundtrip')}",
-        f"hunt with server-side condition {SERVER_CONDITION!r}:"
-        f" {number('hunt_seconds_server_condition', 3)} s, median of"
-        f" {seconds_list('hunt_server_condition_rounds')}; hunt_vs_roundtrip_server_condition"
-        f" {number('hunt_vs_roundtrip_server_condition')}",
-        f"errors {values.get('errors')}, not matched {values.get('not_matched')}; server peak"
-        f" memory {number('server_peak_rss_mb', 1)} MB through the hunts",
-        f"reconnect: {number('reconnect_seconds')} s from the abrupt stop until all {agents}"
-        f" were back (listening again after {number('reconnect_server_listening_after_s')} s;"
-        f" {values.get('reconnect_handshake_timeouts')} handshake time-outs); bare"
-        f" {number('bare_connect_seconds')} s; reconnect_vs_bare {number('reconnect_vs_bare')}",
-        f"ingest: {number('ingest_rows_per_s', 0)} rows/s ({values.get('ingest_rows')} rows from"
-        f" {values.get('ingest_clients')} clients, held in their sockets while the fleet made"
-        f" them ({number('ingest_fleet_seconds')} s), then stored in"
-        f" {number('ingest_seconds', 3)} s: {values.get('ingest_batches')} batches,"
-        f" {values.get('ingest_commits')} group commits; server CPU"
-        f" {number('ingest_server_cpu_s')} s, fleet CPU {number('ingest_fleet_cpu_s')} s)",
-        f"sqlite: {number('sqlite_rows_per_s', 0)} rows/s (the same blobs in the same groups,"
-        f" raw sqlite3 executemany, WAL, synchronous=FULL, in {number('sqlite_seconds', 3)} s);"
-        f" ingest_vs_sqlite {number('ingest_vs_sqlite', 3)}",
+    measured = [  # (the figure without which the line is left out, the line)
+        ("agents", f"agents: {agents} simulated agents (velotui-agent --simulate) in"
+         f" {values['fleet_processes']} process(es); server in this process"),
+        ("bare_connect_seconds",
+         f"bare connections: {number('bare_connect_seconds')} s to open {agents} TLS websocket"
+         f" connections to a bare listener ({number('bare_kb_per_connection', 1)} KB each idle"
+         + (f", {number('bare_kb_per_connection_churn', 1)} KB at the peak of the churn)"
+            if values.get("bare_kb_per_connection_churn") is not None else ")")),
+        ("kb_per_agent",
+         f"memory: {number('kb_per_agent', 1)} KB of server memory per idle agent"
+         f" (settled; server {number('server_rss_mb_idle', 1)} MB with all connected, fleet"
+         f" {number('fleet_rss_mb_idle', 1)} MB); memory_ratio {number('memory_ratio')}"),
+        ("kb_per_agent_churn",
+         f"churn: {number('kb_per_agent_churn', 1)} KB per agent at the peak while the server"
+         f" closed {values.get('churn_closed')} sessions over {options.churn_seconds:g} s"
+         f" (fewest online {values.get('churn_fewest_online')}); memory_ratio_churn"
+         f" {number('memory_ratio_churn')}"),
+        ("roundtrip_seconds",
+         f"round trip: {number('roundtrip_seconds', 3)} s for a ping to every agent session at"
+         f" once and every pong (median of {seconds_list('roundtrip_rounds')})"),
+        ("hunt_seconds",
+         f"hunt: {number('hunt_seconds', 3)} s, median of {seconds_list('hunt_rounds')}, from"
+         f" create-and-start to every client finished ({HUNT_QUERY!r}, rate 0, default"
+         f" client-side condition); conditions all judged after"
+         f" {number('hunt_judged_seconds', 3)} s; server CPU {number('hunt_server_cpu_s')} s,"
+         f" fleet CPU {number('hunt_fleet_cpu_s')} s; hunt_vs_roundtrip"
+         f" {number('hunt_vs_roundtrip')}"),
+        ("hunt_seconds_server_condition",
+         f"hunt with server-side condition {SERVER_CONDITION!r}:"
+         f" {number('hunt_seconds_server_condition', 3)} s, median of"
+         f" {seconds_list('hunt_server_condition_rounds')}; hunt_vs_roundtrip_server_condition"
+         f" {number('hunt_vs_roundtrip_server_condition')}"),
+        ("errors",
+         f"errors {values.get('errors')}, not matched {values.get('not_matched')}; server peak"
+         f" memory {number('server_peak_rss_mb', 1)} MB through the hunts"
+         f" ({number('server_peak_rss_mb_run', 1)} MB in the whole run)"),
+        ("reconnect_seconds",
+         f"reconnect: {number('reconnect_seconds')} s from the abrupt stop until all {agents}"
+         f" were back (listening again after {number('reconnect_server_listening_after_s')} s;"
+         f" {values.get('reconnect_handshake_timeouts')} handshake time-outs); bare"
+         f" {number('bare_connect_seconds')} s; reconnect_vs_bare {number('reconnect_vs_bare')}"),
+        ("ingest_rows_per_s",
+         f"ingest: {number('ingest_rows_per_s', 0)} rows/s ({values.get('ingest_rows')} rows"
+         f" from {values.get('ingest_clients')} clients, held in their sockets while the fleet"
+         f" made them ({number('ingest_fleet_seconds')} s), then stored in"
+         f" {number('ingest_seconds', 3)} s: {values.get('ingest_batches')} batches,"
+         f" {values.get('ingest_commits')} group commits; server CPU"
+         f" {number('ingest_server_cpu_s')} s, fleet CPU {number('ingest_fleet_cpu_s')} s)"),
+        ("sqlite_rows_per_s",
+         f"sqlite: {number('sqlite_rows_per_s', 0)} rows/s (the same blobs in the same groups,"
+         f" raw sqlite3 executemany, WAL, synchronous=FULL, in {number('sqlite_seconds', 3)} s);"
+         f" ingest_vs_sqlite {number('ingest_vs_sqlite', 3)}"),
     ]
+    lines = [line for key, line in measured if values.get(key) is not None]
     for count_key, kinds_key, what in (
         ("server_warnings", "server_warning_kinds", "server warnings and errors"),
         ("fleet_log_lines", "fleet_log_kinds", "lines in the fleet's logs (warnings, errors)"),
