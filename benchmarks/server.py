@@ -31,11 +31,13 @@ agents each; the bare baseline is ``benchmarks.bare_connections`` in child proce
    everyone), alternated. The medians are ``hunt_seconds`` and
    ``hunt_seconds_server_condition``, each divided by the round trip in ``hunt_vs_roundtrip*``.
 6. **Reconnect storm.** Once every session is older than the agent's backoff reset, the server
-   is stopped abruptly in this process and started again on the same datastore and port: every
-   agent connection and the listening socket are closed at once, with no close frame, as when a
-   server process is killed; the agents see a lost connection either way. The new server has the
-   product's default admission gate. ``reconnect_seconds`` runs from the stop until every agent
-   is back; ``reconnect_vs_bare`` = reconnect_seconds / bare_connect_seconds.
+   is stopped abruptly in this process: the listening socket and every connection closed at
+   once, with no close frame and no TLS close_notify, which is what agents see when a server
+   process is killed. A new server starts at once on the same datastore and port, with the
+   product's default admission gate (the old one's cleanup runs meanwhile, in this process,
+   which a killed process would not do: ``reconnect_old_server_cleanup_s``).
+   ``reconnect_seconds`` runs from the stop until every agent is back; ``reconnect_vs_bare`` =
+   reconnect_seconds / bare_connect_seconds; time-outs and refusals on either side are counted.
 7. **Ingest.** The fleet stops; ``--ingest-clients`` of its agents (the same identities) start
    as a fleet of their own and hunt ``--ingest-rows`` rows each. The server stops reading from
    each agent once it has handed it the collection, until the whole fleet is idle: the rows
@@ -245,8 +247,19 @@ class Fleet:
                 total += rss_bytes(psutil.Process(process.pid))
         return total
 
-    def log_lines(self) -> list[str]:
-        return [line for log in self.logs for line in tail(log, 10**9).splitlines()]
+    def log_marks(self) -> list[int]:
+        """How many lines each process's log has now, for ``log_lines(since=...)``."""
+        return [len(self._lines(log)) for log in self.logs]
+
+    def log_lines(self, since: list[int] | None = None) -> list[str]:
+        """The lines of every process's log (those after ``since``, from ``log_marks``)."""
+        marks = since or [0] * len(self.logs)
+        return [line for log, mark in zip(self.logs, marks, strict=True)
+                for line in self._lines(log)[mark:]]
+
+    @staticmethod
+    def _lines(log: Path) -> list[str]:
+        return tail(log, 10**9).splitlines()
 
     async def stop(self) -> None:
         await asyncio.gather(*(stop_process(process) for process in self.processes))
@@ -450,27 +463,53 @@ async def reconnect_storm(server: Server, agents: int, options: Options, fleet: 
             f" (the agents' backoff starts afresh after {BACKOFF_RESET_AFTER:g} s)")
         await asyncio.sleep(wait)
     warned_before = len(warnings.messages)
-    fleet_lines_before = len(fleet.log_lines())
+    fleet_marks = fleet.log_marks()
     datastore, port = server.datastore, server.port
     began = time.perf_counter()
     abort_connections(server)
-    await server.stop()
-    stopped = time.perf_counter() - began
+    # The port is free at once: the new server starts now, as a killed server's restart would
+    # (its start-up is the agents' downtime), while the old one's cleanup runs meanwhile in
+    # this process (which a killed process would not do: it costs the new one some CPU).
     restarted_server = Server(datastore, f"127.0.0.1:{port}")  # the product's default gate
     await restarted_server.start()
     listening = time.perf_counter() - began
-    say(f"  stopped in {stopped:.2f} s, listening again after {listening:.2f} s")
-    await wait_online(restarted_server, agents, options.connect_timeout, "reconnecting", fleet)
+    cleanup = asyncio.ensure_future(_timed(server.stop()))
+    say(f"  listening again after {listening:.2f} s")
+    try:
+        await wait_online(restarted_server, agents, options.connect_timeout, "reconnecting",
+                          fleet)
+    finally:
+        cleanup_seconds = await cleanup
+        datastore.write_server_address(restarted_server.url)  # the old one's stop cleared it
     seconds = time.perf_counter() - began
     storm_warnings = warnings.messages[warned_before:]
+    fleet_lines = fleet.log_lines(since=fleet_marks)
+    open_timeouts = sum("cannot connect" in line and "timed out" in line for line in fleet_lines)
+    answer_timeouts = sum("no answer to the handshake" in line for line in fleet_lines)
+    server_timeouts = sum("handshake timed out" in m for m in storm_warnings)
     return restarted_server, {
         "reconnect_seconds": seconds,
         "reconnect_server_listening_after_s": listening,
-        "reconnect_handshake_timeouts": sum("handshake timed out" in m for m in storm_warnings),
+        "reconnect_old_server_cleanup_s": cleanup_seconds,
+        # Time-outs on either side: the agent's opening (TCP, TLS, upgrade) or its wait for
+        # the server's answer to its hello, or the server's wait for the agent's.
+        "reconnect_handshake_timeouts": open_timeouts + answer_timeouts + server_timeouts,
+        "reconnect_agent_open_timeouts": open_timeouts,
+        "reconnect_agent_handshake_timeouts": answer_timeouts,
+        "reconnect_server_handshake_timeouts": server_timeouts,
+        "reconnect_refused_try_again_later": sum("TRY_AGAIN_LATER" in line
+                                                  for line in fleet_lines),
         "reconnect_server_warnings": len(storm_warnings),
         "reconnect_server_warning_kinds": message_kinds(storm_warnings),
-        "reconnect_fleet_log_lines": len(fleet.log_lines()) - fleet_lines_before,
+        "reconnect_fleet_log_lines": len(fleet_lines),
+        "reconnect_fleet_log_kinds": message_kinds(fleet_lines),
     }
+
+
+async def _timed(work: Any) -> float:
+    began = time.perf_counter()
+    await work
+    return time.perf_counter() - began
 
 
 # Ingest and its baseline --------------------------------------------------------------------------
@@ -927,7 +966,9 @@ def print_figures(values: dict[str, Any], options: Options) -> None:
         ("reconnect_seconds",
          f"reconnect: {number('reconnect_seconds')} s from the abrupt stop until all {agents}"
          f" were back (listening again after {number('reconnect_server_listening_after_s')} s;"
-         f" {values.get('reconnect_handshake_timeouts')} handshake time-outs); bare"
+         f" {values.get('reconnect_handshake_timeouts')} handshake time-outs,"
+         f" {values.get('reconnect_refused_try_again_later')} refusals to come back later);"
+         f" bare"
          f" {number('bare_connect_seconds')} s; reconnect_vs_bare {number('reconnect_vs_bare')}"),
         ("ingest_rows_per_s",
          f"ingest: {number('ingest_rows_per_s', 0)} rows/s ({values.get('ingest_rows')} rows"
