@@ -69,6 +69,7 @@ import asyncio
 import contextlib
 import contextvars
 import cProfile
+import inspect
 import io
 import json
 import logging
@@ -542,18 +543,21 @@ class IngestRecorder:
         ingest_rows, write = self._flows.ingest_rows, self._store.write
         store, slot_var = self._store, self._commit_slot
 
-        async def noting_ingest_rows(client_id: str, flow_id: str, seq: int, rows: Any,
-                                     ending: Any, now: float) -> Any:
+        signature = inspect.signature(ingest_rows)
+
+        async def noting_ingest_rows(*args: Any, **kwargs: Any) -> Any:
             received = time.perf_counter()
             slot: list[int] = []
             token = slot_var.set(slot)
             try:
-                result = await ingest_rows(client_id, flow_id, seq, rows, ending, now)
+                result = await ingest_rows(*args, **kwargs)
             finally:
                 slot_var.reset(token)
             if result.stored_rows and slot:
-                self.batches.append(StoredBatch(client_id, flow_id, seq, len(result.stored_rows),
-                                                slot[0], received, time.perf_counter()))
+                named = signature.bind(*args, **kwargs).arguments
+                self.batches.append(StoredBatch(
+                    named["client_id"], named["flow_id"], named["seq"], len(result.stored_rows),
+                    slot[0], received, time.perf_counter()))
             return result
 
         async def noting_write(op: Any) -> Any:
