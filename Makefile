@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-scale clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(INSTALLED)
 	$(BIN)/python -m benchmarks.server --agents 2000
 	$(BIN)/python -m benchmarks.console --agents 2000
 	$(BIN)/python -m benchmarks.export
+
+# 15,000 simulated agents: a hunt, the server's peak memory, the reconnect storm (about 10 minutes).
+bench-scale: $(INSTALLED)
+	$(BIN)/python -m benchmarks.server --scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -40,13 +40,13 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from benchmarks.server import (
+from benchmarks.harness import (
     agent_command,
     cpu_seconds,
     hunt_finished,
     kill_now,
-    rss_bytes,
     say,
+    settled_rss_bytes,
     stop_process,
     write_agent_config,
 )
@@ -155,7 +155,7 @@ async def make_hunt(server: Server, folder: Path, megabytes: int, agents: int,
     """A finished hunt whose clients each uploaded ``megabytes / agents`` random bytes."""
     source = folder / "random.bin"
     source.write_bytes(os.urandom(megabytes * 1_000_000 // agents))
-    config = await write_agent_config(server.datastore, server.url, folder / "agent.json")
+    config = await write_agent_config(server.datastore.root, server.url, folder / "agent.json")
     with open(folder / "fleet.log", "ab") as log:
         fleet = subprocess.Popen(
             [*agent_command(), "--config", str(config), "--state", str(folder / "fleet"),
@@ -241,7 +241,7 @@ async def run(megabytes: int, agents: int, folder: Path,
                     f" {run_figures['sender_cpu']:.2f} s, receiver CPU"
                     f" {run_figures['receiver_cpu']:.2f} s")
 
-        rss_before = rss_bytes()
+        rss_before = settled_rss_bytes()
         peak = rss_before
         child = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.export", "slow", server.url,
