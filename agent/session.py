@@ -58,6 +58,7 @@ from velotui.wire.protocol import (
     Welcome,
     decode,
     encode,
+    retry_hint,
 )
 from velotui.wire.tls import pinned_client_ssl_context
 
@@ -104,6 +105,20 @@ def backoff_delay(
     return (rng or random).uniform(0.0, ceiling)
 
 
+def reconnect_delay(outcome: ConnectionOutcome, attempt: int, max_backoff: float,
+                    rng: random.Random) -> float:
+    """Seconds to wait after ``outcome`` before connecting again."""
+    if outcome.retry_hint is not None:
+        # Busy for now, and it said when to come back: about then, jittered so that a fleet
+        # refused at once is spread out, never past the longest wait.
+        return min(outcome.retry_hint * rng.uniform(0.5, 1.5), max_backoff)
+    if outcome.close_code in _GIVE_IT_TIME:
+        # Hammering a server that refused us helps no one: wait about the longest delay,
+        # jittered so that a fleet refused at once does not return at once.
+        return max_backoff * rng.uniform(0.5, 1.0)
+    return backoff_delay(attempt, cap=max_backoff, rng=rng)
+
+
 def close_code_text(code: int | None) -> str:
     """A close code with its name, like ``4003 AUTH_FAILED``."""
     if code is None:
@@ -122,6 +137,7 @@ class ConnectionOutcome:
     session_seconds: float = 0.0
     close_code: int | None = None
     problem: str = ""
+    retry_hint: float | None = None  # when a server busy for now asked to come back
 
 
 class AgentSession:
@@ -177,12 +193,8 @@ class AgentSession:
                 outcome = await self.connect_once()
                 if outcome.session_seconds > BACKOFF_RESET_AFTER:
                     attempt = 0
-                if outcome.close_code in _GIVE_IT_TIME:
-                    # Hammering a server that refused us helps no one: wait about the longest
-                    # delay, jittered so that a fleet refused at once does not return at once.
-                    delay = self.config.max_backoff * self._rng.uniform(0.5, 1.0)
-                else:
-                    delay = backoff_delay(attempt, cap=self.config.max_backoff, rng=self._rng)
+                delay = reconnect_delay(outcome, attempt, self.config.max_backoff, self._rng)
+                if outcome.retry_hint is None and outcome.close_code not in _GIVE_IT_TIME:
                     attempt += 1
                 self.log.info("reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
@@ -214,6 +226,8 @@ class AgentSession:
                 outcome.problem = "the connection was lost"
             else:
                 outcome.close_code = closed.rcvd.code
+                if closed.rcvd.code == CloseCode.TRY_AGAIN_LATER:
+                    outcome.retry_hint = retry_hint(closed.rcvd.reason)
                 outcome.problem = (
                     f"the server closed the connection ({close_code_text(closed.rcvd.code)}"
                     + (f": {closed.rcvd.reason})" if closed.rcvd.reason else ")")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.session import AgentSession, backoff_delay
+from agent.session import AgentSession, ConnectionOutcome, backoff_delay, reconnect_delay
 from agent.state import AgentState
 from velotui.server.tls import (
     create_certificate_authority,
@@ -27,10 +27,13 @@ from velotui.wire.protocol import (
     Cancel,
     Challenge,
     CheckNow,
+    CloseCode,
     FlowRequest,
     HuntCheckpoint,
     ProtocolError,
     decode,
+    retry_hint,
+    try_again_reason,
 )
 
 GUARD = 30  # seconds before a hanging test fails; never a measure of speed
@@ -283,3 +286,16 @@ def test_a_simulated_fleet_gets_one_identity_each_and_stops_cleanly_on_sigterm(
             process.kill()
             process.wait()
     assert process.returncode == 0, stderr.decode()
+
+
+def test_a_server_busy_for_now_is_tried_again_when_it_says_not_after_the_longest_wait() -> None:
+    rng = random.Random(7)
+    busy = ConnectionOutcome(close_code=CloseCode.TRY_AGAIN_LATER,
+                             retry_hint=retry_hint(try_again_reason("busy", 2.0)))
+    delays = [reconnect_delay(busy, 0, 60.0, rng) for _ in range(200)]
+    assert all(1.0 <= delay <= 3.0 for delay in delays)
+    assert max(delays) - min(delays) > 1.0  # spread out: a refused fleet does not return at once
+    refused = ConnectionOutcome(close_code=CloseCode.AUTH_FAILED)
+    assert all(30.0 <= reconnect_delay(refused, 0, 60.0, rng) <= 60.0 for _ in range(50))
+    assert reconnect_delay(ConnectionOutcome(close_code=CloseCode.TRY_AGAIN_LATER,
+                                             retry_hint=500.0), 0, 60.0, rng) == 60.0

@@ -45,9 +45,13 @@ FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status,
 
 # Connections between the websocket upgrade and a proven key. Anyone who reaches the port gets
 # this far, and each such connection holds a hello-sized frame at most, so the cap bounds what
-# strangers make the server hold (256 of them holding most of a frame each: ~26 MB, measured);
-# a fleet reconnecting at once gets in a few hundred at a time, the rest come back after a while.
-MAX_UNAUTHENTICATED_CONNECTIONS = 256
+# strangers make the server hold (each ~100 KB at worst: its TLS connection and most of a
+# frame; 1,024 of them ~100 MB). Their TLS handshakes are paid already, so a fleet reconnecting
+# at once is let in a thousand at a time, and the rest are told to come back in a few seconds.
+MAX_UNAUTHENTICATED_CONNECTIONS = 1024
+# About how many agents a second get through the handshake on one core, to tell those refused
+# for now when to come back.
+HANDSHAKES_PER_SECOND = 500.0
 # New client IDs admitted per second and at once. The enrolment secret is in every agent's
 # config, so its holder must not fill the client table at line rate; a new fleet of thousands
 # still enrols within minutes (refused agents wait and try again).
@@ -95,6 +99,11 @@ class AgentGate:
     def authenticated(self) -> None:
         """A connection counted by ``admit`` has proven its key or ended."""
         self.unauthenticated -= 1
+
+    def retry_in(self) -> float:
+        """Seconds a connection refused now should wait: about the time those authenticating
+        take to get through."""
+        return 0.5 + self.unauthenticated / HANDSHAKES_PER_SECOND
 
 
 def allow_full_frames(connection: ServerConnection) -> None:
@@ -153,8 +162,9 @@ class AgentSession:
         so does anything else that goes wrong handling a message (INTERNAL)."""
         gate = self.server.agent_gate
         if not gate.admit():
-            await self.websocket.close(int(CloseCode.TRY_AGAIN_LATER),
-                                       "too many agents are connecting; try again later")
+            await self.websocket.close(
+                int(CloseCode.TRY_AGAIN_LATER),
+                protocol.try_again_reason("too many agents are connecting", gate.retry_in()))
             return
         self._authenticating = True
         try:
@@ -199,9 +209,13 @@ class AgentSession:
         ):
             raise ProtocolError("enrolment refused: wrong enrolment secret",
                                 CloseCode.AUTH_FAILED)
-        if known is None and not self.server.agent_gate.enrolments.take():
-            raise ProtocolError("too many new clients are enrolling; try again later",
-                                CloseCode.TRY_AGAIN_LATER)
+        gate = self.server.agent_gate
+        if known is None and not gate.enrolments.take():
+            raise ProtocolError(
+                protocol.try_again_reason("too many new clients are enrolling",
+                                          1.0 / gate.enrolments.rate if gate.enrolments.rate
+                                          else 60.0),
+                CloseCode.TRY_AGAIN_LATER)
         if known is not None and known.public_key != hello.public_key:
             raise ProtocolError("this client ID belongs to another key", CloseCode.AUTH_FAILED)
         if known is not None and known.revoked is not None:

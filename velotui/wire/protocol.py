@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -74,6 +75,22 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 4029
     # The server failed while handling a message: a bug on its side, logged there.
     INTERNAL = 4500
+
+
+# A refusal for now (TRY_AGAIN_LATER) says when to come back in its reason, in these words, so
+# that a fleet reconnecting at once is spread over the next seconds rather than the next minute.
+RETRY_HINT = re.compile(r"try again in (\d+(?:\.\d+)?) s")
+
+
+def try_again_reason(what: str, seconds: float) -> str:
+    """The reason of a TRY_AGAIN_LATER close: what is busy, and when to come back."""
+    return f"{what}; try again in {max(seconds, 0.5):.1f} s"
+
+
+def retry_hint(reason: str) -> float | None:
+    """The seconds a TRY_AGAIN_LATER reason asks to wait, if it says."""
+    match = RETRY_HINT.search(reason or "")
+    return float(match.group(1)) if match else None
 
 
 class ProtocolError(Exception):
