@@ -341,22 +341,34 @@ async def say_hello(server: Server, state_dir: Path) -> ClientConnection:
     return connection
 
 
-async def test_connections_still_authenticating_are_capped(server: Server,
-                                                          tmp_path: Path) -> None:
+async def test_connections_authenticating_are_capped_the_next_wait_and_the_rest_are_refused(
+    server: Server, tmp_path: Path
+) -> None:
     settled, _ = await handshake(server, tmp_path / "settled")
     server.agent_gate.max_unauthenticated = 2
-    waiting = [await say_hello(server, tmp_path / f"waiting{n}") for n in range(2)]
+    server.agent_gate.max_waiting = 1
+    authenticating = [await say_hello(server, tmp_path / f"in{n}") for n in range(2)]
 
-    late = await open_socket(server)
+    # The next one is let in but waits its turn: its hello is not read yet.
+    waiting = await open_socket(server)
+    identity = AgentIdentity.load_or_create(tmp_path / "waiting")
+    await waiting.send(protocol.encode(protocol.Hello(
+        version=protocol.PROTOCOL_VERSION, public_key=identity.public_key_bytes,
+        enrolment_secret=server.datastore.enrolment_secret())))
+    await until(lambda: server.agent_gate.waiting == 1, 10, "the connection to wait")
+
+    late = await open_socket(server)  # and past those waiting, one is told to come back later
     code, reason = await closed_with(late)
     assert code == CloseCode.TRY_AGAIN_LATER and protocol.retry_hint(reason) is not None
 
-    await waiting[0].close()  # one gives up: its place is free again
+    await authenticating[0].close()  # one gives up: the one waiting takes its place
+    assert isinstance(await asyncio.wait_for(receive(waiting), 10), protocol.Challenge)
+    assert server.agent_gate.waiting == 0
+    await authenticating[1].close()
     latest, welcome = await handshake(server, tmp_path / "latest")
     assert isinstance(welcome, protocol.Welcome)  # and once proven, it no longer counts
-    another = await say_hello(server, tmp_path / "another")
     await settled.ping()  # the agent that was in all along never noticed
-    for connection in (waiting[1], latest, another, settled):
+    for connection in (waiting, latest, settled):
         await connection.close()
 
 

@@ -15,6 +15,7 @@ come back later (``TRY_AGAIN_LATER``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -44,11 +45,13 @@ FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status,
                  protocol.Checked)
 
 # Connections between the websocket upgrade and a proven key. Anyone who reaches the port gets
-# this far, and each such connection holds a hello-sized frame at most, so the cap bounds what
-# strangers make the server hold (each ~100 KB at worst: its TLS connection and most of a
-# frame; 1,024 of them ~100 MB). Their TLS handshakes are paid already, so a fleet reconnecting
-# at once is let in a thousand at a time, and the rest are told to come back in a few seconds.
-MAX_UNAUTHENTICATED_CONNECTIONS = 1024
+# this far, and each such connection holds a hello-sized frame at most, so the caps bound what
+# strangers make the server hold (each ~100 KB at worst: its TLS connection and most of a frame).
+# A fleet reconnecting at once has paid its TLS handshakes already: beyond those authenticating,
+# thousands more wait their turn (reading nothing), and only past those is anyone refused, told
+# when to come back.
+MAX_UNAUTHENTICATED_CONNECTIONS = 256
+MAX_WAITING_CONNECTIONS = 4096
 # About how many agents a second get through the handshake on one core, to tell those refused
 # for now when to come back.
 HANDSHAKES_PER_SECOND = 500.0
@@ -66,44 +69,72 @@ INTERNAL_REASON = "the server could not handle a message"
 
 
 class AgentGate:
-    """What lets agent connections in: a cap on those still authenticating, and the rate at
-    which client IDs the server has never seen may enrol. Known clients are never rate-limited."""
+    """What lets agent connections in: a cap on those authenticating at once (the rest wait
+    their turn, up to a second cap, beyond which they are refused for now), and the rate at
+    which client IDs the server has never seen may enrol. Known clients are never
+    rate-limited."""
 
     def __init__(self, max_unauthenticated: int = MAX_UNAUTHENTICATED_CONNECTIONS,
-                 enrolments: TokenBucket | None = None) -> None:
+                 enrolments: TokenBucket | None = None,
+                 max_waiting: int = MAX_WAITING_CONNECTIONS) -> None:
         self.max_unauthenticated = max_unauthenticated
+        self.max_waiting = max_waiting
         self.enrolments = enrolments or TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST)
         self.unauthenticated = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._refusing = False  # to log the cap once per episode, not once per connection
 
     @classmethod
     def for_own_fleet(cls, size: int) -> AgentGate:
         """A gate for a server whose process starts ``size`` agents of its own at once (a demo
-        fleet, a benchmark): they may all authenticate together and enrol at once, on top of
-        the usual rate."""
-        return cls(max_unauthenticated=max(size, MAX_UNAUTHENTICATED_CONNECTIONS),
-                   enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size))
+        fleet, a benchmark): they may all wait their turn and enrol at once, on top of the
+        usual rate."""
+        return cls(enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size),
+                   max_waiting=max(size, MAX_WAITING_CONNECTIONS))
 
-    def admit(self) -> bool:
-        """Count in a new connection that has yet to authenticate; False when the cap is full."""
-        if self.unauthenticated >= self.max_unauthenticated:
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def enter(self) -> bool:
+        """Wait for a place among the connections authenticating (first come, first served);
+        False, at once, when too many wait already."""
+        if self.unauthenticated < self.max_unauthenticated and not self._waiters:
+            self.unauthenticated += 1
+            return True
+        if len(self._waiters) >= self.max_waiting:
             if not self._refusing:
-                log.warning("%d agent connections are authenticating: refusing more for now",
-                            self.unauthenticated)
+                log.warning("%d agent connections are authenticating and %d wait: refusing"
+                            " more for now", self.unauthenticated, len(self._waiters))
                 self._refusing = True
             return False
         self._refusing = False
-        self.unauthenticated += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # a place handed over by one that left
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.authenticated()  # handed a place just as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
         return True
 
     def authenticated(self) -> None:
-        """A connection counted by ``admit`` has proven its key or ended."""
+        """A connection let in by ``enter`` has proven its key or ended: its place goes to the
+        next one waiting."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
         self.unauthenticated -= 1
 
     def retry_in(self) -> float:
         """Seconds a connection refused now should wait: about the time those authenticating
-        take to get through."""
-        return 0.5 + self.unauthenticated / HANDSHAKES_PER_SECOND
+        and waiting take to get through."""
+        return 0.5 + (self.unauthenticated + len(self._waiters)) / HANDSHAKES_PER_SECOND
 
 
 def allow_full_frames(connection: ServerConnection) -> None:
@@ -161,7 +192,7 @@ class AgentSession:
         """Serve the connection until it closes. Protocol violations close it with a reason, and
         so does anything else that goes wrong handling a message (INTERNAL)."""
         gate = self.server.agent_gate
-        if not gate.admit():
+        if not await gate.enter():
             await self.websocket.close(
                 int(CloseCode.TRY_AGAIN_LATER),
                 protocol.try_again_reason("too many agents are connecting", gate.retry_in()))
