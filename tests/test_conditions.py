@@ -347,7 +347,9 @@ async def test_the_operator_api_estimate_reports_an_unknown_column(server: Serve
 async def test_the_estimate_reports_client_condition_errors_but_not_missing_facts() -> None:
     clients = [client_record(i) for i in range(4)]
     for record in clients:
-        del record.facts["Platform"]  # older facts: NULL, as an agent without it would give
+        facts = record.facts
+        del facts["Platform"]  # older facts: NULL, as an agent without it would give
+        record.set_facts(facts)
     result = await estimate(clients, DEFAULT_CLIENT_CONDITION, "SELECT * FROM rows")
     assert result.describe() == {"matched": 4, "total": 4, "undetermined": 0, "errored": 0,
                                  "errors": []}

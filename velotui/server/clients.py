@@ -54,7 +54,7 @@ class ClientDirectory:
             record = ClientRecord(client_id, public_key, now, now)
             self._records[client_id] = record
         record.last_seen = now
-        record.facts = facts
+        record.set_facts(facts)
         record.agent_labels = agent_labels
         record.last_hunt_timestamp = last_hunt_timestamp
         return record, enrolled

@@ -221,29 +221,39 @@ class HuntRecord:
         }
 
 
-@dataclass
 class ClientRecord:
-    client_id: str
-    public_key: bytes
-    first_seen: float
-    last_seen: float
-    facts: dict[str, Any] = field(default_factory=dict)
-    agent_labels: list[str] = field(default_factory=list)
-    operator_labels: list[str] = field(default_factory=list)
-    last_hunt_timestamp: int = 0
-    revoked: float | None = None
+    """A known client. What its agent says of its host (the facts) is kept as JSON text, with
+    the host name, FQDN and OS parsed out: the server holds every client in memory, and a
+    parsed map of facts costs several times its text."""
+
+    __slots__ = ("agent_labels", "client_id", "facts_json", "first_seen", "fqdn", "hostname",
+                 "last_hunt_timestamp", "last_seen", "operator_labels", "os", "public_key",
+                 "revoked")
+
+    def __init__(self, client_id: str, public_key: bytes, first_seen: float, last_seen: float,
+                 facts: dict[str, Any] | None = None, agent_labels: list[str] | None = None,
+                 operator_labels: list[str] | None = None, last_hunt_timestamp: int = 0,
+                 revoked: float | None = None) -> None:
+        self.client_id = client_id
+        self.public_key = public_key
+        self.first_seen = first_seen
+        self.last_seen = last_seen
+        self.agent_labels = list(agent_labels or [])
+        self.operator_labels = list(operator_labels or [])
+        self.last_hunt_timestamp = last_hunt_timestamp
+        self.revoked = revoked
+        self.set_facts(facts or {})
+
+    def set_facts(self, facts: dict[str, Any]) -> None:
+        self.facts_json = json.dumps(facts, separators=(",", ":"), allow_nan=False)
+        self.hostname = str(facts.get("Hostname") or "")
+        self.fqdn = str(facts.get("Fqdn") or self.hostname)
+        self.os = str(facts.get("OS") or "")
 
     @property
-    def hostname(self) -> str:
-        return str(self.facts.get("Hostname") or "")
-
-    @property
-    def fqdn(self) -> str:
-        return str(self.facts.get("Fqdn") or self.hostname)
-
-    @property
-    def os(self) -> str:
-        return str(self.facts.get("OS") or "")
+    def facts(self) -> dict[str, Any]:
+        """The facts, parsed (a new map each time)."""
+        return json.loads(self.facts_json)
 
     @property
     def labels(self) -> list[str]:
@@ -252,10 +262,11 @@ class ClientRecord:
 
     @classmethod
     def from_row(cls, row: Row) -> ClientRecord:
-        return cls(**_stored(cls, row), public_key=bytes(row["public_key"]),
-                   facts=_checked_facts(json.loads(row["facts"])),
+        return cls(row["client_id"], bytes(row["public_key"]), row["first_seen"],
+                   row["last_seen"], facts=_checked_facts(json.loads(row["facts"])),
                    agent_labels=json.loads(row["agent_labels"]),
-                   operator_labels=json.loads(row["operator_labels"]))
+                   operator_labels=json.loads(row["operator_labels"]),
+                   last_hunt_timestamp=row["last_hunt_timestamp"], revoked=row["revoked"])
 
 
 @dataclass(frozen=True)
@@ -295,8 +306,7 @@ class HuntChange:
 
 # Fields whose stored form is not the record's (JSON text, integers for booleans) are converted
 # by each from_row; the rest are taken as they are.
-_CONVERTED = {"env", "hold", "draining", "public_key", "facts", "agent_labels",
-              "operator_labels"}
+_CONVERTED = {"env", "hold", "draining"}
 
 
 def _stored(cls: type, row: Row) -> dict[str, Any]:
