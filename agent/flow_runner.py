@@ -487,6 +487,7 @@ class FlowRunner:
                             self._drop_pending()
                             continue
                     self._forget_pending(count)
+                    await self._let_others_run()
                 elif self._pending_logs:
                     level, message, at = self._pending_logs[0]
                     seq = await self._emit(
@@ -498,6 +499,7 @@ class FlowRunner:
                         self._drop_pending()
                         continue
                     self._pending_logs.popleft()
+                    await self._let_others_run()
                 elif self._dropped_logs:
                     dropped = self._dropped_logs
                     text = (
@@ -580,10 +582,16 @@ class FlowRunner:
         except FlowRefused as refusal:
             self._end_early("error", str(refusal))
             return None
+        # No await between a message kept and the caller's note that it is: a cancel there (a
+        # timed flush cancelled as the flow ends) would send its rows a second time. Callers
+        # yield once they have noted it (``_let_others_run``).
+        return entry.seq
+
+    @staticmethod
+    async def _let_others_run() -> None:
         # Let the outbox's writer and the connection run: a query that never waits would hold
         # the event loop until it ends, and nothing would be written, sent or acknowledged.
         await asyncio.sleep(0)
-        return entry.seq
 
 
 NOT_RUN = ("not run", None)  # a held hunt flow the server ended at its condition
@@ -739,6 +747,7 @@ class FlowUploader:
             if seq is None:
                 raise UploadRefused("the agent's outbox is full")
             offset += len(data)
+            await runner._let_others_run()
             if eof:
                 assert upload.result is not None
                 return dict(upload.result)

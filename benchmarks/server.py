@@ -122,7 +122,7 @@ from velotui.server.data.schema import TABLES
 from velotui.server.datastore import Datastore
 from velotui.server.ids import hunt_flow_id
 from velotui.server.server import Server
-from velotui.server.sessions import AgentGate
+from velotui.server.sessions import AgentGate, AgentSession
 from velotui.vql import check as check_vql
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
@@ -622,33 +622,28 @@ class CollectionHold:
     the sockets (still encrypted), as if each agent had produced its rows on a machine of its
     own, in parallel, instead of one after the other in a simulated fleet sharing a core.
 
-    It wraps ``send`` of the sessions online now (an instance attribute; nothing else
-    changes) and pauses their transport's reading; ``held`` lists those held."""
+    It wraps ``AgentSession.send`` (sessions keep no per-instance attributes) for the sessions
+    online now, and pauses their transport's reading; ``held`` lists those held."""
 
     def __init__(self, sessions: dict[str, Any]) -> None:
         self.held: list[Any] = []
-        self._sessions = list(sessions.values())
-        for session in self._sessions:
-            session.send = self._holding_send(session, session.send)
+        watched = set(sessions.values())
+        plain = self._plain = AgentSession.send
 
-    def _holding_send(self, session: Any, send: Any) -> Any:
-        async def holding_send(message: Any, unless: Any = None) -> bool:
-            sent = await send(message, unless)
-            if (sent and isinstance(message, protocol.FlowRequest)
+        async def holding_send(session: Any, message: Any, unless: Any = None) -> bool:
+            sent = await plain(session, message, unless)
+            if (sent and session in watched and isinstance(message, protocol.FlowRequest)
                     and _COLLECTION_FLOW.search(message.flow_id)):
                 session.websocket.transport.pause_reading()
                 self.held.append(session)
             return sent
 
-        return holding_send
+        AgentSession.send = holding_send  # type: ignore[method-assign]
 
     def release(self) -> None:
-        for session in self._sessions:
-            with contextlib.suppress(AttributeError):
-                del session.send
+        AgentSession.send = self._plain  # type: ignore[method-assign]
         for session in self.held:
             session.websocket.transport.resume_reading()
-        self._sessions = []
 
 
 async def fleet_quiet(fleet: Fleet, timeout: float) -> None:

@@ -365,3 +365,43 @@ async def test_a_failure_inside_the_agent_still_ends_the_flow_with_a_status() ->
     assert "no text for this value" in status.error
     assert status.rows == 1  # what came before the failure is kept
     assert messages[-1] == status
+
+
+async def test_a_timed_flush_cancelled_right_after_its_batch_is_kept_sends_no_row_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import agent.flow_runner as flow_runner
+
+    monkeypatch.setattr(flow_runner, "ROW_BATCH_DELAY", 0.01)
+    release = asyncio.Event()
+
+    async def stepped(scope: Any) -> Any:
+        for n in range(10):
+            yield {"n": n}
+        await release.wait()  # the timed flush sends the first ten meanwhile
+        for n in range(10, 15):
+            yield {"n": n}
+
+    outbox = new_outbox()
+    runner = FlowRunner(FlowRequest(flow_id="F.test", query="SELECT n FROM stepped()"),
+                        outbox, registry_with(stepped))
+    put = outbox.put
+    cancelled: list[bool] = []
+
+    async def put_then_cancel(flow_id: str, build: Any, stored: Any = None) -> Any:
+        entry = await put(flow_id, build, stored)
+        task = asyncio.current_task()
+        if task is runner._timed_flush and not cancelled:
+            # The flow is ending as this batch is kept: its timed flush is cancelled now.
+            cancelled.append(True)
+            task.cancel()
+            release.set()
+        return entry
+
+    monkeypatch.setattr(outbox, "put", put_then_cancel)
+    status = await asyncio.wait_for(runner.run(), GUARD)
+    assert cancelled and status.state == "finished"
+    rows = [row["n"] for message in await kept_messages(outbox)
+            for row in (message.final_rows if isinstance(message, Status)
+                        else getattr(message, "rows", []))]
+    assert sorted(rows) == list(range(15))

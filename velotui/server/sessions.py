@@ -154,6 +154,10 @@ def allow_full_frames(connection: ServerConnection) -> None:
 class AgentSession:
     """The server's side of one agent connection."""
 
+    # Slots: one is held for every connected agent.
+    __slots__ = ("__weakref__", "_authenticating", "_send_lock", "client_id", "connected_at",
+                 "peer", "server", "websocket")
+
     def __init__(self, server: Server, websocket: ServerConnection) -> None:
         self.server = server
         self.websocket = websocket
@@ -282,8 +286,11 @@ class AgentSession:
 
     async def _serve(self) -> None:
         flows = self.server.flows
+        receive, decode = self.websocket.recv, protocol.decode
         while True:
-            message = await self._receive()
+            # Inline, not through _receive: an idle agent's connection waits here, and each
+            # coroutine frame on its stack is memory held for every connected agent.
+            message = decode(await receive(), sender="agent")
             if isinstance(message, FLOW_MESSAGES):
                 await flows.handle(self, message)
             elif isinstance(message, protocol.CheckIn):
