@@ -1,8 +1,9 @@
 """The console: the Textual app. It owns the state (the hunts, the link to the server) and the
 actions on hunts; each screen and widget is its own module and draws what the app holds.
 
-The server runs in the app's own event loop (or elsewhere, through the operator API); the app
-never touches SQL or sockets itself, it calls the operator API.
+The embedded server runs on its own event loop and thread (or elsewhere, reached over the
+network); either way the app only calls the operator API and awaits its answers, so its own loop
+draws frames and reads keys whatever the server is doing. It never touches SQL or sockets.
 """
 
 from __future__ import annotations
