@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
 from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
@@ -65,6 +66,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.page = 0
         self.total_rows = 0
         self._drawn_counts: dict[str, int] | None = None
+        self._stale: set[str] = set()  # groups to load again once their load in flight ends
 
     @property
     def selected_hunt_id(self) -> str | None:
@@ -115,20 +117,38 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     def redraw(self) -> None:
         hunt = self.hunt
-        self.query_one("#spec", Static).update(self._spec_text(hunt))
+        active = self.query_one("#tabs", TabbedContent).active
+        if active == "overview":  # drawing a hidden tab would cost a layout of the screen
+            self.query_one("#spec", Static).update(self._spec_text(hunt))
         if hunt["counts"] != self._drawn_counts:
             if self._drawn_counts is not None and \
                     hunt["counts"]["errors"] != self._drawn_counts["errors"]:
-                self.load_errors()
+                self._follow("errors")
             self._drawn_counts = dict(hunt["counts"])
             # Only the tab in view follows the counts; the others load when shown.
-            active = self.query_one("#tabs", TabbedContent).active
-            if active == "clients":
-                self.load_clients()
-            elif active == "results":
-                self.load_results()
+            if active in ("clients", "results"):
+                self._follow(active)
+
+    def _follow(self, group: str) -> None:
+        """Load ``group`` again for new counts: at once, or after the load in flight (never
+        cancelling it, so a busy server still gets each answer through, and loads never pile
+        up)."""
+        if any(worker.group == group and worker.node is self and not worker.is_finished
+               for worker in self.workers):
+            self._stale.add(group)
+            return
+        {"errors": self.load_errors, "clients": self.load_clients,
+         "results": self.load_results}[group]()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group = event.worker.group
+        if event.worker.is_finished and group in self._stale:
+            self._stale.discard(group)
+            self._follow(group)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "overview":
+            self.query_one("#spec", Static).update(self._spec_text(self.hunt))
         loaders = {"clients": self.load_clients, "results": self.load_results,
                    "log": self.load_log}
         loader = loaders.get(event.pane.id or "")
@@ -185,7 +205,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             return
         shown = QUEUE_NAMES.get(queue, queue) if queue else "all queues"
         self.query_one("#clients-filter", Static).update(
-            f"{len(clients)} clients in {shown}  (f: next queue)")
+            f"{len(clients)} clients in {shown}  (f: next queue)", layout=False)  # one line
         self.query_one("#clients-table", LiveTable).sync(
             {client["client_id"]: client_cells(client) for client in clients})
 
@@ -214,7 +234,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         first = self.page * PAGE_SIZE + 1 if rows else 0
         self.query_one("#results-page", Static).update(
             f"rows {first}-{self.page * PAGE_SIZE + len(rows)} of {self.total_rows}"
-            "  ([ previous, ] next)")
+            "  ([ previous, ] next)", layout=False)  # one line
 
     # Log ----------------------------------------------------------------------------------------
 
