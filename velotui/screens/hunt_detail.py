@@ -22,7 +22,7 @@ from velotui.widgets.vql_editor import VQLTextArea
 
 QUEUE_NAMES = {"not_matched": "not matched"}
 FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_matched")
-PAGE_SIZE = 200
+PAGE_SIZE = 200  # rows of the clients and results tabs at a time: drawing stays cheap
 CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
 
 
@@ -64,6 +64,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.hunt_id = hunt_id
         self.filter_index = 0
         self.page = 0
+        self.clients_page = 0
         self.total_rows = 0
         self._drawn_counts: dict[str, int] | None = None
         self._stale: set[str] = set()  # groups to load again once their load in flight ends
@@ -194,24 +195,43 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     def action_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self.clients_page = 0
         self.action_tab("clients")
         self.load_clients()
+
+    def _clients_in_filter(self) -> int:
+        """How many clients the filter holds, by the hunt's counts."""
+        queue, hunt = FILTERS[self.filter_index], self.hunt
+        if queue is not None:
+            return int(hunt["counts"][queue])
+        return sum(hunt["counts"].values()) + int(hunt.get("checking") or 0)
 
     @work(exclusive=True, group="clients")
     async def load_clients(self) -> None:
         queue = FILTERS[self.filter_index]
-        clients = await self.app.call("hunt_clients", hunt_id=self.hunt_id, queue=queue)
+        offset = self.clients_page * PAGE_SIZE
+        clients = await self.app.call("hunt_clients", hunt_id=self.hunt_id, queue=queue,
+                                      offset=offset, limit=PAGE_SIZE)
         if clients is None:
             return
         shown = QUEUE_NAMES.get(queue, queue) if queue else "all queues"
+        total = max(self._clients_in_filter(), offset + len(clients))
+        first = offset + 1 if clients else 0
         self.query_one("#clients-filter", Static).update(
-            f"{len(clients)} clients in {shown}  (f: next queue)", layout=False)  # one line
+            f"clients {first}-{offset + len(clients)} of {total} in {shown}"
+            "  (f: next queue, [ previous, ] next)", layout=False)  # one line
         self.query_one("#clients-table", LiveTable).sync(
             {client["client_id"]: client_cells(client) for client in clients})
 
     # Results ------------------------------------------------------------------------------------
 
     def action_page(self, step: int) -> None:
+        """The next or previous page of the clients tab when it shows, else of the results."""
+        if self.query_one("#tabs", TabbedContent).active == "clients":
+            last_page = max((self._clients_in_filter() - 1) // PAGE_SIZE, 0)
+            self.clients_page = min(max(self.clients_page + step, 0), last_page)
+            self.load_clients()
+            return
         last_page = max((self.total_rows - 1) // PAGE_SIZE, 0)
         self.page = min(max(self.page + step, 0), last_page)
         self.action_tab("results")
