@@ -309,3 +309,30 @@ async def test_a_big_hunts_clients_come_a_page_at_a_time(tmp_path: Path) -> None
         await pilot.press("f", "f", "f")  # results, errors, not matched
         await until(pilot, lambda: status().startswith("clients 1-20 of 20 in not matched"))
         assert table.row_count == 20
+
+
+async def test_the_clients_tab_follows_a_running_hunt_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough that the hunt's last changes come within it: they must not be lost.
+    monkeypatch.setattr("velotui.screens.hunt_detail.FOLLOW_INTERVAL", 5.0)
+    app = console(tmp_path / "datastore", demo=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.sub_title.startswith("3 of 3"), 90, "the demo fleet")
+        # Running for a second first: the table shows them running, then must follow.
+        hunt = await app.api.create_hunt(query="SELECT sleep(time=1) AS Slept FROM scope()")
+        app.hunts[hunt["hunt_id"]] = hunt
+        await app.push_screen(HuntDetailScreen(hunt["hunt_id"]))
+        await pilot.press("2")
+        table = app.screen.query_one("#clients-table")
+        assert table.row_count == 0
+        await app.api.start_hunt(hunt_id=hunt["hunt_id"])
+
+        def queues() -> list[str]:
+            return [str(table.get_row(key)[2]) for key in table.rows]
+
+        await until(pilot, lambda: "running" in queues(), 60, "clients running")
+        await until(pilot, lambda: queues() == ["results"] * 3, 60, "three clients with results")
+        assert "clients 1-3 of 3 in all queues" in str(
+            app.screen.query_one("#clients-filter").render())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -10,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
 from textual.worker import Worker
 
@@ -23,6 +25,7 @@ from velotui.widgets.vql_editor import VQLTextArea
 QUEUE_NAMES = {"not_matched": "not matched"}
 FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_matched")
 PAGE_SIZE = 200  # rows of the clients and results tabs at a time: drawing stays cheap
+FOLLOW_INTERVAL = 1.0  # seconds between reloads of a tab following a running hunt's counts
 CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
 
 
@@ -68,6 +71,8 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.total_rows = 0
         self._drawn_counts: dict[str, int] | None = None
         self._stale: set[str] = set()  # groups to load again once their load in flight ends
+        self._followed_at: dict[str, float] = {}  # when each group last loaded for new counts
+        self._follow_timers: dict[str, Timer] = {}
 
     @property
     def selected_hunt_id(self) -> str | None:
@@ -131,19 +136,32 @@ class HuntDetailScreen(HuntActions, Screen[None]):
                 self._follow(active)
 
     def _follow(self, group: str) -> None:
-        """Load ``group`` again for new counts: at once, or after the load in flight (never
-        cancelling it, so a busy server still gets each answer through, and loads never pile
-        up)."""
-        if any(worker.group == group and worker.node is self and not worker.is_finished
-               for worker in self.workers):
+        """Load ``group`` again for new counts: at most once per FOLLOW_INTERVAL, and never
+        while its load is in flight (not cancelling that one either, so a busy server still
+        gets each answer through and loads never pile up): then once it has ended."""
+        busy = any(worker.group == group and worker.node is self and not worker.is_finished
+                   for worker in self.workers)
+        wait = self._followed_at.get(group, -FOLLOW_INTERVAL) + FOLLOW_INTERVAL \
+            - time.monotonic()
+        if busy or group in self._follow_timers or wait > 0:
             self._stale.add(group)
+            if not busy and group not in self._follow_timers:
+                self._follow_timers[group] = self.set_timer(wait, lambda: self._due(group))
             return
+        self._followed_at[group] = time.monotonic()
         {"errors": self.load_errors, "clients": self.load_clients,
          "results": self.load_results}[group]()
 
+    def _due(self, group: str) -> None:
+        self._follow_timers.pop(group, None)
+        if group in self._stale:
+            self._stale.discard(group)
+            self._follow(group)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         group = event.worker.group
-        if event.worker.is_finished and group in self._stale:
+        if event.worker.is_finished and group in self._stale \
+                and group not in self._follow_timers:
             self._stale.discard(group)
             self._follow(group)
 
