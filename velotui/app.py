@@ -8,6 +8,7 @@ draws frames and reads keys whatever the server is doing. It never touches SQL o
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from velotui.screens.hunts import HuntsScreen
 from velotui.server.datastore import DatastoreError
 from velotui.server.errors import ServiceError
 from velotui.server_link import ServerLink
+from velotui.widgets import vql_editor
 
 PUBLISH_INTERVAL = 0.25
 FLEET_INTERVAL = 2.0
@@ -64,6 +66,9 @@ class VelotuiApp(App[int]):
 
     async def on_mount(self) -> None:
         self.theme = "textual-dark"
+        # Off this loop and while the server starts: the first VQL editor shown then opens
+        # without building the lexer first.
+        threading.Thread(target=vql_editor.prepare, name="velotui-vql", daemon=True).start()
         try:
             self.api = await self.link.start()
         except (OSError, ServiceError, DatastoreError) as error:
