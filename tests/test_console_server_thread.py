@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,11 +19,13 @@ import pytest
 
 from tests.console_driver import console, ready, until
 from tests.console_seed import CLIENTS, HUNTS, seed
+from velotui.app import VelotuiApp
 from velotui.screens.clients import ClientsScreen
 from velotui.screens.help import HelpScreen
 from velotui.screens.hunts import HuntsScreen
 from velotui.server.datastore import Datastore
 from velotui.server.errors import ServiceError
+from velotui.server_link import EmbeddedLink
 from velotui.server_thread import STOPPED, STREAM_WINDOW, ServerThread, ThreadedService
 
 SIZE = (100, 32)
@@ -104,6 +107,27 @@ async def test_quitting_stops_the_server_its_fleet_and_its_thread(tmp_path: Path
     left = [thread for thread in set(threading.enumerate()) - threads_before
             if not thread.daemon]
     assert left == [], left
+
+
+async def test_a_console_that_cannot_start_says_why_and_leaves_nothing_running(
+    tmp_path: Path
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    threads_before = set(threading.enumerate())
+    app = VelotuiApp(EmbeddedLink(datastore_path=tmp_path / "datastore",
+                                  listen=f"127.0.0.1:{taken.getsockname()[1]}"))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.failure is not None, 30, "the failure")
+    finally:
+        taken.close()
+    assert app.failure is not None and app.failure.startswith("velotui: cannot start: ")
+    assert "address already in use" in app.failure
+    assert app.return_value == 1
+    assert app.link.server_thread is None
+    assert set(threading.enumerate()) - threads_before == set()  # the store's threads too
 
 
 async def test_a_refusal_comes_back_with_the_servers_message(tmp_path: Path) -> None:

@@ -82,7 +82,14 @@ class EmbeddedLink(ServerLink):
         """On the server's loop."""
         datastore = Datastore.open(self.datastore_path)
         server = Server(datastore, self.listen)
-        await server.start()
+        try:
+            await server.start()
+        except BaseException:
+            # The address taken, say: what it opened (the store and its threads) is closed.
+            # Its own failure to close, if any, would hide why it could not start.
+            with contextlib.suppress(Exception):
+                await server.stop()
+            raise
         self.server = server
         if self.demo:
             processes = self.demo_processes or math.ceil(self.demo / AGENTS_PER_FLEET_PROCESS)
@@ -93,10 +100,11 @@ class EmbeddedLink(ServerLink):
         server_thread, self.server_thread = self.server_thread, None
         if server_thread is None:
             return
-        with contextlib.suppress(Exception):  # the thread stops below whatever happened here
+        try:
             if server_thread.running:
                 await server_thread.run(self._stop_server())
-        await server_thread.stop()
+        finally:  # whatever happened there, the thread ends
+            await server_thread.stop()
 
     async def _stop_server(self) -> None:
         """On the server's loop: the fleet first (its agents' goodbyes need the server), then
