@@ -116,12 +116,12 @@ async def final_estimate(app: Any, server_condition: str) -> float:
     loop = asyncio.get_running_loop()
     wanted = repr(server_condition)
     worker = None
-    while worker is None:
+    while worker is None:  # a worker lives at least a round trip to the server's thread
         worker = next((w for w in app.workers
                        if w.name == "run_estimate" and wanted in w.description), None)
-        await asyncio.sleep(TICK / 2)
+        await asyncio.sleep(0.001)
     while not worker.is_finished:
-        await asyncio.sleep(TICK / 2)
+        await asyncio.sleep(0.001)
     return loop.time()
 
 
