@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.console_driver import console, ready, type_text, until
-from tests.console_seed import CLIENTS, seed
+from tests.console_seed import CLIENTS, FAR_FUTURE, NOW, seed
+from tests.data_builder import DataBuilder
 from velotui.screens.clients import ClientsScreen
 from velotui.screens.dialogs import ConfirmScreen, ExportScreen
 from velotui.screens.help import HelpScreen
+from velotui.screens.hunt_detail import PAGE_SIZE, HuntDetailScreen
 from velotui.screens.hunts import COLUMNS, HuntsScreen
 from velotui.screens.new_hunt import NewHuntScreen
+from velotui.server.data import Database
+from velotui.server.datastore import Datastore
 from velotui.widgets.hunt_panel import QUEUE_LABELS, HuntPanel
 
 RESULTS_LABEL = next(label for label in QUEUE_LABELS if "results" in str(label).lower())
@@ -241,3 +247,92 @@ async def test_connect_attaches_to_a_running_server_which_outlives_the_console(
         assert f'"sha256": "{digest}"' in audit
     finally:
         server.stop()
+
+
+BIG_HUNT = "H.1M8F0000000D4"
+
+
+def big_hunt(root: Path, clients: int, matched: int) -> Path:
+    """A datastore with one hunt over ``clients`` clients: the first ``matched`` matched and
+    completed, the others not matched."""
+    datastore = Datastore.open(root)
+
+    async def write() -> None:
+        db = await Database.open(datastore.database_path)
+        build = DataBuilder(db)
+        await build.hunt(BIG_HUNT, "SELECT * FROM info()", created=NOW - 600, started=NOW - 590,
+                         description="many clients", expires=FAR_FUTURE)
+        for index in range(clients):
+            client_id = f"C.{index:016x}"
+            await build.client(client_id, {"Hostname": f"host-{index:04d}"},
+                               first_seen=NOW - 3600, last_seen=NOW - 60)
+            at = NOW - 500 + index * 0.1
+            await build.check(BIG_HUNT, client_id, matched=index < matched, at=at)
+            if index < matched:
+                await build.collect(BIG_HUNT, client_id, created=at, started=at, finished=at + 1)
+        await db.close()
+
+    writer = threading.Thread(target=asyncio.run, args=(write(),))  # works from a loop too
+    writer.start()
+    writer.join()
+    return datastore.root
+
+
+async def test_a_big_hunts_clients_come_a_page_at_a_time(tmp_path: Path) -> None:
+    app = console(big_hunt(tmp_path / "datastore", clients=450, matched=430))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HuntDetailScreen))
+        screen = app.screen
+        table = screen.query_one("#clients-table")
+
+        def status() -> str:
+            return str(screen.query_one("#clients-filter").render())
+
+        await pilot.press("2")
+        await until(pilot, lambda: status().startswith("clients 1-200 of 450 in all queues"))
+        assert table.row_count == PAGE_SIZE
+        first_page = {str(key.value) for key in table.rows}
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: status().startswith("clients 201-400 of 450"))
+        assert table.row_count == PAGE_SIZE
+        assert first_page.isdisjoint(str(key.value) for key in table.rows)
+        await pilot.press("right_square_bracket", "right_square_bracket")  # the last page stays
+        await until(pilot, lambda: status().startswith("clients 401-450 of 450"))
+        assert table.row_count == 50
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: status().startswith("clients 201-400 of 450"))
+
+        await pilot.press("f", "f", "f")  # pending, running, completed: back to page one
+        await until(pilot, lambda: status().startswith("clients 1-200 of 430 in completed"))
+        await pilot.press("f", "f", "f")  # results, errors, not matched
+        await until(pilot, lambda: status().startswith("clients 1-20 of 20 in not matched"))
+        assert table.row_count == 20
+
+
+async def test_the_clients_tab_follows_a_running_hunt_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long enough that the hunt's last changes come within it: they must not be lost.
+    monkeypatch.setattr("velotui.screens.hunt_detail.FOLLOW_INTERVAL", 5.0)
+    app = console(tmp_path / "datastore", demo=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: app.sub_title.startswith("3 of 3"), 90, "the demo fleet")
+        # Running for a second first: the table shows them running, then must follow.
+        hunt = await app.api.create_hunt(query="SELECT sleep(time=1) AS Slept FROM scope()")
+        app.hunts[hunt["hunt_id"]] = hunt
+        await app.push_screen(HuntDetailScreen(hunt["hunt_id"]))
+        await pilot.press("2")
+        table = app.screen.query_one("#clients-table")
+        assert table.row_count == 0
+        await app.api.start_hunt(hunt_id=hunt["hunt_id"])
+
+        def queues() -> list[str]:
+            return [str(table.get_row(key)[2]) for key in table.rows]
+
+        await until(pilot, lambda: "running" in queues(), 60, "clients running")
+        await until(pilot, lambda: queues() == ["results"] * 3, 60, "three clients with results")
+        assert "clients 1-3 of 3 in all queues" in str(
+            app.screen.query_one("#clients-filter").render())

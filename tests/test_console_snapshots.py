@@ -147,7 +147,11 @@ def test_add_label_prompt(snap_compare: Any, seeded: Path) -> None:
 async def _fixed_path(pilot: Pilot[Any]) -> None:
     from textual.widgets import Input
 
-    pilot.app.screen.query_one("#path", Input).value = "/srv/exports/H.1M8F0000000A1.zip"
+    # The cursor at the end, as after typing: left where it was, it would sit at the length of
+    # the default path, which depends on the folder the tests run in.
+    path = pilot.app.screen.query_one("#path", Input)
+    path.value = "/srv/exports/H.1M8F0000000A1.zip"
+    path.cursor_position = len(path.value)
     await pilot.pause()
 
 

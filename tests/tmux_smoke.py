@@ -5,7 +5,9 @@ console script as an operator would, in a detached tmux session of a fixed size,
 of three agents on a datastore in a temporary folder. It types a new hunt with ``tmux send-keys``,
 reads the screen with ``tmux capture-pane`` until the hunt's row shows the three results, resizes
 the terminal to 80x24 and back, quits with ``q``, and checks that the console exited with status 0
-and took its demo fleet with it.
+and took its demo fleet with it. It then starts the console twice more on the same datastore and
+ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time, nothing left
+running, the embedded server stopped.
 
     python tests/tmux_smoke.py [--velotui PATH]
 
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import psutil
+
+from velotui.server.datastore import SERVER_ADDRESS_NAME
 
 T = TypeVar("T")
 
@@ -265,7 +269,7 @@ class Smoke:
 
     # Steps ---------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def start_console(self) -> None:
         config = self.folder / "tmux.conf"
         config.write_text(TMUX_CONF)
         self.tmux.start(config, SIZE, [
@@ -274,6 +278,9 @@ class Smoke:
             "--listen", "127.0.0.1:0",
         ])
         self.server_pid = int(self.tmux.show("#{pid}"))
+
+    def run(self) -> None:
+        self.start_console()
         self.say(f"console started in tmux {SIZE[0]}x{SIZE[1]} (socket {self.tmux.socket})")
         self.check_environment(int(self.tmux.show("#{pane_pid}")))
 
@@ -301,6 +308,8 @@ class Smoke:
 
         self.resize_and_back(row["ID"])
         self.quit()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self.restart_and_end_with(signum)
 
     def check_environment(self, pid: int) -> None:
         try:
@@ -376,6 +385,30 @@ class Smoke:
                 self.fail("still running after the console exited: " + describe(left))
             time.sleep(POLL)
         self.say("no process of this run is left (console, demo fleet)")
+
+    def restart_and_end_with(self, signum: signal.Signals) -> None:
+        """The console again on the same datastore, ended by ``signum`` (SIGTERM from a service
+        manager, SIGHUP from a terminal that went away): status 0, nothing left running, the
+        embedded server stopped (its address taken back from the datastore)."""
+        self.tmux.kill()
+        self.start_console()
+        online = f"{FLEET} of {FLEET} clients online"
+        self.wait(f"'{online}' in the header again", lambda s: online in s)
+        os.kill(int(self.tmux.show("#{pane_pid}")), signum)
+        self.until(f"the console to exit after {signum.name}",
+                   lambda: self.tmux.show("#{pane_dead}") == "1")
+        status = self.tmux.show("#{pane_dead_status}")
+        if status != "0":
+            self.fail(f"the console exited with status {status!r} after {signum.name}")
+        deadline = time.monotonic() + 30
+        while left := self.processes():
+            if time.monotonic() > deadline:
+                self.fail(f"still running after {signum.name}: " + describe(left))
+            time.sleep(POLL)
+        if (self.datastore / SERVER_ADDRESS_NAME).exists():
+            self.fail(f"the embedded server did not stop after {signum.name}: its address is"
+                      " still in the datastore")
+        self.say(f"{signum.name}: the console exited with status 0; nothing of it is left")
 
     def clean_up(self) -> None:
         self.tmux.kill()

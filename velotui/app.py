@@ -1,12 +1,14 @@
 """The console: the Textual app. It owns the state (the hunts, the link to the server) and the
 actions on hunts; each screen and widget is its own module and draws what the app holds.
 
-The server runs in the app's own event loop (or elsewhere, through the operator API); the app
-never touches SQL or sockets itself, it calls the operator API.
+The embedded server runs on its own event loop and thread (or elsewhere, reached over the
+network); either way the app only calls the operator API and awaits its answers, so its own loop
+draws frames and reads keys whatever the server is doing. It never touches SQL or sockets.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from velotui.screens.hunts import HuntsScreen
 from velotui.server.datastore import DatastoreError
 from velotui.server.errors import ServiceError
 from velotui.server_link import ServerLink
+from velotui.widgets import vql_editor
 
 PUBLISH_INTERVAL = 0.25
 FLEET_INTERVAL = 2.0
@@ -63,6 +66,9 @@ class VelotuiApp(App[int]):
 
     async def on_mount(self) -> None:
         self.theme = "textual-dark"
+        # Off this loop and while the server starts: the first VQL editor shown then opens
+        # without building the lexer first.
+        threading.Thread(target=vql_editor.prepare, name="velotui-vql", daemon=True).start()
         try:
             self.api = await self.link.start()
         except (OSError, ServiceError, DatastoreError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -10,7 +11,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
+from textual.worker import Worker
 
 from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
@@ -21,7 +24,8 @@ from velotui.widgets.vql_editor import VQLTextArea
 
 QUEUE_NAMES = {"not_matched": "not matched"}
 FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_matched")
-PAGE_SIZE = 200
+PAGE_SIZE = 200  # rows of the clients and results tabs at a time: drawing stays cheap
+FOLLOW_INTERVAL = 1.0  # seconds between reloads of a tab following a running hunt's counts
 CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
 
 
@@ -63,8 +67,12 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.hunt_id = hunt_id
         self.filter_index = 0
         self.page = 0
+        self.clients_page = 0
         self.total_rows = 0
         self._drawn_counts: dict[str, int] | None = None
+        self._stale: set[str] = set()  # groups to load again once their load in flight ends
+        self._followed_at: dict[str, float] = {}  # when each group last loaded for new counts
+        self._follow_timers: dict[str, Timer] = {}
 
     @property
     def selected_hunt_id(self) -> str | None:
@@ -115,20 +123,51 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     def redraw(self) -> None:
         hunt = self.hunt
-        self.query_one("#spec", Static).update(self._spec_text(hunt))
+        active = self.query_one("#tabs", TabbedContent).active
+        if active == "overview":  # drawing a hidden tab would cost a layout of the screen
+            self.query_one("#spec", Static).update(self._spec_text(hunt))
         if hunt["counts"] != self._drawn_counts:
             if self._drawn_counts is not None and \
                     hunt["counts"]["errors"] != self._drawn_counts["errors"]:
-                self.load_errors()
+                self._follow("errors")
             self._drawn_counts = dict(hunt["counts"])
             # Only the tab in view follows the counts; the others load when shown.
-            active = self.query_one("#tabs", TabbedContent).active
-            if active == "clients":
-                self.load_clients()
-            elif active == "results":
-                self.load_results()
+            if active in ("clients", "results"):
+                self._follow(active)
+
+    def _follow(self, group: str) -> None:
+        """Load ``group`` again for new counts: at most once per FOLLOW_INTERVAL, and never
+        while its load is in flight (not cancelling that one either, so a busy server still
+        gets each answer through and loads never pile up): then once it has ended."""
+        busy = any(worker.group == group and worker.node is self and not worker.is_finished
+                   for worker in self.workers)
+        wait = self._followed_at.get(group, -FOLLOW_INTERVAL) + FOLLOW_INTERVAL \
+            - time.monotonic()
+        if busy or group in self._follow_timers or wait > 0:
+            self._stale.add(group)
+            if not busy and group not in self._follow_timers:
+                self._follow_timers[group] = self.set_timer(wait, lambda: self._due(group))
+            return
+        self._followed_at[group] = time.monotonic()
+        {"errors": self.load_errors, "clients": self.load_clients,
+         "results": self.load_results}[group]()
+
+    def _due(self, group: str) -> None:
+        self._follow_timers.pop(group, None)
+        if group in self._stale:
+            self._stale.discard(group)
+            self._follow(group)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        group = event.worker.group
+        if event.worker.is_finished and group in self._stale \
+                and group not in self._follow_timers:
+            self._stale.discard(group)
+            self._follow(group)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "overview":
+            self.query_one("#spec", Static).update(self._spec_text(self.hunt))
         loaders = {"clients": self.load_clients, "results": self.load_results,
                    "log": self.load_log}
         loader = loaders.get(event.pane.id or "")
@@ -174,24 +213,43 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     def action_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(FILTERS)
+        self.clients_page = 0
         self.action_tab("clients")
         self.load_clients()
+
+    def _clients_in_filter(self) -> int:
+        """How many clients the filter holds, by the hunt's counts."""
+        queue, hunt = FILTERS[self.filter_index], self.hunt
+        if queue is not None:
+            return int(hunt["counts"][queue])
+        return sum(hunt["counts"].values()) + int(hunt.get("checking") or 0)
 
     @work(exclusive=True, group="clients")
     async def load_clients(self) -> None:
         queue = FILTERS[self.filter_index]
-        clients = await self.app.call("hunt_clients", hunt_id=self.hunt_id, queue=queue)
+        offset = self.clients_page * PAGE_SIZE
+        clients = await self.app.call("hunt_clients", hunt_id=self.hunt_id, queue=queue,
+                                      offset=offset, limit=PAGE_SIZE)
         if clients is None:
             return
         shown = QUEUE_NAMES.get(queue, queue) if queue else "all queues"
+        total = max(self._clients_in_filter(), offset + len(clients))
+        first = offset + 1 if clients else 0
         self.query_one("#clients-filter", Static).update(
-            f"{len(clients)} clients in {shown}  (f: next queue)")
+            f"clients {first}-{offset + len(clients)} of {total} in {shown}"
+            "  (f: next queue, [ previous, ] next)", layout=False)  # one line
         self.query_one("#clients-table", LiveTable).sync(
             {client["client_id"]: client_cells(client) for client in clients})
 
     # Results ------------------------------------------------------------------------------------
 
     def action_page(self, step: int) -> None:
+        """The next or previous page of the clients tab when it shows, else of the results."""
+        if self.query_one("#tabs", TabbedContent).active == "clients":
+            last_page = max((self._clients_in_filter() - 1) // PAGE_SIZE, 0)
+            self.clients_page = min(max(self.clients_page + step, 0), last_page)
+            self.load_clients()
+            return
         last_page = max((self.total_rows - 1) // PAGE_SIZE, 0)
         self.page = min(max(self.page + step, 0), last_page)
         self.action_tab("results")
@@ -214,7 +272,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         first = self.page * PAGE_SIZE + 1 if rows else 0
         self.query_one("#results-page", Static).update(
             f"rows {first}-{self.page * PAGE_SIZE + len(rows)} of {self.total_rows}"
-            "  ([ previous, ] next)")
+            "  ([ previous, ] next)", layout=False)  # one line
 
     # Log ----------------------------------------------------------------------------------------
 

@@ -73,7 +73,9 @@ class HuntsScreen(HuntActions, Screen[None]):
         table = self.query_one("#hunts", LiveTable)
         table.sync({hunt["hunt_id"]: hunt_cells(hunt) for hunt in hunts})
         empty = self.query_one("#empty", Static)
-        empty.update("" if hunts else "No hunts yet. Press n to create one, ? for every key.")
+        message = "" if hunts else "No hunts yet. Press n to create one, ? for every key."
+        if empty.content != message:  # redrawn many times a second during a hunt: no layout
+            empty.update(message)
         empty.display = not hunts
         self._show_selected()
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widget import Widget
@@ -447,8 +448,10 @@ class HuntPanel(Widget):
             self.query_one("#hunt-progress", ProgressBar).update(
                 total=max(view.total, 1), progress=view.finished
             )
+            text, old_text = f"{view.finished:,}/{view.total:,}", f"{old.finished:,}/{old.total:,}"
+            # Sized to its text: the layout is redone only when that changes its width.
             self.query_one("#hunt-progress-text", Static).update(
-                f"{view.finished:,}/{view.total:,}"
+                text, layout=cell_len(text) != cell_len(old_text)
             )
         if view.sparkline != old.sparkline:
             self.query_one("#hunt-spark", Sparkline).data = list(view.sparkline)
@@ -457,6 +460,10 @@ class HuntPanel(Widget):
                 view.sparkline_caption, layout=False
             )
         if view.eta != old.eta:
-            self.query_one("#hunt-eta", Static).update(view.eta)
+            eta = self.query_one("#hunt-eta", Static)
+            # It may wrap: the layout is redone unless both texts fit on one line.
+            width = eta.content_size.width
+            one_line = width > 0 and max(cell_len(view.eta), cell_len(old.eta)) <= width
+            eta.update(view.eta, layout=not one_line)
         if view.rate != old.rate:
             self.query_one("#hunt-rate", Static).update(view.rate, layout=False)

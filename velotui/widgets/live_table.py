@@ -5,6 +5,11 @@ refilling a DataTable would lose the cursor, jump the scroll position and repain
 `sync_table` (Dolphie-style) touches only what changed: `update_cell` for changed cells, `add_row`
 for new keys, `remove_row` for keys gone, all inside one batch so the screen repaints once.
 
+Column widths follow the cells without measuring whole columns: the width of each cell shown is
+remembered, a column grows to its widest changed cell, and is measured again (once) only when a
+cell that may have been its widest became narrower. (DataTable's own `update_width` measures the
+whole column for every cell that got narrower: a thousand rows changing at once took a minute.)
+
 Row order: rows already in the table keep their place; new rows are appended at the end in the
 order `rows` gives them. A different order of existing keys in `rows` is ignored, because moving
 rows under the operator's cursor is exactly what this module exists to avoid (sort the table
@@ -17,15 +22,19 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from rich.console import RenderableType
+from rich.cells import cell_len
+from rich.console import Console, RenderableType
 from rich.text import Text
 from textual.coordinate import Coordinate
+from textual.render import measure
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, CellKey
 
 # What each table last showed, per row key: one signature per cell. Comparing these tuples skips
 # unchanged rows with one comparison, without asking the table for every cell on every update.
 _shown: WeakKeyDictionary[DataTable[Any], dict[str, tuple[Hashable, ...]]] = WeakKeyDictionary()
+# The width of each cell shown, per row key (None: not known, the row was not added here).
+_widths: WeakKeyDictionary[DataTable[Any], dict[str, tuple[int | None, ...]]] = WeakKeyDictionary()
 
 # Stands in for a cell whose previous content is unknown, so it always counts as changed.
 _UNKNOWN = object()
@@ -53,6 +62,23 @@ def _signature(cell: Any) -> Any:
             cell.no_wrap,
         )
     return cell
+
+
+def _cell_width(console: Console, cell: Any) -> int:
+    """The width DataTable gives ``cell`` (a string is read as markup, as it reads it)."""
+    if isinstance(cell, str):
+        if "[" not in cell and ":" not in cell:  # no markup, no emoji code: the common case
+            text = cell
+        else:
+            try:
+                text = Text.from_markup(cell).plain
+            except Exception:  # not valid markup: measured as it stands
+                text = cell
+    elif isinstance(cell, Text):
+        text = cell.plain
+    else:
+        return measure(console, cell, 1)
+    return max(map(cell_len, text.splitlines()), default=0)
 
 
 def _cursor_target(table: DataTable[Any]) -> CellKey | None:
@@ -101,13 +127,19 @@ def sync_table(
     columns = [column.key for column in table.ordered_columns]
     width = len(columns)
     shown = _shown.setdefault(table, {})
+    shown_widths = _widths.setdefault(table, {})
+    console = table.app.console
     target_before = _cursor_target(table)
     column_index = table.cursor_coordinate.column
+    changed: list[tuple[str, int, Any]] = []  # (row key, column index, new cell)
+    widest: dict[int, tuple[int, str]] = {}  # column index -> (width, row key) beyond the column
+    narrowed: dict[int, str] = {}  # column index -> a row whose cell may have been its widest
 
     with table.app.batch_update(), table.prevent(*_HIGHLIGHT_MESSAGES):
         # Rows removed behind our back (clear(), remove_row()) are forgotten, so they come back.
         for key in [key for key in shown if key not in table.rows]:
             del shown[key]
+            shown_widths.pop(key, None)
 
         for key, values in rows.items():
             if len(values) > width:
@@ -125,12 +157,33 @@ def sync_table(
                 elif len(before) != width:
                     before = (_UNKNOWN,) * width
                 if before != signature:
+                    widths = list(shown_widths.get(key) or ())
+                    widths += [None] * (width - len(widths))
                     for index, column in enumerate(columns):
-                        if before[index] != signature[index]:
-                            table.update_cell(key, column, cells[index], update_width=True)
+                        if before[index] == signature[index]:
+                            continue
+                        cell_width = _cell_width(console, cells[index])
+                        content_width = table.columns[column].content_width
+                        old_width = widths[index]
+                        if cell_width > content_width:
+                            widest[index] = max(widest.get(index, (0, key)), (cell_width, key))
+                        elif cell_width < content_width and (
+                                old_width is None or old_width >= content_width):
+                            narrowed.setdefault(index, key)
+                        widths[index] = cell_width
+                        changed.append((key, index, cells[index]))
+                    shown_widths[key] = tuple(widths)
             else:
                 table.add_row(*cells, key=key)
+                shown_widths[key] = tuple(_cell_width(console, cell) for cell in cells)
             shown[key] = signature
+
+        # One cell per column asks the table to fit the column: the widest that grew past it
+        # (no measuring), else one that narrowed (the column is measured once).
+        fitting = {(key, index) for index, (_width, key) in widest.items()}
+        fitting |= {(key, index) for index, key in narrowed.items() if index not in widest}
+        for key, index, cell in changed:
+            table.update_cell(key, columns[index], cell, update_width=(key, index) in fitting)
 
         # Removed after adding, so the table is as long as it gets while rows go and the cursor
         # is clamped (and made to jump) as rarely as possible.
@@ -138,6 +191,7 @@ def sync_table(
         for row_key in gone:
             table.remove_row(row_key)
             shown.pop(str(row_key.value), None)
+            shown_widths.pop(str(row_key.value), None)
 
         if target_before is not None and target_before[0] in table.rows:
             # Rows removed above the cursor shift its row up; follow the row, not the index.
