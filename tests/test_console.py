@@ -320,8 +320,9 @@ async def test_the_clients_tab_follows_a_running_hunt_to_its_end(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await until(pilot, lambda: app.sub_title.startswith("3 of 3"), 90, "the demo fleet")
-        # Running for a second first: the table shows them running, then must follow.
-        hunt = await app.api.create_hunt(query="SELECT sleep(time=1) AS Slept FROM scope()")
+        # Running for a while first (longer than a check takes to be folded into the queues):
+        # the table shows them running, then must follow.
+        hunt = await app.api.create_hunt(query="SELECT sleep(time=3) AS Slept FROM scope()")
         app.hunts[hunt["hunt_id"]] = hunt
         await app.push_screen(HuntDetailScreen(hunt["hunt_id"]))
         await pilot.press("2")
