@@ -48,11 +48,14 @@ agents each; the bare baseline is ``benchmarks.bare_connections`` in child proce
    timed). Then reading resumes, and every batch the server stores is noted (which group
    commit wrote it, and when that was durable): ``ingest_rows_per_s`` = rows / (reading
    resumed to the last batch durable), the server's whole path from encrypted bytes to a
-   synced commit. The baseline: those very blobs (read back from the server's ``flow_rows``),
-   in the same order, written by raw ``sqlite3`` into a fresh database of the server's schema
-   (WAL, synchronous=FULL), one ``executemany`` and one commit per group the server committed
-   them in, the median of three runs: ``sqlite_rows_per_s``; ``ingest_vs_sqlite`` is the
-   ratio.
+   synced commit. The baseline: the very rows the server stored (read back from its
+   ``flow_rows`` before the clock starts), in the same batches and the same order, each batch
+   encoded into the storage format (the data layer's ``pack_rows``, msgpack) and written by raw
+   ``sqlite3`` into a fresh database of the server's schema (WAL, synchronous=FULL), one
+   ``executemany`` and one commit per group the server committed them in, the median of three
+   runs: ``sqlite_rows_per_s``; ``ingest_vs_sqlite`` is the ratio. The same with the blobs
+   encoded beforehand (only the writes timed) is reported too: ``sqlite_blob_rows_per_s``,
+   ``ingest_vs_sqlite_blobs``.
 
 ``--scale`` is ``--agents 15000 --hunts 1 --churn-seconds 0 --ingest-clients 0``: the fleet,
 one hunt of each kind, the server's peak memory, the reconnect storm against bare connections.
@@ -118,6 +121,7 @@ from benchmarks.harness import (
     wait_until,
     write_agent_config,
 )
+from velotui.server.data.flows import pack_rows, unpack_rows
 from velotui.server.data.schema import TABLES
 from velotui.server.datastore import Datastore
 from velotui.server.ids import hunt_flow_id
@@ -154,7 +158,8 @@ TARGETS: dict[str, tuple[str, float]] = {
 FIGURES = (
     "agents", "fleet_processes", "hunt_seconds", "hunt_seconds_server_condition",
     "roundtrip_seconds", "hunt_vs_roundtrip", "hunt_vs_roundtrip_server_condition", "errors",
-    "ingest_rows_per_s", "sqlite_rows_per_s", "ingest_vs_sqlite", "kb_per_agent",
+    "ingest_rows_per_s", "sqlite_rows_per_s", "ingest_vs_sqlite", "sqlite_blob_rows_per_s",
+    "ingest_vs_sqlite_blobs", "kb_per_agent",
     "bare_kb_per_connection", "memory_ratio", "kb_per_agent_churn",
     "bare_kb_per_connection_churn", "memory_ratio_churn", "reconnect_seconds",
     "bare_connect_seconds", "reconnect_vs_bare", "server_peak_rss_mb",
@@ -580,9 +585,10 @@ class IngestRecorder:
                 delattr(owner, name)
 
 
-async def stored_blobs(server: Server, batches: list[StoredBatch]) -> list[list[tuple[Any, ...]]]:
-    """The stored blobs of ``batches`` as ``flow_rows`` rows, grouped by the commit that wrote
-    them, in commit order."""
+async def stored_batches(server: Server, batches: list[StoredBatch]
+                         ) -> list[list[tuple[Any, ...]]]:
+    """``batches`` as stored, ``(client_id, flow_id, seq, row_count, rows)`` with their rows
+    decoded, grouped by the commit that wrote them, in commit order."""
     exports = server.db.exports
     cutoff = await exports.row_cutoff()
     groups: dict[int, list[tuple[Any, ...]]] = {}
@@ -591,25 +597,33 @@ async def stored_blobs(server: Server, batches: list[StoredBatch]) -> list[list[
         if not stored or stored[0]["seq"] != batch.seq:
             raise BenchmarkError(f"ingest: batch {batch.seq} of {batch.flow_id} is not stored")
         groups.setdefault(batch.commit, []).append(
-            (batch.client_id, batch.flow_id, batch.seq, batch.rows, bytes(stored[0]["data"])))
+            (batch.client_id, batch.flow_id, batch.seq, batch.rows,
+             unpack_rows(bytes(stored[0]["data"]))))
     return list(groups.values())
 
 
-def sqlite_seconds(path: Path, groups: list[list[tuple[Any, ...]]]) -> float:
-    """The ingest baseline: seconds for raw sqlite3 to write ``groups`` of ``flow_rows`` rows
-    into a fresh database of the server's schema with the server's pragmas (WAL,
-    synchronous=FULL), one executemany and one commit per group."""
+def sqlite_seconds(path: Path, groups: list[list[tuple[Any, ...]]], encoded: bool = False
+                   ) -> float:
+    """The ingest baseline: seconds for raw sqlite3 to write ``groups`` of batches (as
+    ``stored_batches`` gives them) into a fresh database of the server's schema with the
+    server's pragmas (WAL, synchronous=FULL), each batch's rows encoded as the server stores
+    them, one executemany and one commit per group. ``encoded``: the rows are encoded before
+    the clock starts (only the writes timed)."""
+    def encoding(group: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [(*batch[:4], pack_rows(batch[4])) for batch in group]
+
+    ready = [encoding(group) for group in groups] if encoded else groups
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
         connection.executescript(TABLES)
         began = time.perf_counter()
-        for group in groups:
+        for group in ready:
             connection.execute("BEGIN IMMEDIATE")
             connection.executemany(
                 "INSERT INTO flow_rows (client_id, flow_id, seq, row_count, data)"
-                " VALUES (?, ?, ?, ?, ?)", group)
+                " VALUES (?, ?, ?, ?, ?)", group if encoded else encoding(group))
             connection.execute("COMMIT")
         return time.perf_counter() - began
     finally:
@@ -698,14 +712,16 @@ async def ingest(server: Server, clients: int, options: Options, folder: Path, f
             " AgentSession.send and held: the others' rows were timed as the fleet made them")
     early = sum(batch.rows for batch in batches if batch.received < released)
     window = max(b.durable for b in batches) - min(released, *(b.received for b in batches))
-    groups = await stored_blobs(server, batches)
+    groups = await stored_batches(server, batches)
     say(f"  the fleet produced its rows in {held_seconds:.2f} s; the server stored {rows} rows"
         f" ({len(batches)} batches, {len(groups)} group commits) {window:.2f} s after they were"
         " let in; SQLite baseline")
     # A few syncs dominate the baseline, and a shared disk is noisy: the median of a few.
     baselines = [await asyncio.to_thread(sqlite_seconds, folder / f"baseline-{run}.sqlite",
                                          groups) for run in range(SQLITE_RUNS)]
-    baseline = median(baselines)
+    blob_baselines = [await asyncio.to_thread(sqlite_seconds, folder / f"blobs-{run}.sqlite",
+                                              groups, True) for run in range(SQLITE_RUNS)]
+    baseline, blob_baseline = median(baselines), median(blob_baselines)
     ingest_rate, sqlite_rate = rows / window, rows / baseline
     return {
         "ingest_clients": clients, "ingest_rows_per_client": options.ingest_rows,
@@ -716,6 +732,8 @@ async def ingest(server: Server, clients: int, options: Options, folder: Path, f
         "ingest_fleet_cpu_s": hunt.fleet_cpu, "sqlite_seconds": baseline,
         "sqlite_runs": baselines, "sqlite_rows_per_s": sqlite_rate,
         "ingest_vs_sqlite": ingest_rate / sqlite_rate,
+        "sqlite_blob_seconds": blob_baseline, "sqlite_blob_rows_per_s": rows / blob_baseline,
+        "ingest_vs_sqlite_blobs": ingest_rate * blob_baseline / rows,
     }
 
 
@@ -976,10 +994,12 @@ def print_figures(values: dict[str, Any], options: Options) -> None:
          f" {values.get('ingest_commits')} group commits; server CPU"
          f" {number('ingest_server_cpu_s')} s, fleet CPU {number('ingest_fleet_cpu_s')} s)"),
         ("sqlite_rows_per_s",
-         f"sqlite: {number('sqlite_rows_per_s', 0)} rows/s (the same blobs in the same groups,"
-         f" raw sqlite3 executemany, WAL, synchronous=FULL, in {number('sqlite_seconds', 3)} s,"
-         f" median of {seconds_list('sqlite_runs')});"
-         f" ingest_vs_sqlite {number('ingest_vs_sqlite', 3)}"),
+         f"sqlite: {number('sqlite_rows_per_s', 0)} rows/s (the same rows in the same batches"
+         f" and groups, encoded with pack_rows, raw sqlite3 executemany, WAL,"
+         f" synchronous=FULL, in {number('sqlite_seconds', 3)} s, median of"
+         f" {seconds_list('sqlite_runs')}); ingest_vs_sqlite {number('ingest_vs_sqlite', 3)};"
+         f" the blobs encoded beforehand: {number('sqlite_blob_rows_per_s', 0)} rows/s,"
+         f" ingest_vs_sqlite_blobs {number('ingest_vs_sqlite_blobs', 3)}"),
     ]
     lines = [line for key, line in measured if values.get(key) is not None]
     for count_key, kinds_key, what in (

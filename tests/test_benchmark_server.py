@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = (
     "agents", "hunt_seconds", "roundtrip_seconds", "hunt_vs_roundtrip",
     "hunt_seconds_server_condition", "hunt_vs_roundtrip_server_condition", "ingest_rows_per_s",
-    "sqlite_rows_per_s", "ingest_vs_sqlite", "kb_per_agent", "bare_kb_per_connection",
+    "sqlite_rows_per_s", "ingest_vs_sqlite", "sqlite_blob_rows_per_s", "ingest_vs_sqlite_blobs",
+    "kb_per_agent", "bare_kb_per_connection",
     "memory_ratio", "kb_per_agent_churn", "bare_kb_per_connection_churn", "memory_ratio_churn",
     "reconnect_seconds", "bare_connect_seconds", "reconnect_vs_bare", "server_peak_rss_mb",
 )
