@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CONSOLE = ("velotui.app", "velotui.screens", "velotui.widgets", "velotui.cli",
-           "velotui.server_link", "velotui.display")
+           "velotui.server_link", "velotui.embedded_server", "velotui.display")
 NEUTRAL = ("velotui.runtime", "velotui.data_folders", "velotui.durable_files")
 
 

@@ -1,37 +1,29 @@
-"""How the console reaches a server: one embedded in this process, on its own event loop and
-thread (with an optional demo fleet of local agents), or one already running elsewhere, through
-the operator API.
+"""How the console reaches a server: one it embeds, run as its child process (with an optional
+demo fleet of local agents), or one already running elsewhere (``--connect``).
 
-Either way the console gets an object with the operator API's methods (``ThreadedService`` for
-the embedded server, ``RemoteService`` over the network), called with keyword arguments only,
-so the screens do not care which it is, and neither ever runs server work on the console's loop.
+Either way the console gets a ``RemoteService``: the operator API's methods, called with keyword
+arguments only, over a websocket, so the screens do not care which it is, and no server work
+ever runs in the console's process (not even on another thread: a thread would share the
+console's interpreter lock, and a server's garbage collection or long C call would stall its
+frames).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
-import math
-import os
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from velotui.server.datastore import Datastore
+from velotui.server.errors import ServiceError
 from velotui.server.remote import RemoteService
-from velotui.server.server import DEFAULT_LISTEN, Server
-from velotui.server.sessions import AgentGate
-from velotui.server_thread import ServerThread, ThreadedService
+from velotui.server.server import DEFAULT_LISTEN
 
-AGENTS_PER_FLEET_PROCESS = 5000
-"""Simulated agents per demo fleet process: each is a socket (open files are limited per
-process), and a bigger fleet is split so its processes share the connection work."""
+STOP_TIMEOUT = 30.0
+"""Seconds the embedded server may take to finish its queued writes once asked to stop."""
 
 
 class ServerLink:
@@ -47,74 +39,81 @@ class ServerLink:
         raise NotImplementedError
 
 
+class EmbeddedServerError(ServiceError):
+    """The embedded server could not start; the message says why, in one line."""
+
+
 @dataclass
 class EmbeddedLink(ServerLink):
-    """A server in this process on its own thread and event loop (``server_thread``), and
-    optionally ``demo`` simulated agents in ``demo_processes`` child processes (by default one
-    per AGENTS_PER_FLEET_PROCESS).
+    """A server run by ``python -m velotui.embedded_server`` as this process's child, and
+    optionally ``demo`` simulated agents (in ``demo_processes`` processes of their own, by
+    default one per 5,000).
 
-    ``start`` (awaited on the console's loop) opens the datastore and starts the server over
-    there, then the fleet; ``stop`` stops the fleet, then the server, then the thread, and
-    returns once the thread has ended. Both only await the server's loop, never block the
-    console's."""
+    ``start`` waits for it to listen, then connects to it; ``stop`` disconnects and closes
+    its standard input, upon which it stops its fleet, then itself (its queued writes
+    finished), and returns once it has exited. The server also stops when this process dies,
+    however abruptly: its standard input ends then too."""
 
     datastore_path: Path | None = None
     listen: str = DEFAULT_LISTEN
     demo: int = 0
     demo_processes: int | None = None
-    server: Server | None = None
-    server_thread: ServerThread | None = field(default=None, repr=False)
-    fleet: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    server_url: str = ""
 
     async def start(self) -> Any:
-        self.server_thread = ServerThread()
-        self.server_thread.start()
+        command = [sys.executable, "-m", "velotui.embedded_server", "--listen", self.listen,
+                   "--demo", str(self.demo)]
+        if self.datastore_path is not None:
+            command += ["--datastore", str(self.datastore_path)]
+        if self.demo_processes is not None:
+            command += ["--demo-processes", str(self.demo_processes)]
+        self.process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the console is the console's, not its
+        )
         try:
-            service = await self.server_thread.run(self._start_server())
+            ready = await self._ready()
+            self.api = await RemoteService.connect(ready["url"], ready["token"], ready["ca_pem"])
         except BaseException:
             await self.stop()
             raise
-        self.description = service.server.url
-        self.api = ThreadedService(service, self.server_thread)
+        self.server_url = self.description = ready["url"]
         return self.api
 
-    async def _start_server(self) -> Any:
-        """On the server's loop."""
-        datastore = Datastore.open(self.datastore_path)
-        server = Server(datastore, self.listen)
-        try:
-            await server.start()
-        except BaseException:
-            # The address taken, say: what it opened (the store and its threads) is closed.
-            # Its own failure to close, if any, would hide why it could not start.
-            with contextlib.suppress(Exception):
-                await server.stop()
-            raise
-        self.server = server
-        if self.demo:
-            processes = self.demo_processes or math.ceil(self.demo / AGENTS_PER_FLEET_PROCESS)
-            self.fleet = start_demo_fleet(server, self.demo, processes)
-        return server.service(f"console:{_user()}")
+    async def _ready(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        line = await self.process.stdout.readline()
+        with contextlib.suppress(ValueError):
+            ready = json.loads(line)
+            if isinstance(ready, dict) and "url" in ready:
+                return ready
+            if isinstance(ready, dict) and "error" in ready:
+                raise EmbeddedServerError(str(ready["error"]))
+        # It died before it could say (a broken installation): its last words, if any.
+        assert self.process.stderr is not None
+        said = (await self.process.stderr.read()).decode(errors="replace").strip()
+        status = await self.process.wait()
+        last = said.splitlines()[-1] if said else f"it ended with status {status}"
+        raise EmbeddedServerError(f"the embedded server did not start: {last}")
 
     async def stop(self) -> None:
-        server_thread, self.server_thread = self.server_thread, None
-        if server_thread is None:
+        api, self.api = getattr(self, "api", None), None
+        if api is not None:
+            with contextlib.suppress(Exception):
+                await api.close()
+        process, self.process = self.process, None
+        if process is None:
             return
+        if process.stdin is not None:
+            process.stdin.close()
         try:
-            if server_thread.running:
-                await server_thread.run(self._stop_server())
-        finally:  # whatever happened there, the thread ends
-            await server_thread.stop()
-
-    async def _stop_server(self) -> None:
-        """On the server's loop: the fleet first (its agents' goodbyes need the server), then
-        the server, which finishes its queued writes."""
-        fleet, self.fleet = self.fleet, []
-        if fleet:
-            await asyncio.to_thread(stop_processes, fleet)
-        server, self.server = self.server, None
-        if server is not None:
-            await server.stop()
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 @dataclass
@@ -133,69 +132,3 @@ class RemoteLink(ServerLink):
     async def stop(self) -> None:
         if getattr(self, "api", None) is not None:
             await self.api.close()
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in this environment (a container)
-        return "unknown"
-
-
-def start_demo_fleet(server: Server, count: int, processes: int = 1
-                     ) -> list[subprocess.Popen[bytes]]:
-    """``count`` simulated agents in ``processes`` child processes, enrolled with this server;
-    their state and log live in the datastore's ``demo`` folder so a restart reuses their
-    identities. Split over several processes, each gets the simulated hosts of its share of the
-    indexes (a facts file), so the fleet has ``count`` different hosts either way."""
-    from agent.config import AgentConfig
-    from agent.plugins.facts import simulated_facts
-
-    server.agent_gate = AgentGate.for_own_fleet(count)  # they all come at once, on purpose
-    folder = server.datastore.root / "demo"
-    folder.mkdir(mode=0o700, exist_ok=True)
-    config = folder / "agent.json"
-    AgentConfig(
-        server_url=server.agent_url,
-        ca_pem=server.datastore.ca_pem(),
-        enrolment_secret=server.datastore.enrolment_secret(),
-        labels=["Demo"],
-        poll_interval=30.0,
-        max_backoff=5.0,
-    ).save(config)
-    agent = Path(sys.executable).parent / "velotui-agent"
-    command = [str(agent)] if agent.exists() else [sys.executable, "-m", "agent.main"]
-    processes = max(1, min(processes, count))
-    fleet = []
-    with open(folder / "fleet.log", "ab") as log:  # each child keeps its own copy open
-        for index in range(processes):
-            first, last = count * index // processes, count * (index + 1) // processes
-            options = ["--state", str(folder / "fleet"), "--simulate", str(last - first)]
-            if processes > 1:
-                facts = folder / f"facts-{index}.json"
-                facts.write_text(json.dumps([simulated_facts(n) for n in range(first, last)]))
-                options = ["--state", str(folder / f"fleet-{index}"),
-                           "--simulate", str(last - first), "--facts", str(facts)]
-            fleet.append(subprocess.Popen(
-                [*command, "--config", str(config), *options],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # a Ctrl-C in the console is the console's, not theirs
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            ))
-    return fleet
-
-
-def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
-    """SIGTERM to all of them at once, then SIGKILL to any still there after ``timeout``."""
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.0))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait()

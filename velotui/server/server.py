@@ -67,6 +67,7 @@ class Server:
         self.audit: AuditLog
         self.enrolment_secret = ""
         self._api_token = ""
+        self._extra_tokens: dict[str, str] = {}
         self._listener: WebsocketServer | None = None
         self.url = ""
         self._connections_since_trim = 0
@@ -146,6 +147,20 @@ class Server:
         """The operator API acting as ``actor`` (recorded in the audit log)."""
         return Service(self, actor)
 
+    def add_operator_token(self, token: str, actor: str) -> None:
+        """Also accept ``token`` on the operator API, as ``actor`` (the embedding console's own
+        token, for as long as this server runs: its audit entries name the console's user)."""
+        self._extra_tokens[token] = actor
+
+    def _operator_actor(self, token: str) -> str | None:
+        if not token:
+            return None
+        actor = None
+        for known, name in ((self._api_token, OPERATOR_TOKEN_NAME), *self._extra_tokens.items()):
+            if secrets_equal(token, known):  # every one compared, in constant time each
+                actor = name
+        return actor
+
     # Connections --------------------------------------------------------------------------------
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -155,10 +170,11 @@ class Server:
         if path == protocol.OPERATOR_PATH:
             header = request.headers.get("Authorization", "")
             token = header.removeprefix("Bearer ").strip()
-            if not token or not secrets_equal(token, self._api_token):
+            actor = self._operator_actor(token)
+            if actor is None:
                 log.warning("operator connection refused: bad token")
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
-            connection.velotui_actor = OPERATOR_TOKEN_NAME  # type: ignore[attr-defined]
+            connection.velotui_actor = actor  # type: ignore[attr-defined]
             return None
         return connection.respond(http.HTTPStatus.NOT_FOUND, "no such endpoint\n")
 

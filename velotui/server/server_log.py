@@ -88,15 +88,17 @@ class PrivateRotatingFileHandler(RotatingFileHandler):
         return open(descriptor, "a", encoding=self.encoding, errors=self.errors)
 
 
-def server_log_handlers(logs_dir: Path) -> list[logging.Handler]:
-    """Handlers for ``velotui serve``: standard error and the rotating ``server.log`` in
-    ``logs_dir``, both escaping every record. Raises OSError when the file cannot be opened."""
+def server_log_handlers(logs_dir: Path, to_stderr: bool = True) -> list[logging.Handler]:
+    """Handlers for ``velotui serve``: standard error (unless not ``to_stderr``) and the
+    rotating ``server.log`` in ``logs_dir``, both escaping every record. Raises OSError when the
+    file cannot be opened."""
     formatter = EscapingFormatter(LOG_FORMAT)
     handlers: list[logging.Handler] = [
-        logging.StreamHandler(sys.stderr),
         PrivateRotatingFileHandler(logs_dir / LOG_FILE_NAME, maxBytes=MAX_LOG_BYTES,
                                    backupCount=LOG_BACKUPS, encoding="utf-8"),
     ]
+    if to_stderr:
+        handlers.insert(0, logging.StreamHandler(sys.stderr))
     for handler in handlers:
         handler.setFormatter(formatter)
     return handlers
