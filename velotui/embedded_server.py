@@ -43,6 +43,8 @@ AGENTS_PER_FLEET_PROCESS = 5000
 """Simulated agents per demo fleet process: each is a socket (open files are limited per
 process), and a bigger fleet is split so its processes share the connection work."""
 STDERR_NAME = "embedded.stderr"
+SERVER_NICENESS = 5
+DEMO_FLEET_NICENESS = 5  # more, on top of the server's
 PRIVATE_UMASK = 0o077
 
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-processes", type=int, default=None)
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)  # the database, logs, uploads and exports are its user's alone
+    # The operator's keys and frames come first when the cores are short: the console is idle
+    # most of the time, and then the server has them all.
+    os.nice(SERVER_NICENESS)
     try:
         parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
@@ -168,8 +173,15 @@ def start_demo_fleet(server: Server, count: int, processes: int = 1
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # a Ctrl-C in the console is the console's, not theirs
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Stand-ins for other machines: on this one they come after the console and
+                # the server whenever the cores are short.
+                preexec_fn=_lower_priority,
             ))
     return fleet
+
+
+def _lower_priority() -> None:
+    os.nice(DEMO_FLEET_NICENESS)
 
 
 def stop_processes(processes: list[subprocess.Popen[Any]], timeout: float = 10.0) -> None:

@@ -24,7 +24,7 @@ from velotui.widgets.vql_editor import VQLTextArea
 
 QUEUE_NAMES = {"not_matched": "not matched"}
 FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_matched")
-PAGE_SIZE = 200  # rows of the clients and results tabs at a time: drawing stays cheap
+PAGE_SIZE = 100  # rows of the clients and results tabs at a time: loading one stays cheap
 FOLLOW_INTERVAL = 1.0  # seconds between reloads of a tab following a running hunt's counts
 CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
 
