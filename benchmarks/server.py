@@ -421,6 +421,9 @@ async def timed_hunt(server: Server, query: str, clients: int, options: Options,
     if profiler is not None and profile_path is not None:
         profiler.dump_stats(profile_path)
         report_profile(profiler, profile_path)
+    if counts["errors"]:  # why, as `velotui hunt show` would say
+        for reason in await server.db.results.error_reasons(hunt_id, 5):
+            say(f"  in errors: {reason}")
     return HuntOutcome(
         hunt_id=hunt_id, seconds=seconds, judged_seconds=judged_at[0] if judged_at else seconds,
         counts=dict(counts), server_cpu=cpu_seconds(me) - cpu_before,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.fleet import until
 from tests.protocol_client import handshake, open_socket, receive
 from velotui.server.remote import RemoteService
 from velotui.server.server import Server
+from velotui.server.sessions import MAX_RETRY_SECONDS, AgentGate
 from velotui.server.token_bucket import TokenBucket
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
@@ -360,6 +362,12 @@ async def test_connections_authenticating_are_capped_the_next_wait_and_the_rest_
     late = await open_socket(server)  # and past those waiting, one is told to come back later
     code, reason = await closed_with(late)
     assert code == CloseCode.TRY_AGAIN_LATER and protocol.retry_hint(reason) is not None
+    # The next one refused is told a later time: the server's handshakes go at the gate's rate
+    # (here one a second), and those refused come back one after the other, not all at once.
+    server.agent_gate.rate = 1.0
+    first = protocol.retry_hint((await closed_with(await open_socket(server)))[1])
+    second = protocol.retry_hint((await closed_with(await open_socket(server)))[1])
+    assert first is not None and second is not None and second > first
 
     await authenticating[0].close()  # one gives up: the one waiting takes its place
     assert isinstance(await asyncio.wait_for(receive(waiting), 10), protocol.Challenge)
@@ -469,3 +477,17 @@ async def test_a_failure_handling_a_message_closes_that_connection_with_internal
                                                        rows=[{"n": 1}])))
     assert await receive(bystander) == protocol.Ack(flow_id=bystander_flow, seq=1)
     await bystander.close()
+
+
+def test_a_fleet_refused_at_once_is_told_to_come_back_at_the_pace_of_the_handshakes() -> None:
+    gate = AgentGate()
+    gate.rate = 100.0
+    now = 1000.0
+    hints = [gate.retry_in(now) for _ in range(6000)]
+    assert hints[0] == pytest.approx(0.5)  # nobody inside: soon
+    # One after the other, a hundredth of a second apart, up to the longest wait promised...
+    spread = hints[: int((MAX_RETRY_SECONDS - 0.5) * gate.rate)]
+    assert all(b - a == pytest.approx(0.01) for a, b in itertools.pairwise(spread))
+    assert max(hints) == pytest.approx(MAX_RETRY_SECONDS)
+    # ... and once the storm has passed, the next one refused is told to come back soon again.
+    assert gate.retry_in(now + 600) == pytest.approx(0.5)

@@ -53,8 +53,19 @@ FLOW_MESSAGES = (protocol.Rows, protocol.Log, protocol.Upload, protocol.Status,
 MAX_UNAUTHENTICATED_CONNECTIONS = 256
 MAX_WAITING_CONNECTIONS = 4096
 # About how many agents a second get through the handshake on one core, to tell those refused
-# for now when to come back.
+# for now when to come back (until the server has measured its own rate during a storm).
 HANDSHAKES_PER_SECOND = 500.0
+# The measured rate is kept within these bounds, so that one odd second cannot send a fleet
+# away for hours, nor call it back at once.
+MIN_HANDSHAKES_PER_SECOND = 50.0
+MAX_HANDSHAKES_PER_SECOND = 5000.0
+# The longest a refused agent is told to wait: an agent caps any wait at its max_backoff, 60 s by
+# default, and a promise it cannot keep would bunch the fleet up at that cap.
+MAX_RETRY_SECONDS = 45.0
+# How long a connection may wait its turn: an agent gives the server 30 s from its hello to the
+# challenge, and one served after it has given up was a handshake wasted. So no more wait than
+# the measured rate gets through in this long.
+MAX_QUEUE_SECONDS = 15.0
 # New client IDs admitted per second and at once. The enrolment secret is in every agent's
 # config, so its holder must not fill the client table at line rate; a new fleet of thousands
 # still enrols within minutes (refused agents wait and try again).
@@ -83,18 +94,35 @@ class AgentGate:
         self.unauthenticated = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._refusing = False  # to log the cap once per episode, not once per connection
+        self.max_queue_seconds: float | None = MAX_QUEUE_SECONDS
+        # Those refused are given times to come back one after the other, at the rate the
+        # handshakes get through: the last time promised, and that rate as measured.
+        self._promised = 0.0
+        self.rate = HANDSHAKES_PER_SECOND
+        self._second = 0.0
+        self._this_second = 0
 
     @classmethod
     def for_own_fleet(cls, size: int) -> AgentGate:
         """A gate for a server whose process starts ``size`` agents of its own at once (a demo
         fleet, a benchmark): they may all wait their turn and enrol at once, on top of the
         usual rate."""
-        return cls(enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size),
+        gate = cls(enrolments=TokenBucket(ENROLMENTS_PER_SECOND, ENROLMENT_BURST + size),
                    max_waiting=max(size, MAX_WAITING_CONNECTIONS))
+        gate.max_queue_seconds = None  # its agents started together, and wait together
+        return gate
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def waiting_cap(self) -> int:
+        """How many may wait now: ``max_waiting``, or fewer when the handshakes go slower than
+        would see them all through within MAX_QUEUE_SECONDS."""
+        if self.max_queue_seconds is None:
+            return self.max_waiting
+        return min(self.max_waiting,
+                   max(int(self.rate * self.max_queue_seconds), self.max_unauthenticated))
 
     async def enter(self) -> bool:
         """Wait for a place among the connections authenticating (first come, first served);
@@ -102,7 +130,7 @@ class AgentGate:
         if self.unauthenticated < self.max_unauthenticated and not self._waiters:
             self.unauthenticated += 1
             return True
-        if len(self._waiters) >= self.max_waiting:
+        if len(self._waiters) >= self.waiting_cap():
             if not self._refusing:
                 log.warning("%d agent connections are authenticating and %d wait: refusing"
                             " more for now", self.unauthenticated, len(self._waiters))
@@ -116,7 +144,7 @@ class AgentGate:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.authenticated()  # handed a place just as we were cancelled: pass it on
-            else:
+            elif waiter in self._waiters:  # (one leaving may have dropped it, as cancelled)
                 self._waiters.remove(waiter)
             raise
         return True
@@ -124,6 +152,7 @@ class AgentGate:
     def authenticated(self) -> None:
         """A connection let in by ``enter`` has proven its key or ended: its place goes to the
         next one waiting."""
+        self._count_handshake()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -131,10 +160,31 @@ class AgentGate:
                 return
         self.unauthenticated -= 1
 
-    def retry_in(self) -> float:
-        """Seconds a connection refused now should wait: about the time those authenticating
-        and waiting take to get through."""
-        return 0.5 + (self.unauthenticated + len(self._waiters)) / HANDSHAKES_PER_SECOND
+    def _count_handshake(self, now: float | None = None) -> None:
+        """Measure the handshakes' rate while there is a queue (a storm): a second's count, then
+        the mean of that and the previous measure."""
+        now = time.monotonic() if now is None else now
+        if now - self._second >= 1.0:
+            if self._waiters and now - self._second < 2.0:  # a full second, busy throughout
+                measured = self._this_second / (now - self._second)
+                self.rate = min(max((self.rate + measured) / 2, MIN_HANDSHAKES_PER_SECOND),
+                                MAX_HANDSHAKES_PER_SECOND)
+            self._second, self._this_second = now, 0
+        self._this_second += 1
+
+    def retry_in(self, now: float | None = None) -> float:
+        """Seconds a connection refused now should wait. Each one refused is given the next
+        free time after those already inside and those promised before it, at the rate
+        handshakes get through: a whole fleet refused at once comes back spread out at the
+        pace the server can take (not all at once a few seconds later, to be refused again
+        and again, each refusal costing a TLS handshake), up to MAX_RETRY_SECONDS."""
+        now = time.monotonic() if now is None else now
+        inside = (self.unauthenticated + len(self._waiters)) / self.rate
+        self._promised = max(self._promised + 1 / self.rate, now + 0.5 + inside)
+        if self._promised - now > MAX_RETRY_SECONDS:
+            # Past the cap, spread over it: beyond what it can promise the server is guessing.
+            self._promised = now + MAX_RETRY_SECONDS
+        return self._promised - now
 
 
 def allow_full_frames(connection: ServerConnection) -> None:
