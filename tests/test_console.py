@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from agent.plugins.facts import simulated_facts
 from tests.console_driver import console, ready, type_text, until
 from tests.console_seed import CLIENTS, FAR_FUTURE, NOW, seed
 from tests.data_builder import DataBuilder
+from tests.processes import AgentProcess, write_agent_config
 from velotui.screens.clients import ClientsScreen
 from velotui.screens.dialogs import ConfirmScreen, ExportScreen
 from velotui.screens.help import HelpScreen
@@ -343,3 +346,50 @@ async def test_the_clients_tab_follows_a_running_hunt_to_its_end(
         await until(pilot, lambda: queues() == ["results"] * 3, 60, "three clients with results")
         assert "clients 1-3 of 3 in all queues" in str(
             app.screen.query_one("#clients-filter").render())
+
+
+async def test_text_from_agents_is_shown_as_it_is_never_read_as_markup(tmp_path: Path) -> None:
+    """A host name, OS, row value or column name an agent sends is drawn character for
+    character: ``[/]`` must not break drawing a table, ``[bold red]`` must not style it."""
+    hostile = "[/]"
+    styled = "[bold red]pwned"
+    datastore = tmp_path / "datastore"
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps([{**simulated_facts(0), "Hostname": hostile, "OS": styled}]))
+    app = console(datastore)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        config = write_agent_config(datastore, app.link.server_url, tmp_path / "agent.json")
+        agent = AgentProcess(config, tmp_path / "agent", "--simulate", "1",
+                             "--facts", str(facts)).start()
+        try:
+            await until(pilot, lambda: app.sub_title.startswith("1 of 1"), 60, "the agent")
+            await pilot.press("c")
+            table = app.screen.query_one("#clients")
+            await until(pilot, lambda: table.row_count == 1, 10, "the client")
+            await pilot.pause()  # drawn: a cell read as markup would have failed here
+            row = table.get_row_at(0)
+            assert [str(cell) for cell in row[1:3]] == [hostile, styled]
+            await pilot.press("escape")
+
+            hunt = await app.api.create_hunt(
+                query=f"SELECT '{hostile}' AS X, '{styled}' AS `{hostile}` FROM scope()",
+                start=True)
+            app.hunts[hunt["hunt_id"]] = hunt
+            await until(pilot, lambda: app.hunts[hunt["hunt_id"]]["counts"]["results"] == 1,
+                        60, "the hunt's results")
+            await app.push_screen(HuntDetailScreen(hunt["hunt_id"]))
+            await pilot.press("3")
+            results = app.screen.query_one("#results-table")
+            await until(pilot, lambda: results.row_count == 1, 10, "the result row")
+            await pilot.pause()
+            labels = [str(column.label) for column in results.ordered_columns]
+            shown = dict(zip(labels, map(str, results.get_row_at(0)), strict=True))
+            assert shown["X"] == hostile and shown[hostile] == styled
+            await pilot.press("2")
+            clients = app.screen.query_one("#clients-table")
+            await until(pilot, lambda: clients.row_count == 1, 10, "the hunt's client")
+            await pilot.pause()
+            assert str(clients.get_row_at(0)[1]) == hostile
+        finally:
+            agent.stop()

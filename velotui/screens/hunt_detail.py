@@ -19,7 +19,7 @@ from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
 from velotui.server.hunts import QUEUES
 from velotui.vql.values import cell_text
-from velotui.widgets.live_table import LiveTable
+from velotui.widgets.live_table import LiveTable, plain
 from velotui.widgets.vql_editor import VQLTextArea
 
 QUEUE_NAMES = {"not_matched": "not matched"}
@@ -266,9 +266,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         table = self.query_one("#results-table", DataTable)
         table.clear(columns=True)
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        table.add_columns(*columns)
+        table.add_columns(*map(plain, columns))
         for row in rows:
-            table.add_row(*(cell_text(row.get(column))[:80] for column in columns))
+            table.add_row(*(plain(cell_text(row.get(column))[:80]) for column in columns))
         first = self.page * PAGE_SIZE + 1 if rows else 0
         self.query_one("#results-page", Static).update(
             f"rows {first}-{self.page * PAGE_SIZE + len(rows)} of {self.total_rows}"
@@ -284,5 +284,5 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         table = self.query_one("#log-table", DataTable)
         table.clear()
         for entry in entries:
-            table.add_row(utc_seconds(entry["time"]), entry["client_id"], entry["level"],
-                          (entry["message"] or "")[:200])
+            table.add_row(utc_seconds(entry["time"]), entry["client_id"], plain(entry["level"]),
+                          plain((entry["message"] or "")[:200]))

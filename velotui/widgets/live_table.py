@@ -64,6 +64,13 @@ def _signature(cell: Any) -> Any:
     return cell
 
 
+def plain(value: str) -> Text:
+    """``value`` as a table cell shown exactly as it is. DataTable reads a string cell as Rich
+    markup: a host name, error or row value an agent sent could style the console, hide text,
+    or (``[/]``) break drawing the table."""
+    return Text(value, no_wrap=True, end="")
+
+
 def _cell_width(console: Console, cell: Any) -> int:
     """The width DataTable gives ``cell`` (a string is read as markup, as it reads it)."""
     if isinstance(cell, str):
@@ -211,5 +218,7 @@ class LiveTable(DataTable[Any]):
     def sync(self, rows: Mapping[str, Sequence[RenderableType | str]]) -> None:
         """Show exactly `rows` (row key -> cells in column order), touching only what changed.
 
-        Raises ValueError when a row has more cells than the table has columns."""
-        sync_table(self, rows)
+        Raises ValueError when a row has more cells than the table has columns. Text is shown
+        as it is, never read as markup."""
+        sync_table(self, {key: [plain(cell) if isinstance(cell, str) else cell for cell in cells]
+                          for key, cells in rows.items()})
