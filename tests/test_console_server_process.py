@@ -74,7 +74,9 @@ async def test_keys_and_frames_go_on_while_the_server_process_is_stopped(
         await until(pilot, lambda: table.row_count == len(CLIENTS), 10, "the clients")
 
 
-async def test_quitting_stops_the_server_process_and_its_fleet_which_yield_to_the_console(tmp_path: Path) -> None:
+async def test_quitting_stops_the_server_process_and_its_fleet_which_yield_to_the_console(
+    tmp_path: Path
+) -> None:
     datastore = tmp_path / "datastore"
     app = console(datastore, demo=2)
     async with app.run_test(size=SIZE) as pilot:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.config import MIN_OUTBOX_MAX_BYTES
 from agent.flow_progress import FLOW_KEY
 from agent.outbox_file import OutboxFile
 from agent.state import OUTBOX_FILE_NAME
@@ -32,6 +34,11 @@ pytestmark = [
 ]
 
 ROW_COUNT = 400_000
+# Rows of about 100 bytes, and an agent keeping at most 4 MiB unacknowledged: it cannot run more
+# than ~40,000 rows ahead of the server, so the kill, right after the first rows are stored,
+# always comes before the query has ended (not only when the machine happens to be fast).
+PAD = "x" * 90
+OUTBOX_MAX_BYTES = MIN_OUTBOX_MAX_BYTES
 GUARD = 120  # seconds before a hanging step fails; never a measure of speed
 
 
@@ -43,6 +50,8 @@ def fleet(tmp_path: Path):
     Datastore.open(datastore)  # first open creates the CA, secrets and token
     server.start()
     config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
+    config.write_text(json.dumps({**json.loads(config.read_text()),
+                                  "outbox_max_bytes": OUTBOX_MAX_BYTES}))
     agent = AgentProcess(config, tmp_path / "agent-state").start()
     with running(server, agent):
         [client] = wait_for_clients(datastore, 1)
@@ -98,14 +107,20 @@ async def test_a_killed_agent_resumes_its_collection_and_every_row_arrives_once(
     api = await operator_api(server)
     async with api:
         flow = await api.schedule_collection(
-            client_id=client_id, query=f"SELECT _value FROM range(start=0, end={ROW_COUNT})"
+            client_id=client_id,
+            query=f"SELECT _value, '{PAD}' AS Pad FROM range(start=0, end={ROW_COUNT})"
         )
         flow_id = flow["flow_id"]
         before = await kill_once_some_is_acknowledged(api, agent, client_id, flow_id, "rows")
         kept = unfinished_on_the_agent(agent.state, flow_id)
         assert 0 < before["rows"] <= kept["rows_sent"] < ROW_COUNT
 
-        agent.start()  # the same state folder
+        # The same state folder; now with the default bound, so that the query resumed before
+        # the agent is back online is not refused for a full outbox.
+        agent.config.write_text(json.dumps({
+            key: value for key, value in json.loads(agent.config.read_text()).items()
+            if key != "outbox_max_bytes"}))
+        agent.start()
         status = await follow_to_the_end(api, client_id, flow_id)
         values = [row["_value"] async for event in api.flow_results(
             client_id=client_id, flow_id=flow_id) for row in event["rows"]]

@@ -37,8 +37,13 @@ def row_keys(table: DataTable[Any]) -> list[str]:
             for index in range(table.row_count)]
 
 
-def shown(table: DataTable[Any]) -> dict[str, list[Any]]:
-    return {key: table.get_row(key) for key in row_keys(table)}
+def texts(cells: Sequence[Any]) -> list[str]:
+    """Cells as the text they show (LiveTable keeps strings as plain Text)."""
+    return [str(cell) for cell in cells]
+
+
+def shown(table: DataTable[Any]) -> dict[str, list[str]]:
+    return {key: texts(table.get_row(key)) for key in row_keys(table)}
 
 
 def cursor_key(table: DataTable[Any]) -> str:
@@ -94,7 +99,7 @@ async def test_only_changed_cells_are_updated() -> None:
         table.sync({"a": ("alpha", "1", "running"), "b": ("beta", "7", "running")})
         assert calls == [("b", "count")]
         await pilot.pause()
-        assert table.get_row("b") == ["beta", "7", "running"]
+        assert texts(table.get_row("b")) == ["beta", "7", "running"]
 
 
 async def test_a_style_change_alone_is_an_update() -> None:
@@ -171,7 +176,7 @@ async def test_scroll_position_is_kept_while_rows_change() -> None:
         await pilot.pause()
         assert cursor_key(table) == "r050"
         assert table.scroll_y == scrolled
-        assert table.get_row("r050")[1] == "150"
+        assert str(table.get_row("r050")[1]) == "150"
 
 
 async def test_existing_rows_keep_their_order_and_new_rows_come_in_order_given() -> None:
@@ -182,7 +187,7 @@ async def test_existing_rows_keep_their_order_and_new_rows_come_in_order_given()
         table.sync({"y": ("y",), "b": ("b",), "x": ("x",), "a": ("a",)})
         assert row_keys(table) == ["a", "b", "y", "x"]
         # Missing trailing cells show as empty.
-        assert table.get_row("y") == ["y", "", ""]
+        assert texts(table.get_row("y")) == ["y", "", ""]
 
 
 async def test_columns_widen_for_grown_values() -> None:
@@ -218,6 +223,18 @@ async def test_sync_table_works_on_a_plain_data_table_and_refuses_extra_cells() 
     async with app.run_test(size=(80, 24)):
         table = app.query_one(DataTable)
         sync_table(table, {"k": ("1", "2")})
-        assert table.get_row("k") == ["1", "2"]
+        assert texts(table.get_row("k")) == ["1", "2"]
         with pytest.raises(ValueError, match="3 cells"):
             sync_table(table, {"k": ("1", "2", "3")})
+
+
+async def test_text_is_shown_as_it_is_never_read_as_markup() -> None:
+    app = TableApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(LiveTable)
+        table.sync({"a": ("[/]", "[bold red]x", "running")})
+        await pilot.pause()  # drawn: "[/]" read as markup would fail here
+        table.sync({"a": ("[/]", "[bold red]y", "[i]")})
+        await pilot.pause()
+        assert shown(table) == {"a": ["[/]", "[bold red]y", "[i]"]}
+        assert all(not cell.spans for cell in table.get_row("a"))  # no style slipped in

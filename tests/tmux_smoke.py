@@ -372,7 +372,7 @@ class Smoke:
         self.tmux.keys("q")
         self.until("the console to exit after q", lambda: self.tmux.show("#{pane_dead}") == "1")
         self.screen = self.tmux.capture()
-        status = self.tmux.show("#{pane_dead_status}")
+        status = self.dead_status()
         if status != "0":
             signal = self.tmux.show("#{pane_dead_signal}")
             self.fail(f"the console exited with status {status!r} (signal {signal!r}) after q")
@@ -386,6 +386,14 @@ class Smoke:
             time.sleep(POLL)
         self.say("no process of this run is left (console, demo fleet)")
 
+    def dead_status(self) -> str:
+        """The exit status of the pane's process: tmux may mark the pane dead (its terminal
+        closed) a moment before it has reaped the process and knows how it ended."""
+        self.until("tmux to know how the console ended",
+                   lambda: self.tmux.show("#{pane_dead_status}")
+                   or self.tmux.show("#{pane_dead_signal}"))
+        return self.tmux.show("#{pane_dead_status}")
+
     def restart_and_end_with(self, signum: signal.Signals) -> None:
         """The console again on the same datastore, ended by ``signum`` (SIGTERM from a service
         manager, SIGHUP from a terminal that went away): status 0, nothing left running, the
@@ -397,7 +405,7 @@ class Smoke:
         os.kill(int(self.tmux.show("#{pane_pid}")), signum)
         self.until(f"the console to exit after {signum.name}",
                    lambda: self.tmux.show("#{pane_dead}") == "1")
-        status = self.tmux.show("#{pane_dead_status}")
+        status = self.dead_status()
         if status != "0":
             self.fail(f"the console exited with status {status!r} after {signum.name}")
         deadline = time.monotonic() + 30
