@@ -643,6 +643,8 @@ async def _stream(
     pacer = _Pacer()
     countdown = pacer.every
     emitted = 0
+    # The two loops below are the same per row, written out twice on purpose: this is the
+    # engine's hottest code, and a shared helper (or a generator over both) costs a call per row.
     if source.__class__ is list:
         for row in source:
             if deadline is not None:
