@@ -53,9 +53,12 @@ CONDITION_BUDGET = 0.05
 """Seconds the server-side condition may run for one client: the worker thread's CPU time, so
 that a busy server (the worker waiting for the GIL or a core) does not blow it."""
 
-CONDITION_SLACK = 0.25
-"""How much longer than the budget a caller of ``judge`` waits, from the moment the worker
-started its judgement, before giving up: room for thread hand-over, not for more judging."""
+CONDITION_SLACK = 2.0
+"""How much longer than the budget, in time on the clock, a judgement may take from the moment
+the worker started it before its caller gives up (and the judgement stops at its next await):
+room for a busy server, whose worker waits for the GIL and a core while the budget (CPU time)
+stands still, not for more judging. Only a condition stuck where the engine cannot interrupt it
+(or waiting on something) comes this far."""
 
 CONDITION_QUEUE_LIMIT = 30.0
 """Seconds a judgement may wait for the worker to start it (behind a burst of others, or a
@@ -336,12 +339,16 @@ class ServerCondition:
             )
             # Run to the end, not to the first row: the errors it logs are then the same
             # whatever order the rows came in.
-            async with asyncio.timeout(self.budget), contextlib.aclosing(results) as rows_out:
+            async with asyncio.timeout(self.budget + CONDITION_SLACK), \
+                    contextlib.aclosing(results) as rows_out:
                 async for _row in rows_out:
                     matched = True
-        except (DeadlineExceeded, TimeoutError):  # computing past the budget, or waiting
+        except DeadlineExceeded:  # computing past the budget
             return Judgement(False, "the server-side condition ran longer than its budget of"
                                     f" {_milliseconds(self.budget)}")
+        except TimeoutError:  # waiting, past what its caller waits
+            return Judgement(False, "the server-side condition did not finish within"
+                                    f" {_milliseconds(self.budget + CONDITION_SLACK)}")
         except Exception as error:  # the engine logs what a query does wrong; this is ours
             log.exception("server condition failed on %s", client.get("ClientId"))
             return Judgement(False, _one_line(
@@ -450,7 +457,8 @@ async def _rows_from_facts(record: ClientRecord, program: Program, budget: float
             on_unknown=problems.note_unknown, deadline=time.thread_time() + budget,
             clock=time.thread_time,
         )
-        async with asyncio.timeout(budget), contextlib.aclosing(results) as rows_out:
+        async with asyncio.timeout(budget + CONDITION_SLACK), \
+                contextlib.aclosing(results) as rows_out:
             async for row in rows_out:
                 rows.append(row)
                 if len(rows) > MAX_CONDITION_ROWS:
