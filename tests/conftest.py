@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fleet import Fleet
 from velotui.server.datastore import Datastore
 from velotui.server.server import Server
 
@@ -20,6 +21,17 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+async def fleet(server: Server, tmp_path: Path) -> AsyncIterator[Fleet]:
+    """Agents simulated in this process, connected to ``server`` (modules whose fleet is of
+    another kind, real agent processes say, define their own)."""
+    agents = Fleet(server, tmp_path / "agents")
+    try:
+        yield agents
+    finally:
+        await agents.close()
 
 
 # Console snapshots live in the top-level snapshots/ folder, one folder per test module, rather

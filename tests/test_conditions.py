@@ -9,7 +9,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -344,15 +344,6 @@ async def test_the_estimate_of_ten_thousand_clients_lets_the_loop_turn() -> None
         turns_while_estimating = ticker.ticks - before
     assert result.total == 10_000 and result.errored == 0
     assert turns_while_estimating >= 1
-
-
-@pytest.fixture
-async def fleet(server: Server, tmp_path: Path) -> AsyncIterator[Fleet]:
-    agents = Fleet(server, tmp_path / "agents")
-    try:
-        yield agents
-    finally:
-        await agents.close()
 
 
 async def test_the_operator_api_estimate_reports_an_unknown_column(server: Server,

@@ -6,7 +6,6 @@ collection, so a client the hidden condition leaves out never receives it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +25,6 @@ WINDOWS = {"OS": "windows", "Hostname": "desk-1", "Fqdn": "desk-1.example"}
 @pytest.fixture
 def api(server: Server) -> Service:
     return server.service("tester")
-
-
-@pytest.fixture
-async def fleet(server: Server, tmp_path: Path) -> AsyncIterator[Fleet]:
-    agents = Fleet(server, tmp_path / "agents")
-    try:
-        yield agents
-    finally:
-        await agents.close()
 
 
 def queues(server: Server, hunt_id: str) -> dict[str, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +15,6 @@ from velotui.server.errors import ServiceError
 from velotui.server.hunt_manager import RecruitmentBudget
 from velotui.server.server import Server
 from velotui.server.service import Service
-
-
-@pytest.fixture
-async def fleet(server: Server, tmp_path: Path) -> AsyncIterator[Fleet]:
-    agents = Fleet(server, tmp_path / "agents")
-    try:
-        yield agents
-    finally:
-        await agents.close()
 
 
 @pytest.fixture
