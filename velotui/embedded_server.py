@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import logging
 import math
 import os
 import secrets
@@ -34,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from velotui.cli.server_commands import PRIVATE_UMASK, configure_logging
 from velotui.server.datastore import Datastore, DatastoreError
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
-from velotui.server.server_log import server_log_handlers
 from velotui.server.sessions import AgentGate
 
 AGENTS_PER_FLEET_PROCESS = 5000
@@ -45,7 +44,6 @@ process), and a bigger fleet is split so its processes share the connection work
 STDERR_NAME = "embedded.stderr"
 SERVER_NICENESS = 5
 DEMO_FLEET_NICENESS = 5  # more, on top of the server's
-PRIVATE_UMASK = 0o077
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
-        logging.basicConfig(level=logging.INFO, force=True,
-                            handlers=server_log_handlers(datastore.logs_dir, to_stderr=False))
+        configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
     except (ValueError, DatastoreError, OSError) as error:
         return _refuse(str(error))
-    logging.getLogger("websockets").setLevel(logging.WARNING)
     return asyncio.run(_run(Server(datastore, args.listen), args.demo, args.demo_processes))
 
 

@@ -45,9 +45,10 @@ def add_parsers(subparsers: Any) -> None:
     config.set_defaults(handler=agent_config_main)
 
 
-def configure_logging(datastore: Datastore, verbose: bool) -> None:
+def configure_logging(datastore: Datastore, verbose: bool, to_stderr: bool = True) -> None:
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, handlers=server_log_handlers(datastore.logs_dir), force=True)
+    logging.basicConfig(level=level, force=True,
+                        handlers=server_log_handlers(datastore.logs_dir, to_stderr))
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
