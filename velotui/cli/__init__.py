@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from velotui.cli import client_commands, console, hunt_commands, query, server_commands
+from velotui.cli import (
+    artifact_commands,
+    client_commands,
+    console,
+    hunt_commands,
+    query,
+    server_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_commands.add_parsers(subparsers)
     client_commands.add_parsers(subparsers)
     hunt_commands.add_parsers(subparsers)
+    artifact_commands.add_parsers(subparsers)
     return parser
 
 

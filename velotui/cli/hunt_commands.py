@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from velotui.artifacts import ArtifactError
+from velotui.artifacts.library import definition_files, load_file
+from velotui.artifacts.requests import RequestError, requests_for
 from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
 from velotui.cli.limits import add_limit_options, limit_arguments
@@ -30,7 +33,13 @@ def add_parsers(subparsers: Any) -> None:
 
     create = actions.add_parser("create", help="create a hunt (paused unless --start)")
     add_server_options(create)
-    create.add_argument("--query", required=True, metavar="VQL", help="the collection to run")
+    create.add_argument("--query", metavar="VQL", help="the collection to run, as VQL")
+    create.add_argument("--artifact", action="append", default=[], metavar="NAME",
+                        help="the collection to run, as an artifact; repeatable")
+    create.add_argument("--param", action="append", default=[], metavar="K=V",
+                        help="an artifact parameter (NAME.K=V for one artifact only)")
+    create.add_argument("--definitions", action="append", type=Path, default=[], metavar="DIR",
+                        help="send a folder (or file) of artifact definitions along")
     create.add_argument("--client-condition", default=DEFAULT_CLIENT_CONDITION, metavar="VQL",
                         help="run by each agent (default: its info() and labels)")
     create.add_argument("--server-condition", default="", metavar="VQL",
@@ -204,14 +213,40 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
 
 
 async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
+    if bool(args.query) == bool(args.artifact):
+        raise UsageError("give the collection with --query VQL or with --artifact NAME")
+    if args.param and not args.artifact:
+        raise UsageError("--param goes with --artifact")
+    collection: dict[str, Any] = {"query": args.query or ""}
+    if args.artifact:
+        collection = await _artifact_collection(remote, args)
     hunt = await remote.create_hunt(
-        query=args.query, client_condition=args.client_condition,
+        **collection, client_condition=args.client_condition,
         server_condition=args.server_condition, rate=args.rate, limit=args.limit,
         expires=args.expires, description=args.description, start=args.start,
         **limit_arguments(args),
     )
     print(json.dumps(hunt, indent=2) if args.json else hunt["hunt_id"])
     return 0
+
+
+async def _artifact_collection(remote: RemoteService, args: argparse.Namespace
+                               ) -> dict[str, Any]:
+    """The create_hunt arguments naming artifacts: the server's library resolves the names,
+    with ``--definitions`` sent along; each ``--param`` goes to every artifact declaring it."""
+    try:
+        extra = [load_file(f) for folder in args.definitions for f in definition_files(folder)]
+    except ArtifactError as error:
+        raise UsageError(str(error)) from None
+    summaries = {a["name"]: a for a in await remote.list_artifacts()}
+    for artifact in extra:
+        summaries[artifact.name] = artifact.summary()
+    try:
+        requests = requests_for(summaries, args.artifact, args.param)
+    except RequestError as error:
+        raise UsageError(str(error)) from None
+    definitions = [{"origin": a.origin, "text": a.text} for a in extra]
+    return {"artifacts": requests, "definitions": definitions}
 
 
 async def hunt_results(remote: RemoteService, args: argparse.Namespace) -> int:

@@ -104,6 +104,11 @@ class Datastore:
         return self.root / "exports"
 
     @property
+    def artifacts_dir(self) -> Path:
+        """Artifact definitions imported into this server's library, one YAML file each."""
+        return self.root / "artifacts"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

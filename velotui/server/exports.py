@@ -18,6 +18,8 @@ Layout (``fmt`` picks the ``.jsonl`` and/or ``.csv`` entries; ``summary`` drops 
 
     hunt.json                          the hunt, its queries, counts, timings and export options
     results/All.jsonl, All.csv         every client's rows, with ClientId, Fqdn, FlowId first
+                                       (and, for artifacts, _Source: Artifact[/Source])
+    results/<Artifact>[/<Source>].jsonl, .csv   one artifact source's rows, for artifact hunts
     <hostname>-<client_id>/client.json the client, its place in the hunt, its flow
     <hostname>-<client_id>/results.jsonl, results.csv
     <hostname>-<client_id>/log.jsonl   the flow's log lines
@@ -51,6 +53,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from velotui.artifacts import SOURCE_COLUMN
 from velotui.durable_files import fsync_folder
 from velotui.server.data import CHECKING, QUEUES, Database, HuntRecord
 from velotui.server.data.export_reads import ExportReader
@@ -717,13 +720,18 @@ def _with_added(member: _Member, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encode_rows(batches: list[bytes], kind: str, columns: list[str] | tuple[str, ...],
-                 added_for: _Member | None) -> tuple[bytes, int]:
+                 added_for: _Member | None, source: str | None = None) -> tuple[bytes, int]:
     """Rows of ``batches`` as JSON lines (formatted as ``velotui hunt results`` writes them) or
-    CSV lines in ``columns``, with the added columns when ``added_for``; and how many."""
+    CSV lines in ``columns``, with the added columns when ``added_for``; and how many. With
+    ``source``, only the rows of that artifact source, without their ``_Source`` column."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     count = 0
     for row in _rows_of(batches):
+        if source is not None:
+            if row.get(SOURCE_COLUMN) != source:
+                continue
+            row = {k: v for k, v in row.items() if k != SOURCE_COLUMN}
         if added_for is not None:
             row = _with_added(added_for, row)
         if kind == "csv":
@@ -746,6 +754,7 @@ class _ColumnLearner:
 
     def __init__(self) -> None:
         self.every: dict[str, None] = dict.fromkeys(ADDED_COLUMNS)
+        self.by_source: dict[str, dict[str, None]] = {}  # per artifact source, for its CSV
         self._client: dict[str, None] = {}
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # most clients share one set
 
@@ -755,19 +764,27 @@ class _ColumnLearner:
                 if key not in self._client:
                     self._client[key] = None
                     self.every.setdefault(key, None)
+            source = row.get(SOURCE_COLUMN)
+            if isinstance(source, str):
+                columns = self.by_source.setdefault(source, dict.fromkeys(ADDED_COLUMNS))
+                for key in row:
+                    if key != SOURCE_COLUMN:
+                        columns.setdefault(key, None)
 
     def end_client(self, member: _Member) -> None:
         columns = tuple(self._client)
         member.columns = self._shared.setdefault(columns, columns)
         self._client = {}
 
-    def header(self) -> list[str]:
-        return list(self.every)
+    def header(self) -> tuple[list[str], dict[str, list[str]]]:
+        return list(self.every), {k: list(v) for k, v in self.by_source.items()}
 
 
 async def _learn_columns(worker: _ZipWorker, reads: ExportReader, members: list[_Member],
-                         cutoff: int, reporter: _Reporter) -> list[str]:
-    """The All.csv header (added columns first); sets each member's own columns."""
+                         cutoff: int, reporter: _Reporter
+                         ) -> tuple[list[str], dict[str, list[str]]]:
+    """The All.csv header (added columns first) and each artifact source's; sets each
+    member's own columns."""
     learner = _ColumnLearner()
     for member in members:
         async for page in _row_pages(reads, member, cutoff):
@@ -775,6 +792,28 @@ async def _learn_columns(worker: _ZipWorker, reads: ExportReader, members: list[
             reporter.maybe_report()
         await worker.submit(learner.end_client, member)
     return await worker.call(learner.header)
+
+
+def source_entry(label: str, kind: str) -> str:
+    """Where an artifact source's rows go: ``results/<Artifact>[/<Source>].<kind>``."""
+    artifact, _, source = label.partition("/")
+    parts = [safe_component(artifact)] + ([safe_component(source)] if source else [])
+    return "results/" + "/".join(parts) + f".{kind}"
+
+
+async def _write_source(worker: _ZipWorker, reads: ExportReader, members: list[_Member],
+                        cutoff: int, kind: str, columns: list[str], label: str,
+                        reporter: _Reporter) -> None:
+    """One artifact source's rows, from every member, with the added columns."""
+    await worker.submit(worker._open_entry, source_entry(label, kind))
+    if kind == "csv":
+        await worker.submit(worker._write, _csv_line(columns))
+    for member in members:
+        async for page in _row_pages(reads, member, cutoff):
+            await worker.submit(worker._write_encoded, _encode_rows,
+                                (page, kind, columns, member, label), False)
+            reporter.maybe_report()
+    await worker.submit(worker._close_entry)
 
 
 async def _write_all(worker: _ZipWorker, reads: ExportReader, members: list[_Member], cutoff: int,
@@ -917,6 +956,12 @@ async def _client_document(reads: ExportReader, hunt_id: str, member: _Member, *
     }
 
 
+def hunt_sources(hunt: HuntRecord) -> list[str]:
+    """The artifact sources a hunt's collection names (none for raw VQL)."""
+    artifacts = json.loads(hunt.artifacts) if hunt.artifacts else []
+    return [label for artifact in artifacts for label in artifact.get("sources", [])]
+
+
 def _json_list(text: str | None) -> list[Any]:
     try:
         value = json.loads(text or "[]")
@@ -934,6 +979,7 @@ async def _hunt_document(reads: ExportReader, hunt: HuntRecord, *, exported: flo
         "state": hunt.state,
         "stop_reason": hunt.stop_reason,
         "creator": hunt.creator,
+        "artifacts": json.loads(hunt.artifacts) if hunt.artifacts else [],
         "queries": {
             "collection": hunt.query,
             "client_condition": hunt.client_condition,
@@ -1088,8 +1134,10 @@ async def _write_zip(
         await worker.submit(worker._start)
         await worker.write_json("hunt.json", document)
         header: list[str] = []
+        source_headers: dict[str, list[str]] = {}
         if "csv" in kinds:
-            header = await _learn_columns(worker, reads, members, cutoff, reporter)
+            header, source_headers = await _learn_columns(worker, reads, members, cutoff,
+                                                          reporter)
         for position, kind in enumerate(kinds):
             # Rows are counted once whatever the formats; in a summary a client is done once
             # its rows are in the last of them.
@@ -1099,6 +1147,11 @@ async def _write_zip(
                 count_clients=summary and position == len(kinds) - 1,
                 reporter=reporter,
             )
+        for label in hunt_sources(hunt):
+            for kind in kinds:
+                columns = source_headers.get(label, list(ADDED_COLUMNS))
+                await _write_source(worker, reads, members, cutoff, kind, columns, label,
+                                    reporter)
         if not summary:
             for member in members:
                 for kind in kinds:

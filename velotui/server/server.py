@@ -17,6 +17,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from velotui.runtime import release_free_memory, tune_for_many_connections
+from velotui.server.artifact_library import ServerLibrary
 from velotui.server.audit import AuditLog
 from velotui.server.client_identity import secrets_equal
 from velotui.server.clients import ClientDirectory
@@ -59,6 +60,7 @@ class Server:
     def __init__(self, datastore: Datastore, listen: str = DEFAULT_LISTEN) -> None:
         self.datastore = datastore
         self.host, self.port = parse_listen(listen)
+        self.artifacts = ServerLibrary(datastore.artifacts_dir)
         self.db: Database
         self.directory: ClientDirectory
         self.flows: FlowManager

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
@@ -17,7 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from velotui import __version__
+from velotui.artifacts import (
+    ArtifactError,
+    ArtifactRequest,
+    Collection,
+    CompileError,
+    Library,
+    compile_collection,
+)
+from velotui.artifacts.parameters import as_text
 from velotui.server import arguments
+from velotui.server.artifact_library import load_definitions, with_definitions
 from velotui.server.conditions import estimate
 from velotui.server.data import CHECKING, QUEUES, HuntRecord
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
@@ -203,11 +215,82 @@ class Service:
         await self.server.audit.record(self.actor, "cancel", f"{client_id}/{flow_id}")
         return record.describe()
 
+    # Artifacts ----------------------------------------------------------------------------------
+
+    def _library_with(self, definitions: list[dict[str, str]] | None) -> Library:
+        library = self.server.artifacts.library()
+        if not definitions:
+            return library
+        try:
+            return with_definitions(library, load_definitions(_definition_items(definitions)))
+        except (ArtifactError, CompileError) as error:
+            raise ServiceError(str(error)) from None
+
+    def _compile_artifacts(self, artifacts: Any,
+                           definitions: list[dict[str, str]] | None) -> Collection:
+        if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts):
+            raise ServiceError("artifacts must be a list of {name, parameters}")
+        requests = []
+        for item in artifacts:
+            name = arguments.text(item.get("name"), "artifact name", maximum=256, empty=False)
+            parameters = item.get("parameters") or {}
+            if not isinstance(parameters, dict):
+                raise ServiceError(f"{name}: parameters must be a mapping of name to value")
+            requests.append(ArtifactRequest(name, {
+                arguments.text(k, "parameter name", maximum=256, empty=False):
+                arguments.text(as_text(v), f"parameter {k}", maximum=arguments.MAX_QUERY)
+                for k, v in parameters.items()}))
+        try:
+            return compile_collection(self._library_with(definitions), requests)
+        except CompileError as error:
+            raise ServiceError(str(error)) from None
+
+    async def list_artifacts(self, pattern: str = "") -> list[dict[str, Any]]:
+        """The library's artifacts (name or description matching ``pattern``, a regular
+        expression), each as a summary with its parameters."""
+        pattern = arguments.text(pattern, "pattern", maximum=1024)
+        try:
+            found = self.server.artifacts.library().search(pattern)
+        except re.error as error:
+            raise ServiceError(f"the pattern is not a regular expression: {error}") from None
+        return [a.summary() for a in found]
+
+    async def get_artifact(self, name: str) -> dict[str, Any]:
+        """One artifact: its summary and the YAML that defines it."""
+        name = arguments.text(name, "artifact name", maximum=256, empty=False)
+        try:
+            artifact = self.server.artifacts.library().get(name)
+        except LookupError as error:
+            raise ServiceError(str(error.args[0])) from None
+        return {**artifact.summary(), "definition": artifact.text}
+
+    async def compile_artifacts(self, artifacts: list[dict[str, Any]],
+                                definitions: list[dict[str, str]] | None = None
+                                ) -> dict[str, Any]:
+        """The VQL a collection of ``artifacts`` would send, without creating anything."""
+        collection = self._compile_artifacts(artifacts, definitions)
+        return {"query": collection.query, "artifacts": list(collection.artifacts),
+                "sources": list(collection.sources)}
+
+    async def import_artifacts(self, definitions: list[dict[str, str]]) -> dict[str, Any]:
+        """Add definitions (``[{"origin", "text"}]``) to the server's library, all or none:
+        each must load and find every artifact it calls. Audited."""
+        if not isinstance(definitions, list) or not definitions:
+            raise ServiceError("nothing to import")
+        try:
+            loaded = load_definitions(_definition_items(definitions))
+            names = self.server.artifacts.import_definitions(loaded)
+        except (ArtifactError, CompileError) as error:
+            raise ServiceError(str(error)) from None
+        await self.server.audit.record(self.actor, "import_artifacts", ",".join(names),
+                                       artifacts=names)
+        return {"imported": names}
+
     # Hunts --------------------------------------------------------------------------------------
 
     async def create_hunt(
         self,
-        query: str,
+        query: str = "",
         client_condition: str = DEFAULT_CLIENT_CONDITION,
         server_condition: str = "",
         rate: float = 0,
@@ -221,10 +304,21 @@ class Service:
         max_uploads: int | None = None,
         description: str = "",
         start: bool = False,
+        artifacts: list[dict[str, Any]] | None = None,
+        definitions: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Create a hunt (paused unless ``start``); ``expires`` is seconds from now or a
         duration like ``7d``; limits left out take the defaults (finite), 0 means no limit.
-        Refuses VQL that does not parse, naming line and column."""
+        The collection is VQL (``query``) or ``artifacts`` (``[{"name", "parameters"}]``,
+        compiled with the server's library and any ``definitions`` sent along, as
+        ``[{"origin", "text"}]``). Refuses VQL that does not parse, naming line and column."""
+        chosen_artifacts = ""
+        if artifacts:
+            if str(query or "").strip():
+                raise ServiceError("give the collection as a query or as artifacts, not both")
+            collection = self._compile_artifacts(artifacts, definitions)
+            query = collection.query
+            chosen_artifacts = json.dumps(list(collection.artifacts))
         query = check_query(query, "collection query")
         client_condition = check_query(client_condition, "client-side condition")
         server_condition = arguments.text(server_condition, "the server-side condition",
@@ -242,11 +336,13 @@ class Service:
             hunt_id="", query=query, client_condition=client_condition,
             server_condition=server_condition, description=description, rate=rate,
             client_limit=limit, expires=time.time() + lifetime, state="paused", created=0.0,
-            creator=self.actor, **asdict(limits),
+            creator=self.actor, artifacts=chosen_artifacts, **asdict(limits),
         )
         hunt = await self.server.hunts.create(hunt)
-        await self.server.audit.record(self.actor, "create", hunt.hunt_id,
-                                       description=hunt.description, query=query)
+        details: dict[str, Any] = {"description": hunt.description, "query": query}
+        if chosen_artifacts:
+            details["artifacts"] = json.loads(chosen_artifacts)
+        await self.server.audit.record(self.actor, "create", hunt.hunt_id, **details)
         if start:
             return await self.start_hunt(hunt.hunt_id)
         return hunt.describe()
@@ -448,3 +544,17 @@ class Service:
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Operator actions, oldest first."""
         return await self.server.audit.entries(arguments.whole(limit, "limit", maximum=100_000))
+
+
+def _definition_items(definitions: Any) -> list[tuple[str, str]]:
+    """``[{"origin", "text"}]`` as checked pairs."""
+    if not isinstance(definitions, list):
+        raise ServiceError("definitions must be a list of {origin, text}")
+    items = []
+    for item in definitions:
+        if not isinstance(item, dict):
+            raise ServiceError("definitions must be a list of {origin, text}")
+        origin = arguments.text(item.get("origin") or "<definition>", "origin", maximum=4096)
+        text = arguments.text(item.get("text"), f"{origin}", maximum=1024 * 1024, empty=False)
+        items.append((origin, text))
+    return items

@@ -143,11 +143,12 @@ class HuntTable:
                 "INSERT INTO hunts (hunt_id, description, query, client_condition,"
                 " server_condition, rate, client_limit, expires, timeout, max_rows,"
                 " max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created,"
-                " creator) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " creator, artifacts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (hunt.hunt_id, hunt.description, hunt.query, hunt.client_condition,
                  hunt.server_condition, hunt.rate, hunt.client_limit, hunt.expires,
                  hunt.timeout, hunt.max_rows, hunt.max_upload_bytes, hunt.max_logs,
-                 hunt.max_log_bytes, hunt.max_uploads, hunt.state, hunt.created, hunt.creator),
+                 hunt.max_log_bytes, hunt.max_uploads, hunt.state, hunt.created, hunt.creator,
+                 hunt.artifacts),
             )
 
         await self.store.write(op)

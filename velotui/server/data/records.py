@@ -176,6 +176,8 @@ class HuntRecord:
     started: float | None = None
     start_timestamp: int = 0
     stopped: float | None = None
+    # The artifacts the query was compiled from, with their parameters (JSON text; '' for VQL).
+    artifacts: str = ""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*QUEUES, CHECKING), 0))
 
     @property
@@ -206,6 +208,7 @@ class HuntRecord:
             "stop_reason": self.stop_reason,
             "description": self.description,
             "query": self.query,
+            "artifacts": json.loads(self.artifacts) if self.artifacts else [],
             "client_condition": self.client_condition,
             "server_condition": self.server_condition,
             "created": self.created,

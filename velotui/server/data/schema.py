@@ -6,7 +6,7 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: hunts record the artifacts their collection was compiled from
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,7 +101,9 @@ CREATE TABLE IF NOT EXISTS hunts (
     creator TEXT NOT NULL DEFAULT '',
     started REAL,
     start_timestamp INTEGER NOT NULL DEFAULT 0,
-    stopped REAL
+    stopped REAL,
+    -- The artifacts the collection runs, with their parameters (JSON; '' for raw VQL).
+    artifacts TEXT NOT NULL DEFAULT ''
 );
 
 -- One row per client a hunt has looked at; its queue is the client's place in the hunt, so the
@@ -161,6 +163,7 @@ ADDED_COLUMNS = (
     ("hunts", "max_log_bytes", "INTEGER NOT NULL DEFAULT 0"),
     ("hunts", "max_uploads", "INTEGER NOT NULL DEFAULT 0"),
     ("hunts", "draining", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "artifacts", "TEXT NOT NULL DEFAULT ''"),
     ("flows", "condition", "TEXT NOT NULL DEFAULT ''"),
     ("flows", "hold", "INTEGER NOT NULL DEFAULT 0"),
     ("flows", "stage", "TEXT NOT NULL DEFAULT ''"),
