@@ -121,19 +121,21 @@ def define(library: Library, artifact: Artifact) -> str:
                 for p in artifact.parameters if p.name != "source"]
     declared.append("source=''")
     env = ", ".join(f"{_quoted(n)}={_quoted(n)}" for n in names)
-    branches = []
-    for index, source in enumerate(artifact.sources):
+    runs = []
+    for source in artifact.sources:
         body = vql_string(_source_body(library, artifact, source))
         run = f"SELECT * FROM query(query={body}, env=dict({env}), inherit=TRUE)"
         if len(artifact.sources) > 1 or source.name:
             choose = f"source = '' OR source = {vql_string(source.name)}"
             run = f"SELECT * FROM if(condition={choose}, then={{{run}}})"
-        branches.append(f"s{index}={{{run}}}")
-    if not branches:
-        return (f"LET {_quoted('Artifact.' + artifact.name)}({', '.join(declared)}) = "
-                "SELECT * FROM scope() WHERE FALSE")
-    body = branches[0][3:-1] if len(branches) == 1 else \
-        "SELECT * FROM chain(" + ", ".join(branches) + ")"
+        runs.append(run)
+    if not runs:
+        body = "SELECT * FROM scope() WHERE FALSE"
+    elif len(runs) == 1:
+        body = runs[0]
+    else:
+        body = "SELECT * FROM chain(" + ", ".join(
+            f"s{index}={{{run}}}" for index, run in enumerate(runs)) + ")"
     return f"LET {_quoted('Artifact.' + artifact.name)}({', '.join(declared)}) = {body}"
 
 
