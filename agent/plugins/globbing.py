@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.plugins.arguments import os_error_text, path_argument
 from agent.plugins.blocking import CHECKPOINT, stream_blocking
-from agent.plugins.files import file_row
+from agent.plugins.file_rows import file_row
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
 
