@@ -16,6 +16,7 @@ from agent.plugins import (
     hashing,
     info,
     network,
+    parsers,
     processes,
     upload,
     users,
@@ -47,6 +48,7 @@ def _register_plugins(registry: Registry) -> None:
     users.register(registry)
     network.register(registry)
     upload.register(registry)
+    parsers.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None

@@ -40,4 +40,4 @@ def int_argument(
 
 def os_error_text(error: OSError) -> str:
     """The reason an OS call failed, without the path (callers name the path themselves)."""
-    return error.strerror or type(error).__name__
+    return error.strerror or str(error) or type(error).__name__

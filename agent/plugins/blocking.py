@@ -8,7 +8,7 @@ async side yields the batch's items before asking for the next.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,3 +63,9 @@ async def stream_blocking(
                 # Cancelled while a worker thread was still advancing it: that thread finishes
                 # its batch and the generator is collected afterwards.
                 pass
+
+
+async def call_blocking(function: Callable[..., T], /, *args: Any) -> T:
+    """``function(*args)`` run in a worker thread: one blocking call (a stat, a read, a hash) that
+    the event loop, shared by every agent of the process, must not wait on."""
+    return await asyncio.to_thread(function, *args)

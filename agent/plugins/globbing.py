@@ -6,7 +6,8 @@ a single walk, so a file matched by two patterns is reported once.
 
 Symlinked directories are entered when a pattern component names them (``/var/run/*``) but never
 by ``**``: each explicit component consumes a part of the pattern, so the walk always ends, even
-in a tree that links to itself.
+in a tree that links to itself. ``nosymlink`` enters no symlinked directory at all, and
+``one_filesystem`` none on another file system than the directory the pattern starts at.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agent.plugins.accessors import accessor_for
 from agent.plugins.arguments import os_error_text, path_argument
 from agent.plugins.blocking import CHECKPOINT, stream_blocking
-from agent.plugins.files import file_row
+from agent.plugins.file_rows import file_row
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
 
@@ -140,7 +142,17 @@ class _NamedEntry:
 class GlobWalk:
     """One walk over the file system for a set of patterns; iterate ``rows()`` in a thread."""
 
-    def __init__(self, patterns: Iterable[str], root: str | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Iterable[str],
+        root: str | None = None,
+        *,
+        follow_symlinks: bool = True,
+        one_filesystem: bool = False,
+    ) -> None:
+        self._follow_symlinks = follow_symlinks
+        self._one_filesystem = one_filesystem
+        self._device: int | None = None  # the anchor's file system, with one_filesystem
         self._patterns: list[list[_Component]] = []
         self._anchors: dict[str, set[_Position]] = {}
         for pattern in patterns:
@@ -175,6 +187,12 @@ class GlobWalk:
             self.first_unreadable = (path, os_error_text(error))
 
     def _walk(self, anchor: str, start: set[_Position]) -> Iterator[dict[str, Any]]:
+        if self._one_filesystem:
+            try:
+                self._device = os.stat(anchor).st_dev
+            except OSError as error:
+                self._note_unreadable(anchor, error)
+                return
         pending: list[tuple[str, set[_Position]]] = [(anchor, start)]
         while pending:
             directory, positions = pending.pop()
@@ -246,8 +264,10 @@ class GlobWalk:
         try:
             if not entry.is_dir():
                 return set()
+            if self._device is not None and entry.stat().st_dev != self._device:
+                return set()
             if entry.is_symlink():
-                return named
+                return named if self._follow_symlinks else set()
         except OSError:
             return set()
         return named | recursive
@@ -275,9 +295,24 @@ def _pattern_list(scope: Scope, globs: Any) -> list[str] | None:
     return patterns
 
 
-async def glob(scope: Scope, *, globs: Any, root: Any = None) -> AsyncIterator[dict[str, Any]]:
+async def glob(
+    scope: Scope,
+    *,
+    globs: Any,
+    root: Any = None,
+    accessor: Any = None,
+    nosymlink: Any = False,
+    one_filesystem: Any = False,
+) -> AsyncIterator[dict[str, Any]]:
     """One row per file matching any of the patterns (Name, OSPath, FullPath, Size, Mode, Mtime,
-    Atime, Ctime, IsDir, IsLink); ``root`` is the directory relative patterns start from."""
+    Atime, Ctime, IsDir, IsLink); ``root`` is the directory relative patterns start from.
+    ``nosymlink`` enters no symlinked directory; ``one_filesystem`` stays on the file system
+    the search starts on. The accessor is ``file`` (or ``auto``): ``data`` has no directories."""
+    if isinstance(accessor, str) and accessor.strip().lower() == "data":
+        scope.error("glob(): accessor 'data' has no directories to search (use file or auto)")
+        return
+    if accessor_for(scope, "glob", accessor, allowed=("auto", "file")) is None:
+        return
     patterns = _pattern_list(scope, globs)
     if patterns is None:
         return
@@ -290,7 +325,9 @@ async def glob(scope: Scope, *, globs: Any, root: Any = None) -> AsyncIterator[d
         if not await asyncio.to_thread(os.path.isdir, base):
             scope.error(f"glob(): root {base} is not a directory")
             return
-    walk = GlobWalk(patterns, base)
+    walk = GlobWalk(
+        patterns, base, follow_symlinks=not nosymlink, one_filesystem=bool(one_filesystem)
+    )
     async for row in stream_blocking(walk.rows()):
         yield row
     if walk.first_unreadable is not None:

@@ -125,13 +125,17 @@ class ArrayLiteral(Node):
 
 @dataclass(eq=False)
 class Parenthesised(Node):
-    """``(x)`` groups; ``(a, b)`` is a list."""
+    """``(x)`` groups; a comma makes a list: ``(a, b)``, and ``(x,)`` of one element."""
 
     items: list[Node]
     position: Position = NOWHERE
+    is_list: bool = False  # written with a comma (always so for more than one item)
 
     def to_vql(self) -> str:
-        return f"({', '.join(i.to_vql() for i in self.items)})"
+        inner = ", ".join(i.to_vql() for i in self.items)
+        if self.is_list and len(self.items) == 1:
+            inner += ","
+        return f"({inner})"
 
 
 @dataclass(eq=False)

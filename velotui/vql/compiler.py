@@ -364,7 +364,7 @@ class Compiler:
         return _apply1(V.negate, self._symbol(ast.Symbol(node.name, node.position), context))
 
     def _parenthesised(self, node: ast.Parenthesised, context: _Context) -> Code:
-        if len(node.items) == 1:
+        if len(node.items) == 1 and not node.is_list:
             return self.expression(node.items[0], context)
         return _gather([self.expression(item, context) for item in node.items])
 

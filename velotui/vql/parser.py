@@ -251,7 +251,8 @@ class _ToAst(Transformer):
 
     def paren(self, children: list[Any]) -> ast.Parenthesised:
         items = [c for c in children if isinstance(c, ast.Node)]
-        return ast.Parenthesised(items, _position(children[0]))
+        has_comma = any(isinstance(c, Token) and c.type == "COMMA" for c in children)
+        return ast.Parenthesised(items, _position(children[0]), is_list=has_comma)
 
     # Operators
 
@@ -313,7 +314,11 @@ class _ToAst(Transformer):
         return ast.Source(".".join(names), args, _position(children[0]))
 
     def where(self, children: list[Any]) -> tuple[str, Any]:
-        return ("where", children[1])
+        items = [c for c in children[1:] if isinstance(c, ast.Node)]
+        if len(items) == 1 and len(children) == 2:
+            return ("where", items[0])
+        # `WHERE a, b` is vfilter's comma expression: the condition is the list (a, b).
+        return ("where", ast.Parenthesised(items, _position(items[0]), is_list=True))
 
     def group_by(self, children: list[Any]) -> tuple[str, Any]:
         return ("group_by", [c for c in children[1:] if isinstance(c, ast.Node)])

@@ -48,6 +48,8 @@ async def foreach(
     ``_value``), run ``query`` with that row's columns in scope, or yield the row itself
     (or its ``column``, when that holds a dict)."""
     async for item in scope.iterate(row):
+        if item is None:
+            continue  # a NULL element of a list is no row (vfilter skips it too)
         current = _as_row(item)
         if column is not None:
             inner = current.get(column)

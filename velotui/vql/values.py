@@ -109,13 +109,19 @@ def greater_than(left: Any, right: Any) -> bool:
 
 
 def less_or_equal(left: Any, right: Any) -> bool:
+    """``<=`` is ``<`` or ``=``, as vfilter defines it: so NULL <= NULL is TRUE."""
     pair = _orderable(left, right)
-    return pair is not None and pair[0] <= pair[1]
+    if pair is not None:
+        return pair[0] <= pair[1]
+    return equals(left, right)
 
 
 def greater_or_equal(left: Any, right: Any) -> bool:
+    """``>=`` is ``>`` or ``=``: NULL >= NULL is TRUE."""
     pair = _orderable(left, right)
-    return pair is not None and pair[0] >= pair[1]
+    if pair is not None:
+        return pair[0] >= pair[1]
+    return equals(left, right)
 
 
 def sort_key(value: Any) -> tuple[int, Any]:
