@@ -161,9 +161,10 @@ def _collect(artifact: Artifact, source: Source, values: Mapping[str, str]) -> s
 
 
 def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
-                       kind: str = CLIENT) -> Collection:
-    """The collection running ``requests``. Raises CompileError (unknown artifacts, a wrong
-    type, a bad parameter) with a message naming the artifact."""
+                       kind: str | None = CLIENT) -> Collection:
+    """The collection running ``requests``: artifacts of type ``kind`` only (None: any, as
+    when collecting on this machine). Raises CompileError (unknown artifacts, a wrong type, a
+    bad parameter) with a message naming the artifact."""
     if not requests:
         raise CompileError("no artifact to collect")
     roots: list[tuple[Artifact, dict[str, str]]] = []
@@ -172,7 +173,7 @@ def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
             artifact = library.get(request.name)
         except LookupError as error:
             raise CompileError(str(error.args[0])) from None
-        if artifact.type != kind:
+        if kind is not None and artifact.type != kind:
             raise CompileError(f"{artifact.name} is a {artifact.type} artifact; "
                                f"only {kind} artifacts can be collected here")
         if not artifact.sources:

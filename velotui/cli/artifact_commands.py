@@ -129,7 +129,8 @@ def show_artifact(args: argparse.Namespace) -> int:
         library = local_library(args)
         artifact = library.get(args.name)
         if args.vql:
-            text = compile_collection(library, [_request(library, artifact.name, [])]).query
+            text = compile_collection(library, [_request(library, artifact.name, [])],
+                                      kind=None).query
         else:
             text = artifact.text
     except (ArtifactError, CompileError, LookupError) as error:
@@ -148,7 +149,7 @@ def collect_artifacts(args: argparse.Namespace) -> int:
     try:
         library = local_library(args)
         requests = requests_from_parameters(library, args.names, args.param)
-        collection = compile_collection(library, requests)
+        collection = compile_collection(library, requests, kind=None)
     except (ArtifactError, CompileError) as error:
         return _fail(args, str(error), 2)
     registry = client_registry(labels=args.label)
