@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,10 +28,41 @@ FILTERS = (None, "pending", "running", "completed", "results", "errors", "not_ma
 PAGE_SIZE = 100  # rows of the clients and results tabs at a time: loading one stays cheap
 FOLLOW_INTERVAL = 1.0  # seconds between reloads of a tab following a running hunt's counts
 CLIENT_COLUMNS = ("Client", "Host", "Queue", "State", "Rows", "Bytes", "Took", "Error")
+MAX_VALUE_SHOWN = 200  # characters of a parameter's value in the overview (the export has all)
 
 
 def counts_text(counts: dict[str, int]) -> str:
     return "   ".join(f"{QUEUE_NAMES.get(q, q)} [b]{counts[q]}[/b]" for q in QUEUES)
+
+
+def artifacts_text(artifacts: list[dict[str, Any]]) -> Text:
+    """The artifacts a hunt collects, each with the value of every parameter it ran with (one
+    line each: a value of several lines shows its first and how many there are)."""
+    text = Text()
+    for artifact in artifacts:
+        if text:
+            text.append("\n")
+        text.append(str(artifact["name"]), "bold")
+        prefix = f"{artifact['name']}/"
+        sources = [str(s).removeprefix(prefix) for s in artifact.get("sources") or []
+                   if s != artifact["name"]]
+        if sources:
+            text.append(f"  sources: {', '.join(sources)}", "dim")
+        parameters = artifact.get("parameters") or {}
+        width = max((len(str(name)) for name in parameters), default=0)
+        for name, value in parameters.items():
+            text.append(f"\n  {str(name):<{width}}  ")
+            lines = str(value).splitlines() or [""]
+            if not lines[0] and len(lines) == 1:
+                text.append("(empty)", "dim")
+                continue
+            shown = lines[0][:MAX_VALUE_SHOWN]
+            text.append(shown)
+            if len(lines) > 1 or len(lines[0]) > len(shown):
+                text.append(f" … ({len(lines)} lines)" if len(lines) > 1 else " …", "dim")
+        if not parameters:
+            text.append("\n  no parameters", "dim")
+    return text
 
 
 def client_cells(client: dict[str, Any]) -> list[str]:
@@ -88,7 +120,12 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             with TabPane("1 Overview", id="overview"), VerticalScroll():
                 yield Static("", id="spec")
                 yield Static("", id="errors")
-                yield Label("Collection", classes="heading")
+                if self.hunt.get("artifacts"):
+                    yield Label("Artifacts", classes="heading")
+                    yield Static(artifacts_text(self.hunt["artifacts"]), id="artifacts")
+                    yield Label("Collection (compiled from the artifacts)", classes="heading")
+                else:
+                    yield Label("Collection", classes="heading")
                 yield VQLTextArea(self.hunt["query"], read_only=True, id="query")
                 yield Label("Client-side condition", classes="heading")
                 yield VQLTextArea(self.hunt["client_condition"], read_only=True,

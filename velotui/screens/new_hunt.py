@@ -1,20 +1,36 @@
-"""New hunt: the collection, both conditions with live checking, a live estimate, the limits.
+"""New hunt: the collection (VQL, or artifacts with their parameters), both conditions with live
+checking, a live estimate, the limits.
 
 Everything is checked in place as it is typed; ``ctrl+s`` creates the hunt in one call (nothing
-is created half way) and ``escape`` leaves without creating anything.
+is created half way) and ``escape`` leaves without creating anything. ``ctrl+t`` switches the
+collection between a VQL query and artifacts picked from the server's library, which is fetched
+once when the form opens and searched here as the operator types.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Checkbox, Footer, Header, Input, Label, Static
+from textual.widget import Widget
+from textual.widgets import (
+    Button,
+    Checkbox,
+    Footer,
+    Header,
+    Input,
+    Label,
+    RadioButton,
+    RadioSet,
+    Static,
+)
 
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import (
@@ -23,9 +39,13 @@ from velotui.server.hunts import (
     SERVER_CONDITION_TEMPLATE,
     parse_duration,
 )
+from velotui.widgets.artifact_parameters import ArtifactParameters, ParameterProblem
+from velotui.widgets.artifact_picker import ArtifactPicker
 from velotui.widgets.vql_editor import VQLEditor
 
 ESTIMATE_DELAY = 0.6
+# How the server names a parameter whose value it refused: "Artifact.Name: parameter P (type)..."
+_REFUSED_PARAMETER = re.compile(r"^(?P<artifact>[^\s:]+): parameter (?P<parameter>\S+) \(")
 
 
 def _number(text: str, what: str, *, whole: bool = True) -> float:
@@ -46,19 +66,37 @@ class NewHuntScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+s", "create", "Create", id="create", priority=True),
         Binding("escape", "cancel", "Cancel", id="cancel", priority=True),
+        # Keys TextArea and Input leave alone, so they work from any field.
+        Binding("ctrl+t", "switch_collection", "VQL/Artifacts", id="switch-collection",
+                priority=True),
+        Binding("ctrl+r", "remove_artifact", "Remove artifact", id="remove-artifact",
+                priority=True),
+        # A letter typed on a checkbox, a select or a button of the form is a slip, not the
+        # app's "quit" or "clients": half a hunt would be lost.
+        Binding("q,c", "ignore", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._estimate_timer: Timer | None = None
+        self._creating = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="form"):
             yield Label("Description")
             yield Input(placeholder="what the hunt is for", id="description")
-            yield Label("Collection query (runs on each recruited client)")
-            yield VQLEditor("", id="query", placeholder="SELECT * FROM info()")
+            with Horizontal(id="collection-kind"):
+                yield Label("Collection")
+                with RadioSet(id="collection", compact=True):
+                    yield RadioButton("VQL query", True, id="vql-mode")
+                    yield RadioButton("Artifacts", id="artifacts-mode")
+            yield Label("Collection query (runs on each recruited client)", classes="vql-only")
+            yield VQLEditor("", id="query", placeholder="SELECT * FROM info()",
+                            classes="vql-only")
+            with Vertical(id="artifacts", classes="artifacts-only"):
+                yield ArtifactPicker(id="picker")
+                yield Static("No artifact yet: pick one above (enter adds it).", id="none-chosen")
             yield Label("Client-side condition (each agent runs it)")
             yield VQLEditor(DEFAULT_CLIENT_CONDITION, id="client_condition")
             yield Label("Server-side condition (over the agent's rows as `rows`; never sent)")
@@ -77,12 +115,92 @@ class NewHuntScreen(Screen[None]):
                     yield Label(label)
                     yield Input(value, id=field_id)
             yield Checkbox("Start now", False, id="start")
-            yield Static("", id="problem")
+        yield Static("", id="problem")  # over the footer: in view whatever is scrolled
         yield Footer()
 
     def on_mount(self) -> None:
+        self.add_class("-vql-mode")
         self.query_one("#description", Input).focus()
         self._schedule_estimate()
+        self.load_artifacts()
+
+    # The collection: VQL or artifacts ---------------------------------------------------------
+
+    @property
+    def artifacts_mode(self) -> bool:
+        return self.has_class("-artifacts-mode")
+
+    @work(exclusive=True, group="artifacts")
+    async def load_artifacts(self) -> None:
+        """The server's library, once, for the picker to search as the operator types."""
+        picker = self.query_one(ArtifactPicker)
+        try:
+            artifacts = await self.app.api.list_artifacts()
+        except ServiceError as error:
+            picker.set_failure(str(error))
+            return
+        picker.set_artifacts(artifacts)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "remove_artifact":
+            return self.artifacts_mode and bool(self._chosen())
+        return True
+
+    def action_ignore(self) -> None:
+        pass
+
+    def action_switch_collection(self) -> None:
+        button = "#vql-mode" if self.artifacts_mode else "#artifacts-mode"
+        self.query_one(button, RadioButton).value = True
+
+    @on(RadioSet.Changed, "#collection")
+    def collection_changed(self, event: RadioSet.Changed) -> None:
+        artifacts = event.pressed.id == "artifacts-mode"
+        self.set_class(artifacts, "-artifacts-mode")
+        self.set_class(not artifacts, "-vql-mode")
+        self.refresh_bindings()
+        # On to where the collection is given.
+        target: Widget = self.query_one(ArtifactPicker).search if artifacts \
+            else self.query_one("#query", VQLEditor)
+        target.focus()
+
+    def _chosen(self) -> list[ArtifactParameters]:
+        return list(self.query(ArtifactParameters))
+
+    @on(ArtifactPicker.Chosen)
+    async def artifact_chosen(self, event: ArtifactPicker.Chosen) -> None:
+        name = event.artifact["name"]
+        form = next((f for f in self._chosen() if f.artifact_name == name), None)
+        if form is None:
+            form = ArtifactParameters(event.artifact)
+            await self.query_one("#artifacts", Vertical).mount(form)
+            self.query_one("#none-chosen", Static).display = False
+            self._say("")
+            self.refresh_bindings()
+        first = next(iter(form.fields.values()), None)
+        (first or form).scroll_visible(animate=False)
+        if first is not None:
+            first.focus()
+
+    @on(Button.Pressed, ".remove")
+    async def remove_pressed(self, event: Button.Pressed) -> None:
+        form = next(a for a in event.button.ancestors if isinstance(a, ArtifactParameters))
+        await self._remove(form)
+
+    async def action_remove_artifact(self) -> None:
+        """Remove the artifact whose parameters hold the focus (else the last one added)."""
+        chosen = self._chosen()
+        focused = self.focused
+        form = next((f for f in chosen if focused is not None and f in focused.ancestors),
+                    chosen[-1] if chosen else None)
+        if form is not None and self.artifacts_mode:
+            await self._remove(form)
+
+    async def _remove(self, form: ArtifactParameters) -> None:
+        await form.remove()
+        self.query_one("#none-chosen", Static).display = not self._chosen()
+        self.refresh_bindings()
+        self.query_one(ArtifactPicker).search.focus()
 
     # Live estimate ------------------------------------------------------------------------------
 
@@ -129,12 +247,15 @@ class NewHuntScreen(Screen[None]):
         editors = {e.id: e for e in self.query(VQLEditor)}
         names = {"query": "collection query", "client_condition": "client-side condition",
                  "server_condition": "server-side condition"}
+        collection = self._collection()
         for editor_id, editor in editors.items():
+            if editor_id == "query" and "artifacts" in collection:
+                continue
             if not editor.valid:
                 editor.focus()
                 reason = editor.error or "it is empty"
                 raise ValueError(f"the {names[editor_id]} is not valid VQL: {reason}")
-        field = {i.id: i.value.strip() for i in self.query(Input)}
+        field = {i.id: i.value.strip() for i in self.query(Input) if i.id}
         try:
             expires = parse_duration(field["expires"])
         except ValueError as error:
@@ -151,6 +272,7 @@ class NewHuntScreen(Screen[None]):
         return {
             "description": field["description"],
             "query": editors["query"].text,
+            **collection,
             "client_condition": editors["client_condition"].text,
             "server_condition": editors["server_condition"].text,
             "expires": expires,
@@ -158,22 +280,65 @@ class NewHuntScreen(Screen[None]):
             **numbers,
         }
 
-    async def action_create(self) -> None:
+    def _collection(self) -> dict[str, Any]:
+        """The artifacts and the values changed in their forms, in artifacts mode (else
+        nothing: the query is the collection). Raises ValueError (ParameterProblem for a
+        wrong value) when there is nothing to collect."""
+        if not self.artifacts_mode:
+            return {}
+        chosen = self._chosen()
+        if not chosen:
+            self.query_one(ArtifactPicker).search.focus()
+            raise ValueError("no artifact chosen: type part of a name, then enter adds it")
+        return {"query": "", "artifacts": [{"name": form.artifact_name,
+                                            "parameters": form.values()} for form in chosen]}
+
+    def _say(self, text: str) -> None:
         problem = self.query_one("#problem", Static)
+        problem.update(Text(text))
+        problem.set_class(bool(text), "-shown")
+
+    def action_create(self) -> None:
+        if self._creating:
+            return  # one hunt per ctrl+s, however often it is pressed while the server works
         try:
             values = self._values()
-        except ValueError as error:
-            problem.update(f"Not created: {error}")
+        except ParameterProblem as problem:
+            problem.field.focus()
+            self._say(f"Not created: {problem}")
             return
+        except ValueError as error:
+            self._say(f"Not created: {error}")
+            return
+        self._creating = True
+        self.create(values)
+
+    @work(group="create")
+    async def create(self, values: dict[str, Any]) -> None:
         try:
             hunt = await self.app.api.create_hunt(**values)
         except ServiceError as error:
-            problem.update(f"Not created: {error}")
+            self._creating = False
+            self._refused(str(error))
             return
         self.app.hunts[hunt["hunt_id"]] = hunt
         self.app.notify(f"{hunt['hunt_id']} created" + (" and started" if values["start"]
                                                          else " (paused: press s to start)"))
         self.dismiss(None)
+
+    def _refused(self, reason: str) -> None:
+        """Say why the server refused; a refused parameter's reason also goes under its
+        field, which takes the focus."""
+        self._say(f"Not created: {reason}")
+        named = _REFUSED_PARAMETER.match(reason)
+        if named is None or not self.artifacts_mode:
+            return
+        for form in self._chosen():
+            if form.artifact_name == named["artifact"]:
+                field = form.show_problem(named["parameter"], reason.split(": ", 1)[1])
+                if field is not None:
+                    field.focus()
+                return
 
     def action_cancel(self) -> None:
         self.dismiss(None)
