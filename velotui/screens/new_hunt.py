@@ -88,9 +88,14 @@ class NewHuntScreen(Screen[None]):
             yield Input(placeholder="what the hunt is for", id="description")
             with Horizontal(id="collection-kind"):
                 yield Label("Collection")
-                with RadioSet(id="collection", compact=True):
+                # Switched by ctrl+t from any field, so it keeps out of the tab order (which
+                # goes from the description straight to the collection).
+                kind = RadioSet(id="collection", compact=True)
+                kind.can_focus = False
+                with kind:
                     yield RadioButton("VQL query", True, id="vql-mode")
                     yield RadioButton("Artifacts", id="artifacts-mode")
+                yield Label("ctrl+t switches", id="collection-hint")
             yield Label("Collection query (runs on each recruited client)", classes="vql-only")
             yield VQLEditor("", id="query", placeholder="SELECT * FROM info()",
                             classes="vql-only")
