@@ -163,7 +163,8 @@ async def test_a_refused_value_is_shown_under_its_field_and_over_the_footer(tmp_
         await pilot.press("tab", "tab")
         assert app.focused is form.fields["MaxSize"]
         await type_text(pilot, "k")
-        await until(pilot, lambda: "not a whole number" in text_of(app, ".parameter-problem.-shown"))
+        await until(pilot, lambda: "not a whole number"
+                    in text_of(app, ".parameter-problem.-shown"))
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "parameter MaxSize: not a whole number"
                     in text_of(app, "#problem"))

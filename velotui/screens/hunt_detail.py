@@ -51,7 +51,7 @@ def artifacts_text(artifacts: list[dict[str, Any]]) -> Text:
         parameters = artifact.get("parameters") or {}
         width = max((len(str(name)) for name in parameters), default=0)
         for name, value in parameters.items():
-            text.append(f"\n  {str(name):<{width}}  ")
+            text.append(f"\n  {name!s:<{width}}  ")
             lines = str(value).splitlines() or [""]
             if not lines[0] and len(lines) == 1:
                 text.append("(empty)", "dim")

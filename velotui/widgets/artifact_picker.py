@@ -86,7 +86,7 @@ class ArtifactPicker(Vertical):
         def control(self) -> ArtifactPicker:
             return self.picker
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.artifacts: list[dict[str, Any]] | None = None  # None until the library came
         self.matches: list[dict[str, Any]] = []
