@@ -172,11 +172,17 @@ async def test_a_refused_value_is_shown_under_its_field_and_over_the_footer(tmp_
         await pilot.press("backspace")
         await until(pilot, lambda: not app.screen.query(".parameter-problem.-shown"))
 
-        # JSON is the server's to check: its one-line reason comes under the field, which
-        # takes the focus, and over the footer, both in view at 80x24.
+        # JSON is the server's to check: once typing pauses, its one-line reason comes under
+        # the field; ctrl+s then says it over the footer and puts the focus on the field, both
+        # in view at 80x24.
         await pilot.press("tab", "tab")
         assert app.focused is form.fields["Extra"]
         await type_text(pilot, "oops")
+        await until(pilot, lambda: app.screen.query(".parameter-problem.-shown"), 30,
+                    "the server's check as typed")
+        assert "parameter Extra (json): not JSON" in text_of(app, ".parameter-problem.-shown")
+        assert "not JSON" not in text_of(app, "#problem")
+        await pilot.press("shift+tab")  # away, so that ctrl+s is seen to bring the focus back
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "not JSON" in text_of(app, "#problem"), 30, "the refusal")
         said = text_of(app, "#problem")

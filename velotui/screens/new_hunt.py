@@ -44,6 +44,7 @@ from velotui.widgets.artifact_picker import ArtifactPicker
 from velotui.widgets.vql_editor import VQLEditor
 
 ESTIMATE_DELAY = 0.6
+PARAMETERS_CHECK_DELAY = 0.6  # the server checks artifact parameters once typing pauses
 # How the server names a parameter whose value it refused: "Artifact.Name: parameter P (type)..."
 _REFUSED_PARAMETER = re.compile(r"^(?P<artifact>[^\s:]+): parameter (?P<parameter>\S+) \(")
 
@@ -79,6 +80,7 @@ class NewHuntScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._estimate_timer: Timer | None = None
+        self._parameters_timer: Timer | None = None
         self._creating = False
 
     def compose(self) -> ComposeResult:
@@ -285,7 +287,7 @@ class NewHuntScreen(Screen[None]):
             **numbers,
         }
 
-    def _collection(self) -> dict[str, Any]:
+    def _collection(self, *, focus: bool = True) -> dict[str, Any]:
         """The artifacts and the values changed in their forms, in artifacts mode (else
         nothing: the query is the collection). Raises ValueError (ParameterProblem for a
         wrong value) when there is nothing to collect."""
@@ -293,7 +295,8 @@ class NewHuntScreen(Screen[None]):
             return {}
         chosen = self._chosen()
         if not chosen:
-            self.query_one(ArtifactPicker).search.focus()
+            if focus:
+                self.query_one(ArtifactPicker).search.focus()
             raise ValueError("no artifact chosen: type part of a name, then enter adds it")
         return {"query": "", "artifacts": [{"name": form.artifact_name,
                                             "parameters": form.values()} for form in chosen]}
@@ -335,15 +338,50 @@ class NewHuntScreen(Screen[None]):
         """Say why the server refused; a refused parameter's reason also goes under its
         field, which takes the focus."""
         self._say(f"Not created: {reason}")
+        field = self._parameter_problem(reason)
+        if field is not None:
+            field.focus()
+
+    def _parameter_problem(self, reason: str) -> Widget | None:
+        """Put the server's ``reason`` under the field of the parameter it names; that field
+        (None when it names none on the form)."""
         named = _REFUSED_PARAMETER.match(reason)
         if named is None or not self.artifacts_mode:
-            return
+            return None
         for form in self._chosen():
             if form.artifact_name == named["artifact"]:
-                field = form.show_problem(named["parameter"], reason.split(": ", 1)[1])
-                if field is not None:
-                    field.focus()
+                return form.show_problem(named["parameter"], reason.split(": ", 1)[1])
+        return None
+
+    # Parameters, checked by the server as they are typed ----------------------------------------
+
+    @on(ArtifactParameters.Edited)
+    def parameters_edited(self) -> None:
+        if self._parameters_timer is not None:
+            self._parameters_timer.stop()
+        self._parameters_timer = self.set_timer(PARAMETERS_CHECK_DELAY, self._check_parameters)
+
+    def _check_parameters(self) -> None:
+        try:
+            collection = self._collection(focus=False)
+        except ValueError:
+            return  # nothing to check yet, or a number already shown wrong in place
+        if collection:
+            self.check_parameters(collection["artifacts"])
+
+    @work(exclusive=True, group="check-parameters")
+    async def check_parameters(self, artifacts: list[dict[str, Any]]) -> None:
+        """What the server says of the values (the same check create_hunt makes), shown under
+        the field it names; nothing if they changed meanwhile."""
+        try:
+            await self.app.api.compile_artifacts(artifacts=artifacts)
+        except ServiceError as error:
+            try:
+                current = self._collection(focus=False).get("artifacts")
+            except ValueError:
                 return
+            if current == artifacts:
+                self._parameter_problem(str(error))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

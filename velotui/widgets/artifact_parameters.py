@@ -16,6 +16,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static, TextArea
 
@@ -99,6 +100,16 @@ class ArtifactParameters(Vertical):
         display: block;
     }
     """
+
+    class Edited(Message):
+        """A value in ``form`` changed (checked in place already; the server's turn next)."""
+
+        def __init__(self, form: ArtifactParameters) -> None:
+            super().__init__()
+            self.form = form
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, ArtifactParameters.Edited) and message.form is self.form
 
     def __init__(self, artifact: dict[str, Any]) -> None:
         super().__init__()
@@ -216,6 +227,7 @@ class ArtifactParameters(Vertical):
             self.clear_problem(name)
         else:
             self.show_problem(name, problem)
+        self.post_message(self.Edited(self))
 
     @on(TextArea.Changed)
     @on(Checkbox.Changed)
@@ -226,3 +238,4 @@ class ArtifactParameters(Vertical):
         for name, candidate in self.fields.items():
             if candidate is field:
                 self.clear_problem(name)
+        self.post_message(self.Edited(self))
