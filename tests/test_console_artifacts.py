@@ -109,6 +109,15 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         await clear_and_type(pilot, "/etc/pass*")
         await pilot.press("tab", "space")  # Hashes: on
         await until(pilot, lambda: fields["Hashes"].value)
+        await pilot.press("q", "c")  # slips on a checkbox: neither quits nor leaves the form
+        assert isinstance(app.screen, NewHuntScreen) and app.focused is fields["Hashes"]
+        await pilot.press("tab", "tab", "enter")  # Mode's list open
+        await until(pilot, lambda: fields["Mode"].expanded)
+        await pilot.press("escape")  # closes the list, not the form
+        await until(pilot, lambda: not fields["Mode"].expanded)
+        assert isinstance(app.screen, NewHuntScreen)
+        await pilot.press("enter", "down", "enter")
+        await until(pilot, lambda: fields["Mode"].value == "thorough")
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, HuntsScreen), 30, "the hunt made")
 
@@ -120,12 +129,12 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         finder = hunt["artifacts"][1]["parameters"]
         assert finder["SearchGlob"] == "/etc/pass*"
         assert finder["Hashes"] == "Y"
-        assert finder["MaxSize"] == "1000000" and finder["Mode"] == "quick"
+        assert finder["MaxSize"] == "1000000" and finder["Mode"] == "thorough"
         assert finder["Internal"] == "kept"
         compiled = await app.api.compile_artifacts(artifacts=[
             {"name": "Test.Accounts.Users", "parameters": {}},
             {"name": "Test.Files.Finder",
-             "parameters": {"SearchGlob": "/etc/pass*", "Hashes": "Y"}}])
+             "parameters": {"SearchGlob": "/etc/pass*", "Hashes": "Y", "Mode": "thorough"}}])
         assert hunt["query"] == compiled["query"]
 
         # The overview names the artifacts and every value they run with.
@@ -139,6 +148,7 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         assert "Test.Files.Finder" in overview
         assert "SearchGlob  /etc/pass*" in overview
         assert "Hashes      Y" in overview
+        assert "Mode        thorough" in overview
         assert "Collection (compiled from the artifacts)" in [
             str(label.render()) for label in app.screen.query(".heading")]
 

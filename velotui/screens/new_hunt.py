@@ -29,6 +29,7 @@ from textual.widgets import (
     Label,
     RadioButton,
     RadioSet,
+    Select,
     Static,
 )
 
@@ -384,4 +385,10 @@ class NewHuntScreen(Screen[None]):
                 self._parameter_problem(str(error))
 
     def action_cancel(self) -> None:
+        # Escape closes an open select's list first: the form is not lost to it.
+        for select in self.query(Select):
+            if select.expanded:
+                select.expanded = False
+                select.focus()
+                return
         self.dismiss(None)
