@@ -210,3 +210,14 @@ async def test_a_refused_value_is_shown_under_its_field_and_over_the_footer(tmp_
         assert form_view.contains_region(form.fields["Extra"].region)
         assert isinstance(app.screen, NewHuntScreen)
         assert len(await app.api.list_hunts()) == hunts_before
+
+        # The palette knows the form's keys too: back to a VQL query.
+        form_screen = app.screen
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: app.screen is not form_screen, 10, "the palette")
+        await type_text(pilot, "VQL or artifacts")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: form_screen.has_class("-vql-mode"), 10, "VQL again")
+        assert app.screen is form_screen
+        assert form_screen.query_one("#query") in app.focused.ancestors  # its text area

@@ -29,6 +29,15 @@ class ConsoleCommands(Provider):
                  screen.action_relaunch_hunt),
                 ("Export hunt", "results and files as one zip (e)", screen.action_export_hunt),
             ]
+        if hasattr(screen, "action_switch_collection"):
+            commands += [
+                ("Create hunt", "create the hunt this form describes (ctrl+s)",
+                 screen.action_create),
+                ("VQL or artifacts", "switch what the hunt collects (ctrl+t)",
+                 screen.action_switch_collection),
+                ("Remove artifact", "the one being edited, else the last added (ctrl+r)",
+                 screen.action_remove_artifact),
+            ]
         if hasattr(screen, "action_add_label"):
             commands += [
                 ("Add label", "to the selected client (+)", screen.action_add_label),
