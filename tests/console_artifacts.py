@@ -26,7 +26,7 @@ author: velotui tests
 type: CLIENT
 parameters:
   - name: SearchGlob
-    description: the files to find
+    description: the files to find [/]
     default: /etc/host*
   - name: Hashes
     type: bool
@@ -53,7 +53,7 @@ sources:
 
 USERS = """\
 name: Test.Accounts.Users
-description: The local accounts of the machine, from the password database.
+description: The local accounts of the machine, from the password database [/etc/passwd].
 author: velotui tests
 type: CLIENT
 sources:

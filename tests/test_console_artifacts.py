@@ -80,7 +80,9 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         # focus for the next one.
         await type_text(pilot, "password")
         await until(pilot, lambda: picked(app) == ["Test.Accounts.Users"])
-        assert "from the password database" in text_of(app, "#artifact-description")
+        # Text from definitions is drawn as it is, never read as markup.
+        assert "from the password database [/etc/passwd]." in text_of(
+            app, "#artifact-description")
         await pilot.press("enter")
         await until(pilot, lambda: chosen(app) == ["Test.Accounts.Users"])
 
@@ -106,6 +108,7 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         assert isinstance(fields["Extra"], TextArea) and fields["Extra"].text == "{}"
         assert isinstance(fields["MaxSize"], Input) and fields["MaxSize"].value == "1000000"
         assert app.focused is fields["SearchGlob"]
+        assert "the files to find [/]" in str(form.query_one(".parameter-label").render())
         await clear_and_type(pilot, "/etc/pass*")
         await pilot.press("tab", "space")  # Hashes: on
         await until(pilot, lambda: fields["Hashes"].value)

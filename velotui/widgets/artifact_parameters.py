@@ -116,7 +116,7 @@ class ArtifactParameters(Vertical):
         self.artifact = artifact
         self.fields: dict[str, Field] = {}
         self._problems: dict[str, Static] = {}
-        self.border_title = artifact["name"]
+        self.border_title = Text(str(artifact["name"]))  # drawn as it is, never as markup
 
     @property
     def artifact_name(self) -> str:
