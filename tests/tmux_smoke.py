@@ -66,6 +66,7 @@ set-option -g status off
 set-option -g default-terminal xterm-256color
 """
 
+_SCROLLBAR = re.compile("[\u2581-\u2588]+\\s*$")  # a vertical scrollbar's thumb, at a line's end
 _BOX = re.compile("[\u2500-\u257f]")  # box drawing: the hunt panel's border beside the table
 
 
@@ -146,12 +147,13 @@ def status_under(screen: str, label: str) -> str | None:
 
 
 def status_above(screen: str, label: str) -> str | None:
-    """The status line of the editor above ``label``: the last text before that label."""
-    lines = screen.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip().startswith(label)), None)
+    """The status line of the editor above ``label``: the last text before that label (the
+    form's scrollbar, drawn at the right edge of any line, is not text)."""
+    lines = [_SCROLLBAR.sub("", line).strip() for line in screen.splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.startswith(label)), None)
     if start is None:
         return None
-    return next((line.strip() for line in reversed(lines[:start]) if line.strip()), None)
+    return next((line for line in reversed(lines[:start]) if line), None)
 
 
 def hunt_rows(screen: str) -> dict[str, dict[str, str]]:
