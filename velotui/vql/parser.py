@@ -242,6 +242,19 @@ class _ToAst(Transformer):
         name, args = children
         return ast.Call(str(name), args, _position(name))
 
+    def dotted_call(self, children: list[Any]) -> ast.Call:
+        # `Artifact.Linux.Sys.Users(...)`: a call of the stored query with that dotted name.
+        names = [str(c) for c in children[:-1] if isinstance(c, Token) and c.type != "DOT"]
+        return ast.Call(".".join(names), children[-1], _position(children[0]))
+
+    def dotted_symbol(self, children: list[Any]) -> ast.Node:
+        # `a.b.c` that is not called: members of the symbol a.
+        names = [c for c in children if isinstance(c, Token) and c.type != "DOT"]
+        node: ast.Node = ast.Symbol(str(names[0]), _position(names[0]))
+        for name in names[1:]:
+            node = ast.Member(node, str(name), _position(names[0]))
+        return node
+
     def array(self, children: list[Any]) -> ast.ArrayLiteral:
         items = [c for c in children if isinstance(c, ast.Node)]
         return ast.ArrayLiteral(items, _position(children[0]))

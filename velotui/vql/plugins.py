@@ -1,20 +1,29 @@
-"""VQL's built-in plugins: sources of rows that are not tied to any machine."""
+"""VQL's built-in plugins: sources of rows that are not tied to any machine, and the few
+functions that run queries or read the scope the way these plugins do (``scope()``,
+``memoize()``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from velotui.vql.compiler import QUERY_ARGUMENTS
+from velotui.vql.parser import VQLSyntaxError
 from velotui.vql.registry import Registry
-from velotui.vql.scope import Scope
+from velotui.vql.scope import MISSING, RowSource, Scope
 from velotui.vql.values import truthy
 
 
 def register(registry: Registry) -> None:
-    """Add the built-in plugins to ``registry``."""
-    for fn in (scope_, range_, foreach, chain, flatten, items, if_):
+    """Add the built-in plugins (and the query functions) to ``registry``."""
+    for fn in (scope_, range_, foreach, chain, flatten, items, if_, query_, switch):
         registry.plugin(fn)
+    registry.function(scope_function, name="scope")
+    registry.function(memoize)
 
 
 async def scope_(scope: Scope) -> AsyncIterator[dict[str, Any]]:
@@ -107,3 +116,185 @@ async def if_(
     branch = then if truthy(condition) else else_
     async for row in scope.iterate(branch):
         yield row
+
+
+async def query_(
+    scope: Scope,
+    *,
+    query: Any,
+    env: Mapping[str, Any] | None = None,
+    copy_env: Any = None,
+    inherit: bool = False,
+    timeout: float | None = None,
+) -> AsyncIterator[Any]:
+    """The rows of ``query`` (VQL text, or a stored query or subquery) run in a scope of its
+    own: over the caller's scope when ``inherit``, else over the registry's globals only; with
+    ``env``'s keys and the ``copy_env`` variables bound. Text is compiled once per registry;
+    its LETs bind and every SELECT's rows are yielded in turn. ``timeout`` (seconds) ends the
+    rows when it passes."""
+    base = scope if inherit else Scope(scope.registry.variables(), context=scope.context)
+    bound: dict[str, Any] = {}
+    for name in _names(copy_env):
+        value = scope.lookup(name)
+        if value is MISSING:
+            scope.warn(f"query(): copy_env: no variable {name}")
+        else:
+            bound[name] = value
+    if env is not None:
+        if not isinstance(env, Mapping):
+            scope.error("query(): env must be a dict")
+            return
+        bound.update(env)
+    inner = Scope({}, Scope(bound, base))
+    if isinstance(query, str):
+        from velotui.vql.engine import compile_query  # the engine registers this plugin
+
+        try:
+            program = compile_query(query, scope.registry)
+        except VQLSyntaxError as error:
+            scope.error(f"query(): {error}")
+            return
+        rows: AsyncIterator[Any] = program.rows(inner)
+    elif isinstance(query, RowSource):
+        rows = query.rows(inner)
+    else:
+        rows = inner.iterate(query)
+    async with contextlib.aclosing(rows):  # type: ignore[type-var]
+        if timeout is None:
+            async for row in rows:
+                yield row
+            return
+        deadline = asyncio.get_running_loop().time() + float(timeout)
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                row = await asyncio.wait_for(anext(rows), max(remaining, 0))
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                scope.warn(f"query(): timed out after {timeout} seconds")
+                return
+            yield row
+
+
+def _names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(name) for name in value]
+
+
+async def switch(scope: Scope, **queries: Any) -> AsyncIterator[Any]:
+    """The rows of the first query (in argument order) that gives any; the rest never run."""
+    for query in queries.values():
+        found = False
+        async for row in scope.iterate(query):
+            found = True
+            yield row
+        if found:
+            return
+
+
+class ScopeView(Mapping[str, Any]):
+    """``scope()`` as a value: the variables a query sees where it is called, innermost first,
+    each read (a lazy LET evaluated, a stored query run) when it is looked up."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+
+    def __getitem__(self, name: str) -> Any:
+        from velotui.vql.executor import DEFERRED, resolve_sync
+
+        value = self._scope.lookup(name)
+        if value is MISSING:
+            raise KeyError(name)
+        if value.__class__ in DEFERRED:
+            return resolve_sync(value, self._scope)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        seen: set[str] = set()
+        layer: Scope | None = self._scope
+        while layer is not None:
+            for name in layer.vars:
+                if name not in seen:
+                    seen.add(name)
+                    yield name
+            layer = layer.parent
+
+    def __len__(self) -> int:
+        return sum(1 for _name in self)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._scope.lookup(name) is not MISSING
+
+
+def scope_function(scope: Scope) -> ScopeView:
+    """The calling scope's variables as a dict: ``get(item=scope(), member='x')``."""
+    return ScopeView(scope)
+
+
+class Memoized(Mapping[str, Any]):
+    """What ``memoize()`` gives: a query's rows by the text of their key column."""
+
+    __slots__ = ("made", "rows")
+
+    def __init__(self, rows: dict[str, Any], made: float) -> None:
+        self.rows = rows
+        self.made = made
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.rows[_key_text(key)]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.rows.get(_key_text(key), default)
+
+    def __contains__(self, key: object) -> bool:
+        return _key_text(key) in self.rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return key if isinstance(key, str) else str(key)
+
+
+async def memoize(
+    scope: Scope,
+    *,
+    query: Any,
+    key: str,
+    period: int | None = None,
+    name: str | None = None,
+    filename: str | None = None,
+) -> Memoized:
+    """The rows of ``query`` as a dict keyed by each row's ``key`` column (the last row of a
+    key wins). Kept for the run and reused by later calls at the same place (or of the same
+    ``name``) until ``period`` seconds have passed; without a period, for the whole run."""
+    if filename is not None:
+        scope.warn("memoize(): filename is not supported; the rows stay in memory")
+    cache = scope.context.memo
+    cache_key = ("name", name) if name else ("query", id(getattr(query, "plan", query)), key)
+    now = time.monotonic()
+    cached = cache.get(cache_key)
+    if cached is not None and (period is None or now - cached.made < period):
+        return cached
+    by_key: dict[str, Any] = {}
+    async for row in scope.iterate(query):
+        if isinstance(row, Mapping) and row.get(key) is not None:
+            by_key[_key_text(row.get(key))] = row
+    result = Memoized(by_key, now)
+    cache[cache_key] = result
+    return result
+
+
+setattr(memoize, QUERY_ARGUMENTS, frozenset({"query"}))  # run by memoize, not before it
