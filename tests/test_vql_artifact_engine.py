@@ -296,3 +296,80 @@ async def test_if_function_evaluates_only_the_branch_it_takes() -> None:
     )
     assert rows == [{"A": "else", "B": ["query"], "C": None}]
     assert seen == ["else", "query"]
+
+
+# foreach(workers=, async=) and chain(async=) -----------------------------------------------------
+
+
+def _rendezvous_registry() -> Any:
+    """A registry whose ``meet(name=...)`` plugin waits until both 'a' and 'b' have started:
+    two of them finish only when they run at once, and never one after the other."""
+    registry = default_registry()
+    arrived: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    @registry.plugin
+    async def meet(scope: Scope, *, name: str) -> AsyncIterator[dict[str, Any]]:
+        arrived[name].set()
+        for event in arrived.values():
+            await event.wait()
+        yield {"Met": name}
+
+    return registry
+
+
+async def test_foreach_with_workers_runs_queries_at_once() -> None:
+    query = (
+        "SELECT * FROM foreach(row=['a', 'b'], "
+        "query={ SELECT * FROM meet(name=_value) }, workers=2)"
+    )
+    rows = await asyncio.wait_for(rows_of(query, registry=_rendezvous_registry()), 30)
+    assert sorted(row["Met"] for row in rows) == ["a", "b"]
+
+
+async def test_foreach_async_runs_queries_at_once() -> None:
+    query = (
+        "SELECT * FROM foreach(row=['a', 'b'], "
+        "query={ SELECT * FROM meet(name=_value) }, async=TRUE)"
+    )
+    rows = await asyncio.wait_for(rows_of(query, registry=_rendezvous_registry()), 30)
+    assert sorted(row["Met"] for row in rows) == ["a", "b"]
+
+
+async def test_chain_async_runs_its_queries_at_once_and_is_no_query_itself() -> None:
+    query = (
+        "SELECT * FROM chain(a={ SELECT * FROM meet(name='a') }, "
+        "b={ SELECT * FROM meet(name='b') }, async=TRUE)"
+    )
+    rows = await asyncio.wait_for(rows_of(query, registry=_rendezvous_registry()), 30)
+    assert sorted(row["Met"] for row in rows) == ["a", "b"]
+
+
+async def test_foreach_with_workers_keeps_every_row_and_stops_at_limit() -> None:
+    rows = await rows_of(
+        "SELECT * FROM foreach(row={ SELECT * FROM range(end=50) }, "
+        "query={ SELECT _value AS V FROM range(start=_value, end=_value + 2) }, workers=4)"
+    )
+    assert sorted(row["V"] for row in rows) == sorted(list(range(50)) + list(range(1, 51)))
+    limited = await rows_of(
+        "SELECT * FROM foreach(row={ SELECT * FROM range(end=1000) }, "
+        "query={ SELECT _value AS V FROM scope() }, workers=4) LIMIT 3"
+    )
+    assert len(limited) == 3
+
+
+async def test_a_failing_query_under_workers_is_logged_like_one_in_sequence() -> None:
+    registry = default_registry()
+
+    @registry.plugin
+    async def breaks(scope: Scope) -> AsyncIterator[dict[str, Any]]:
+        yield {"X": 1}
+        raise ValueError("broken")
+
+    logs = Logs()
+    rows = await rows_of(
+        "SELECT * FROM foreach(row=[1, 2], query={ SELECT * FROM breaks() }, workers=2)",
+        registry=registry,
+        on_log=logs,
+    )
+    assert rows == [{"X": 1}, {"X": 1}]
+    assert logs.errors == ["breaks(): ValueError: broken"]

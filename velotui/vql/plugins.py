@@ -51,30 +51,127 @@ def _as_row(item: Any) -> Mapping[str, Any]:
 
 
 async def foreach(
-    scope: Scope, *, row: Any, query: Any = None, column: str | None = None
+    scope: Scope,
+    *,
+    row: Any,
+    query: Any = None,
+    column: str | None = None,
+    workers: int | None = None,
+    async_: bool = False,
 ) -> AsyncIterator[Any]:
     """For every row of ``row`` (a query or a list; items that are not rows appear as
-    ``_value``), run ``query`` with that row's columns in scope, or yield the row itself
-    (or its ``column``, when that holds a dict)."""
-    async for item in scope.iterate(row):
-        if item is None:
-            continue  # a NULL element of a list is no row (vfilter skips it too)
-        current = _as_row(item)
-        if column is not None:
-            inner = current.get(column)
-            current = _as_row(inner) if inner is not None else {}
-        if query is None:
-            yield current
-            continue
-        async for result in scope.child(current).iterate(query):
-            yield result
+    ``_value``, NULL items are skipped), run ``query`` with that row's columns in scope, or
+    yield the row itself (or its ``column``, when that holds a dict). With ``workers`` above 1
+    (``async`` implies 100) that many queries run at once and their rows come as they come."""
+    width = _workers(workers, async_)
+
+    async def rows_of_each() -> AsyncIterator[Any]:
+        async for item in scope.iterate(row):
+            if item is None:
+                continue  # a NULL element of a list is no row (vfilter skips it too)
+            current = _as_row(item)
+            if column is not None:
+                inner = current.get(column)
+                current = _as_row(inner) if inner is not None else {}
+            if query is None:
+                yield [current]
+            else:
+                yield scope.child(current).iterate(query)
+
+    if width == 1 or query is None:
+        async for rows in rows_of_each():
+            async for result in _each(rows):
+                yield result
+        return
+    async for result in _concurrently(rows_of_each(), width):
+        yield result
 
 
-async def chain(scope: Scope, **queries: Any) -> AsyncIterator[Any]:
-    """The rows of each argument's query, one query after another, in argument order."""
-    for query in queries.values():
-        async for row in scope.iterate(query):
-            yield row
+def _workers(workers: int | None, async_: bool) -> int:
+    if workers is not None and workers > 0:
+        return int(workers)
+    return 100 if async_ else 1
+
+
+async def _each(rows: Any) -> AsyncIterator[Any]:
+    if isinstance(rows, list):
+        for item in rows:
+            yield item
+        return
+    async with contextlib.aclosing(rows):
+        async for item in rows:
+            yield item
+
+
+_END = object()
+
+
+async def _concurrently(sources: AsyncIterator[Any], width: int) -> AsyncIterator[Any]:
+    """The rows of every row source ``sources`` gives, up to ``width`` of them read at once,
+    each row as soon as it comes. A failure in any source ends the whole, as it would have run
+    in sequence; closing the result cancels every reader."""
+    queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue(maxsize=width)
+    slots = asyncio.Semaphore(width)
+    readers: set[asyncio.Task[None]] = set()
+
+    async def read(rows: Any) -> None:
+        try:
+            async for item in _each(rows):
+                await queue.put((item, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # DeadlineExceeded too: the consumer re-raises it
+            await queue.put((None, error))
+        finally:
+            slots.release()
+
+    async def start_all() -> None:
+        try:
+            async with contextlib.aclosing(sources):  # type: ignore[type-var]
+                async for rows in sources:
+                    await slots.acquire()
+                    reader = asyncio.create_task(read(rows))
+                    readers.add(reader)
+                    reader.add_done_callback(readers.discard)
+            while readers:
+                await asyncio.gather(*readers)
+            await queue.put((_END, None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            await queue.put((None, error))
+
+    starter = asyncio.create_task(start_all())
+    try:
+        while True:
+            item, error = await queue.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        starter.cancel()
+        for reader in list(readers):
+            reader.cancel()
+        await asyncio.gather(starter, *readers, return_exceptions=True)
+
+
+async def chain(scope: Scope, *, async_: bool = False, **queries: Any) -> AsyncIterator[Any]:
+    """The rows of each argument's query, one query after another, in argument order; with
+    ``async``, all at once, each row as it comes (for event queries that never end)."""
+    if not async_:
+        for query in queries.values():
+            async for row in scope.iterate(query):
+                yield row
+        return
+
+    async def each_query() -> AsyncIterator[Any]:
+        for query in queries.values():
+            yield scope.iterate(query)
+
+    async for row in _concurrently(each_query(), max(len(queries), 1)):
+        yield row
 
 
 async def flatten(scope: Scope, *, query: Any) -> AsyncIterator[dict[str, Any]]:
@@ -140,7 +237,7 @@ async def query_(
             scope.warn(f"query(): copy_env: no variable {name}")
         else:
             bound[name] = value
-    if env is not None:
+    if env is not None and env != "":  # an artifact's empty parameter passes ''
         if not isinstance(env, Mapping):
             scope.error("query(): env must be a dict")
             return
