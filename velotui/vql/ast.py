@@ -89,7 +89,7 @@ class NegatedSymbol(Node):
     position: Position = NOWHERE
 
     def to_vql(self) -> str:
-        return f"-{self.name}"
+        return f"-{quote_name(self.name)}"
 
 
 @dataclass(eq=False)

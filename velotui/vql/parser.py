@@ -227,7 +227,9 @@ class _ToAst(Transformer):
         return ast.Symbol(str(children[0]), _position(children[0]))
 
     def neg_symbol(self, children: list[Token]) -> ast.NegatedSymbol:
-        return ast.NegatedSymbol(str(children[0])[1:], _position(children[0]))
+        name = str(children[0])[1:]
+        name = name[1:-1] if name.startswith("`") else name
+        return ast.NegatedSymbol(name, _position(children[0]))
 
     # Calls and arguments
 
