@@ -373,3 +373,13 @@ async def test_a_failing_query_under_workers_is_logged_like_one_in_sequence() ->
     )
     assert rows == [{"X": 1}, {"X": 1}]
     assert logs.errors == ["breaks(): ValueError: broken"]
+
+
+async def test_chain_and_switch_take_a_query_argument_named_scope() -> None:
+    rows = await rows_of(
+        "SELECT * FROM chain(scope={ SELECT 1 AS A FROM scope() }, "
+        "b={ SELECT 2 AS B FROM scope() })"
+    )
+    assert rows == [{"A": 1}, {"B": 2}]
+    rows = await rows_of("SELECT * FROM switch(scope={ SELECT 1 AS A FROM scope() })")
+    assert rows == [{"A": 1}]

@@ -157,7 +157,7 @@ async def _concurrently(sources: AsyncIterator[Any], width: int) -> AsyncIterato
         await asyncio.gather(starter, *readers, return_exceptions=True)
 
 
-async def chain(scope: Scope, *, async_: bool = False, **queries: Any) -> AsyncIterator[Any]:
+async def chain(scope: Scope, /, *, async_: bool = False, **queries: Any) -> AsyncIterator[Any]:
     """The rows of each argument's query, one query after another, in argument order; with
     ``async``, all at once, each row as it comes (for event queries that never end)."""
     if not async_:
@@ -282,7 +282,7 @@ def _names(value: Any) -> list[str]:
     return [str(name) for name in value]
 
 
-async def switch(scope: Scope, **queries: Any) -> AsyncIterator[Any]:
+async def switch(scope: Scope, /, **queries: Any) -> AsyncIterator[Any]:
     """The rows of the first query (in argument order) that gives any; the rest never run."""
     for query in queries.values():
         found = False
