@@ -1,0 +1,401 @@
+"""VQL functions that take text apart or convert it: numbers from strings, byte encodings,
+substrings, regular-expression extraction and command lines (Velociraptor's names and
+arguments). Bad input is logged and gives NULL; nothing here raises into a query."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+import math
+import re
+import shlex
+from typing import Any
+
+from velotui.vql.gofmt import go_text
+from velotui.vql.registry import Registry
+from velotui.vql.scope import Scope
+
+
+def register(registry: Registry) -> None:
+    """Add the text functions to ``registry``."""
+    for fn in (
+        atoi,
+        parse_float,
+        substr,
+        base64encode,
+        base64decode,
+        unhex,
+        utf16,
+        xor,
+        parse_string_with_regex,
+        regex_transform,
+        commandline_split,
+    ):
+        registry.function(fn)
+
+
+# Go's regular expressions, read by Python ----------------------------------------------------------
+
+_GO_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+_GO_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
+_PYTHON_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}
+
+
+def go_regex(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
+    """Compile a Go (RE2) pattern: ``(?<name>...)`` groups and flag groups such as ``(?i)``
+    anywhere in the pattern (Python only takes them at the start, so they apply to all of it).
+    Raises ``re.error`` when the pattern is invalid."""
+    flags = re.IGNORECASE if ignore_case else 0
+
+    def take_flags(found: re.Match[str]) -> str:
+        nonlocal flags
+        for letter in found.group(1):
+            flags |= _PYTHON_FLAGS.get(letter, 0)
+        return ""
+
+    cleaned = _GO_INLINE_FLAGS.sub(take_flags, _GO_NAMED_GROUP.sub("(?P<", pattern))
+    return re.compile(cleaned, flags)
+
+
+def _regex_list(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    return None
+
+
+# Numbers -------------------------------------------------------------------------------------------
+
+_GO_INTEGER = re.compile(r"[+-]?(0[bB][01_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0[0-7_]*|[1-9][0-9_]*)")
+
+
+def _go_parse_int(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 0, 64): sign, 0b/0o/0x/0 prefixes, underscores between
+    digits; None when the text is not such a number or does not fit in 64 bits."""
+    if not _GO_INTEGER.fullmatch(text):
+        return None
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    if "__" in body or body.endswith("_"):
+        return None
+    body = body.replace("_", "")
+    if len(body) > 1 and body[0] == "0" and body[1].isdigit():
+        body = "0o" + body[1:]
+    try:
+        number = sign * int(body, 0)
+    except ValueError:
+        return None
+    if not -(2**63) <= number < 2**63:
+        return None
+    return number
+
+
+def atoi(scope: Scope, *, string: Any) -> Any:
+    """``string`` as a 64-bit integer, read the way Go's strconv.ParseInt reads it (a sign, then
+    0b, 0o or 0, or 0x for other bases, underscores allowed). Integers pass through and floats
+    are truncated. Text that is not a number gives 0, as in Velociraptor; NULL gives NULL."""
+    if string is None:
+        return None
+    if isinstance(string, bool):
+        return int(string)
+    if isinstance(string, int):
+        return string
+    if isinstance(string, float):
+        return int(string) if math.isfinite(string) else 0
+    if isinstance(string, bytes):
+        string = string.decode("utf-8", errors="replace")
+    if not isinstance(string, str):
+        scope.error(f"atoi(): cannot convert {go_text(string)!r} to an integer")
+        return None
+    number = _go_parse_int(string)
+    return 0 if number is None else number
+
+
+def parse_float(scope: Scope, *, string: Any) -> Any:
+    """``string`` as a float (Go's strconv.ParseFloat); numbers pass through. Text that is not a
+    number gives 0, as in Velociraptor; NULL gives NULL."""
+    if string is None:
+        return None
+    if isinstance(string, int | float):
+        return float(string)
+    if isinstance(string, bytes):
+        string = string.decode("utf-8", errors="replace")
+    if not isinstance(string, str):
+        scope.error(f"parse_float(): cannot convert {go_text(string)!r} to a float")
+        return None
+    text = string.strip().replace("_", "")
+    if text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        try:
+            return float(int(text, 16)) if text.lower().startswith(("0x", "-0x")) else 0.0
+        except ValueError:
+            return 0.0
+
+
+# Substrings ----------------------------------------------------------------------------------------
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str):
+        return _go_parse_int(value.strip())
+    return None
+
+
+def substr(scope: Scope, *, str: Any, start: Any = None, end: Any = None) -> Any:
+    """The part of ``str`` from character ``start`` (default 0) up to ``end`` (default the end).
+    Bounds past either end are clamped and an empty range gives ""; NULL gives NULL."""
+    if str is None:
+        return None
+    text = str if isinstance(str, builtins.str) else go_text(str)
+    lower = 0 if start is None else _integer(start)
+    upper = len(text) if end is None else _integer(end)
+    if lower is None or upper is None:
+        scope.error("substr(): start and end must be integers")
+        return None
+    lower = min(max(lower, 0), len(text))
+    upper = min(max(upper, 0), len(text))
+    return text[lower:upper] if lower < upper else ""
+
+
+# Byte encodings ------------------------------------------------------------------------------------
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return go_text(value).encode("utf-8")
+
+
+def _bytes_as_text(data: bytes) -> str:
+    # VQL strings are Go strings, which hold any bytes; ours are text, so bytes that are not
+    # UTF-8 stand for themselves as the code points U+0000 to U+00FF.
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def base64encode(scope: Scope, *, string: Any) -> Any:
+    """``string`` (text as UTF-8, or bytes) in standard base64 with padding; NULL gives NULL."""
+    if string is None:
+        return None
+    return base64.b64encode(_as_bytes(string)).decode("ascii")
+
+
+def base64decode(scope: Scope, *, string: Any) -> Any:
+    """The bytes standard base64 ``string`` stands for, as text (bytes that are not UTF-8 as
+    U+0000-U+00FF). Padding may be missing. Text that is not base64 is logged and gives NULL."""
+    if string is None:
+        return None
+    text = go_text(string).strip()
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        scope.error(f"base64decode(): not base64: {text[:40]!r}")
+        return None
+    return _bytes_as_text(data)
+
+
+def unhex(scope: Scope, *, string: Any = None) -> Any:
+    """The bytes hex ``string`` stands for (two hex digits a byte), as text (bytes that are not
+    UTF-8 as U+0000-U+00FF). Text that is not hex is logged and gives NULL."""
+    if string is None:
+        return None
+    text = go_text(string).strip()
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        scope.error(f"unhex(): not hex: {text[:40]!r}")
+        return None
+    return _bytes_as_text(data)
+
+
+def utf16(scope: Scope, *, string: Any) -> Any:
+    """``string`` read as UTF-16 little-endian bytes (text counts as its code points 0-255 or
+    UTF-8), decoded to text; trailing NUL characters are dropped. NULL gives NULL."""
+    if string is None:
+        return None
+    if isinstance(string, bytes | bytearray):
+        data = bytes(string)
+    else:
+        text = go_text(string)
+        try:
+            data = text.encode("latin-1")
+        except UnicodeEncodeError:
+            data = text.encode("utf-8")
+    if len(data) % 2:
+        data = data[:-1]
+    return data.decode("utf-16-le", errors="replace").rstrip("\x00")
+
+
+def xor(scope: Scope, *, string: Any, key: Any) -> Any:
+    """``string`` with each byte XORed with ``key`` (repeated), as text (bytes that are not
+    UTF-8 as U+0000-U+00FF). An empty key is logged and gives NULL."""
+    if string is None or key is None:
+        return None
+    data, key_bytes = _as_latin_or_utf8(string), _as_latin_or_utf8(key)
+    if not key_bytes:
+        scope.error("xor(): key is empty")
+        return None
+    mixed = bytes(byte ^ key_bytes[index % len(key_bytes)] for index, byte in enumerate(data))
+    return _bytes_as_text(mixed)
+
+
+def _as_latin_or_utf8(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    text = go_text(value)
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+# Regular expressions -------------------------------------------------------------------------------
+
+
+def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
+    """A dict of the named groups (``(?P<Name>...)``) that each regex in ``regex`` (one or a
+    list, applied in turn, later ones winning) captures from its first match in ``string``.
+    Groups that do not take part in a match are not set. An invalid regex is logged and skipped;
+    a string that is not text gives NULL."""
+    patterns = _regex_list(regex)
+    if patterns is None:
+        scope.error("parse_string_with_regex(): regex must be a string or a list of strings")
+        return None
+    if string is None:
+        return None
+    text = go_text(string)
+    result: dict[str, Any] = {}
+    for pattern in patterns:
+        try:
+            compiled = go_regex(pattern)
+        except re.error as error:
+            scope.error(f"parse_string_with_regex(): invalid regex {pattern!r}: {error}")
+            continue
+        found = compiled.search(text)
+        if found is None:
+            continue
+        for name, value in found.groupdict().items():
+            if value is not None:
+                result[name] = value
+    return result
+
+
+_GO_TEMPLATE = re.compile(r"\$(\$|\{(\w+)\}|(\w+))")
+
+
+def _go_expand(template: str, match: re.Match[str]) -> str:
+    """Go's Regexp.Expand: $1, ${1}, $name, ${name}; $$ is a dollar; unknown groups are empty."""
+
+    def group(found: re.Match[str]) -> str:
+        if found.group(1) == "$":
+            return "$"
+        name = found.group(2) or found.group(3)
+        try:
+            value = match.group(int(name)) if name.isdigit() else match.group(name)
+        except (IndexError, re.error):
+            return ""
+        return value or ""
+
+    return _GO_TEMPLATE.sub(group, template)
+
+
+def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> Any:
+    """``source`` with each regex of ``map`` (a dict of regex to replacement, applied in its
+    order) replaced by its value; ``$1`` and ``$name`` expand groups. Matching is
+    case-insensitive, as in regex_replace(). ``key`` (Velociraptor's cache key for the compiled
+    map) is accepted and not needed: compiled patterns are cached anyway."""
+    if source is None:
+        return None
+    if not isinstance(map, dict):
+        scope.error("regex_transform(): map must be a dict of regex to replacement")
+        return None
+    text = go_text(source)
+    for pattern, replacement in map.items():
+        try:
+            compiled = go_regex(str(pattern), ignore_case=True)
+        except re.error as error:
+            scope.error(f"regex_transform(): invalid regex {pattern!r}: {error}")
+            continue
+        template = go_text(replacement) if replacement is not None else ""
+        text = compiled.sub(lambda found, template=template: _go_expand(template, found), text)
+    return text
+
+
+# Command lines -------------------------------------------------------------------------------------
+
+
+def _windows_arguments(command: str) -> list[str]:
+    """Split the way Windows programs read their command line (CommandLineToArgvW): white
+    space separates; double quotes group; 2n backslashes before a quote are n backslashes and
+    the quote toggles, 2n+1 are n and a literal quote; other backslashes are literal."""
+    arguments: list[str] = []
+    current: list[str] = []
+    in_quotes = False
+    has_argument = False
+    index = 0
+    while index < len(command):
+        char = command[index]
+        if char == "\\":
+            run_end = index
+            while run_end < len(command) and command[run_end] == "\\":
+                run_end += 1
+            count = run_end - index
+            if run_end < len(command) and command[run_end] == '"':
+                current.append("\\" * (count // 2))
+                if count % 2:
+                    current.append('"')
+                    run_end += 1
+                index = run_end
+            else:
+                current.append("\\" * count)
+                index = run_end
+            has_argument = True
+            continue
+        if char == '"':
+            if in_quotes and index + 1 < len(command) and command[index + 1] == '"':
+                current.append('"')
+                index += 2
+                continue
+            in_quotes = not in_quotes
+            has_argument = True
+        elif char in " \t" and not in_quotes:
+            if has_argument:
+                arguments.append("".join(current))
+                current, has_argument = [], False
+        else:
+            current.append(char)
+            has_argument = True
+        index += 1
+    if has_argument:
+        arguments.append("".join(current))
+    return arguments
+
+
+def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) -> Any:
+    """The arguments of ``command``, split by Windows' rules (double quotes and backslashes as
+    CommandLineToArgvW reads them) or, with ``bash_style``, by a POSIX shell's (single and
+    double quotes, backslash escapes). Unbalanced quotes under bash rules are logged and give
+    NULL; NULL gives NULL."""
+    if command is None:
+        return None
+    text = go_text(command)
+    if bash_style is True or (bash_style not in (None, False) and bool(bash_style)):
+        try:
+            return shlex.split(text, posix=True)
+        except ValueError as error:
+            scope.error(f"commandline_split(): {error}")
+            return None
+    return _windows_arguments(text)
