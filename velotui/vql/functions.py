@@ -7,8 +7,6 @@ import base64
 import builtins
 import math
 import re
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from velotui.vql.gofmt import go_format, go_text
@@ -30,8 +28,6 @@ def register(registry: Registry) -> None:
         upcase,
         regex_replace,
         encode,
-        timestamp,
-        now,
         sleep,
         str_,
         int_,
@@ -189,59 +185,6 @@ def encode(scope: Scope, *, string: Any, type: str) -> str | None:
     return None
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WINDOWS_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
-
-
-def _from_epoch(value: float) -> datetime:
-    # Velociraptor guesses the unit from the magnitude: seconds, milli-, micro- or nanoseconds.
-    magnitude = abs(value)
-    if magnitude > 1e17:
-        value /= 1e9
-    elif magnitude > 1e14:
-        value /= 1e6
-    elif magnitude > 1e11:
-        value /= 1e3
-    return _EPOCH + timedelta(seconds=value)
-
-
-def _parse_time_text(text: str) -> datetime | None:
-    cleaned = text.strip()
-    if cleaned.endswith(("Z", "z")):
-        cleaned = cleaned[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(cleaned)
-    except ValueError:
-        try:
-            return _from_epoch(float(cleaned))
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def timestamp(
-    scope: Scope, *, epoch: Any = None, string: Any = None, winfiletime: Any = None
-) -> datetime | None:
-    """A time from seconds (or ms/us/ns) since 1970, a date string, or a Windows FILETIME.
-    An epoch of 0 means unset and gives NULL."""
-    try:
-        if epoch is not None:
-            if isinstance(epoch, datetime):
-                return epoch
-            if isinstance(epoch, str):
-                return _parse_time_text(epoch)
-            if isinstance(epoch, bool) or not isinstance(epoch, int | float) or epoch == 0:
-                return None
-            return _from_epoch(float(epoch))
-        if string is not None:
-            return _parse_time_text(str(string))
-        if winfiletime is not None and isinstance(winfiletime, int) and winfiletime > 0:
-            return _WINDOWS_EPOCH + timedelta(microseconds=winfiletime / 10)
-    except (OverflowError, ValueError, OSError) as error:
-        scope.error(f"timestamp(): {error}")
-    return None
-
-
 async def sleep(scope: Scope, *, time: Any) -> bool:
     """Wait ``time`` seconds, then give TRUE (Velociraptor's sleep())."""
     if isinstance(time, bool) or not isinstance(time, int | float) or time < 0:
@@ -249,11 +192,6 @@ async def sleep(scope: Scope, *, time: Any) -> bool:
         return False
     await asyncio.sleep(float(time))
     return True
-
-
-def now(scope: Scope) -> int:
-    """Seconds since 1970, as Velociraptor's now() gives them."""
-    return int(time.time())
 
 
 def str_(scope: Scope, *, str: Any) -> str:

@@ -10,6 +10,7 @@ import builtins
 import math
 import re
 import shlex
+from datetime import UTC, datetime
 from typing import Any
 
 from velotui.vql.gofmt import go_text
@@ -31,11 +32,12 @@ def register(registry: Registry) -> None:
         parse_string_with_regex,
         regex_transform,
         commandline_split,
+        humanize,
     ):
         registry.function(fn)
 
 
-# Go's regular expressions, read by Python ----------------------------------------------------------
+# Go's regular expressions, read by Python --------------------------------------------------------
 
 _GO_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
 _GO_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
@@ -66,9 +68,11 @@ def _regex_list(value: Any) -> list[str] | None:
     return None
 
 
-# Numbers -------------------------------------------------------------------------------------------
+# Numbers -----------------------------------------------------------------------------------------
 
-_GO_INTEGER = re.compile(r"[+-]?(0[bB][01_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0[0-7_]*|[1-9][0-9_]*)")
+_GO_INTEGER = re.compile(
+    r"[+-]?(0[bB][01_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|0[0-7_]*|[1-9][0-9_]*)"
+)
 
 
 def _go_parse_int(text: str) -> int | None:
@@ -137,7 +141,7 @@ def parse_float(scope: Scope, *, string: Any) -> Any:
             return 0.0
 
 
-# Substrings ----------------------------------------------------------------------------------------
+# Substrings --------------------------------------------------------------------------------------
 
 
 def _integer(value: Any) -> int | None:
@@ -168,7 +172,7 @@ def substr(scope: Scope, *, str: Any, start: Any = None, end: Any = None) -> Any
     return text[lower:upper] if lower < upper else ""
 
 
-# Byte encodings ------------------------------------------------------------------------------------
+# Byte encodings ----------------------------------------------------------------------------------
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -262,7 +266,7 @@ def _as_latin_or_utf8(value: Any) -> bytes:
         return text.encode("utf-8")
 
 
-# Regular expressions -------------------------------------------------------------------------------
+# Regular expressions -----------------------------------------------------------------------------
 
 
 def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
@@ -334,7 +338,7 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
     return text
 
 
-# Command lines -------------------------------------------------------------------------------------
+# Command lines -----------------------------------------------------------------------------------
 
 
 def _windows_arguments(command: str) -> list[str]:
@@ -399,3 +403,95 @@ def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) ->
             scope.error(f"commandline_split(): {error}")
             return None
     return _windows_arguments(text)
+
+
+# Human-readable numbers --------------------------------------------------------------------------
+
+_SI_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+_IEC_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def _size_text(count: int, base: int, units: tuple[str, ...]) -> str:
+    """go-humanize's Bytes/IBytes: under 10 as is, else one decimal below 10 units, none above."""
+    if count < 10:
+        return f"{count} B"
+    exponent = 0
+    while exponent + 1 < len(units) and count >= base ** (exponent + 1):
+        exponent += 1
+    value = math.floor(count / base**exponent * 10 + 0.5) / 10
+    return f"{value:.1f} {units[exponent]}" if value < 10 else f"{value:.0f} {units[exponent]}"
+
+
+def _comma_text(number: int) -> str:
+    return f"{number:,}"
+
+
+_RELATIVE_STEPS = (
+    (1, "now", None),
+    (2, "1 second", None),
+    (60, "%d seconds", 1),
+    (120, "1 minute", None),
+    (3600, "%d minutes", 60),
+    (7200, "1 hour", None),
+    (86400, "%d hours", 3600),
+    (172800, "1 day", None),
+    (604800, "%d days", 86400),
+    (1209600, "1 week", None),
+    (2629800, "%d weeks", 604800),
+    (5259600, "1 month", None),
+    (31557600, "%d months", 2629800),
+    (63115200, "1 year", None),
+    (94672800, "2 years", None),
+    (1577880000, "%d years", 31557600),
+)
+
+
+def _relative_time(moment: datetime) -> str:
+    """go-humanize's Time: '3 hours ago', '2 days from now', 'now'."""
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    suffix = "ago" if seconds >= 0 else "from now"
+    seconds = abs(seconds)
+    for limit, label, divisor in _RELATIVE_STEPS:
+        if seconds < limit:
+            if label == "now":
+                return "now"
+            text = label % (seconds // divisor) if divisor else label
+            return f"{text} {suffix}"
+    return "a long while ago" if suffix == "ago" else "a long while from now"
+
+
+def _count(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return _go_parse_int(value.strip())
+    return _integer(value)
+
+
+def humanize(
+    scope: Scope, *, bytes: Any = None, ibytes: Any = None, time: Any = None, comma: Any = None
+) -> Any:
+    """A number made readable: ``bytes`` in SI units ("83 MB"), ``ibytes`` in binary units
+    ("79 MiB"), ``comma`` with thousands separators ("1,230"), or ``time`` relative to now
+    ("3 hours ago"). Numeric text counts as its number; anything else is logged and gives
+    NULL."""
+    for value, base, units in ((bytes, 1000, _SI_UNITS), (ibytes, 1024, _IEC_UNITS)):
+        if value is None:
+            continue
+        count = _count(value)
+        if count is None:
+            scope.error(f"humanize(): not a byte count: {go_text(value)!r}")
+            return None
+        return ("-" if count < 0 else "") + _size_text(abs(count), base, units)
+    if comma is not None:
+        number = _count(comma)
+        if number is None:
+            scope.error(f"humanize(): not an integer: {go_text(comma)!r}")
+            return None
+        return _comma_text(number)
+    if time is not None:
+        if not isinstance(time, datetime):
+            scope.error("humanize(): time must be a timestamp")
+            return None
+        return _relative_time(time if time.tzinfo else time.replace(tzinfo=UTC))
+    return None
