@@ -14,6 +14,7 @@ from velotui.vql import (
     aggregates,
     functions,
     functions_data,
+    functions_network,
     functions_paths,
     functions_runtime,
     functions_text,
@@ -40,7 +41,8 @@ def builtins_registry() -> Registry:
     registry = Registry()
     functions.register(registry)
     for module in (
-        functions_text, functions_data, functions_paths, functions_runtime, functions_time
+        functions_text, functions_data, functions_paths, functions_runtime, functions_time,
+        functions_network,
     ):
         module.register(registry)
     aggregates.register(registry)
