@@ -26,7 +26,7 @@ async def rows_of(query: str, **env: Any) -> tuple[list[dict[str, Any]], list[st
     return rows, [text for level, text in logs if level == "error"]
 
 
-# array --------------------------------------------------------------------------------------
+# array -------------------------------------------------------------------------------------------
 
 
 async def test_array_lists_its_arguments_in_order_without_flattening() -> None:
@@ -40,7 +40,7 @@ async def test_array_of_underscore_takes_a_list_or_a_query() -> None:
     assert value == [1, 2, 3]
 
 
-# set ----------------------------------------------------------------------------------------
+# set ---------------------------------------------------------------------------------------------
 
 
 async def test_set_changes_a_dict_held_in_a_let_for_later_rows() -> None:
@@ -60,7 +60,7 @@ async def test_set_on_something_that_is_not_a_dict_logs_and_gives_null() -> None
     assert value is None and "set()" in errors[0]
 
 
-# to_dict ------------------------------------------------------------------------------------
+# to_dict -----------------------------------------------------------------------------------------
 
 
 async def test_to_dict_builds_a_dict_from_key_and_value_rows_in_order() -> None:
@@ -85,7 +85,7 @@ async def test_to_dict_feeds_on_items_to_filter_a_dict() -> None:
     assert value == {"b": 2, "c": 3}
 
 
-# filter -------------------------------------------------------------------------------------
+# filter ------------------------------------------------------------------------------------------
 
 
 async def test_filter_keeps_the_items_a_regex_matches() -> None:
@@ -118,7 +118,7 @@ async def test_filter_with_an_invalid_regex_logs_and_gives_null() -> None:
     assert value is None and "filter()" in errors[0]
 
 
-# JSON ---------------------------------------------------------------------------------------
+# JSON --------------------------------------------------------------------------------------------
 
 
 async def test_parse_json_gives_members_and_keeps_key_order() -> None:
@@ -150,7 +150,7 @@ async def test_parse_json_array_rows_can_be_iterated_by_foreach() -> None:
     assert rows == [{"a": 1}, {"a": 2}]
 
 
-# serialize ----------------------------------------------------------------------------------
+# serialize ---------------------------------------------------------------------------------------
 
 
 async def test_serialize_defaults_to_compact_json() -> None:

@@ -21,7 +21,7 @@ async def evaluate(expression: str, **env: Any) -> tuple[Any, list[str]]:
     return rows[0]["Value"], [message for level, message in logs if level == "error"]
 
 
-# atoi and parse_float -----------------------------------------------------------------------------
+# atoi and parse_float ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ async def test_parse_float_reads_text_and_gives_zero_for_words() -> None:
     assert await evaluate("parse_float(string=NULL)") == (None, [])
 
 
-# substr ---------------------------------------------------------------------------------------------
+# substr ------------------------------------------------------------------------------------------
 
 
 async def test_substr_takes_start_and_end_and_clamps_them() -> None:
@@ -74,7 +74,7 @@ async def test_substr_with_bounds_that_are_not_numbers_logs_and_gives_null() -> 
     assert value is None and errors and "substr()" in errors[0]
 
 
-# Encodings -------------------------------------------------------------------------------------------
+# Encodings ---------------------------------------------------------------------------------------
 
 
 async def test_base64_round_trip_and_bad_input() -> None:
@@ -105,7 +105,7 @@ async def test_xor_is_its_own_inverse_and_needs_a_key() -> None:
     assert value is None and "xor()" in errors[0]
 
 
-# Regular expressions ----------------------------------------------------------------------------
+# Regular expressions -----------------------------------------------------------------------------
 
 
 async def test_parse_string_with_regex_gathers_named_groups_of_every_regex() -> None:
@@ -156,7 +156,7 @@ async def test_regex_transform_with_flags_inside_and_a_bad_map() -> None:
     assert value is None and "regex_transform()" in errors[0]
 
 
-# Command lines ---------------------------------------------------------------------------------
+# Command lines -----------------------------------------------------------------------------------
 
 
 async def test_commandline_split_follows_windows_rules_by_default() -> None:
@@ -178,11 +178,11 @@ async def test_commandline_split_with_bash_style_follows_shell_quoting() -> None
         "commandline_split(command=\"/usr/bin/ls -l 'file with space.txt'\", bash_style=TRUE)"
     )
     assert value == ["/usr/bin/ls", "-l", "file with space.txt"]
-    value, errors = await evaluate("commandline_split(command=\"a 'open\", bash_style=TRUE)")
+    value, errors = await evaluate('commandline_split(command="a \'open", bash_style=TRUE)')
     assert value is None and "commandline_split()" in errors[0]
 
 
-# humanize --------------------------------------------------------------------------------------
+# humanize ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

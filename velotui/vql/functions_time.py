@@ -43,8 +43,20 @@ def from_epoch(value: float) -> datetime:
 
 # Go layouts --------------------------------------------------------------------------------------
 
-_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august",
-           "september", "october", "november", "december"]
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
 _NAMED_LAYOUTS = {
     "ANSIC": "Mon Jan _2 15:04:05 2006",
     "UnixDate": "Mon Jan _2 15:04:05 MST 2006",
@@ -100,8 +112,19 @@ _ELEMENT = re.compile(
     r"[.,](?:0+|9+)|" + "|".join(re.escape(element) for element, _ in _LAYOUT_ELEMENTS)
 )
 _ELEMENT_PATTERNS = dict(_LAYOUT_ELEMENTS)
-_ZONE_NAMES = {"UTC": 0, "GMT": 0, "Z": 0, "EST": -5, "EDT": -4, "CST": -6, "CDT": -5,
-               "MST": -7, "MDT": -6, "PST": -8, "PDT": -7}
+_ZONE_NAMES = {
+    "UTC": 0,
+    "GMT": 0,
+    "Z": 0,
+    "EST": -5,
+    "EDT": -4,
+    "CST": -6,
+    "CDT": -5,
+    "MST": -7,
+    "MDT": -6,
+    "PST": -8,
+    "PDT": -7,
+}
 _layout_cache: dict[str, re.Pattern[str]] = {}
 
 
@@ -164,9 +187,16 @@ def parse_go_layout(text: str, layout: str) -> datetime | None:
                 hour += 12
         fraction = fields.get("fraction", "")
         microsecond = int((fraction + "000000")[:6]) if fraction else 0
-        moment = datetime(year, month, int(fields.get("day", 1)), hour,
-                          int(fields.get("minute", 0)), int(fields.get("second", 0)),
-                          microsecond, tzinfo=_zone(fields))
+        moment = datetime(
+            year,
+            month,
+            int(fields.get("day", 1)),
+            hour,
+            int(fields.get("minute", 0)),
+            int(fields.get("second", 0)),
+            microsecond,
+            tzinfo=_zone(fields),
+        )
         if "yday" in fields:
             moment = moment.replace(month=1, day=1) + timedelta(days=int(fields["yday"]) - 1)
     except (ValueError, StopIteration, OverflowError):
@@ -218,9 +248,12 @@ def parse_time_text(text: str) -> datetime | None:
     if not cleaned:
         return None
     try:
-        return from_epoch(float(cleaned)) if re.fullmatch(r"-?\d+(\.\d+)?", cleaned) and (
-            len(cleaned.split(".")[0].lstrip("-")) != 14
-        ) else _guess(cleaned)
+        return (
+            from_epoch(float(cleaned))
+            if re.fullmatch(r"-?\d+(\.\d+)?", cleaned)
+            and (len(cleaned.split(".")[0].lstrip("-")) != 14)
+            else _guess(cleaned)
+        )
     except (OverflowError, ValueError):
         return None
 
