@@ -17,13 +17,17 @@ async def evaluate(expression: str, **env: Any) -> tuple[Any, list[str]]:
         env=env,
         on_log=lambda level, message: logs.append((level, message)),
     )
-    return rows[0]["Value"], [message for level, message in logs if level == "error"]
+    errors = [message for level, message in logs if level == "error"]
+    assert not [message for message in errors if message.startswith("Unknown function")]
+    return rows[0]["Value"], errors
 
 
 async def rows_of(query: str, **env: Any) -> tuple[list[dict[str, Any]], list[str]]:
     logs: list[tuple[str, str]] = []
     rows = await collect(query, env=env, on_log=lambda level, text: logs.append((level, text)))
-    return rows, [text for level, text in logs if level == "error"]
+    errors = [text for level, text in logs if level == "error"]
+    assert not [text for text in errors if text.startswith("Unknown function")]
+    return rows, errors
 
 
 # array -------------------------------------------------------------------------------------------

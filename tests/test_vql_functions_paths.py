@@ -15,7 +15,9 @@ async def evaluate(expression: str, **options: Any) -> tuple[Any, list[str]]:
         on_log=lambda level, message: logs.append((level, message)),
         **options,
     )
-    return rows[0]["Value"], [message for level, message in logs if level == "error"]
+    errors = [message for level, message in logs if level == "error"]
+    assert not [message for message in errors if message.startswith("Unknown function")]
+    return rows[0]["Value"], errors
 
 
 # basename, dirname, path_join --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from velotui.vql import Scope, collect, default_registry
 async def run_logged(query: str, **options: Any) -> tuple[list[dict[str, Any]], list[tuple]]:
     logs: list[tuple[str, str]] = []
     rows = await collect(query, on_log=lambda level, text: logs.append((level, text)), **options)
+    assert not [text for _, text in logs if text.startswith("Unknown function")]
     return rows, logs
 
 

@@ -18,7 +18,9 @@ async def evaluate(expression: str, **env: Any) -> tuple[Any, list[str]]:
         env=env,
         on_log=lambda level, message: logs.append((level, message)),
     )
-    return rows[0]["Value"], [message for level, message in logs if level == "error"]
+    errors = [message for level, message in logs if level == "error"]
+    assert not [message for message in errors if message.startswith("Unknown function")]
+    return rows[0]["Value"], errors
 
 
 # atoi and parse_float ----------------------------------------------------------------------------
