@@ -176,3 +176,21 @@ async def test_serialize_as_csv_has_a_header_of_every_column() -> None:
 async def test_serialize_with_an_unknown_format_logs_and_gives_null() -> None:
     value, errors = await evaluate("serialize(format='xml', item=1)")
     assert value is None and "serialize()" in errors[0]
+
+
+# items and encode ---------------------------------------------------------------------------------
+
+
+async def test_items_as_a_function_gives_key_and_value_rows() -> None:
+    assert await evaluate("items(item=dict(a=1, b=2))") == (
+        [{"_key": "a", "_value": 1}, {"_key": "b", "_value": 2}],
+        [],
+    )
+    assert await evaluate("items(item=5)") == ([{"_value": 5}], [])
+    assert await evaluate("to_dict(item=items(item=dict(a=1)))") == ({"a": 1}, [])
+
+
+async def test_encode_is_serialize_for_json_yaml_and_csv() -> None:
+    assert await evaluate("encode(string=dict(a=1), type='json')") == ('{"a":1}', [])
+    assert await evaluate("encode(string=[dict(a=1)], type='csv')") == ("a\n1\n", [])
+    assert await evaluate("encode(string='hi', type='hex')") == ("6869", [])

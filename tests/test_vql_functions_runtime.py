@@ -95,3 +95,13 @@ async def test_rand_stays_below_its_range() -> None:
     assert values <= set(range(7)) and len(values) > 1
     rows, _ = await run_logged("SELECT rand(range=0) AS Zero FROM scope()")
     assert rows == [{"Zero": 0}]
+
+
+# sleep ----------------------------------------------------------------------------------------
+
+
+async def test_sleep_takes_milliseconds_and_refuses_negative_times() -> None:
+    rows, _ = await run_logged("SELECT sleep(ms=1) AS A, sleep(time=0, ms=0) AS B FROM scope()")
+    assert rows == [{"A": True, "B": True}]
+    rows, logs = await run_logged("SELECT sleep(ms=-5) AS A FROM scope()")
+    assert rows == [{"A": False}] and any("sleep(): ms" in text for _, text in logs)

@@ -214,3 +214,9 @@ async def test_humanize_of_text_that_is_no_number_logs_and_gives_null() -> None:
     value, errors = await evaluate("humanize(bytes='lots')")
     assert value is None and "humanize()" in errors[0]
     assert await evaluate("humanize(bytes=NULL)") == (None, [])
+
+
+async def test_regex_replace_accepts_replace_lambda_and_says_it_is_not_supported() -> None:
+    value, errors = await evaluate("regex_replace(source='ab', re='a', replace_lambda='x=>x')")
+    assert value is None and "replace_lambda" in errors[0]
+    assert await evaluate("regex_replace(source='ab', re='A', replace='c')") == ("cb", [])

@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any
 
+from velotui.vql import functions_data
 from velotui.vql.gofmt import go_format, go_text
 from velotui.vql.registry import Registry
 from velotui.vql.scope import MISSING, Scope
@@ -156,9 +157,16 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
     return _GO_TEMPLATE.sub(group, template)
 
 
-def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> str | None:
-    """``source`` with every match of ``re`` (case-insensitive) replaced; ``$1`` expands groups."""
+def regex_replace(
+    scope: Scope, *, source: Any, re: str, replace: str = "", replace_lambda: Any = None
+) -> str | None:
+    """``source`` with every match of ``re`` (case-insensitive) replaced; ``$1`` expands groups.
+    ``replace_lambda`` (a VQL lambda computing each replacement) is refused with an error: this
+    engine has no lambda syntax."""
     if not isinstance(source, str):
+        return None
+    if replace_lambda is not None:
+        scope.error("regex_replace(): replace_lambda is not supported (no lambdas); use replace")
         return None
     try:
         pattern = compile_regex(str(re))
@@ -170,9 +178,12 @@ def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> s
 
 
 def encode(scope: Scope, *, string: Any, type: str) -> str | None:
-    """``string`` encoded as hex, base64 or base64url (text is encoded as UTF-8 first)."""
-    data = string if isinstance(string, bytes) else go_text(string).encode("utf-8")
+    """``string`` encoded as hex, base64 or base64url (text is encoded as UTF-8 first), or, as
+    an alias of serialize(), as json, yaml or csv."""
     kind = str(type).lower()
+    if kind in ("json", "yaml", "csv"):
+        return functions_data.serialize(scope, item=string, format=kind)
+    data = string if isinstance(string, bytes) else go_text(string).encode("utf-8")
     if kind == "hex":
         return data.hex()
     if kind == "base64":
@@ -181,16 +192,23 @@ def encode(scope: Scope, *, string: Any, type: str) -> str | None:
         return base64.urlsafe_b64encode(data).decode("ascii")
     if kind == "string":
         return data.decode("utf-8", errors="replace")
-    scope.error(f"encode(): unknown type {type!r} (hex, base64, base64url, string)")
+    scope.error(
+        f"encode(): unknown type {type!r} (hex, base64, base64url, string, json, yaml, csv)"
+    )
     return None
 
 
-async def sleep(scope: Scope, *, time: Any) -> bool:
-    """Wait ``time`` seconds, then give TRUE (Velociraptor's sleep())."""
-    if isinstance(time, bool) or not isinstance(time, int | float) or time < 0:
-        scope.error("sleep(): time must be a number of seconds")
-        return False
-    await asyncio.sleep(float(time))
+async def sleep(scope: Scope, *, time: Any = None, ms: Any = None) -> bool:
+    """Wait ``time`` seconds plus ``ms`` milliseconds, then give TRUE (Velociraptor's sleep())."""
+    total = 0.0
+    for value, scale, name in ((time, 1.0, "time"), (ms, 0.001, "ms")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            scope.error(f"sleep(): {name} must be a non-negative number")
+            return False
+        total += value * scale
+    await asyncio.sleep(total)
     return True
 
 

@@ -29,7 +29,7 @@ from velotui.vql.values import (
 
 def register(registry: Registry) -> None:
     """Add the structured-value functions to ``registry``."""
-    for fn in (array, set_, to_dict, filter_, parse_json, parse_json_array, serialize):
+    for fn in (array, set_, to_dict, items, filter_, parse_json, parse_json_array, serialize):
         registry.function(fn)
 
 
@@ -82,6 +82,16 @@ async def to_dict(scope: Scope, *, item: Any = None) -> Any:
         return result
     scope.error(f"to_dict(): cannot make a dict of {go_text(item)!r}")
     return None
+
+
+async def items(scope: Scope, *, item: Any = None) -> Any:
+    """A list of rows with ``_key`` and ``_value`` for each member of the dict ``item`` (a
+    query's rows give their members in turn); any other value gives one row with just
+    ``_value``. The function form of the items() plugin, which to_dict() reverses."""
+    item = await scope.materialize(item)
+    if isinstance(item, Mapping):
+        return [{"_key": key, "_value": value} for key, value in item.items()]
+    return [{"_value": item}]
 
 
 async def filter_(scope: Scope, *, list: Any, regex: Any = None, condition: Any = None) -> Any:
