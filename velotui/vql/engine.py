@@ -14,6 +14,7 @@ from velotui.vql import (
     aggregates,
     functions,
     functions_data,
+    functions_grok,
     functions_network,
     functions_paths,
     functions_runtime,
@@ -42,7 +43,7 @@ def builtins_registry() -> Registry:
     functions.register(registry)
     for module in (
         functions_text, functions_data, functions_paths, functions_runtime, functions_time,
-        functions_network,
+        functions_network, functions_grok,
     ):
         module.register(registry)
     aggregates.register(registry)
