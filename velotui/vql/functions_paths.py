@@ -17,7 +17,7 @@ from velotui.vql.scope import Scope
 
 def register(registry: Registry) -> None:
     """Add the path functions to ``registry``."""
-    for fn in (basename, dirname, path_join, pathspec, expand):
+    for fn in (basename, dirname, path_join, path_split, relpath, pathspec, expand, environ):
         registry.function(fn)
 
 
@@ -98,6 +98,31 @@ def path_join(scope: Scope, *, components: Any, sep: Any = None, path_type: Any 
         if text is not None:
             parts.extend(split_components(text))
     return join_components(parts, _separator(sep, path_type))
+
+
+def path_split(scope: Scope, *, path: Any, path_type: Any = None) -> Any:
+    """The components of ``path`` as a list (split on / and \\, empty ones dropped; a list of
+    components passes through). ``path_type`` is accepted and does not change the split."""
+    if path is None:
+        return None
+    if isinstance(path, list | tuple):
+        return [go_text(part) for part in path]
+    text = _path_text(path)
+    return split_components(text or "")
+
+
+def relpath(scope: Scope, *, path: Any, base: Any, sep: Any = None) -> Any:
+    """``path`` relative to ``base`` (components compared exactly), joined by ``sep``
+    (default /); ``..`` climbs out of ``base`` where the two part."""
+    if path is None or base is None:
+        return None
+    target = split_components(_path_text(path) or "")
+    start = split_components(_path_text(base) or "")
+    common = 0
+    while common < min(len(target), len(start)) and target[common] == start[common]:
+        common += 1
+    parts = [".."] * (len(start) - common) + target[common:]
+    return _separator(sep, None).join(parts) if parts else "."
 
 
 def _path_type(path_type: Any, accessor: Any, text: str) -> str:
@@ -193,6 +218,18 @@ def expand(scope: Scope, *, path: Any) -> Any:
         return value or ""
 
     return _VARIABLE.sub(lookup, go_text(path))
+
+
+def environ(scope: Scope, *, var: Any) -> Any:
+    """The value of the environment variable ``var`` (from the registry's ``environment``
+    setting, else the process's environment), or NULL when it is not set."""
+    if var is None:
+        return None
+    environment = scope.registry.setting(ENVIRONMENT_SETTING)
+    if not isinstance(environment, Mapping):
+        environment = os.environ
+    value = environment.get(go_text(var))
+    return None if value is None else go_text(value)
 
 
 def _lookup_variable(environment: Mapping[str, Any], name: str) -> str | None:

@@ -10,6 +10,7 @@ import builtins
 import math
 import re
 import shlex
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,12 @@ def register(registry: Registry) -> None:
         regex_transform,
         commandline_split,
         humanize,
+        rot13,
+        base85decode,
+        utf16_encode,
+        entropy,
+        crypto_rc4,
+        gunzip,
     ):
         registry.function(fn)
 
@@ -181,13 +188,14 @@ def _as_bytes(value: Any) -> bytes:
     return go_text(value).encode("utf-8")
 
 
-def _bytes_as_text(data: bytes) -> str:
-    # VQL strings are Go strings, which hold any bytes; ours are text, so bytes that are not
-    # UTF-8 stand for themselves as the code points U+0000 to U+00FF.
+def _bytes_as_text(data: bytes) -> str | bytes:
+    """Decoded bytes as a VQL value: text when they are UTF-8, else the bytes themselves (a Go
+    string holds any bytes; ours hold text, so binary stays bytes and base64encode(), hex
+    formatting and the like still see every byte)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        return data
 
 
 def base64encode(scope: Scope, *, string: Any) -> Any:
@@ -198,8 +206,8 @@ def base64encode(scope: Scope, *, string: Any) -> Any:
 
 
 def base64decode(scope: Scope, *, string: Any) -> Any:
-    """The bytes standard base64 ``string`` stands for, as text (bytes that are not UTF-8 as
-    U+0000-U+00FF). Padding may be missing. Text that is not base64 is logged and gives NULL."""
+    """The bytes standard base64 ``string`` stands for, as text (or bytes when they are not
+    UTF-8). Padding may be missing. Text that is not base64 is logged and gives NULL."""
     if string is None:
         return None
     text = go_text(string).strip()
@@ -212,8 +220,8 @@ def base64decode(scope: Scope, *, string: Any) -> Any:
 
 
 def unhex(scope: Scope, *, string: Any = None) -> Any:
-    """The bytes hex ``string`` stands for (two hex digits a byte), as text (bytes that are not
-    UTF-8 as U+0000-U+00FF). Text that is not hex is logged and gives NULL."""
+    """The bytes hex ``string`` stands for (two hex digits a byte), as text (or bytes when they
+    are not UTF-8). Text that is not hex is logged and gives NULL."""
     if string is None:
         return None
     text = go_text(string).strip()
@@ -226,44 +234,28 @@ def unhex(scope: Scope, *, string: Any = None) -> Any:
 
 
 def utf16(scope: Scope, *, string: Any) -> Any:
-    """``string`` read as UTF-16 little-endian bytes (text counts as its code points 0-255 or
-    UTF-8), decoded to text; trailing NUL characters are dropped. NULL gives NULL."""
+    """``string`` (bytes, or text as its UTF-8 bytes) read as UTF-16 little-endian and decoded
+    to text; trailing NUL characters are dropped. NULL gives NULL."""
     if string is None:
         return None
-    if isinstance(string, bytes | bytearray):
-        data = bytes(string)
-    else:
-        text = go_text(string)
-        try:
-            data = text.encode("latin-1")
-        except UnicodeEncodeError:
-            data = text.encode("utf-8")
+    data = _as_bytes(string)
     if len(data) % 2:
         data = data[:-1]
     return data.decode("utf-16-le", errors="replace").rstrip("\x00")
 
 
 def xor(scope: Scope, *, string: Any, key: Any) -> Any:
-    """``string`` with each byte XORed with ``key`` (repeated), as text (bytes that are not
-    UTF-8 as U+0000-U+00FF). An empty key is logged and gives NULL."""
+    """``string`` with each byte XORed with ``key`` (repeated), as text (or bytes when they
+    are not UTF-8). An empty key is logged and gives NULL."""
     if string is None or key is None:
         return None
-    data, key_bytes = _as_latin_or_utf8(string), _as_latin_or_utf8(key)
+    data, key_bytes = _as_bytes(string), _as_bytes(key)
     if not key_bytes:
         scope.error("xor(): key is empty")
         return None
     mixed = bytes(byte ^ key_bytes[index % len(key_bytes)] for index, byte in enumerate(data))
     return _bytes_as_text(mixed)
 
-
-def _as_latin_or_utf8(value: Any) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    text = go_text(value)
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
 
 
 # Regular expressions -----------------------------------------------------------------------------
@@ -495,3 +487,103 @@ def humanize(
             return None
         return _relative_time(time if time.tzinfo else time.replace(tzinfo=UTC))
     return None
+
+
+# More byte transforms ---------------------------------------------------------------------------
+
+_ROT13 = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm",
+)
+
+
+def rot13(scope: Scope, *, string: Any = None) -> Any:
+    """``string`` with each Latin letter moved 13 places (its own inverse); NULL gives NULL."""
+    if string is None:
+        return None
+    return go_text(string).translate(_ROT13)
+
+
+def base85decode(scope: Scope, *, string: Any) -> Any:
+    """The bytes Ascii85 ``string`` stands for (Go's encoding/ascii85, ``z`` for four zero
+    bytes; ``<~ ~>`` delimiters allowed), as text (or bytes when they are not UTF-8).
+    Text that is not Ascii85 is logged and gives NULL."""
+    if string is None:
+        return None
+    text = "".join(go_text(string).split())
+    try:
+        data = base64.a85decode(text, adobe=text.startswith("<~"))
+    except ValueError as error:
+        scope.error(f"base85decode(): not base85: {error}")
+        return None
+    return _bytes_as_text(data)
+
+
+def utf16_encode(scope: Scope, *, string: Any) -> Any:
+    """``string`` as UTF-16 little-endian bytes (the inverse of utf16()): text when those bytes
+    happen to be UTF-8 ("A\\x00B\\x00"), else bytes. NULL gives NULL."""
+    if string is None:
+        return None
+    return _bytes_as_text(go_text(string).encode("utf-16-le"))
+
+
+def entropy(scope: Scope, *, string: Any) -> Any:
+    """The Shannon entropy of ``string``'s bytes, in bits a byte (0 for one repeated byte, up
+    to 8); text counts as its code points 0-255 or UTF-8. An empty string gives 0."""
+    if string is None:
+        return None
+    data = _as_bytes(string)
+    if not data:
+        return 0.0
+    counts: dict[int, int] = {}
+    for byte in data:
+        counts[byte] = counts.get(byte, 0) + 1
+    total = len(data)
+    return -sum(count / total * math.log2(count / total) for count in counts.values()) + 0.0
+
+
+def crypto_rc4(scope: Scope, *, string: Any, key: Any) -> Any:
+    """``string`` encrypted (or decrypted: RC4 is its own inverse) with the RC4 ``key`` (1 to
+    256 bytes), as text (or bytes when they are not UTF-8). A key of a bad length is
+    logged and gives NULL."""
+    if string is None or key is None:
+        return None
+    data, key_bytes = _as_bytes(string), _as_bytes(key)
+    if not 1 <= len(key_bytes) <= 256:
+        scope.error("crypto_rc4(): key must be 1 to 256 bytes")
+        return None
+    state = list(range(256))
+    j = 0
+    for i in range(256):
+        j = (j + state[i] + key_bytes[i % len(key_bytes)]) % 256
+        state[i], state[j] = state[j], state[i]
+    out = bytearray()
+    i = j = 0
+    for byte in data:
+        i = (i + 1) % 256
+        j = (j + state[i]) % 256
+        state[i], state[j] = state[j], state[i]
+        out.append(byte ^ state[(state[i] + state[j]) % 256])
+    return _bytes_as_text(bytes(out))
+
+
+_GUNZIP_DEFAULT_LIMIT = 100 * 1024 * 1024
+
+
+def gunzip(scope: Scope, *, string: Any, max_bytes: Any = None) -> Any:
+    """The gzip-compressed bytes of ``string`` uncompressed, as text (or bytes when they are
+    not UTF-8), at most ``max_bytes`` of it (default 100 MiB). Data that is not gzip is logged
+    and gives NULL."""
+    if string is None:
+        return None
+    data = _as_bytes(string)
+    limit = _integer(max_bytes) if max_bytes is not None else _GUNZIP_DEFAULT_LIMIT
+    if limit is None or limit <= 0:
+        limit = _GUNZIP_DEFAULT_LIMIT
+    try:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out = inflater.decompress(data, limit)
+    except zlib.error as error:
+        scope.error(f"gunzip(): not gzip data: {error}")
+        return None
+    return _bytes_as_text(out)
