@@ -194,3 +194,45 @@ async def test_encode_is_serialize_for_json_yaml_and_csv() -> None:
     assert await evaluate("encode(string=dict(a=1), type='json')") == ('{"a":1}', [])
     assert await evaluate("encode(string=[dict(a=1)], type='csv')") == ("a\n1\n", [])
     assert await evaluate("encode(string='hi', type='hex')") == ("6869", [])
+
+
+# all, any, slice, typeof, lazy_dict, uuid ---------------------------------------------------------
+
+
+async def test_all_and_any_by_truth_regex_and_let_function() -> None:
+    assert await evaluate("all(items=[1, 'a', TRUE])") == (True, [])
+    assert await evaluate("all(items=[1, 0])") == (False, [])
+    assert await evaluate("any(items=[0, '', 2])") == (True, [])
+    assert await evaluate("any(items=[])") == (False, [])
+    assert await evaluate("all(items=['ab', 'ac'], regex='^a')") == (True, [])
+    assert await evaluate("any(items=['ab', 'cd'], regex=['^x', 'd$'])") == (True, [])
+    rows, _ = await rows_of(
+        "LET small(x) = x < 3 "
+        "SELECT all(items=[0, 1, 2, 3], filter=small) AS A, "
+        "any(items=[5, 1], filter=small) AS B FROM scope()"
+    )
+    assert rows == [{"A": False, "B": True}]
+    value, errors = await evaluate("all(items=[1], filter='x=>x')")
+    assert value is None and "lambda" in errors[0]
+
+
+async def test_slice_takes_a_clamped_range_of_a_list() -> None:
+    assert await evaluate("slice(list=[1, 2, 3, 4], start=1, end=3)") == ([2, 3], [])
+    assert await evaluate("slice(list=[1, 2], start=1, end=10)") == ([2], [])
+    value, errors = await evaluate("slice(list=[1, 2], start=-1, end=1)")
+    assert value is None and "slice()" in errors[0]
+
+
+async def test_typeof_names_the_go_type_of_any_argument() -> None:
+    value, _ = await evaluate(
+        "format(format='%v %v %v %v %v %v', args=[typeof(x=1), typeof(fluffydinosaur='a'), "
+        "typeof(x=1.5), typeof(x=[1]), typeof(x=dict(a=1)), typeof(x=NULL)])"
+    )
+    assert value == "int64 string float64 []interface {} *ordereddict.Dict <nil>"
+
+
+async def test_lazy_dict_and_uuid() -> None:
+    assert await evaluate("lazy_dict(a=1, b=1 + 1)") == ({"a": 1, "b": 2}, [])
+    rows, _ = await rows_of("SELECT uuid() AS U FROM range(start=0, end=2)")
+    first, second = rows[0]["U"], rows[1]["U"]
+    assert first != second and len(first) == 36 and first[14] == "4"

@@ -70,3 +70,14 @@ async def test_url_built_from_parts_escapes_each_level() -> None:
 async def test_url_with_a_bad_port_logs_and_gives_null() -> None:
     value, errors = await evaluate("url(parse='http://host:notaport/')")
     assert value is None and "url()" in errors[0]
+
+
+async def test_cidr_contains_checks_every_range() -> None:
+    assert await evaluate(
+        "cidr_contains(ip='192.168.0.132', ranges=['192.168.0.0/24', '127.0.0.1/8'])"
+    ) == (True, [])
+    assert await evaluate("cidr_contains(ip='127.9.9.9', ranges='127.0.0.1/8')") == (True, [])
+    assert await evaluate("cidr_contains(ip='10.1.1.1', ranges=['192.168.0.0/16'])") == (False, [])
+    assert await evaluate("cidr_contains(ip='fe80::1', ranges=['fe80::/10'])") == (True, [])
+    value, errors = await evaluate("cidr_contains(ip='10.0.0.1', ranges=['10.0.0.0/99'])")
+    assert value is None and "cidr_contains()" in errors[0]

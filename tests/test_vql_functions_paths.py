@@ -107,3 +107,18 @@ async def test_expand_reads_the_process_environment_by_default(monkeypatch: Any)
     monkeypatch.setenv("VELOTUI_EXPAND_TEST", "found")
     assert await evaluate("expand(path='/tmp/$VELOTUI_EXPAND_TEST')") == ("/tmp/found", [])
     assert await evaluate("expand(path=NULL)") == (None, [])
+
+
+async def test_path_split_and_relpath() -> None:
+    assert await evaluate("path_split(path='/usr//lib/x.so')") == (["usr", "lib", "x.so"], [])
+    assert await evaluate("path_split(path='C:\\\\Windows')") == (["C:", "Windows"], [])
+    assert await evaluate("relpath(path='/a/b/c/d', base='/a/b')") == ("c/d", [])
+    assert await evaluate("relpath(path='/a/x', base='/a/b/c')") == ("../../x", [])
+    assert await evaluate("relpath(path='/a', base='/a')") == (".", [])
+
+
+async def test_environ_reads_one_variable() -> None:
+    registry = default_registry()
+    registry.set_setting("environment", {"SHELL": "/bin/zsh"})
+    assert await evaluate("environ(var='SHELL')", registry=registry) == ("/bin/zsh", [])
+    assert await evaluate("environ(var='NOPE')", registry=registry) == (None, [])

@@ -222,3 +222,45 @@ async def test_regex_replace_accepts_replace_lambda_and_says_it_is_not_supported
     value, errors = await evaluate("regex_replace(source='ab', re='a', replace_lambda='x=>x')")
     assert value is None and "replace_lambda" in errors[0]
     assert await evaluate("regex_replace(source='ab', re='A', replace='c')") == ("cb", [])
+
+
+# More byte transforms ---------------------------------------------------------------------------
+
+
+async def test_rot13_base85_and_utf16_encode() -> None:
+    assert await evaluate("rot13(string='Hello, World')") == ("Uryyb, Jbeyq", [])
+    assert await evaluate("base85decode(string=S)", S='87cURD]i,"Ebo7') == ("Hello World", [])
+    value, errors = await evaluate("base85decode(string='~~~~')")
+    assert value is None and "base85decode()" in errors[0]
+    assert await evaluate("utf16_encode(string='ABCD')") == ("A\x00B\x00C\x00D\x00", [])
+    assert await evaluate("utf16(string=utf16_encode(string='héllo ✓'))") == ("héllo ✓", [])
+
+
+async def test_entropy_in_bits_a_byte() -> None:
+    assert await evaluate("entropy(string='aaaa')") == (0.0, [])
+    assert await evaluate("entropy(string='abcd')") == (2.0, [])
+    assert await evaluate("entropy(string='')") == (0.0, [])
+
+
+async def test_crypto_rc4_matches_the_published_test_vector_and_inverts() -> None:
+    value, _ = await evaluate("format(format='%x', args=crypto_rc4(string='Plaintext', key='Key'))")
+    assert value == "bbf316e8d940af0ad3"
+    assert await evaluate("crypto_rc4(string=crypto_rc4(string='secret', key='k1'), key='k1')") == (
+        "secret",
+        [],
+    )
+    value, errors = await evaluate("crypto_rc4(string='x', key='')")
+    assert value is None and "crypto_rc4()" in errors[0]
+
+
+async def test_gunzip_inflates_and_rejects_what_is_not_gzip() -> None:
+    value, _ = await evaluate(
+        "gunzip(string=base64decode(string='H4sIAAAAAAACA3N0pC4AAKAb0QxQAAAA'))"
+    )
+    assert value == "A" * 80
+    value, _ = await evaluate(
+        "gunzip(string=base64decode(string='H4sIAAAAAAACA3N0pC4AAKAb0QxQAAAA'), max_bytes=5)"
+    )
+    assert value == "AAAAA"
+    value, errors = await evaluate("gunzip(string='plain')")
+    assert value is None and "gunzip()" in errors[0]

@@ -99,3 +99,35 @@ async def test_now_gives_integer_seconds_or_nanoseconds() -> None:
     nanoseconds, _ = await evaluate("now(ns=TRUE)")
     assert isinstance(seconds, int) and before <= seconds <= int(time.time())
     assert isinstance(nanoseconds, int) and nanoseconds // 1_000_000_000 >= before
+
+
+async def test_timestamp_format_writes_go_layouts_in_utc() -> None:
+    assert await evaluate("timestamp_format(time=timestamp(epoch=1700000000))") == (
+        "2023-11-14T22:13:20Z",
+        [],
+    )
+    assert await evaluate(
+        "timestamp_format(time=1700000000.25, format='Mon Jan _2 15:04:05.000 MST 2006')"
+    ) == ("Tue Nov 14 22:13:20.250 UTC 2023", [])
+    assert await evaluate("timestamp_format(time=T, format='3:04PM 002 -07:00')", T=MOMENT) == (
+        "10:13PM 318 +00:00",
+        [],
+    )
+    assert await evaluate("timestamp_format(time=1700000000, format='DateTime')") == (
+        "2023-11-14 22:13:20",
+        [],
+    )
+
+
+async def test_timestamp_format_round_trips_through_timestamp() -> None:
+    value, _ = await evaluate(
+        "timestamp(string=timestamp_format(time=T, format='02/01/2006 15:04:05.999'), "
+        "format='02/01/2006 15:04:05.999')",
+        T=MOMENT.replace(microsecond=125000),
+    )
+    assert value == MOMENT.replace(microsecond=125000)
+
+
+async def test_timestamp_format_of_something_that_is_no_time_logs_and_gives_null() -> None:
+    value, errors = await evaluate("timestamp_format(time='soon')")
+    assert value is None and "timestamp_format()" in errors[0]

@@ -9,12 +9,13 @@ import builtins
 import csv
 import io
 import json
+import uuid as uuid_module
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from velotui.vql.gofmt import go_text
+from velotui.vql.gofmt import go_format, go_text
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
 from velotui.vql.values import (
@@ -29,7 +30,22 @@ from velotui.vql.values import (
 
 def register(registry: Registry) -> None:
     """Add the structured-value functions to ``registry``."""
-    for fn in (array, set_, to_dict, items, filter_, parse_json, parse_json_array, serialize):
+    for fn in (
+        array,
+        set_,
+        to_dict,
+        items,
+        filter_,
+        all_,
+        any_,
+        slice_,
+        typeof,
+        lazy_dict,
+        uuid,
+        parse_json,
+        parse_json_array,
+        serialize,
+    ):
         registry.function(fn)
 
 
@@ -128,6 +144,87 @@ async def filter_(scope: Scope, *, list: Any, regex: Any = None, condition: Any 
         scope.error(f"filter(): invalid regex {regex!r}: {error}")
         return None
     return [element for element in items if regex_search(compiled, element)]
+
+
+async def _verdicts(scope: Scope, name: str, items: Any, filter: Any, regex: Any) -> Any:
+    """Each item's truth for all() and any(): by ``filter`` (a LET function of one parameter),
+    else whether any of the ``regex`` match it, else the item's own truth."""
+    values = await scope.materialize(items)
+    if values is None:
+        values = []
+    elif not isinstance(values, tuple | builtins.list):
+        values = [values]
+    if filter is not None:
+        call = getattr(filter, "call", None)
+        parameters = getattr(filter, "parameters", None)
+        if call is None or not parameters:
+            scope.error(
+                f"{name}(): filter must be a LET function of one parameter "
+                "(lambdas such as x=>x > 3 are not supported)"
+            )
+            return None
+        return [truthy(await call(scope, {parameters[0].name: value})) for value in values]
+    if regex is not None:
+        patterns = regex if isinstance(regex, tuple | builtins.list) else [regex]
+        try:
+            compiled = [compile_regex(go_text(pattern)) for pattern in patterns]
+        except Exception as error:
+            scope.error(f"{name}(): invalid regex: {error}")
+            return None
+        return [any(regex_search(c, value) for c in compiled) for value in values]
+    return [truthy(value) for value in values]
+
+
+async def all_(scope: Scope, *, items: Any, filter: Any = None, regex: Any = None) -> Any:
+    """TRUE when every item of ``items`` (a list or a query) is true, matches one of ``regex``
+    or passes ``filter`` (a LET function of one parameter; this engine has no lambdas); TRUE for
+    no items."""
+    verdicts = await _verdicts(scope, "all", items, filter, regex)
+    return None if verdicts is None else all(verdicts)
+
+
+async def any_(scope: Scope, *, items: Any, filter: Any = None, regex: Any = None) -> Any:
+    """TRUE when some item of ``items`` (a list or a query) is true, matches one of ``regex`` or
+    passes ``filter`` (a LET function of one parameter); FALSE for no items."""
+    verdicts = await _verdicts(scope, "any", items, filter, regex)
+    return None if verdicts is None else any(verdicts)
+
+
+async def slice_(scope: Scope, *, list: Any, start: Any, end: Any) -> Any:
+    """The items of ``list`` from index ``start`` up to, not including, ``end`` (clamped to
+    the list). Bounds that are not non-negative integers are logged and give NULL."""
+    values = await scope.materialize(list)
+    if values is None:
+        return None
+    if not isinstance(values, tuple | builtins.list):
+        values = [values]
+    bounds = []
+    for bound in (start, end):
+        if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+            scope.error("slice(): start and end must be non-negative integers")
+            return None
+        bounds.append(bound)
+    return builtins.list(values[bounds[0] : bounds[1]])
+
+
+def typeof(scope: Scope, **item: Any) -> Any:
+    """The Go type Velociraptor would report for the first argument's value (whatever its
+    name): string, int64, float64, bool, []interface {}, *ordereddict.Dict, time.Time or
+    <nil>."""
+    if not item:
+        return None
+    return go_format("%T", [next(iter(item.values()))])
+
+
+def lazy_dict(scope: Scope, **items: Any) -> dict[str, Any]:
+    """A dict of the arguments, like dict(). Velociraptor leaves the values unevaluated until
+    used; here they are evaluated when the call is, which gives the same values."""
+    return dict(items)
+
+
+def uuid(scope: Scope) -> str:
+    """A new random UUID (version 4) as text."""
+    return str(uuid_module.uuid4())
 
 
 # JSON --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from velotui.vql.scope import Scope
 
 def register(registry: Registry) -> None:
     """Add the network functions to ``registry``."""
-    for fn in (ip, url):
+    for fn in (ip, cidr_contains, url):
         registry.function(fn)
 
 
@@ -64,6 +64,30 @@ def ip(scope: Scope, *, parse: Any = None, netaddr4_le: Any = None, netaddr4_be:
             return None
         return str(ipaddress.IPv4Address(number.to_bytes(4, order)))  # type: ignore[arg-type]
     return None
+
+
+def cidr_contains(scope: Scope, *, ip: Any, ranges: Any) -> Any:
+    """TRUE when the address ``ip`` lies in any of the CIDR ``ranges`` (one or a list, e.g.
+    "192.168.0.0/16"; host bits may be set, as in "127.0.0.1/8"). An address or range that
+    cannot be read is logged and gives NULL."""
+    if ip is None or ranges is None:
+        return None
+    try:
+        address = ipaddress.ip_address(go_text(ip).strip())
+    except ValueError:
+        scope.error(f"cidr_contains(): not an IP address: {go_text(ip)!r}")
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for text in ranges if isinstance(ranges, list | tuple) else [ranges]:
+        try:
+            network = ipaddress.ip_network(go_text(text).strip(), strict=False)
+        except ValueError:
+            scope.error(f"cidr_contains(): not a CIDR range: {go_text(text)!r}")
+            return None
+        if address.version == network.version and address in network:
+            return True
+    return False
 
 
 # Go's url.URL.String escapes a path and a fragment leaving these characters as they are.

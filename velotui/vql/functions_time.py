@@ -18,7 +18,7 @@ from velotui.vql.scope import Scope
 
 def register(registry: Registry) -> None:
     """Add the time functions to ``registry``."""
-    for fn in (timestamp, now):
+    for fn in (timestamp, timestamp_format, now):
         registry.function(fn)
 
 
@@ -353,6 +353,100 @@ def _from_text(scope: Scope, text: str, layout: Any) -> datetime | None:
     if parsed is None and text.strip():
         scope.error(f"timestamp(): cannot read a time from {text!r}")
     return parsed
+
+
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _zone_text(moment: datetime, element: str) -> str:
+    offset = moment.utcoffset() or timedelta(0)
+    if element.startswith("Z") and not offset:
+        return "Z"
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, minutes = divmod(abs(minutes), 60)
+    body = element.lstrip("Z-")
+    if body == "07":
+        return f"{sign}{hours:02d}"
+    if body == "07:00":
+        return f"{sign}{hours:02d}:{minutes:02d}"
+    return f"{sign}{hours:02d}{minutes:02d}"
+
+
+def _format_element(moment: datetime, element: str) -> str:
+    if element[0] in ".,":
+        digits = f"{moment.microsecond:06d}000"[: len(element) - 1]
+        if element[1] == "9":
+            digits = digits.rstrip("0")
+            return element[0] + digits if digits else ""
+        return element[0] + digits
+    hour12 = moment.hour % 12 or 12
+    values = {
+        "January": _MONTHS[moment.month - 1].capitalize(),
+        "Monday": _DAYS[moment.weekday()],
+        "2006": f"{moment.year:04d}",
+        "Jan": _MONTHS[moment.month - 1][:3].capitalize(),
+        "Mon": _DAYS[moment.weekday()][:3],
+        "MST": "UTC" if not moment.utcoffset() else _zone_text(moment, "-0700"),
+        "002": f"{moment.timetuple().tm_yday:03d}",
+        "_2": f"{moment.day:2d}",
+        "01": f"{moment.month:02d}",
+        "02": f"{moment.day:02d}",
+        "03": f"{hour12:02d}",
+        "04": f"{moment.minute:02d}",
+        "05": f"{moment.second:02d}",
+        "06": f"{moment.year % 100:02d}",
+        "15": f"{moment.hour:02d}",
+        "PM": "PM" if moment.hour >= 12 else "AM",
+        "pm": "pm" if moment.hour >= 12 else "am",
+        "1": str(moment.month),
+        "2": str(moment.day),
+        "3": str(hour12),
+        "4": str(moment.minute),
+        "5": str(moment.second),
+    }
+    if element in values:
+        return values[element]
+    return _zone_text(moment, element)
+
+
+def format_go_layout(moment: datetime, layout: str) -> str:
+    """``moment`` written with a Go time layout (``2006-01-02 15:04:05``, or a name such as
+    RFC3339), as Go's Time.Format writes it."""
+    layout = _NAMED_LAYOUTS.get(layout, layout)
+    parts: list[str] = []
+    position = 0
+    for found in _ELEMENT.finditer(layout):
+        parts.append(layout[position : found.start()])
+        parts.append(_format_element(moment, found.group(0)))
+        position = found.end()
+    parts.append(layout[position:])
+    return "".join(parts)
+
+
+def _quiet_time(value: Any) -> datetime | None:
+    """What timestamp(epoch=value) gives, without logging why it gives nothing."""
+    seconds = _number(value)
+    try:
+        if seconds is not None:
+            return None if seconds == 0 else from_epoch(seconds)
+        return parse_time_text(value) if isinstance(value, str) else None
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def timestamp_format(scope: Scope, *, time: Any, format: Any = None) -> Any:
+    """``time`` (a time, or anything timestamp() reads as its epoch) as text in UTC, written
+    with the Go layout ``format`` (default RFC3339; names such as RFC1123 or DateTime work).
+    Something that is not a time is logged and gives NULL."""
+    if time is None:
+        return None
+    moment = time if isinstance(time, datetime) else _quiet_time(time)
+    if moment is None:
+        scope.error(f"timestamp_format(): not a time: {go_text(time)!r}")
+        return None
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return format_go_layout(moment, "RFC3339" if format is None else go_text(format))
 
 
 def now(scope: Scope, *, ns: Any = False) -> int:
