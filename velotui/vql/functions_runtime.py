@@ -3,6 +3,7 @@ getpid() and rand() (Velociraptor's names and arguments)."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -95,7 +96,7 @@ def rand(scope: Scope, *, range: Any = None) -> Any:
     """A random integer from 0 up to, not including, ``range``. Without a positive range,
     0 as in Velociraptor."""
     if isinstance(range, float):
-        range = int(range)
+        range = int(range) if math.isfinite(range) else 0
     if not isinstance(range, int) or isinstance(range, bool) or range <= 0:
         if range is not None and not isinstance(range, int):
             scope.error(f"rand(): range must be an integer, not {go_text(range)!r}")

@@ -580,6 +580,7 @@ def gunzip(scope: Scope, *, string: Any, max_bytes: Any = None) -> Any:
     limit = _integer(max_bytes) if max_bytes is not None else _GUNZIP_DEFAULT_LIMIT
     if limit is None or limit <= 0:
         limit = _GUNZIP_DEFAULT_LIMIT
+    limit = min(limit, _GUNZIP_DEFAULT_LIMIT * 100)
     try:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         out = inflater.decompress(data, limit)
