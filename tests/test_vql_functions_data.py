@@ -236,3 +236,14 @@ async def test_lazy_dict_and_uuid() -> None:
     rows, _ = await rows_of("SELECT uuid() AS U FROM range(start=0, end=2)")
     first, second = rows[0]["U"], rows[1]["U"]
     assert first != second and len(first) == 36 and first[14] == "4"
+
+
+async def test_parse_json_array_as_a_plugin_gives_a_row_per_item() -> None:
+    rows, errors = await rows_of(
+        "SELECT * FROM parse_json_array(data=Stdout)",
+        Stdout='[{"name": "sshd", "pid": "1"}, {"name": "cron", "pid": "2"}, 3]',
+    )
+    assert errors == []
+    assert rows == [{"name": "sshd", "pid": "1"}, {"name": "cron", "pid": "2"}, {"_value": 3}]
+    rows, errors = await rows_of("SELECT * FROM parse_json_array(data='oops')")
+    assert rows == [] and "parse_json_array()" in errors[0]

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import uuid as uuid_module
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import yaml
@@ -47,6 +47,8 @@ def register(registry: Registry) -> None:
         serialize,
     ):
         registry.function(fn)
+    # Velociraptor has parse_json_array as a plugin too (SELECT * FROM parse_json_array(...)).
+    registry.plugin(parse_json_array_rows, name="parse_json_array")
 
 
 async def array(scope: Scope, **items: Any) -> list[Any]:
@@ -264,6 +266,17 @@ def parse_json_array(scope: Scope, *, data: Any, schema: Any = None) -> Any:
         scope.error("parse_json_array(): the JSON is not an array")
         return None
     return value
+
+
+async def parse_json_array_rows(
+    scope: Scope, *, data: Any, schema: Any = None
+) -> AsyncIterator[dict[str, Any]]:
+    """The plugin parse_json_array(): one row for each item of the JSON array ``data`` (an item
+    that is not an object is the row's ``_value``). Text that is not a JSON array is logged and
+    gives no rows. ``schema`` is accepted and not applied (see parse_json())."""
+    value = parse_json_array(scope, data=data)
+    for item in value or []:
+        yield item if isinstance(item, dict) else {"_value": item}
 
 
 # Serializing -------------------------------------------------------------------------------------
