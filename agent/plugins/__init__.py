@@ -18,6 +18,8 @@ from agent.plugins import (
     network,
     parsers,
     processes,
+    sqlite_files,
+    temporary,
     upload,
     users,
 )
@@ -49,6 +51,8 @@ def _register_plugins(registry: Registry) -> None:
     network.register(registry)
     upload.register(registry)
     parsers.register(registry)
+    temporary.register(registry)
+    sqlite_files.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None
