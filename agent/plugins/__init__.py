@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.plugins import (
+    archives,
     files,
     globbing,
     hashing,
@@ -53,6 +54,7 @@ def _register_plugins(registry: Registry) -> None:
     parsers.register(registry)
     temporary.register(registry)
     sqlite_files.register(registry)
+    archives.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None
