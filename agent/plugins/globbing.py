@@ -12,7 +12,6 @@ in a tree that links to itself. ``nosymlink`` enters no symlinked directory at a
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import os
 import re
@@ -23,7 +22,7 @@ from typing import Any
 
 from agent.plugins.accessors import accessor_for
 from agent.plugins.arguments import os_error_text, path_argument
-from agent.plugins.blocking import CHECKPOINT, stream_blocking
+from agent.plugins.blocking import CHECKPOINT, call_blocking, stream_blocking
 from agent.plugins.file_rows import file_row
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
@@ -322,7 +321,7 @@ async def glob(
         if base is None:
             return
         base = os.path.abspath(base)
-        if not await asyncio.to_thread(os.path.isdir, base):
+        if not await call_blocking(os.path.isdir, base):
             scope.error(f"glob(): root {base} is not a directory")
             return
     walk = GlobWalk(
