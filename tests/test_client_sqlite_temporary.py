@@ -3,18 +3,23 @@ tempfile()/tempdir(), whose files last as long as the query."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.flow_runner import FlowRunner
+from agent.outbox import Outbox
 from agent.plugins import client_registry
 from agent.plugins.temporary import TEMPORARIES_SERVICE, QueryTemporaries
 from velotui.vql import collect, run
+from velotui.wire.protocol import FlowRequest, decode
 
 
 async def query(text: str, **env: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -189,3 +194,23 @@ async def test_tempfile_bad_arguments_are_one_line_errors() -> None:
         "tempfile(): permissions may only be 'x' (executable), not 'rw'",
         "tempfile(): extension must be a file name ending, not '../x'",
     ]
+
+
+async def test_a_flows_temporary_files_are_gone_when_the_flow_ends(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path / "outbox.sqlite")
+    request = FlowRequest(
+        flow_id="F.temp",
+        query="LET Folder <= tempdir() SELECT tempfile(data='x') AS File, Folder,"
+              " stat(filename=tempfile(data='abc')).Size AS Size FROM scope()",
+    )
+    runner = FlowRunner(request, outbox, client_registry())
+    status = await asyncio.wait_for(runner.run(), 30)
+    assert status.state == "finished"
+    messages = [decode(frame, "agent") for frame in await outbox.unacked_frames()]
+    rows = [row for message in messages if message.TYPE == "rows" for row in message.rows]
+    rows += [row for message in messages if message.TYPE == "status"
+             for row in message.final_rows or []]
+    [row] = rows
+    assert row["Size"] == 3  # the file existed while the query ran
+    assert row["File"].startswith(tempfile.gettempdir())
+    assert not os.path.exists(row["File"]) and not os.path.exists(row["Folder"])
