@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.plugins import (
+    archives,
     files,
     globbing,
     hashing,
@@ -18,6 +19,8 @@ from agent.plugins import (
     network,
     parsers,
     processes,
+    sqlite_files,
+    temporary,
     upload,
     users,
 )
@@ -49,6 +52,9 @@ def _register_plugins(registry: Registry) -> None:
     network.register(registry)
     upload.register(registry)
     parsers.register(registry)
+    temporary.register(registry)
+    sqlite_files.register(registry)
+    archives.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None
