@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.plugins import (
+    execution,
     files,
     globbing,
     hashing,
@@ -27,15 +28,20 @@ __all__ = ["client_registry", "register_client_plugins"]
 
 
 def register_client_plugins(
-    registry: Registry, *, labels: Iterable[str], facts: Mapping[str, Any] | None = None
+    registry: Registry,
+    *,
+    labels: Iterable[str],
+    facts: Mapping[str, Any] | None = None,
+    prevent_execve: bool = False,
 ) -> Registry:
     """Add the client plugins, functions and the ``config`` variable to ``registry``; return it.
 
     ``facts`` are a simulated host's facts: info() reports them over the real machine's, and their
-    ``Labels`` join ``labels`` in ``config``.
+    ``Labels`` join ``labels`` in ``config``. ``prevent_execve`` (the agent config's) makes
+    execve() refuse to run programs.
     """
     _register_plugins(registry)
-    return _configure(registry, labels, facts)
+    return _configure(registry, labels, facts, prevent_execve)
 
 
 def _register_plugins(registry: Registry) -> None:
@@ -47,10 +53,11 @@ def _register_plugins(registry: Registry) -> None:
     users.register(registry)
     network.register(registry)
     upload.register(registry)
+    execution.register(registry)
 
 
-def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None
-               ) -> Registry:
+def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,
+               prevent_execve: bool = False) -> Registry:
     all_labels = list(labels)
     fact_labels = facts.get("Labels") if facts else None
     if isinstance(fact_labels, list):
@@ -61,6 +68,8 @@ def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, An
     registry.set_variable("config", {"Client_labels": all_labels, "Labels": all_labels})
     if facts:
         registry.set_setting(info.FACTS_SETTING, dict(facts))
+    if prevent_execve:
+        registry.set_setting(execution.PREVENT_EXECVE_SETTING, True)
     return registry
 
 
@@ -78,10 +87,13 @@ def client_registry(
     labels: Iterable[str] = (),
     facts: Mapping[str, Any] | None = None,
     base: Registry | None = None,
+    prevent_execve: bool = False,
 ) -> Registry:
     """A new registry holding the client plugins, the agent's ``config`` and (for a simulated
     host) its facts; over ``base`` when given (then the plugins are added to a child of it),
-    else over one process-wide registry of the plugins. ``base`` itself is not changed."""
+    else over one process-wide registry of the plugins. ``base`` itself is not changed.
+    ``prevent_execve`` makes execve() refuse to run programs."""
     if base is not None:
-        return register_client_plugins(base.child(), labels=labels, facts=facts)
-    return _configure(_shared_plugins().child(), labels, facts)
+        return register_client_plugins(base.child(), labels=labels, facts=facts,
+                                       prevent_execve=prevent_execve)
+    return _configure(_shared_plugins().child(), labels, facts, prevent_execve)
