@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agent.plugins import (
+    client_info,
+    connections,
     execution,
     files,
     globbing,
@@ -33,15 +35,16 @@ def register_client_plugins(
     labels: Iterable[str],
     facts: Mapping[str, Any] | None = None,
     prevent_execve: bool = False,
+    client_id: str | None = None,
 ) -> Registry:
     """Add the client plugins, functions and the ``config`` variable to ``registry``; return it.
 
     ``facts`` are a simulated host's facts: info() reports them over the real machine's, and their
     ``Labels`` join ``labels`` in ``config``. ``prevent_execve`` (the agent config's) makes
-    execve() refuse to run programs.
+    execve() refuse to run programs; ``client_id`` is what client_info() reports.
     """
     _register_plugins(registry)
-    return _configure(registry, labels, facts, prevent_execve)
+    return _configure(registry, labels, facts, prevent_execve, client_id)
 
 
 def _register_plugins(registry: Registry) -> None:
@@ -54,10 +57,12 @@ def _register_plugins(registry: Registry) -> None:
     network.register(registry)
     upload.register(registry)
     execution.register(registry)
+    connections.register(registry)
+    client_info.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,
-               prevent_execve: bool = False) -> Registry:
+               prevent_execve: bool = False, client_id: str | None = None) -> Registry:
     all_labels = list(labels)
     fact_labels = facts.get("Labels") if facts else None
     if isinstance(fact_labels, list):
@@ -70,6 +75,8 @@ def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, An
         registry.set_setting(info.FACTS_SETTING, dict(facts))
     if prevent_execve:
         registry.set_setting(execution.PREVENT_EXECVE_SETTING, True)
+    if client_id:
+        registry.set_setting(client_info.CLIENT_ID_SETTING, client_id)
     return registry
 
 
@@ -88,12 +95,14 @@ def client_registry(
     facts: Mapping[str, Any] | None = None,
     base: Registry | None = None,
     prevent_execve: bool = False,
+    client_id: str | None = None,
 ) -> Registry:
     """A new registry holding the client plugins, the agent's ``config`` and (for a simulated
     host) its facts; over ``base`` when given (then the plugins are added to a child of it),
     else over one process-wide registry of the plugins. ``base`` itself is not changed.
-    ``prevent_execve`` makes execve() refuse to run programs."""
+    ``prevent_execve`` makes execve() refuse to run programs; ``client_id`` is what
+    client_info() reports."""
     if base is not None:
         return register_client_plugins(base.child(), labels=labels, facts=facts,
-                                       prevent_execve=prevent_execve)
-    return _configure(_shared_plugins().child(), labels, facts, prevent_execve)
+                                       prevent_execve=prevent_execve, client_id=client_id)
+    return _configure(_shared_plugins().child(), labels, facts, prevent_execve, client_id)
