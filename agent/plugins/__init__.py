@@ -22,6 +22,7 @@ from agent.plugins import (
     processes,
     upload,
     users,
+    yara_scan,
 )
 from velotui.vql.engine import builtins_registry
 from velotui.vql.registry import Registry
@@ -59,6 +60,7 @@ def _register_plugins(registry: Registry) -> None:
     execution.register(registry)
     connections.register(registry)
     client_info.register(registry)
+    yara_scan.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,
