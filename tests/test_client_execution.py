@@ -167,3 +167,38 @@ def test_prevent_execve_must_be_a_boolean(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="prevent_execve must be true or false"):
         AgentConfig(server_url="wss://127.0.0.1:1/", enrolment_secret="s",
                     ca_pem="-----BEGIN CERTIFICATE-----\n", prevent_execve="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_real_agent_with_prevent_execve_refuses_and_reports_its_client_id(tmp_path: Path
+                                                                            ) -> None:
+    """The config file written by the server, with prevent_execve set, read by a real agent."""
+    from tests.processes import (
+        AgentProcess,
+        ServerProcess,
+        running,
+        velotui,
+        wait_for_clients,
+        write_agent_config,
+    )
+    from velotui.server.datastore import Datastore
+
+    datastore = tmp_path / "datastore"
+    server = ServerProcess(datastore)
+    Datastore.open(datastore)
+    server.start()
+    config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
+    data = json.loads(config.read_text())
+    data["prevent_execve"] = True
+    config.write_text(json.dumps(data))
+    marker = tmp_path / "ran"
+    agent = AgentProcess(config, tmp_path / "agent-state").start()
+    with running(server, agent):
+        [client] = wait_for_clients(datastore, 1)
+        query = (f"SELECT * FROM execve(argv=['touch', '{marker}'])\n"
+                 "SELECT client_info().ClientId AS Id FROM scope()")
+        result = velotui("collect", "--datastore", str(datastore), client["client_id"], query)
+    assert "execve(): refused: this agent's config sets prevent_execve" in result.stderr
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"Id": client["client_id"]}]
+    assert not marker.exists()
