@@ -16,6 +16,7 @@ from agent.plugins import client_registry
 from agent.plugins.yara_scan import compiled_rules, expand_shorthand, hex_dump, proc_yara, yara
 from tests.test_client_plugins import make_scope, rows_of
 from velotui.vql import collect
+from velotui.vql.scope import DeadlineExceeded, QueryContext, Scope
 
 RULES = textwrap.dedent("""
     rule Marked : evil test {
@@ -238,3 +239,17 @@ def test_proc_yara_of_a_process_we_may_not_read_is_a_one_line_error(marked_child
     assert result.stdout.strip() == (
         f"0 ['proc_yara(): cannot read the memory of process {marked_child.pid}: "
         "Permission denied']")
+
+
+def _past_deadline_scope() -> Scope:
+    context = QueryContext(client_registry(), deadline=0.0, clock=lambda: 1.0)
+    return Scope({}, context=context)
+
+
+async def test_a_scan_past_the_querys_deadline_stops(marked_child, samples: Path) -> None:
+    nothing = 'rule Nothing { strings: $n = "NOT-IN-THERE-ANYWHERE" condition: $n }'
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(proc_yara, _past_deadline_scope(), rules=nothing, pid=marked_child.pid)
+    with pytest.raises(DeadlineExceeded):
+        await rows_of(yara, _past_deadline_scope(), rules=nothing,
+                      files=[str(samples / "hit.bin")] * 3)

@@ -230,6 +230,8 @@ class _FileScan:
             for rule, name, offset, length in _hits(results, end - position):
                 yield self._hit_row(rule, name, position + offset, length, path, data, context)
             position += len(block)
+            # Past the query's deadline the scan ends here (DeadlineExceeded reaches the query).
+            self.scope.context.check_deadline()
             yield CHECKPOINT
 
     def _hit_row(self, rule: Any, name: str | None, offset: int, length: int, path: str,
@@ -331,6 +333,7 @@ async def yara(
     scan = _FileScan(scope, compiled, options)
     whole = first == 0 and not force_buffers
     async for item in scope.iterate(files):
+        scope.context.check_deadline()  # many files without a hit yield no row to check at
         if accessor_name == "data":
             data = item.encode("utf-8") if isinstance(item, str) else item
             if not isinstance(data, bytes):
@@ -401,6 +404,7 @@ class _MemoryScan:
                     reported += 1
                     if reported >= self.options.number:
                         return
+                self.scope.context.check_deadline()
                 yield CHECKPOINT
         finally:
             os.close(self.memory)
