@@ -9,15 +9,24 @@ Artifacts read both the record's fields (``os_info.fqdn``, ``client_id``) and th
 from __future__ import annotations
 
 import asyncio
+import functools
+from importlib import metadata
 from typing import Any
 
 from agent.plugins import info
-from velotui import __version__
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
 
 CLIENT_ID_SETTING = "client_id"
 """Registry setting: this agent's client id, when it has one."""
+
+
+@functools.cache
+def _agent_version() -> str:
+    try:
+        return metadata.version("velotui")
+    except metadata.PackageNotFoundError:
+        return ""
 
 
 def client_record(host: dict[str, Any], client_id: str | None, labels: list[str]
@@ -42,7 +51,7 @@ def client_record(host: dict[str, Any], client_id: str | None, labels: list[str]
             "machine": host.get("Architecture"),
             "fqdn": host.get("Fqdn"),
         },
-        "agent_information": {"name": "velotui-agent", "version": __version__},
+        "agent_information": {"name": "velotui-agent", "version": _agent_version()},
     }
 
 
