@@ -65,8 +65,12 @@ def _resolve_program(program: str) -> str:
 def _kill_group(process: asyncio.subprocess.Process) -> None:
     if process.returncode is not None:
         return
+    kill_group = getattr(os, "killpg", None)  # POSIX: the program's session goes with it
     try:
-        os.killpg(process.pid, signal.SIGKILL)
+        if kill_group is not None:
+            kill_group(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
     except ProcessLookupError:
         pass
     except OSError:
