@@ -279,6 +279,10 @@ class _Reader:
             if not isinstance(item, dict):
                 raise self.fail("a source is a mapping with a query", *path)
             name = self.string(item.get("name"), "source name", *path, "name").strip()
+            if not name and len(given) > 1 and sum(not (s or {}).get("name")
+                                                   for s in given if isinstance(s, dict)) > 1:
+                # Several unnamed sources: each is named by its place, so rows stay apart.
+                name = f"Source{index}"
             if name in names:
                 raise self.fail(f"two sources are named {name!r}", *path, "name")
             names.add(name)
