@@ -149,7 +149,9 @@ class _Located:
 def load_artifact(text: str, origin: str = "<text>") -> Artifact:
     """The artifact ``text`` defines. Raises ArtifactError naming ``origin``, line and reason."""
     try:
-        data = yaml.safe_load(text)
+        # Every scalar is text, as in Velociraptor's typed Go structs: `default: yes` is "yes",
+        # `default: 10` is "10", and a parameter may be called Yes.
+        data = yaml.load(text, Loader=yaml.BaseLoader)  # builds no objects: only text
         located = _Located(yaml.compose(text))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark

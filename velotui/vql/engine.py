@@ -12,6 +12,7 @@ from typing import Any
 
 from velotui.vql import (
     aggregates,
+    artifact_source,
     functions,
     functions_data,
     functions_grok,
@@ -48,6 +49,7 @@ def builtins_registry() -> Registry:
         module.register(registry)
     aggregates.register(registry)
     plugins.register(registry)
+    artifact_source.register(registry)
     return registry
 
 
