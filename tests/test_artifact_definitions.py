@@ -243,3 +243,16 @@ def test_several_unnamed_sources_are_named_by_their_place_so_their_rows_stay_apa
         """))
     assert [artifact.source_label(s) for s in artifact.sources] == [
         "Custom.Two/Source0", "Custom.Two/Source1"]
+
+
+def test_two_artifacts_calling_the_same_one_define_it_once() -> None:
+    library = _library(CALLEE, """\
+        name: Custom.A
+        sources: [{query: "SELECT * FROM Artifact.Custom.Callee()"}]
+        """, """\
+        name: Custom.B
+        sources: [{query: "SELECT * FROM Artifact.Custom.Callee(Value='b')"}]
+        """)
+    collection = compile_collection(library, [ArtifactRequest("Custom.A"),
+                                              ArtifactRequest("Custom.B")])
+    assert collection.query.count("LET `Artifact.Custom.Callee`") == 1

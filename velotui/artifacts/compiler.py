@@ -235,7 +235,7 @@ def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
     # A root is defined too when its sources read one another through source().
     called = [a for root, _ in roots for a in dependencies(library, [root])
               if a is not root or _SOURCE_CALL.search(" ".join(s.query for s in root.sources))]
-    statements = [define(library, a) for a in dict.fromkeys(called)]
+    statements = [define(library, a) for a in {a.name: a for a in called}.values()]
     labels: list[str] = []
     for artifact, values in roots:
         statements.append(_collect(library, artifact, values))
