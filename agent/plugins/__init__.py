@@ -15,12 +15,15 @@ from agent.plugins import (
     client_info,
     connections,
     execution,
+    file_writes,
     files,
     globbing,
     hashing,
+    http,
     info,
     network,
     parsers,
+    process_tracker,
     processes,
     sqlite_files,
     temporary,
@@ -69,6 +72,9 @@ def _register_plugins(registry: Registry) -> None:
     connections.register(registry)
     client_info.register(registry)
     yara_scan.register(registry)
+    process_tracker.register(registry)
+    http.register(registry)
+    file_writes.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,
