@@ -140,3 +140,30 @@ async def test_copy_writes_content_or_a_file_and_rm_removes_only_files(tmp_path:
     assert not (tmp_path / "data.txt").exists() and (tmp_path / "a" / "copy.txt").exists()
     assert any("Is a directory" in e for e in errors) and any("No such file" in e
                                                                for e in errors)
+
+
+async def test_parse_xml_gives_velociraptors_shape_and_refuses_what_is_not_xml(
+        tmp_path: Path) -> None:
+    document = tmp_path / "packages.xml"
+    document.write_text('<stream><list><item name="a" version="1"/>'
+                        '<item name="b" version="2">note</item></list></stream>')
+    rows, errors = await _rows(
+        "LET xml = parse_xml(file=Path)\n"
+        "SELECT Attrname AS Name, Attrversion AS Version, get(field='#text') AS Text "
+        "FROM foreach(row=xml.stream.list.item)", Path=str(document))
+    assert errors == []
+    assert rows == [{"Name": "a", "Version": "1", "Text": None},
+                    {"Name": "b", "Version": "2", "Text": "note"}]
+    rows, _ = await _rows("SELECT parse_xml(file='<a><b>x</b></a>', accessor='data') AS X "
+                          "FROM scope()")
+    assert rows == [{"X": {"a": {"b": "x"}}}]
+    rows, errors = await _rows("SELECT parse_xml(file='<a>', accessor='data') AS X FROM scope()")
+    assert rows == [{"X": None}] and "is not XML" in errors[0]
+
+
+async def test_host_resolves_through_the_system_resolver() -> None:
+    rows, errors = await _rows("SELECT host(name='localhost', type='ip4') AS V4, "
+                               "host(name='localhost', server='8.8.8.8:53') AS Refused "
+                               "FROM scope()")
+    assert rows == [{"V4": ["127.0.0.1"], "Refused": None}]
+    assert errors == ["host(): server= is not supported here; the system's resolver is used"]

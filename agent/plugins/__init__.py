@@ -14,6 +14,7 @@ from agent.plugins import (
     archives,
     client_info,
     connections,
+    dns,
     execution,
     file_writes,
     files,
@@ -29,6 +30,7 @@ from agent.plugins import (
     temporary,
     upload,
     users,
+    xml_documents,
     yara_scan,
 )
 from velotui.vql.engine import builtins_registry
@@ -75,6 +77,8 @@ def _register_plugins(registry: Registry) -> None:
     process_tracker.register(registry)
     http.register(registry)
     file_writes.register(registry)
+    dns.register(registry)
+    xml_documents.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,
