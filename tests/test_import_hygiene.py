@@ -83,13 +83,20 @@ def test_the_agent_uses_only_the_wire_the_engine_and_the_neutral_modules() -> No
 
 
 def test_the_server_never_imports_the_console_or_the_agent() -> None:
-    assert ours_outside("velotui/server", ("velotui.wire", "velotui.vql", *NEUTRAL,
-                                           "velotui.__version__")) == []
+    assert ours_outside("velotui/server", ("velotui.wire", "velotui.vql", "velotui.artifacts",
+                                           *NEUTRAL, "velotui.__version__")) == []
     assert third_party("velotui/server", ("textual",)) == []
 
 
+def test_artifacts_use_only_the_engine() -> None:
+    assert ours_outside("velotui/artifacts", ("velotui.vql",)) == []
+    assert third_party("velotui/artifacts", ("textual", "rich", "websockets", "aiosqlite")) == []
+    assert ours_outside("velotui/artifacts", ()) != []  # the engine is really used
+
+
 def test_nothing_below_the_console_imports_it() -> None:
-    for package in ("velotui/vql", "velotui/wire", "velotui/server", "agent"):
+    for package in ("velotui/vql", "velotui/wire", "velotui/artifacts", "velotui/server",
+                    "agent"):
         assert third_party(package, CONSOLE) == [], package
 
 
@@ -98,6 +105,9 @@ SQL = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+(flows|flow_rows|flow_logs|
 # The server's SQL lives in its data layer; the agent's (its outbox file) in one module.
 SQL_HOMES = {"velotui": ROOT / "velotui" / "server" / "data",
              "agent": ROOT / "agent" / "outbox_file.py"}
+# The VQL plugin sqlite() reads databases found on the machine (browsers' histories), not ours:
+# it needs the driver, and holds no SQL of its own.
+DATABASE_READERS = {ROOT / "agent" / "plugins" / "sqlite_files.py"}
 
 
 def sql_outside_its_home() -> list[str]:
@@ -113,6 +123,8 @@ def sql_outside_its_home() -> list[str]:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                         and SQL.search(node.value):
                     found.append(f"{relative}:{node.lineno} {node.value[:40]!r}")
+            if path in DATABASE_READERS:
+                continue
             found += [f"{relative} imports {name}" for name in imported_modules(relative)[relative]
                       if name.split(".")[0] in ("sqlite3", "aiosqlite")]
     return found

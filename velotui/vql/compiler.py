@@ -134,6 +134,15 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+QUERY_ARGUMENTS = "vql_query_arguments"
+"""The attribute of a function's implementation that names the arguments it takes as queries
+(unevaluated stored queries), as ``memoize(query=...)`` does."""
+
+
+def query_arguments(impl: Callable[..., Any]) -> frozenset[str]:
+    return getattr(impl, QUERY_ARGUMENTS, frozenset())
+
+
 class Compiler:
     """Compiles one program's statements against one registry."""
 
@@ -255,6 +264,36 @@ class Compiler:
             return values[0] if len(values) == 1 else values
 
         return Code(run, True)
+
+    def query_argument(self, node: ast.Node, context: _Context) -> Code:
+        """An argument a function takes as a query (see ``query_arguments``): a subquery or a
+        stored query's name is passed unevaluated, for the function to run when it chooses."""
+        if isinstance(node, ast.Subquery):
+            return _constant(StoredQuery(self.select(node.select)))
+        if isinstance(node, ast.Symbol) and self.lets.get(node.name) in (QUERY, QUERY_FUNCTION):
+            return self._raw_symbol(node.name)
+        return self.argument_value(node, context)
+
+    def function_argument(self, node: ast.Node, context: _Context) -> Code:
+        """A function's argument. A LET with parameters, named but not called, is passed as the
+        callable itself, as vfilter does: `env=dict(Foo=Foo)` hands it on for query() to call."""
+        if isinstance(node, ast.Symbol) and self.lets.get(node.name) in (QUERY_FUNCTION, FUNCTION):
+            return self._raw_symbol(node.name)
+        return self.argument_value(node, context)
+
+    @staticmethod
+    def _raw_symbol(name: str) -> Code:
+        """``name``'s binding itself (a stored query, a LET function), not its value."""
+        message = f"Symbol {name} not found"
+
+        def lookup(scope: Scope) -> Any:
+            value = scope.lookup(name)
+            if value is MISSING:
+                scope.context.unknown("symbol", name, message)
+                return None
+            return value
+
+        return Code(lookup, symbol=name)
 
     def argument_value(self, node: ast.Node, context: _Context | None = None) -> Code:
         """A function argument: an expression, a subquery (as its rows) or an array."""
@@ -472,7 +511,13 @@ class Compiler:
         function = self.registry.lookup_function(name)
         if function is not None and name == "if" and not function.is_async:
             return self._conditional(node, context, function)
-        args = [(arg.name, self.argument_value(arg.value, context)) for arg in node.args]
+        queries = query_arguments(function.impl) if function is not None else frozenset()
+        args = [
+            (arg.name, self.query_argument(arg.value, context))
+            if arg.name in queries
+            else (arg.name, self.function_argument(arg.value, context))
+            for arg in node.args
+        ]
         if function is not None:
             error = function.check_arguments([a.name for a in node.args])
             if error is not None:
