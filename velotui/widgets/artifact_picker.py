@@ -54,6 +54,12 @@ class ArtifactPicker(Vertical):
         padding: 0;
         scrollbar-size-vertical: 1;
     }
+    /* The list never has the focus; its highlight is the cursor while searching. */
+    ArtifactPicker.-searching > #artifact-matches > .option-list--option-highlighted {
+        color: $block-cursor-foreground;
+        background: $block-cursor-background;
+        text-style: $block-cursor-text-style;
+    }
     ArtifactPicker > #artifact-count {
         padding: 0 1;
         color: $text-muted;
@@ -99,6 +105,16 @@ class ArtifactPicker(Vertical):
         matches.can_focus = False  # driven from the search box
         yield matches
         yield Static("", id="artifact-description")
+
+    def on_descendant_focus(self) -> None:
+        self._searching(True)
+
+    def on_descendant_blur(self) -> None:
+        self._searching(False)
+
+    def _searching(self, searching: bool) -> None:
+        self.set_class(searching, "-searching")
+        self.query_one("#artifact-matches", OptionList).refresh()
 
     @property
     def search(self) -> Input:
