@@ -75,7 +75,7 @@ class ArtifactParameters(Vertical):
     ArtifactParameters > .artifact-heading {
         height: auto;
     }
-    ArtifactParameters > .artifact-heading > .artifact-sources {
+    ArtifactParameters > .artifact-heading > .artifact-about {
         width: 1fr;
         color: $text-muted;
     }
@@ -90,6 +90,9 @@ class ArtifactParameters(Vertical):
     }
     ArtifactParameters > TextArea {
         height: 4;
+    }
+    ArtifactParameters > Checkbox {
+        margin-top: 1;
     }
     ArtifactParameters > .parameter-problem {
         color: $text-error;
@@ -133,7 +136,7 @@ class ArtifactParameters(Vertical):
             count = len(parameters)
             about = f"{count} parameter{'s' if count != 1 else ''}" if count else \
                 "no parameters to set"
-            yield Label(about, classes="artifact-sources")
+            yield Label(about, classes="artifact-about")
             yield Button("Remove", classes="remove", compact=True)
         for parameter in parameters:
             yield from self._field(parameter)
