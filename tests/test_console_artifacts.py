@@ -13,10 +13,10 @@ from textual.widgets import Checkbox, Input, Select, TextArea
 
 from tests.console_artifacts import with_test_artifacts
 from tests.console_driver import console, ready, type_text, until
-from velotui.screens.hunt_detail import HuntDetailScreen
+from velotui.screens.hunt_detail import HuntDetailScreen, artifacts_text
 from velotui.screens.hunts import HuntsScreen
 from velotui.screens.new_hunt import NewHuntScreen
-from velotui.widgets.artifact_parameters import ArtifactParameters
+from velotui.widgets.artifact_parameters import ArtifactParameters, number_problem
 from velotui.widgets.artifact_picker import ArtifactPicker, matching_artifacts
 
 pytestmark = pytest.mark.slow
@@ -65,6 +65,23 @@ def test_artifacts_match_every_word_in_the_name_first_then_in_the_description() 
         ["Linux.Ssh.AuthorizedKeys"]
     assert matching_artifacts(library, "nothing like it") == []
     assert len(matching_artifacts(library, "  ")) == 3
+
+
+def test_numbers_are_checked_as_the_server_checks_them() -> None:
+    assert number_problem("int", "0x1F") is None and number_problem("int", "-12") is None
+    assert number_problem("int", "1.5") == "not a whole number"
+    assert number_problem("float", "1e3") is None
+    assert number_problem("float", "ten") == "not a number"
+    assert number_problem("int", "") is None  # no value: the artifact gets none
+    assert number_problem("string", "anything") is None
+
+
+def test_the_overview_shows_one_line_per_parameter_whatever_its_value() -> None:
+    shown = artifacts_text([{"name": "A.B", "sources": ["A.B/One", "A.B/Two"],
+                             "parameters": {"Rules": "rule x {\n condition: true\n}",
+                                            "Flag": "", "Glob": "[/]*"}}]).plain
+    assert shown.splitlines() == ["A.B  sources: One, Two", "  Rules  rule x { … (3 lines)",
+                                  "  Flag   (empty)", "  Glob   [/]*"]
 
 
 async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_runs(
