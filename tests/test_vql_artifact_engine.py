@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from velotui.vql import Scope, collect, default_registry
+from velotui.vql import Scope, collect, default_registry, to_json_value
 
 
 class Logs(list):
@@ -393,3 +393,13 @@ async def test_a_dotted_name_not_called_is_the_let_of_that_name_when_there_is_on
         env={"other": {"field": "plain members"}},
     )
     assert rows == [{"Name": "u0"}, {"Name": "u1"}, {"Depth": 5, "Other": "plain members"}]
+
+
+async def test_a_stored_query_handed_on_in_a_dict_prints_as_what_it_is() -> None:
+    rows = await rows_of(
+        "LET Foo(X) = SELECT X FROM scope() LET f(y) = y "
+        "SELECT dict(Foo=Foo, f=f) AS D FROM scope()"
+    )
+    assert to_json_value(rows) == [
+        {"D": {"Foo": "<stored query Foo(X)>", "f": "<stored function f(y)>"}}
+    ]
