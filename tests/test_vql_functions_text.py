@@ -117,11 +117,12 @@ async def test_parse_string_with_regex_gathers_named_groups_of_every_regex() -> 
     value, errors = await evaluate(
         "parse_string_with_regex(string=Line, regex=["
         "'''(?P<Program>\\w+)\\[(?P<Pid>\\d+)\\]''', "
-        "'''for (?<User>\\S+) from (?P<IP>[\\d.]+)''', "
-        "'''(?P<Absent>nomatch)?'''])",
+        "'''FOR (?<User>\\S+) from (?P<IP>[\\d.]+)''', "
+        "'''(?P<Absent>nomatch)'''])",
         Line=line,
     )
     assert errors == []
+    # Case-insensitive (FOR matches for); a regex that never matches adds nothing.
     assert value == {"Program": "sshd", "Pid": "123", "User": "root", "IP": "10.1.2.3"}
 
 
@@ -134,11 +135,18 @@ async def test_parse_string_with_regex_takes_one_regex_and_gives_members() -> No
     assert await evaluate("parse_string_with_regex(string='x', regex='(?P<A>y)')") == ({}, [])
 
 
-async def test_parse_string_with_regex_logs_an_invalid_regex_and_keeps_the_others() -> None:
+async def test_parse_string_with_regex_names_unnamed_groups_and_keeps_the_last_match() -> None:
+    value, _ = await evaluate(
+        "parse_string_with_regex(string='a=1 b=2', regex='''(\\w)=(?P<N>\\d)(x)?''')"
+    )
+    assert value == {"g1": "b", "N": "2", "g3": ""}
+
+
+async def test_parse_string_with_regex_with_an_invalid_regex_logs_and_gives_null() -> None:
     value, errors = await evaluate(
         "parse_string_with_regex(string='ab', regex=['(?P<A>a)', '(unclosed'])"
     )
-    assert value == {"A": "a"}
+    assert value is None
     assert errors and "parse_string_with_regex()" in errors[0]
 
 
@@ -149,6 +157,15 @@ async def test_regex_transform_applies_the_map_in_order_with_group_references() 
     )
     # As in Go, $1ide names a group "1ide" (there is none: empty); ${1} is group 1.
     assert (value, errors) == ("Goodbye wide  space", [])
+
+
+async def test_regex_transform_is_case_insensitive_and_refuses_a_bad_regex() -> None:
+    assert await evaluate("regex_transform(source='HELLO', map=dict(`hello`='bye'))") == (
+        "bye",
+        [],
+    )
+    value, errors = await evaluate("regex_transform(source='x', map=dict(`(`='y'))")
+    assert value is None and "regex_transform()" in errors[0]
 
 
 async def test_regex_transform_with_flags_inside_and_a_bad_map() -> None:

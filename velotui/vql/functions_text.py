@@ -257,15 +257,14 @@ def xor(scope: Scope, *, string: Any, key: Any) -> Any:
     return _bytes_as_text(mixed)
 
 
-
 # Regular expressions -----------------------------------------------------------------------------
 
 
 def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
-    """A dict of the named groups (``(?P<Name>...)``) that each regex in ``regex`` (one or a
-    list, applied in turn, later ones winning) captures from its first match in ``string``.
-    Groups that do not take part in a match are not set. An invalid regex is logged and skipped;
-    a string that is not text gives NULL."""
+    """A dict of what each regex in ``regex`` (one or a list, case-insensitive) captures in
+    ``string``: named groups under their names, unnamed ones as g1, g2 ... Every match counts,
+    later ones overwriting earlier; a group that takes no part in a match is "". An invalid
+    regex is logged and gives NULL, as in Velociraptor; NULL gives NULL."""
     patterns = _regex_list(regex)
     if patterns is None:
         scope.error("parse_string_with_regex(): regex must be a string or a list of strings")
@@ -276,16 +275,15 @@ def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
     result: dict[str, Any] = {}
     for pattern in patterns:
         try:
-            compiled = go_regex(pattern)
+            compiled = go_regex(pattern, ignore_case=True)
         except re.error as error:
             scope.error(f"parse_string_with_regex(): invalid regex {pattern!r}: {error}")
-            continue
-        found = compiled.search(text)
-        if found is None:
-            continue
-        for name, value in found.groupdict().items():
-            if value is not None:
-                result[name] = value
+            return None
+        names = {index: name for name, index in compiled.groupindex.items()}
+        for found in compiled.finditer(text):
+            for index in range(1, compiled.groups + 1):
+                value = found.group(index)
+                result[names.get(index, f"g{index}")] = "" if value is None else value
     return result
 
 
@@ -311,8 +309,8 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
 def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> Any:
     """``source`` with each regex of ``map`` (a dict of regex to replacement, applied in its
     order) replaced by its value; ``$1`` and ``$name`` expand groups. Matching is
-    case-insensitive, as in regex_replace(). ``key`` (Velociraptor's cache key for the compiled
-    map) is accepted and not needed: compiled patterns are cached anyway."""
+    case-insensitive, as in regex_replace(). An invalid regex is logged and gives NULL. ``key``
+    (Velociraptor's cache key for the compiled map) is accepted and not needed."""
     if source is None:
         return None
     if not isinstance(map, dict):
@@ -324,7 +322,7 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
             compiled = go_regex(str(pattern), ignore_case=True)
         except re.error as error:
             scope.error(f"regex_transform(): invalid regex {pattern!r}: {error}")
-            continue
+            return None
         template = go_text(replacement) if replacement is not None else ""
         text = compiled.sub(lambda found, template=template: _go_expand(template, found), text)
     return text
