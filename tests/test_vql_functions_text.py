@@ -232,7 +232,12 @@ async def test_humanize_time_is_relative_to_now() -> None:
 async def test_humanize_of_text_that_is_no_number_logs_and_gives_null() -> None:
     value, errors = await evaluate("humanize(bytes='lots')")
     assert value is None and "humanize()" in errors[0]
-    assert await evaluate("humanize(bytes=NULL)") == (None, [])
+
+
+async def test_humanize_of_null_or_nothing_is_zero_bytes_as_in_velociraptor() -> None:
+    assert await evaluate("humanize(bytes=NULL)") == ("0 B", [])
+    assert await evaluate("humanize()") == ("0 B", [])
+    assert await evaluate("humanize(comma=0, bytes=2000)") == ("2.0 kB", [])
 
 
 async def test_regex_replace_accepts_replace_lambda_and_says_it_is_not_supported() -> None:

@@ -416,6 +416,9 @@ def _comma_text(number: int) -> str:
     return f"{number:,}"
 
 
+_DAY = 86400
+_MONTH = 30 * _DAY  # go-humanize's month and year
+_YEAR = 12 * _MONTH
 _RELATIVE_STEPS = (
     (1, "now", None),
     (2, "1 second", None),
@@ -423,16 +426,16 @@ _RELATIVE_STEPS = (
     (120, "1 minute", None),
     (3600, "%d minutes", 60),
     (7200, "1 hour", None),
-    (86400, "%d hours", 3600),
-    (172800, "1 day", None),
-    (604800, "%d days", 86400),
-    (1209600, "1 week", None),
-    (2629800, "%d weeks", 604800),
-    (5259600, "1 month", None),
-    (31557600, "%d months", 2629800),
-    (63115200, "1 year", None),
-    (94672800, "2 years", None),
-    (1577880000, "%d years", 31557600),
+    (_DAY, "%d hours", 3600),
+    (2 * _DAY, "1 day", None),
+    (7 * _DAY, "%d days", _DAY),
+    (14 * _DAY, "1 week", None),
+    (_MONTH, "%d weeks", 7 * _DAY),
+    (2 * _MONTH, "1 month", None),
+    (_YEAR, "%d months", _MONTH),
+    (18 * _MONTH, "1 year", None),
+    (2 * _YEAR, "2 years", None),
+    (37 * _YEAR, "%d years", _YEAR),
 )
 
 
@@ -461,30 +464,32 @@ def _count(value: Any) -> int | None:
 def humanize(
     scope: Scope, *, bytes: Any = None, ibytes: Any = None, time: Any = None, comma: Any = None
 ) -> Any:
-    """A number made readable: ``bytes`` in SI units ("83 MB"), ``ibytes`` in binary units
-    ("79 MiB"), ``comma`` with thousands separators ("1,230"), or ``time`` relative to now
-    ("3 hours ago"). Numeric text counts as its number; anything else is logged and gives
-    NULL."""
-    for value, base, units in ((bytes, 1000, _SI_UNITS), (ibytes, 1024, _IEC_UNITS)):
+    """A number made readable, the first given of: ``time`` relative to now ("3 hours ago"),
+    ``comma`` with thousands separators ("1,230"), ``bytes`` in SI units ("83 MB"), ``ibytes``
+    in binary units ("79 MiB"). As in Velociraptor, NULL and 0 count as not given, so with
+    none of them the result is "0 B". Numeric text counts as its number; text that is not a
+    number is logged and gives NULL."""
+    numbers: dict[str, int] = {}
+    for name, value in (("comma", comma), ("bytes", bytes), ("ibytes", ibytes)):
         if value is None:
             continue
-        count = _count(value)
-        if count is None:
-            scope.error(f"humanize(): not a byte count: {go_text(value)!r}")
-            return None
-        return ("-" if count < 0 else "") + _size_text(abs(count), base, units)
-    if comma is not None:
-        number = _count(comma)
+        number = _count(value)
         if number is None:
-            scope.error(f"humanize(): not an integer: {go_text(comma)!r}")
+            scope.error(f"humanize(): {name} is not an integer: {go_text(value)!r}")
             return None
-        return _comma_text(number)
+        numbers[name] = number
     if time is not None:
         if not isinstance(time, datetime):
             scope.error("humanize(): time must be a timestamp")
             return None
         return _relative_time(time if time.tzinfo else time.replace(tzinfo=UTC))
-    return None
+    if numbers.get("comma"):
+        return _comma_text(numbers["comma"])
+    if numbers.get("bytes"):
+        count = numbers["bytes"]
+        return ("-" if count < 0 else "") + _size_text(abs(count), 1000, _SI_UNITS)
+    count = numbers.get("ibytes", 0)
+    return ("-" if count < 0 else "") + _size_text(abs(count), 1024, _IEC_UNITS)
 
 
 # More byte transforms ---------------------------------------------------------------------------
