@@ -194,6 +194,13 @@ async def test_commandline_split_follows_windows_rules_by_default() -> None:
     ]
 
 
+async def test_commandline_split_reads_doubled_quotes_the_pre_2008_way() -> None:
+    value, _ = await evaluate("commandline_split(command=C)", C='"a""b c" d "" e\\')
+    # "" inside quotes is a quote and ends the quoting: the space after b separates, and the
+    # quote after c opens a quoting that "" ends again after a literal quote.
+    assert value == ['a"b', 'c d "', "e\\"]
+
+
 async def test_commandline_split_with_bash_style_follows_shell_quoting() -> None:
     value, _ = await evaluate(
         "commandline_split(command=\"/usr/bin/ls -l 'file with space.txt'\", bash_style=TRUE)"

@@ -332,48 +332,42 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
 
 
 def _windows_arguments(command: str) -> list[str]:
-    """Split the way Windows programs read their command line (CommandLineToArgvW): white
-    space separates; double quotes group; 2n backslashes before a quote are n backslashes and
-    the quote toggles, 2n+1 are n and a literal quote; other backslashes are literal."""
+    """Split the way Windows programs read their command line (the rules Go's os/exec follows,
+    with the pre-2008 reading of ""): spaces and tabs separate outside quotes; 2n backslashes
+    before a quote are n backslashes and the quote toggles quoting, 2n+1 are n and a literal
+    quote; "" inside quotes is a literal quote that also ends the quoting; other backslashes
+    are literal."""
     arguments: list[str] = []
-    current: list[str] = []
-    in_quotes = False
-    has_argument = False
-    index = 0
-    while index < len(command):
-        char = command[index]
-        if char == "\\":
-            run_end = index
-            while run_end < len(command) and command[run_end] == "\\":
-                run_end += 1
-            count = run_end - index
-            if run_end < len(command) and command[run_end] == '"':
-                current.append("\\" * (count // 2))
-                if count % 2:
-                    current.append('"')
-                    run_end += 1
-                index = run_end
-            else:
-                current.append("\\" * count)
-                index = run_end
-            has_argument = True
+    index, length = 0, len(command)
+    while index < length:
+        if command[index] in " \t":
+            index += 1
             continue
-        if char == '"':
-            if in_quotes and index + 1 < len(command) and command[index + 1] == '"':
-                current.append('"')
-                index += 2
-                continue
-            in_quotes = not in_quotes
-            has_argument = True
-        elif char in " \t" and not in_quotes:
-            if has_argument:
-                arguments.append("".join(current))
-                current, has_argument = [], False
-        else:
-            current.append(char)
-            has_argument = True
-        index += 1
-    if has_argument:
+        current: list[str] = []
+        in_quotes = False
+        slashes = 0
+        while index < length:
+            char = command[index]
+            if char in " \t" and not in_quotes:
+                index += 1
+                break
+            if char == "\\":
+                slashes += 1
+            elif char == '"':
+                current.append("\\" * (slashes // 2))
+                if slashes % 2:
+                    current.append('"')
+                else:
+                    if in_quotes and index + 1 < length and command[index + 1] == '"':
+                        current.append('"')
+                        index += 1
+                    in_quotes = not in_quotes
+                slashes = 0
+            else:
+                current.append("\\" * slashes + char)
+                slashes = 0
+            index += 1
+        current.append("\\" * slashes)
         arguments.append("".join(current))
     return arguments
 
@@ -382,7 +376,7 @@ def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) ->
     """The arguments of ``command``, split by Windows' rules (double quotes and backslashes as
     CommandLineToArgvW reads them) or, with ``bash_style``, by a POSIX shell's (single and
     double quotes, backslash escapes). Unbalanced quotes under bash rules are logged and give
-    NULL; NULL gives NULL."""
+    an empty list, as in Velociraptor; NULL gives NULL."""
     if command is None:
         return None
     text = go_text(command)
@@ -391,7 +385,7 @@ def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) ->
             return shlex.split(text, posix=True)
         except ValueError as error:
             scope.error(f"commandline_split(): {error}")
-            return None
+            return []
     return _windows_arguments(text)
 
 
