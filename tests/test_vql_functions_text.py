@@ -207,7 +207,7 @@ async def test_commandline_split_with_bash_style_follows_shell_quoting() -> None
     )
     assert value == ["/usr/bin/ls", "-l", "file with space.txt"]
     value, errors = await evaluate('commandline_split(command="a \'open", bash_style=TRUE)')
-    assert value is None and "commandline_split()" in errors[0]
+    assert value == [] and "commandline_split()" in errors[0]
 
 
 # humanize ----------------------------------------------------------------------------------------
