@@ -145,7 +145,7 @@ def _called(text: str) -> list[tuple[str, str, list[str]]]:
                 kind, args = "plugin", node.args or []
             else:
                 continue
-            if node.name in defined or node.name.startswith("Artifact."):
+            if node.name in defined:
                 continue
             calls.append((kind, node.name, [a.name for a in args]))
     return calls
@@ -164,6 +164,12 @@ def test_each_definition_compiles_and_calls_only_what_the_agent_has(name: str) -
     wrong = []
     for label, text in _texts(artifact):
         for kind, called, arguments in _called(text):
+            if called.startswith("Artifact."):
+                callee = LIBRARY.get(called.removeprefix("Artifact."))
+                declared = {p.name for p in callee.parameters} | {"source"}
+                wrong += [f"{label}: {called}() has no parameter {a}"
+                          for a in arguments if a not in declared]
+                continue
             found = registry.lookup_function(called) if kind == "function" else \
                 registry.lookup_plugin(called)
             if found is None and kind == "function" and called in _local_names(text):
