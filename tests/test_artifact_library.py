@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from agent.plugins import client_registry
+from agent.plugins.upload import UPLOADER_SERVICE
 from tests.processes import velotui
+from tests.test_client_plugins import FolderUploader
 from velotui.artifacts import (
     SOURCE_COLUMN,
     Artifact,
@@ -65,7 +67,8 @@ def without_preconditions(artifact: Artifact) -> Artifact:
 
 
 def collect(name: str, parameters: Mapping[str, Any] | None = None, *,
-            anywhere: bool = False, prevent_execve: bool = False) -> Collected:
+            anywhere: bool = False, prevent_execve: bool = False,
+            services: dict[str, Any] | None = None) -> Collected:
     """Collect the built-in artifact ``name`` here, as `velotui artifacts collect` does.
     ``anywhere`` drops its preconditions (those it calls keep theirs)."""
     library = LIBRARY
@@ -87,13 +90,22 @@ def collect(name: str, parameters: Mapping[str, Any] | None = None, *,
         registry = client_registry(prevent_execve=prevent_execve) if prevent_execve \
             else client_registry()
         async for row in run(collection.query, registry=registry, on_log=on_log,
-                             on_unknown=on_unknown):
+                             on_unknown=on_unknown, services=services or {}):
             row = dict(row)
             result.sources.append(row.pop(SOURCE_COLUMN))
             result.rows.append(row)
 
     asyncio.run(rows())
     return result
+
+
+def collect_with_uploads(folder: Path, name: str, parameters: Mapping[str, Any]
+                         ) -> tuple[Collected, list[bytes]]:
+    """``collect`` with an uploader storing files in ``folder``, as the server stores them;
+    gives the result and the bytes of each upload."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = collect(name, parameters, services={UPLOADER_SERVICE: FolderUploader(folder)}).ok()
+    return result, [path.read_bytes() for path in sorted(folder.iterdir())]
 
 
 def collect_command(tmp_path: Path, name: str, *parameters: str) -> tuple[list[dict[str, Any]],
