@@ -41,6 +41,8 @@ class AgentConfig:
     max_backoff: float = 60.0
     # Bytes of messages not yet acknowledged by the server that the agent keeps on disk.
     outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
+    # True: the execve() plugin refuses to run programs on this host (as Velociraptor's setting).
+    prevent_execve: bool = False
 
     def __post_init__(self) -> None:
         # The server's datastore holds the CA as bytes; the file holds text.
@@ -80,6 +82,8 @@ class AgentConfig:
                 raise ValueError(f"{name} must be a positive number of seconds, not {value}")
         if self.max_backoff < MIN_BACKOFF_CAP:
             raise ValueError(f"max_backoff must be at least {MIN_BACKOFF_CAP} seconds")
+        if not isinstance(self.prevent_execve, bool):
+            raise ValueError("prevent_execve must be true or false")
         value = self.outbox_max_bytes
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("outbox_max_bytes must be a whole number of bytes")
@@ -133,4 +137,5 @@ _FIELD_NAMES = (
     "poll_interval",
     "max_backoff",
     "outbox_max_bytes",
+    "prevent_execve",
 )

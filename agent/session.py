@@ -167,7 +167,9 @@ class AgentSession:
             if outbox is not None
             else Outbox.open(state.outbox_file, config.outbox_max_bytes)
         )
-        self.registry = client_registry(labels=config.labels, facts=self.facts)
+        self.registry = client_registry(labels=config.labels, facts=self.facts,
+                                        prevent_execve=config.prevent_execve,
+                                        client_id=state.identity.client_id)
         # The labels the server is told are the ones config.Labels shows a query.
         self.labels: list[str] = list(self.registry.variables()["config"]["Labels"])
         self._ssl_context = ssl_context or pinned_client_ssl_context(config.ca_pem)

@@ -229,3 +229,14 @@ def test_the_built_in_library_loads() -> None:
     library = Library.builtin()
     assert "Generic.Client.Info" in library
     assert library.search("client\\.info")[0].name == "Generic.Client.Info"
+
+
+def test_several_unnamed_sources_are_named_by_their_place_so_their_rows_stay_apart() -> None:
+    artifact = load_artifact(textwrap.dedent("""\
+        name: Custom.Two
+        sources:
+          - query: SELECT 1 AS A FROM scope()
+          - query: SELECT 2 AS B FROM scope()
+        """))
+    assert [artifact.source_label(s) for s in artifact.sources] == [
+        "Custom.Two/Source0", "Custom.Two/Source1"]

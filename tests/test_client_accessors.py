@@ -264,3 +264,56 @@ async def test_glob_one_filesystem_stays_off_proc() -> None:
     assert [row["OSPath"] for row in crossing] == ["/proc/self/status"]
     staying, errors = await query(text, env={"O": True})
     assert (staying, errors) == ([], [])
+
+
+def test_the_client_registry_offers_the_file_plugins_with_velociraptors_arguments() -> None:
+    registry = client_registry()
+    plugins = {callee.name: callee for callee in registry.plugins()}
+    functions = {callee.name: callee for callee in registry.functions()}
+    expected_plugins = {
+        "glob": {"globs", "root", "accessor", "nosymlink", "one_filesystem",
+                 "recursion_callback"},
+        "stat": {"filename", "accessor"},
+        "read_file": {"filenames", "chunk", "max_length", "accessor"},
+        "parse_lines": {"filename", "accessor", "buffer_size"},
+        "parse_csv": {"filename", "accessor", "auto_headers", "separator", "comment", "columns"},
+        "parse_jsonl": {"filename", "accessor"},
+        "parse_records_with_regex": {"file", "regex", "accessor", "buffer_size"},
+        "split_records": {"filenames", "accessor", "regex", "columns", "first_row_is_headers",
+                          "count", "record_regex", "buffer_size"},
+        "sqlite": {"file", "accessor", "query", "args"},
+        "unzip": {"filename", "accessor", "filename_filter", "output_directory", "type"},
+    }
+    expected_functions = {
+        "stat": {"filename", "accessor"},
+        "read_file": {"filename", "accessor", "offset", "length"},
+        "hash": {"path", "accessor", "hashselect", "max_size"},
+        "upload": {"file", "name", "accessor", "mtime", "atime", "ctime", "btime"},
+        "parse_yaml": {"filename", "accessor", "schema"},
+        "tempfile": {"data", "extension", "permissions", "remove_last"},
+        "tempdir": {"remove_last"},
+    }
+    for name, arguments in expected_plugins.items():
+        assert set(plugins[name].parameters) == arguments, name
+    for name, arguments in expected_functions.items():
+        assert set(functions[name].parameters) == arguments, name
+
+
+async def test_glob_recursion_callback_decides_which_directories_are_entered(
+    tmp_path: Path,
+) -> None:
+    for folder in ("keep/inner", "skip/inner"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "f.txt").write_text("x")
+    text = ("SELECT OSPath FROM glob(globs='**/*.txt', root=R, recursion_callback=CB)"
+            " ORDER BY OSPath")
+    rows, errors = await query(text, env={"R": str(tmp_path), "Skip": "skip$",
+                                          "CB": "x => NOT x.OSPath =~ Skip"})
+    assert errors == []
+    assert [row["OSPath"] for row in rows] == [str(tmp_path / "keep" / "inner" / "f.txt")]
+    rows, errors = await query(text, env={"R": str(tmp_path), "CB": ""})
+    assert len(rows) == 2 and errors == []
+    rows, errors = await query(text, env={"R": str(tmp_path), "CB": "not a lambda"})
+    assert rows == []
+    assert errors == ["glob(): recursion_callback must be VQL like \"x => NOT x.Name =~ 'proc'\","
+                      " not 'not a lambda'"]

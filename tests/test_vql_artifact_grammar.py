@@ -145,3 +145,23 @@ async def test_foreach_skips_null_elements_of_its_row_list() -> None:
         "SELECT * FROM foreach(row=[1, NULL, 2], query={ SELECT _value AS V FROM scope() })"
     )
     assert rows == [{"V": 1}, {"V": 2}]
+
+
+# Names -------------------------------------------------------------------------------------------
+
+
+async def test_a_negated_backquoted_name() -> None:
+    rows = await rows_of("SELECT -`a b` AS N FROM scope()", env={"a b": 3})
+    assert rows == [{"N": -3}]
+    assert parse("SELECT -`a b` FROM scope()")[0].columns[0].name == "-`a b`"
+
+
+def test_a_dotted_call_is_one_call_of_the_dotted_name_and_keeps_its_form() -> None:
+    select = parse("SELECT Artifact.Linux.Sys.Users(Param1='x'), a.b.c FROM scope()")[0]
+    call = select.columns[0].expr
+    assert call.name == "Artifact.Linux.Sys.Users"
+    assert [arg.name for arg in call.args] == ["Param1"]
+    assert select.columns[0].name == "Artifact.Linux.Sys.Users(Param1='x')"
+    assert select.columns[1].name == "a.b.c"
+    backquoted = parse("SELECT `Artifact.Linux.Sys.Users`(Param1='x') FROM scope()")[0]
+    assert backquoted.columns[0].expr.name == "Artifact.Linux.Sys.Users"

@@ -17,16 +17,19 @@ import fnmatch
 import os
 import re
 import stat as stat_module
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from agent.plugins.accessors import accessor_for
 from agent.plugins.arguments import os_error_text, path_argument
-from agent.plugins.blocking import CHECKPOINT, stream_blocking
+from agent.plugins.blocking import CHECKPOINT, call_blocking, stream_blocking
 from agent.plugins.file_rows import file_row
+from velotui.vql import VQLSyntaxError, compile_query
+from velotui.vql.executor import execute
 from velotui.vql.registry import Registry
 from velotui.vql.scope import Scope
+from velotui.vql.values import truthy
 
 MAX_BRACE_EXPANSIONS = 1024
 """More alternatives than this from one pattern is a mistake, not a search."""
@@ -149,8 +152,11 @@ class GlobWalk:
         *,
         follow_symlinks: bool = True,
         one_filesystem: bool = False,
+        admit: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self._follow_symlinks = follow_symlinks
+        # Called (blocking) with a directory's file row before the walk enters it.
+        self._admit = admit
         self._one_filesystem = one_filesystem
         self._device: int | None = None  # the anchor's file system, with one_filesystem
         self._patterns: list[list[_Component]] = []
@@ -267,10 +273,15 @@ class GlobWalk:
             if self._device is not None and entry.stat().st_dev != self._device:
                 return set()
             if entry.is_symlink():
-                return named if self._follow_symlinks else set()
+                positions = named if self._follow_symlinks else set()
+            else:
+                positions = named | recursive
+            if (positions and self._admit is not None
+                    and not self._admit(file_row(entry.path, entry.stat(follow_symlinks=False)))):
+                return set()
         except OSError:
             return set()
-        return named | recursive
+        return positions
 
 
 # The plugin ----------------------------------------------------------------------------------
@@ -295,6 +306,51 @@ def _pattern_list(scope: Scope, globs: Any) -> list[str] | None:
     return patterns
 
 
+_LAMBDA_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=>(.*)$", re.DOTALL)
+
+
+def _recursion_filter(
+    scope: Scope, callback: Any
+) -> Callable[[dict[str, Any]], bool] | bool | None:
+    """The walk's ``admit`` for a recursion callback: None when there is none, False after
+    logging why it is not one.
+
+    The walk runs in a worker thread; each call hands the condition to the event loop (which
+    is free: it awaits that thread) and waits for its answer.
+    """
+    if callback is None or (isinstance(callback, str) and not callback.strip()):
+        return None
+    match = _LAMBDA_RE.match(callback) if isinstance(callback, str) else None
+    if match is None:
+        scope.error(f"glob(): recursion_callback must be VQL like \"x => NOT x.Name =~ 'proc'\","
+                    f" not {callback!r}")
+        return False
+    parameter, condition = match.group(1), match.group(2)
+    try:
+        program = compile_query(f"SELECT ({condition}) AS Admit FROM scope()", scope.registry)
+    except VQLSyntaxError as error:
+        scope.error(f"glob(): recursion_callback {callback!r} is not VQL: {error}")
+        return False
+    plan = program.statements[0]
+    loop = asyncio.get_running_loop()
+
+    async def decide(row: dict[str, Any]) -> bool:
+        async for result in execute(plan, scope.child({parameter: row})):  # type: ignore[arg-type]
+            return truthy(result.get("Admit"))
+        return False
+
+    def admit(row: dict[str, Any]) -> bool:
+        try:
+            return asyncio.run_coroutine_threadsafe(decide(row), loop).result()
+        except RuntimeError:
+            return False  # the loop is closing: the query is over
+        except Exception as error:
+            scope.error(f"glob(): recursion_callback failed: {type(error).__name__}: {error}")
+            return True
+
+    return admit
+
+
 async def glob(
     scope: Scope,
     *,
@@ -303,18 +359,22 @@ async def glob(
     accessor: Any = None,
     nosymlink: Any = False,
     one_filesystem: Any = False,
+    recursion_callback: Any = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """One row per file matching any of the patterns (Name, OSPath, FullPath, Size, Mode, Mtime,
     Atime, Ctime, IsDir, IsLink); ``root`` is the directory relative patterns start from.
     ``nosymlink`` enters no symlinked directory; ``one_filesystem`` stays on the file system
-    the search starts on. The accessor is ``file`` (or ``auto``): ``data`` has no directories."""
+    the search starts on; ``recursion_callback`` (VQL text ``"x => condition"``) enters only
+    the directories whose row makes the condition true. The accessor is ``file`` (or ``auto``):
+    ``data`` has no directories."""
     if isinstance(accessor, str) and accessor.strip().lower() == "data":
         scope.error("glob(): accessor 'data' has no directories to search (use file or auto)")
         return
     if accessor_for(scope, "glob", accessor, allowed=("auto", "file")) is None:
         return
     patterns = _pattern_list(scope, globs)
-    if patterns is None:
+    admit = _recursion_filter(scope, recursion_callback)
+    if patterns is None or admit is False:
         return
     base: str | None = None
     if root is not None:
@@ -322,11 +382,12 @@ async def glob(
         if base is None:
             return
         base = os.path.abspath(base)
-        if not await asyncio.to_thread(os.path.isdir, base):
+        if not await call_blocking(os.path.isdir, base):
             scope.error(f"glob(): root {base} is not a directory")
             return
     walk = GlobWalk(
-        patterns, base, follow_symlinks=not nosymlink, one_filesystem=bool(one_filesystem)
+        patterns, base, follow_symlinks=not nosymlink, one_filesystem=bool(one_filesystem),
+        admit=admit,
     )
     async for row in stream_blocking(walk.rows()):
         yield row

@@ -281,6 +281,8 @@ async def parse_records_with_regex(
     del buffer_size
     found = await _each_target(scope, "parse_records_with_regex", "file", file, accessor)
     expressions = regex if isinstance(regex, list | tuple) else [regex]
+    if not expressions:
+        scope.error("parse_records_with_regex(): regex is an empty list")
     patterns = [_regex_argument(scope, "parse_records_with_regex", "regex", expression)
                 for expression in expressions]
     if found is None or not patterns or None in patterns:

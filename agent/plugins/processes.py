@@ -1,7 +1,9 @@
-"""pslist(): the running processes, with the columns of Velociraptor's pslist()."""
+"""pslist(), process_tracker_pslist() and getpid(): the running processes, with the columns of
+Velociraptor's pslist(), and the agent's own process id."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +17,7 @@ from velotui.vql.scope import Scope
 
 _ATTRIBUTES = [
     "pid", "ppid", "name", "username", "exe", "cmdline", "create_time", "status",
-    "num_threads", "memory_info",
+    "num_threads", "memory_info", "cpu_times", "cwd",
 ]
 
 
@@ -28,6 +30,7 @@ def process_row(process: psutil.Process) -> dict[str, Any] | None:
     cmdline = info["cmdline"]
     created = info["create_time"]
     memory = info["memory_info"]
+    times = info["cpu_times"]
     return {
         "Pid": info["pid"],
         "Ppid": info["ppid"],
@@ -35,10 +38,20 @@ def process_row(process: psutil.Process) -> dict[str, Any] | None:
         "Username": info["username"],
         "Exe": info["exe"],
         "CommandLine": " ".join(cmdline) if cmdline is not None else None,
+        "Cwd": info["cwd"],
         "CreateTime": datetime.fromtimestamp(created, tz=UTC) if created is not None else None,
         "Status": info["status"],
         "Threads": info["num_threads"],
-        "MemoryInfo": {"RSS": memory.rss, "VMS": memory.vms} if memory is not None else None,
+        # Velociraptor's rows are case-insensitive and its artifacts read both MemoryInfo.RSS
+        # and MemoryInfo.rss; VQL here is case-sensitive, so both spellings are present.
+        "MemoryInfo": (
+            {"RSS": memory.rss, "VMS": memory.vms, "rss": memory.rss, "vms": memory.vms}
+            if memory is not None else None
+        ),
+        "Times": {"user": times.user, "system": times.system} if times is not None else None,
+        # Windows' pslist() names the CPU seconds User and System (Generic.Client.Stats).
+        "User": times.user if times is not None else None,
+        "System": times.system if times is not None else None,
     }
 
 
@@ -57,8 +70,9 @@ def _process_rows(pid: int | None) -> Iterator[dict[str, Any]]:
 
 
 async def pslist(scope: Scope, *, pid: Any = None) -> AsyncIterator[dict[str, Any]]:
-    """One row per process (Pid, Ppid, Name, Username, Exe, CommandLine, CreateTime, Status,
-    Threads, MemoryInfo), or only the process ``pid``."""
+    """One row per process (Pid, Ppid, Name, Username, Exe, CommandLine, Cwd, CreateTime,
+    Status, Threads, MemoryInfo {RSS, VMS, rss, vms}, Times {user, system}, User, System, in
+    seconds), or only the process ``pid``. NULL for what the agent may not read."""
     wanted = None if pid is None else int_argument(scope, "pslist", "pid", pid)
     if pid is not None and wanted is None:
         return
@@ -66,6 +80,14 @@ async def pslist(scope: Scope, *, pid: Any = None) -> AsyncIterator[dict[str, An
         yield row
 
 
+def getpid(scope: Scope) -> int:
+    """The agent's own process id (artifacts use it to leave the agent out of a scan)."""
+    return os.getpid()
+
+
 def register(registry: Registry) -> None:
-    """Add pslist() to the registry."""
+    """Add pslist(), process_tracker_pslist() (the same rows: the agent keeps no process
+    tracker, it lists the processes running now) and getpid() to the registry."""
     registry.plugin(pslist)
+    registry.plugin(pslist, name="process_tracker_pslist")
+    registry.function(getpid)

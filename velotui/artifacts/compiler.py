@@ -26,6 +26,7 @@ from velotui.artifacts.definition import CLIENT, Artifact, Source
 from velotui.artifacts.library import Library
 from velotui.artifacts.parameters import ParameterError, bind, conversions
 from velotui.artifacts.requests import RequestError, assign_parameters
+from velotui.vql.artifact_source import ARTIFACT_VARIABLE
 
 SOURCE_COLUMN = "_Source"
 _CALLED = re.compile(r"\bArtifact\.((?:[A-Za-z0-9_]+\.)*[A-Za-z0-9_]+)")
@@ -120,7 +121,8 @@ def define(library: Library, artifact: Artifact) -> str:
     declared = [f"{_quoted(p.name)}={vql_string(p.default)}"
                 for p in artifact.parameters if p.name != "source"]
     declared.append("source=''")
-    env = ", ".join(f"{_quoted(n)}={_quoted(n)}" for n in names)
+    env = ", ".join([f"{_quoted(n)}={_quoted(n)}" for n in names]
+                    + [f"{ARTIFACT_VARIABLE}={vql_string(artifact.name)}"])
     runs = []
     for source in artifact.sources:
         body = vql_string(_source_body(library, artifact, source))

@@ -149,7 +149,9 @@ class _Located:
 def load_artifact(text: str, origin: str = "<text>") -> Artifact:
     """The artifact ``text`` defines. Raises ArtifactError naming ``origin``, line and reason."""
     try:
-        data = yaml.safe_load(text)
+        # Every scalar is text, as in Velociraptor's typed Go structs: `default: yes` is "yes",
+        # `default: 10` is "10", and a parameter may be called Yes.
+        data = yaml.load(text, Loader=yaml.BaseLoader)  # builds no objects: only text
         located = _Located(yaml.compose(text))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -279,6 +281,10 @@ class _Reader:
             if not isinstance(item, dict):
                 raise self.fail("a source is a mapping with a query", *path)
             name = self.string(item.get("name"), "source name", *path, "name").strip()
+            if not name and len(given) > 1 and sum(not (s or {}).get("name")
+                                                   for s in given if isinstance(s, dict)) > 1:
+                # Several unnamed sources: each is named by its place, so rows stay apart.
+                name = f"Source{index}"
             if name in names:
                 raise self.fail(f"two sources are named {name!r}", *path, "name")
             names.add(name)

@@ -86,13 +86,16 @@ ALLOWED_BUILTINS = frozenset({
     "encode", "timestamp", "now", "str", "int", "join", "strip",
     # aggregates
     "count", "sum", "min", "max", "enumerate",
-    # plugins ("if" is one too)
-    "scope", "range", "foreach", "chain", "flatten", "items",
+    # plugins ("if" is one too; "scope" is a function too)
+    "scope", "range", "foreach", "chain", "flatten", "items", "switch",
+    # functions over a query's rows
+    "memoize",
 })
 """Built-ins that only compute over the values they are given (and read the clock)."""
 
 REFUSED_BUILTINS = {
     "sleep": "it waits",
+    "query": "it runs VQL text that is only known when it runs, which these checks never see",
 }
 """Built-ins the server-side condition may not call, and why."""
 

@@ -89,7 +89,7 @@ class NegatedSymbol(Node):
     position: Position = NOWHERE
 
     def to_vql(self) -> str:
-        return f"-{self.name}"
+        return f"-{quote_name(self.name)}"
 
 
 @dataclass(eq=False)
@@ -109,7 +109,9 @@ class Call(Node):
     position: Position = NOWHERE
 
     def to_vql(self) -> str:
-        return f"{quote_name(self.name)}({', '.join(a.to_vql() for a in self.args)})"
+        # A dotted name (a stored query's) is written as it is called: Artifact.Foo.Bar(...).
+        name = ".".join(quote_name(part) for part in self.name.split("."))
+        return f"{name}({', '.join(a.to_vql() for a in self.args)})"
 
 
 @dataclass(eq=False)

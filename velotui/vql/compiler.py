@@ -134,6 +134,15 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
+QUERY_ARGUMENTS = "vql_query_arguments"
+"""The attribute of a function's implementation that names the arguments it takes as queries
+(unevaluated stored queries), as ``memoize(query=...)`` does."""
+
+
+def query_arguments(impl: Callable[..., Any]) -> frozenset[str]:
+    return getattr(impl, QUERY_ARGUMENTS, frozenset())
+
+
 class Compiler:
     """Compiles one program's statements against one registry."""
 
@@ -256,6 +265,29 @@ class Compiler:
 
         return Code(run, True)
 
+    def query_argument(self, node: ast.Node, context: _Context) -> Code:
+        """An argument a function takes as a query (see ``query_arguments``): a subquery or a
+        stored query's name is passed unevaluated, for the function to run when it chooses."""
+        if isinstance(node, ast.Subquery):
+            return _constant(StoredQuery(self.select(node.select)))
+        if isinstance(node, ast.Symbol) and self.lets.get(node.name) in (QUERY, QUERY_FUNCTION):
+            return self._raw_symbol(node.name)
+        return self.argument_value(node, context)
+
+    @staticmethod
+    def _raw_symbol(name: str) -> Code:
+        """``name``'s binding itself (a stored query, a LET function), not its value."""
+        message = f"Symbol {name} not found"
+
+        def lookup(scope: Scope) -> Any:
+            value = scope.lookup(name)
+            if value is MISSING:
+                scope.context.unknown("symbol", name, message)
+                return None
+            return value
+
+        return Code(lookup, symbol=name)
+
     def argument_value(self, node: ast.Node, context: _Context | None = None) -> Code:
         """A function argument: an expression, a subquery (as its rows) or an array."""
         if isinstance(node, ast.Subquery):
@@ -283,7 +315,12 @@ class Compiler:
         alias = context.aliases.get(name)
         if alias is not None:
             return self._alias_reference(name, alias)
-        if self.lets.get(name) in (QUERY, LAZY_ASYNC):
+        kind = self.lets.get(name)
+        if kind in (QUERY_FUNCTION, FUNCTION):
+            # A LET with parameters named but not called is the callable itself, as in vfilter:
+            # `env=dict(Foo=Foo)` hands the query on for query() to call.
+            return self._raw_symbol(name)
+        if kind in (QUERY, LAZY_ASYNC):
             return self._async_symbol(name)
         return self._sync_symbol(name, past_aliases=bool(context.aliases))
 
@@ -472,7 +509,13 @@ class Compiler:
         function = self.registry.lookup_function(name)
         if function is not None and name == "if" and not function.is_async:
             return self._conditional(node, context, function)
-        args = [(arg.name, self.argument_value(arg.value, context)) for arg in node.args]
+        queries = query_arguments(function.impl) if function is not None else frozenset()
+        args = [
+            (arg.name, self.query_argument(arg.value, context))
+            if arg.name in queries
+            else (arg.name, self.argument_value(arg.value, context))
+            for arg in node.args
+        ]
         if function is not None:
             error = function.check_arguments([a.name for a in node.args])
             if error is not None:

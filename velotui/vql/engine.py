@@ -10,7 +10,19 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from velotui.vql import aggregates, functions, plugins
+from velotui.vql import (
+    aggregates,
+    artifact_source,
+    functions,
+    functions_data,
+    functions_grok,
+    functions_network,
+    functions_paths,
+    functions_runtime,
+    functions_text,
+    functions_time,
+    plugins,
+)
 from velotui.vql.compiler import Compiler, LetPlan
 from velotui.vql.executor import (
     LazyExpression,
@@ -30,8 +42,14 @@ def builtins_registry() -> Registry:
     """The engine's own functions and plugins. Shared: add yours to ``.child()``, not here."""
     registry = Registry()
     functions.register(registry)
+    for module in (
+        functions_text, functions_data, functions_paths, functions_runtime, functions_time,
+        functions_network, functions_grok,
+    ):
+        module.register(registry)
     aggregates.register(registry)
     plugins.register(registry)
+    artifact_source.register(registry)
     return registry
 
 

@@ -101,11 +101,14 @@ def bind_parameters(
     parameters: list[BoundParameter], args: Mapping[str, Any], scope: Scope, owner: str
 ) -> dict[str, Any] | None:
     """The variables a LET function or parameterised query sees, or None (logged) when the
-    call names an argument it does not take."""
+    call names an argument it does not take. A parameter the call omits takes its default; one
+    without a default stays unbound, so the name is looked up in the caller's scope (as vfilter
+    does)."""
     known = {p.name for p in parameters}
     for name in args:
         if name not in known:
-            scope.error(f"{owner}(): unexpected argument '{name}'")
+            accepts = ", ".join(p.name for p in parameters) or "none"
+            scope.error(f"{owner}(): unexpected argument '{name}' (accepts: {accepts})")
             return None
     bound: dict[str, Any] = {}
     for parameter in parameters:
@@ -113,8 +116,6 @@ def bind_parameters(
             bound[parameter.name] = args[parameter.name]
         elif parameter.default is not None:
             bound[parameter.name] = parameter.default
-        else:
-            bound[parameter.name] = None
     return bound
 
 
@@ -140,8 +141,11 @@ class StoredQuery(RowSource):
 
     def rows(self, scope: Scope, args: Mapping[str, Any] | None = None) -> AsyncIterator[Any]:
         """The query's rows run in ``scope`` (with ``args`` bound when it takes parameters), as
-        an async generator."""
+        an async generator. A query declared without parameters sees the call's arguments as
+        variables, as vfilter binds them."""
         if self.parameters is None:
+            if args:
+                return execute(self.plan, Scope(dict(args), scope))
             return execute(self.plan, scope)
         return self._bound_rows(scope, self.parameters, args or {})
 
@@ -221,6 +225,10 @@ class SourcePlan:
     args: list[tuple[str, Code, str]] | None  # (name, code, kind: "expr" | "query" | "raw")
     plugin: Callee | None
     argument_error: str | None = None
+
+    @property
+    def dotted(self) -> bool:
+        return "." in self.name
 
 
 @dataclass
@@ -760,12 +768,16 @@ async def _open_source(plan: SourcePlan, scope: Scope) -> tuple[Any, str | None]
         if value.__class__ is LazyExpression:
             value = await resolve_async(value, scope)
         return _rows_of_value(value, scope), None
-    if plan.plugin is not None:
+    # A plugin wins over a variable of the same plain name, as in vfilter; a dotted name
+    # (`Artifact.Linux.Sys.Users(...)`) is a stored query's first, so that a LET can define it.
+    if plan.plugin is not None and not plan.dotted:
         return await _start_plugin(plan, scope)
     value = scope.lookup(plan.name)
     if isinstance(value, StoredQuery):
         args = await evaluate_arguments(plan.args or [], scope)
         return value.rows(scope, args), None
+    if plan.plugin is not None:
+        return await _start_plugin(plan, scope)
     if value is MISSING:
         scope.context.unknown("plugin", plan.name, f"Plugin {plan.name} not found")
     else:

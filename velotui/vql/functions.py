@@ -7,10 +7,9 @@ import base64
 import builtins
 import math
 import re
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from velotui.vql import functions_data
 from velotui.vql.gofmt import go_format, go_text
 from velotui.vql.registry import Registry
 from velotui.vql.scope import MISSING, Scope
@@ -30,8 +29,6 @@ def register(registry: Registry) -> None:
         upcase,
         regex_replace,
         encode,
-        timestamp,
-        now,
         sleep,
         str_,
         int_,
@@ -160,9 +157,16 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
     return _GO_TEMPLATE.sub(group, template)
 
 
-def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> str | None:
-    """``source`` with every match of ``re`` (case-insensitive) replaced; ``$1`` expands groups."""
+def regex_replace(
+    scope: Scope, *, source: Any, re: str, replace: str = "", replace_lambda: Any = None
+) -> str | None:
+    """``source`` with every match of ``re`` (case-insensitive) replaced; ``$1`` expands groups.
+    ``replace_lambda`` (a VQL lambda computing each replacement) is refused with an error: this
+    engine has no lambda syntax."""
     if not isinstance(source, str):
+        return None
+    if replace_lambda is not None:
+        scope.error("regex_replace(): replace_lambda is not supported (no lambdas); use replace")
         return None
     try:
         pattern = compile_regex(str(re))
@@ -174,9 +178,12 @@ def regex_replace(scope: Scope, *, source: Any, re: str, replace: str = "") -> s
 
 
 def encode(scope: Scope, *, string: Any, type: str) -> str | None:
-    """``string`` encoded as hex, base64 or base64url (text is encoded as UTF-8 first)."""
-    data = string if isinstance(string, bytes) else go_text(string).encode("utf-8")
+    """``string`` encoded as hex, base64 or base64url (text is encoded as UTF-8 first), or, as
+    an alias of serialize(), as json, yaml or csv."""
     kind = str(type).lower()
+    if kind in ("json", "yaml", "csv"):
+        return functions_data.serialize(scope, item=string, format=kind)
+    data = string if isinstance(string, bytes) else go_text(string).encode("utf-8")
     if kind == "hex":
         return data.hex()
     if kind == "base64":
@@ -185,75 +192,24 @@ def encode(scope: Scope, *, string: Any, type: str) -> str | None:
         return base64.urlsafe_b64encode(data).decode("ascii")
     if kind == "string":
         return data.decode("utf-8", errors="replace")
-    scope.error(f"encode(): unknown type {type!r} (hex, base64, base64url, string)")
+    scope.error(
+        f"encode(): unknown type {type!r} (hex, base64, base64url, string, json, yaml, csv)"
+    )
     return None
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_WINDOWS_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
-
-
-def _from_epoch(value: float) -> datetime:
-    # Velociraptor guesses the unit from the magnitude: seconds, milli-, micro- or nanoseconds.
-    magnitude = abs(value)
-    if magnitude > 1e17:
-        value /= 1e9
-    elif magnitude > 1e14:
-        value /= 1e6
-    elif magnitude > 1e11:
-        value /= 1e3
-    return _EPOCH + timedelta(seconds=value)
-
-
-def _parse_time_text(text: str) -> datetime | None:
-    cleaned = text.strip()
-    if cleaned.endswith(("Z", "z")):
-        cleaned = cleaned[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(cleaned)
-    except ValueError:
-        try:
-            return _from_epoch(float(cleaned))
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def timestamp(
-    scope: Scope, *, epoch: Any = None, string: Any = None, winfiletime: Any = None
-) -> datetime | None:
-    """A time from seconds (or ms/us/ns) since 1970, a date string, or a Windows FILETIME.
-    An epoch of 0 means unset and gives NULL."""
-    try:
-        if epoch is not None:
-            if isinstance(epoch, datetime):
-                return epoch
-            if isinstance(epoch, str):
-                return _parse_time_text(epoch)
-            if isinstance(epoch, bool) or not isinstance(epoch, int | float) or epoch == 0:
-                return None
-            return _from_epoch(float(epoch))
-        if string is not None:
-            return _parse_time_text(str(string))
-        if winfiletime is not None and isinstance(winfiletime, int) and winfiletime > 0:
-            return _WINDOWS_EPOCH + timedelta(microseconds=winfiletime / 10)
-    except (OverflowError, ValueError, OSError) as error:
-        scope.error(f"timestamp(): {error}")
-    return None
-
-
-async def sleep(scope: Scope, *, time: Any) -> bool:
-    """Wait ``time`` seconds, then give TRUE (Velociraptor's sleep())."""
-    if isinstance(time, bool) or not isinstance(time, int | float) or time < 0:
-        scope.error("sleep(): time must be a number of seconds")
-        return False
-    await asyncio.sleep(float(time))
+async def sleep(scope: Scope, *, time: Any = None, ms: Any = None) -> bool:
+    """Wait ``time`` seconds plus ``ms`` milliseconds, then give TRUE (Velociraptor's sleep())."""
+    total = 0.0
+    for value, scale, name in ((time, 1.0, "time"), (ms, 0.001, "ms")):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            scope.error(f"sleep(): {name} must be a non-negative number")
+            return False
+        total += value * scale
+    await asyncio.sleep(total)
     return True
-
-
-def now(scope: Scope) -> int:
-    """Seconds since 1970, as Velociraptor's now() gives them."""
-    return int(time.time())
 
 
 def str_(scope: Scope, *, str: Any) -> str:

@@ -227,7 +227,9 @@ class _ToAst(Transformer):
         return ast.Symbol(str(children[0]), _position(children[0]))
 
     def neg_symbol(self, children: list[Token]) -> ast.NegatedSymbol:
-        return ast.NegatedSymbol(str(children[0])[1:], _position(children[0]))
+        name = str(children[0])[1:]
+        name = name[1:-1] if name.startswith("`") else name
+        return ast.NegatedSymbol(name, _position(children[0]))
 
     # Calls and arguments
 
@@ -241,6 +243,19 @@ class _ToAst(Transformer):
     def call(self, children: list[Any]) -> ast.Call:
         name, args = children
         return ast.Call(str(name), args, _position(name))
+
+    def dotted_call(self, children: list[Any]) -> ast.Call:
+        # `Artifact.Linux.Sys.Users(...)`: a call of the stored query with that dotted name.
+        names = [str(c) for c in children[:-1] if isinstance(c, Token) and c.type != "DOT"]
+        return ast.Call(".".join(names), children[-1], _position(children[0]))
+
+    def dotted_symbol(self, children: list[Any]) -> ast.Node:
+        # `a.b.c` that is not called: members of the symbol a.
+        names = [c for c in children if isinstance(c, Token) and c.type != "DOT"]
+        node: ast.Node = ast.Symbol(str(names[0]), _position(names[0]))
+        for name in names[1:]:
+            node = ast.Member(node, str(name), _position(names[0]))
+        return node
 
     def array(self, children: list[Any]) -> ast.ArrayLiteral:
         items = [c for c in children if isinstance(c, ast.Node)]

@@ -63,8 +63,8 @@ class RowSource:
 class QueryContext:
     """What every scope of one query run shares."""
 
-    __slots__ = ("_seen", "clock", "deadline", "error_count", "on_log", "on_unknown", "registry",
-                 "services")
+    __slots__ = ("_seen", "clock", "deadline", "error_count", "memo", "on_log", "on_unknown",
+                 "registry", "services")
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class QueryContext:
         self.clock = clock
         self.on_unknown = on_unknown
         self.error_count = 0
+        self.memo: dict[Any, Any] = {}  # memoize()'s results, for the run
         self._seen: set[tuple[str, str]] = set()
 
     def check_deadline(self) -> None:

@@ -298,6 +298,8 @@ def get_index(target: Any, index: Any) -> Any:
     if isinstance(index, float) and index.is_integer():
         index = int(index)
     if isinstance(index, int) and not isinstance(index, bool):
+        if isinstance(target, Mapping):
+            return target.get(index)  # memoize()'s rows are found by a number's text
         if isinstance(target, list | tuple):
             sequence: Any = target
         elif isinstance(target, str):
