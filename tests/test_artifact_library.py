@@ -193,3 +193,46 @@ def test_each_definition_compiles_and_calls_only_what_the_agent_has(name: str) -
             if problem:
                 wrong.append(f"{label}: {problem}")
     assert not wrong, "\n".join(wrong)
+
+
+# Through the command line -----------------------------------------------------------------------
+
+
+def test_artifacts_list_shows_the_library(tmp_path: Path) -> None:
+    result = velotui("artifacts", "list", "--json", "--datastore", str(tmp_path / "none"))
+    assert result.returncode == 0, result.stderr
+    listed = {json.loads(line)["name"] for line in result.stdout.splitlines()}
+    assert listed == set(NAMES)
+
+
+def test_collect_command_reads_a_fixture_password_file(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+    rows, stderr, status = collect_command(tmp_path, "Linux.Sys.Users", f"PasswdFile={passwd}")
+    assert status == 0, stderr
+    assert rows == [
+        {"User": "root", "Uid": 0, "Gid": 0, "Description": "root", "Homedir": "/root",
+         "Shell": "/bin/bash", "Source": str(passwd), SOURCE_COLUMN: "Linux.Sys.Users"},
+        {"User": "alice", "Uid": 1000, "Gid": 1000, "Description": "", "Homedir": "/home/alice",
+         "Shell": "/bin/sh", "Source": str(passwd), SOURCE_COLUMN: "Linux.Sys.Users"}]
+
+
+def test_collect_command_names_each_source_of_ssh_logins(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "Dec  6 04:00:05 web1 sshd[1202]: Failed password for root from 198.51.100.7 port 402 "
+        "ssh2\nDec  6 04:00:09 web1 sshd[1203]: Accepted password for root from 198.51.100.7 "
+        "port 403 ssh2\n")
+    rows, stderr, status = collect_command(tmp_path, "Linux.Syslog.SSHLogin", f"LogGlob={log}")
+    assert status == 0, stderr
+    assert [(r[SOURCE_COLUMN], r.get("Event"), r.get("Failures")) for r in rows] == [
+        ("Linux.Syslog.SSHLogin/Logins", "Failed", None),
+        ("Linux.Syslog.SSHLogin/Logins", "Accepted", None),
+        ("Linux.Syslog.SSHLogin/ByAddress", None, 1)]
+
+
+def test_collect_command_says_when_nothing_is_found(tmp_path: Path) -> None:
+    rows, stderr, status = collect_command(tmp_path, "Linux.Proc.Modules",
+                                           f"ModulesFile={tmp_path / 'absent'}")
+    assert (rows, status) == ([], 0)
+    assert "Linux.Proc.Modules: nothing found" in stderr

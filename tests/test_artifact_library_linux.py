@@ -179,7 +179,6 @@ def test_crontabs_cron_d_user_crontabs_and_periodic_scripts(tmp_path: Path) -> N
     assert len(result.rows) == 6
 
 
-UNIT_DIRS = ("{root}/system", "{root}/user")
 
 
 def _units(tmp_path: Path) -> dict[str, str]:
@@ -392,7 +391,8 @@ def test_authorized_keys_with_options_comments_and_digests(tmp_path: Path) -> No
     laptop = result.by("Comment")["alice@laptop"]
     assert laptop["Key"] == ED25519
     assert laptop["KeySHA256"] == hashlib.sha256(base64.b64decode(ED25519)).hexdigest()
-    assert result.by("Comment")["backup"]["Options"] == 'command="/usr/local/bin/backup",from="10.0.0.0/8"'
+    assert result.by("Comment")["backup"]["Options"] == \
+        'command="/usr/local/bin/backup",from="10.0.0.0/8"'
 
 
 def test_known_hosts_plain_hashed_and_marked(tmp_path: Path) -> None:
