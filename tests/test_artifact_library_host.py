@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -59,6 +60,28 @@ def test_process_list_with_command_lines_and_executable_hashes(
                                                    "CalculateHashes": "N"}).ok()
     assert by_command.column("Pid") == [marked_process.pid]
     assert by_command.rows[0]["Hash"] is None
+
+
+def test_linux_process_list_flags_an_executable_deleted_after_start(
+        tmp_path: Path, marked_process: subprocess.Popen[bytes]) -> None:
+    program = tmp_path / "implant"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", program)
+    original = hashlib.sha256(program.read_bytes()).hexdigest()
+    process = subprocess.Popen([str(program), "120"])
+    try:
+        program.unlink()
+        pids = f"{process.pid},{marked_process.pid}"
+        result = collect("Linux.Sys.Pslist", {"PidList": pids}).ok()
+        assert {r["Pid"]: r["ExeDeleted"] for r in result.rows} == {
+            process.pid: True, marked_process.pid: False}
+        # Hashed through /proc/PID/exe, which still reads the deleted file.
+        assert result.by("Pid")[process.pid]["Hash"]["SHA256"] == original
+        only = collect("Linux.Sys.Pslist", {"PidList": pids,
+                                            "OnlyDeletedExecutables": "Y"}).ok()
+        assert only.column("Pid") == [process.pid]
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_process_memory_yara_scan_finds_the_marker(
