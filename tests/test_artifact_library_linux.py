@@ -390,7 +390,8 @@ def test_authorized_keys_with_options_comments_and_digests(tmp_path: Path) -> No
         ("root", "ssh-ed25519", "")]
     laptop = result.by("Comment")["alice@laptop"]
     assert laptop["Key"] == ED25519
-    assert laptop["KeySHA256"] == hashlib.sha256(base64.b64decode(ED25519)).hexdigest()
+    digest = hashlib.sha256(base64.b64decode(ED25519)).digest()
+    assert laptop["Fingerprint"] == "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
     assert result.by("Comment")["backup"]["Options"] == \
         'command="/usr/local/bin/backup",from="10.0.0.0/8"'
 
