@@ -236,3 +236,46 @@ def test_collect_command_says_when_nothing_is_found(tmp_path: Path) -> None:
                                            f"ModulesFile={tmp_path / 'absent'}")
     assert (rows, status) == ([], 0)
     assert "Linux.Proc.Modules: nothing found" in stderr
+
+
+def test_every_artifact_collects_here_in_one_collection_without_errors(tmp_path: Path) -> None:
+    """All the library in one collection, as a hunt would send it, on this machine; the slow
+    searches are pointed at an empty folder. No unknown name, no error."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    narrowed = {
+        "Linux.Sys.SUID": {"SearchGlob": f"{empty}/**"},
+        "Linux.Search.RecentlyModified": {"SearchGlob": f"{empty}/**"},
+        "Linux.Search.FileFinder": {"SearchFilesGlobTable": f"Glob\n{empty}/**\n"},
+        "Generic.Search.HashHunter": {"Hashes": "0" * 32, "PathGlob": f"{empty}/**"},
+        "Generic.Detection.Yara.Glob": {"PathGlob": f"{empty}/**"},
+        "Generic.Collectors.File": {"UploadFiles": "N"},
+        "Linux.Detection.Yara.Process": {"PidRegex": "^1$"},
+    }
+    requests = [ArtifactRequest(name, narrowed.get(name, {})) for name in NAMES]
+    collection = compile_collection(LIBRARY, requests)
+    errors: list[str] = []
+    unknown: list[str] = []
+    found: dict[str, int] = dict.fromkeys(collection.sources, 0)
+
+    def on_log(level: str, message: str) -> None:
+        if level.upper() == "ERROR":
+            errors.append(message)
+
+    async def rows() -> None:
+        async for row in run(collection.query, registry=client_registry(), on_log=on_log,
+                             on_unknown=lambda name: unknown.append(name.message)):
+            found[row[SOURCE_COLUMN]] += 1
+
+    asyncio.run(rows())
+    assert not unknown, unknown
+    assert not errors, errors
+    # What any Linux machine has.
+    for source in ("Generic.Client.Info/BasicInformation", "Linux.Sys.Users",
+                   "Linux.Sys.Groups", "Linux.Users.RootUsers", "Generic.System.Pslist",
+                   "Linux.Sys.Pslist", "Linux.Mounts", "Generic.Network.Interfaces",
+                   "Generic.Collectors.File"):
+        assert found[source] > 0, source
+    for other in ("MacOS.System.LaunchAgents", "MacOS.Applications.List",
+                  "Windows.System.StartupFolders", "Windows.System.HostsFile"):
+        assert found[other] == 0, other
