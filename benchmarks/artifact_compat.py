@@ -8,12 +8,14 @@ not server ones) and for each:
 1. *loads*: the definition loads and every artifact it calls or imports is found;
 2. *known*: no plugin, function or argument it (or anything it calls) uses is unknown to the
    agent's registry, read from the parsed queries (so code behind a false precondition counts);
-3. *collects*: compiling it and running it on this machine (at most ``--timeout`` seconds) logs
-   no unknown name and no refused argument.
+3. *collects*: compiling it and running it on this machine (at most ``--timeout`` seconds) meets
+   no unknown plugin or function and no refused argument.
 
-An artifact is compatible when all three hold. One line per artifact that is not, the names
-missing most often, and last a JSON line: ``{"targets", "loaded", "known", "collected",
-"compatible", "compatible_share", "missing"}``.
+An artifact is compatible when all three hold; *clean* when, besides, no variable or column it
+reads was missing while it ran (a plugin's row without a column Velociraptor's has, say). One
+line per artifact that is not, the names missing most often, and last a JSON line:
+``{"targets", "loaded", "known", "collected", "compatible", "compatible_share", "clean",
+"missing"}``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Verdict:
     loaded: bool = False
     unknown: list[str] = dataclasses.field(default_factory=list)
     run_errors: list[str] = dataclasses.field(default_factory=list)
+    symbols: list[str] = dataclasses.field(default_factory=list)  # unknown variables, columns
     rows: int = 0
     seconds: float = 0.0
     note: str = ""
@@ -130,7 +133,10 @@ async def _collect(library: Library, artifact: Artifact, registry: Registry, tim
             verdict.run_errors.append(message)
 
     def on_unknown(name: UnknownName) -> None:
-        verdict.run_errors.append(name.message)
+        if name.kind in ("function", "plugin"):
+            verdict.run_errors.append(name.message)
+        else:
+            verdict.symbols.append(name.message)
 
     async def drain() -> None:
         async for _row in run(program, registry=registry, on_log=on_log,
@@ -214,6 +220,8 @@ def main() -> int:
             reasons = verdict.unknown + verdict.run_errors[:3] + ([verdict.note]
                                                                    if verdict.note else [])
             print(f"NOT {verdict.name}: {'; '.join(reasons)}")
+        elif verdict.symbols:
+            print(f"UNCLEAN {verdict.name}: {'; '.join(sorted(set(verdict.symbols))[:3])}")
     for name, count in missing.most_common(40):
         print(f"missing {count:3d} {name}")
     compatible = sum(v.compatible for v in verdicts)
@@ -224,6 +232,7 @@ def main() -> int:
         "collected": sum(v.loaded and not v.run_errors for v in verdicts),
         "compatible": compatible,
         "compatible_share": round(compatible / len(verdicts), 3) if verdicts else 0.0,
+        "clean": sum(v.compatible and not v.symbols for v in verdicts),
         "missing": dict(missing.most_common(20)),
     }))
     return 0

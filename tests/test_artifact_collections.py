@@ -129,21 +129,45 @@ async def test_preconditions_of_the_artifact_and_of_each_source_decide_what_runs
     assert (rows, errors) == ([], [])
 
 
-async def test_each_source_runs_in_a_scope_of_its_own() -> None:
+async def test_sources_share_one_scope_in_order_and_each_artifact_has_its_own() -> None:
+    # As in Velociraptor's collections: a LET of one source is seen by the next.
     library = _library("""\
         name: Custom.Scopes
         parameters: [{name: P, default: mine}]
         sources:
           - name: First
             query: |
-              LET Secret = 'first'
+              LET Secret <= 'first'
               SELECT Secret, P FROM scope()
           - name: Second
             query: SELECT get(field='Secret') AS Secret, P FROM scope()
+        """, """\
+        name: Custom.Other
+        sources:
+          - query: SELECT get(field='Secret') AS Secret, get(field='P') AS P FROM scope()
         """)
-    rows, _ = await _collect(library, "Custom.Scopes")
+    collection = compile_collection(library, [ArtifactRequest("Custom.Scopes"),
+                                              ArtifactRequest("Custom.Other")])
+    rows = await collect(collection.query, registry=client_registry())
     assert [(r["_Source"], r["Secret"], r["P"]) for r in rows] == [
-        ("Custom.Scopes/First", "first", "mine"), ("Custom.Scopes/Second", None, "mine")]
+        ("Custom.Scopes/First", "first", "mine"), ("Custom.Scopes/Second", "first", "mine"),
+        ("Custom.Other", None, None)]
+
+
+async def test_a_source_whose_precondition_fails_runs_none_of_its_statements() -> None:
+    library = _library("""\
+        name: Custom.Gated
+        sources:
+          - name: Skipped
+            precondition: SELECT * FROM info() WHERE OS = 'plan9'
+            query: |
+              LET Boom <= SELECT * FROM no_such_plugin()
+              SELECT * FROM Boom
+          - name: Ran
+            query: SELECT 'yes' AS Ran FROM scope()
+        """)
+    rows, errors = await _collect(library, "Custom.Gated")
+    assert (rows, errors) == ([{"Ran": "yes", "_Source": "Custom.Gated/Ran"}], [])
 
 
 @pytest.mark.parametrize("arguments", ["client_id='C.1'", "hunt_id='H.1'", "notebook_id='N.1'"])

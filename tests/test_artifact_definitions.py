@@ -153,8 +153,10 @@ def test_parameters_are_text_with_their_defaults_and_each_value_is_checked_by_ty
 
 def test_a_parameter_goes_to_every_named_artifact_declaring_it_and_a_prefix_picks_one() -> None:
     library = _library(
-        "name: A.One\nparameters: [{name: Path}, {name: Size}]\nsources: [{query: SELECT 1 AS X FROM scope()}]\n",
-        "name: A.Two\nparameters: [{name: Path}]\nsources: [{query: SELECT 2 AS X FROM scope()}]\n",
+        "name: A.One\nparameters: [{name: Path}, {name: Size}]\n"
+        "sources: [{query: SELECT 1 AS X FROM scope()}]\n",
+        "name: A.Two\nparameters: [{name: Path}]\n"
+        "sources: [{query: SELECT 2 AS X FROM scope()}]\n",
     )
     requests = requests_from_parameters(library, ["A.One", "a.two"],
                                         ["Path=/tmp", "A.Two.Path=/var", "Size=9"])
@@ -164,7 +166,7 @@ def test_a_parameter_goes_to_every_named_artifact_declaring_it_and_a_prefix_pick
         requests_from_parameters(library, ["A.One"], ["Sise=1"])
     with pytest.raises(CompileError, match="expected NAME=VALUE"):
         requests_from_parameters(library, ["A.One"], ["Path"])
-    with pytest.raises(CompileError, match="no artifact 'A.Three'"):
+    with pytest.raises(CompileError, match=r"no artifact 'A\.Three'"):
         requests_from_parameters(library, ["A.Three"], [])
 
 
@@ -194,8 +196,8 @@ def test_a_collection_holds_every_artifact_it_calls_or_imports_once_callees_firs
     collection = compile_collection(library, [ArtifactRequest("Custom.Caller")])
     assert check(collection.query) is None
     statements = parse(collection.query)
-    # Three definitions, then one SELECT for the caller's one source.
-    assert len(statements) == 4
+    # The two it reaches, as stored queries, then the caller's collection.
+    assert len(statements) == 3
     assert collection.sources == ("Custom.Caller",)
     assert collection.artifacts == ({"name": "Custom.Caller", "parameters": {},
                                      "sources": ["Custom.Caller"]},)
@@ -205,11 +207,12 @@ def test_a_collection_holds_every_artifact_it_calls_or_imports_once_callees_firs
 
 def test_compiling_refuses_what_cannot_run_with_the_artifact_named() -> None:
     library = _library(CALLER, EXPORTER,
-                       "name: Custom.Server\ntype: SERVER\nsources: [{query: SELECT 1 AS X FROM scope()}]\n",
+                       "name: Custom.Server\ntype: SERVER\n"
+                       "sources: [{query: SELECT 1 AS X FROM scope()}]\n",
                        "name: Custom.Empty\n")
-    with pytest.raises(CompileError, match="Custom.Caller calls or imports Custom.Callee"):
+    with pytest.raises(CompileError, match=r"Custom\.Caller calls or imports Custom\.Callee"):
         compile_collection(library, [ArtifactRequest("Custom.Caller")])
-    with pytest.raises(CompileError, match="Custom.Server is a SERVER artifact"):
+    with pytest.raises(CompileError, match=r"Custom\.Server is a SERVER artifact"):
         compile_collection(library, [ArtifactRequest("Custom.Server")])
     with pytest.raises(CompileError, match="has no sources"):
         compile_collection(library, [ArtifactRequest("Custom.Empty")])
@@ -240,3 +243,16 @@ def test_several_unnamed_sources_are_named_by_their_place_so_their_rows_stay_apa
         """))
     assert [artifact.source_label(s) for s in artifact.sources] == [
         "Custom.Two/Source0", "Custom.Two/Source1"]
+
+
+def test_two_artifacts_calling_the_same_one_define_it_once() -> None:
+    library = _library(CALLEE, """\
+        name: Custom.A
+        sources: [{query: "SELECT * FROM Artifact.Custom.Callee()"}]
+        """, """\
+        name: Custom.B
+        sources: [{query: "SELECT * FROM Artifact.Custom.Callee(Value='b')"}]
+        """)
+    collection = compile_collection(library, [ArtifactRequest("Custom.A"),
+                                              ArtifactRequest("Custom.B")])
+    assert collection.query.count("LET `Artifact.Custom.Callee`") == 1

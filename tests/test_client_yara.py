@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,13 @@ async def test_a_scan_past_the_querys_deadline_stops(marked_child, samples: Path
     with pytest.raises(DeadlineExceeded):
         await rows_of(yara, _past_deadline_scope(), rules=nothing,
                       files=[str(samples / "hit.bin")] * 3)
+
+
+async def test_problems_met_in_a_scan_are_logged_on_the_querys_thread(samples: Path) -> None:
+    # A flow's log sink uses the event loop: it must not be called from a worker thread.
+    threads: list[int] = []
+    context = QueryContext(client_registry(),
+                           on_log=lambda level, message: threads.append(threading.get_ident()))
+    scope = Scope({}, context=context)
+    await rows_of(yara, scope, rules=RULES, files=[str(samples / "gone.bin"), str(samples)])
+    assert len(threads) == 2 and set(threads) == {threading.get_ident()}

@@ -231,7 +231,7 @@ def test_artifacts_collect_runs_here_with_parameters_and_formats(tmp_path: Path)
     assert shown.stdout == textwrap.dedent(ECHO)
     vql = velotui("artifacts", "show", "Custom.Test.Echo", "--vql", "--definitions",
                   str(definitions), "--datastore", str(empty))
-    assert "LET `Artifact.Custom.Test.Echo`" in vql.stdout
+    assert "_ArtifactName='Custom.Test.Echo'" in vql.stdout and "query(query=" in vql.stdout
     bad = velotui("artifacts", "collect", "Custom.Test.Echo", "--param", "Nope=1",
                   "--definitions", str(definitions), "--datastore", str(empty))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1

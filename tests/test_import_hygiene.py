@@ -98,6 +98,9 @@ SQL = re.compile(r"\b(FROM|INTO|UPDATE|JOIN|TABLE)\s+(flows|flow_rows|flow_logs|
 # The server's SQL lives in its data layer; the agent's (its outbox file) in one module.
 SQL_HOMES = {"velotui": ROOT / "velotui" / "server" / "data",
              "agent": ROOT / "agent" / "outbox_file.py"}
+# The VQL plugin sqlite() reads databases found on the machine (browsers' histories), not ours:
+# it needs the driver, and holds no SQL of its own.
+DATABASE_READERS = {ROOT / "agent" / "plugins" / "sqlite_files.py"}
 
 
 def sql_outside_its_home() -> list[str]:
@@ -113,6 +116,8 @@ def sql_outside_its_home() -> list[str]:
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                         and SQL.search(node.value):
                     found.append(f"{relative}:{node.lineno} {node.value[:40]!r}")
+            if path in DATABASE_READERS:
+                continue
             found += [f"{relative} imports {name}" for name in imported_modules(relative)[relative]
                       if name.split(".")[0] in ("sqlite3", "aiosqlite")]
     return found

@@ -448,3 +448,12 @@ async def test_a_registry_with_only_some_names_reaches_nothing_else() -> None:
     assert rows == [{"N": 2, "U": None}]
     assert [(u.kind, u.name) for u in unknown] == [("function", "upcase")]
     assert registry.lookup_plugin("range") is None
+
+
+def test_get_with_only_a_field_reads_the_scope_as_velociraptor_documents() -> None:
+    from velotui.vql import run_sync
+
+    rows = run_sync("LET Secret <= 'kept'\nLET Lazy = 1 + 1\n"
+                    "SELECT get(field='Secret') AS A, get(field='Lazy') AS B, "
+                    "get(field='Nope', default='none') AS C FROM scope()")
+    assert rows == [{"A": "kept", "B": 2, "C": "none"}]

@@ -131,3 +131,65 @@ async def test_timestamp_format_round_trips_through_timestamp() -> None:
 async def test_timestamp_format_of_something_that_is_no_time_logs_and_gives_null() -> None:
     value, errors = await evaluate("timestamp_format(time='soon')")
     assert value is None and "timestamp_format()" in errors[0]
+
+
+async def test_timestamp_guesses_the_documented_examples() -> None:
+    assert await evaluate("timestamp(string='March 3 2019')") == (
+        datetime(2019, 3, 3, tzinfo=UTC),
+        [],
+    )
+    assert await evaluate("timestamp(string='07/25/2019 5pm')") == (
+        datetime(2019, 7, 25, 17, tzinfo=UTC),
+        [],
+    )
+    assert await evaluate("timestamp(string='25/07/2019')") == (
+        datetime(2019, 7, 25, tzinfo=UTC),
+        [],
+    )
+    assert await evaluate(
+        "timestamp(string='8/30/2021 6:01:28 PM', format='1/2/2006 3:04:05 PM')"
+    ) == (datetime(2021, 8, 30, 18, 1, 28, tzinfo=UTC), [])
+
+
+async def test_parse_tz_places_times_that_name_no_zone() -> None:
+    logs: list[tuple[str, str]] = []
+    rows = await collect(
+        """LET PARSE_TZ <= "Europe/Berlin"
+           SELECT timestamp(string="Thu Aug 29 2024 21:03") AS Ambiguous,
+                  timestamp(string="Thu Aug 29 2024 21:03 CEST") AS Named,
+                  timestamp(string="2024-08-29 21:03:00Z") AS Utc,
+                  timestamp(string="29/08/2024 21:03", format="02/01/2006 15:04") AS Layout
+           FROM scope()""",
+        on_log=lambda level, message: logs.append((level, message)),
+    )
+    berlin_evening = datetime(2024, 8, 29, 19, 3, tzinfo=UTC)
+    assert rows == [
+        {
+            "Ambiguous": berlin_evening,
+            "Named": berlin_evening,
+            "Utc": datetime(2024, 8, 29, 21, 3, tzinfo=UTC),
+            "Layout": berlin_evening,
+        }
+    ]
+    assert logs == []
+
+
+async def test_tz_sets_the_zone_timestamp_format_writes_in() -> None:
+    rows = await collect(
+        """LET TZ = "Asia/Tokyo"
+           SELECT timestamp_format(time=1700000000, format="RFC3339") AS Tokyo,
+                  timestamp_format(time=1700000000, format="15:04 MST") AS Named
+           FROM scope()"""
+    )
+    assert rows == [{"Tokyo": "2023-11-15T07:13:20+09:00", "Named": "07:13 JST"}]
+
+
+async def test_an_unknown_zone_is_logged_and_utc_used() -> None:
+    logs: list[tuple[str, str]] = []
+    rows = await collect(
+        "SELECT timestamp(string='2024-08-29 21:03:00') AS T FROM scope()",
+        env={"PARSE_TZ": "Mars/Olympus"},
+        on_log=lambda level, message: logs.append((level, message)),
+    )
+    assert rows == [{"T": datetime(2024, 8, 29, 21, 3, tzinfo=UTC)}]
+    assert any("Mars/Olympus" in message for _, message in logs)

@@ -39,6 +39,15 @@ _MEMORY_CHUNK = 16 * 1024 * 1024
 _MEMORY_OVERLAP = 4096
 
 
+@dataclass(frozen=True)
+class _Problem:
+    """Said by a scan running in a worker thread; logged by the query's own thread (a query's
+    log sink belongs to the event loop)."""
+
+    level: str
+    message: str
+
+
 class RulesError(ValueError):
     """The rules did not compile; the message says where and why, in one line."""
 
@@ -176,18 +185,18 @@ class _FileScan:
         self.options = options
 
     def rows(self, path: str, data: bytes | None, start: int, blocksize: int,
-             whole: bool) -> Iterator[dict[str, Any]]:
+             whole: bool) -> Iterator[Any]:
         if data is None:
             try:
                 info: dict[str, Any] | None = file_row(path)
             except OSError as error:
-                self.scope.error(f"yara(): cannot read {path}: {os_error_text(error)}")
+                yield _Problem("error", f"yara(): cannot read {path}: {os_error_text(error)}")
                 return
         else:
             info = None
         reported = 0
         for item in self._matches(path, data, start, blocksize, whole):
-            if item is CHECKPOINT:
+            if not isinstance(item, dict):  # a checkpoint or a problem
                 yield item
                 continue
             yield {**item, "File": info, "FileName": path}
@@ -196,7 +205,7 @@ class _FileScan:
                 return
 
     def _matches(self, path: str, data: bytes | None, start: int, blocksize: int,
-                 whole: bool) -> Iterator[dict[str, Any]]:
+                 whole: bool) -> Iterator[Any]:
         scanner = yara_x.Scanner(self.rules)
         context = self.options.context
         end = self.options.end
@@ -206,7 +215,7 @@ class _FileScan:
             try:
                 results = scanner.scan_file(path)
             except (yara_x.ScanError, OSError) as error:
-                self.scope.error(f"yara(): cannot scan {path}: {error}")
+                yield _Problem("error", f"yara(): cannot scan {path}: {error}")
                 return
             for rule, name, offset, length in _hits(results, end):
                 yield self._hit_row(rule, name, offset, length, path, None, context)
@@ -218,14 +227,14 @@ class _FileScan:
                 block = (data[position:position + blocksize] if data is not None
                          else _read_at(path, position, blocksize))
             except OSError as error:
-                self.scope.error(f"yara(): cannot read {path}: {os_error_text(error)}")
+                yield _Problem("error", f"yara(): cannot read {path}: {os_error_text(error)}")
                 return
             if not block:
                 return
             try:
                 results = scanner.scan(block)
             except yara_x.ScanError as error:
-                self.scope.error(f"yara(): cannot scan {path}: {error}")
+                yield _Problem("error", f"yara(): cannot scan {path}: {error}")
                 return
             for rule, name, offset, length in _hits(results, end - position):
                 yield self._hit_row(rule, name, position + offset, length, path, data, context)
@@ -246,6 +255,15 @@ class _FileScan:
         except OSError:
             hit = b""
         return _row(rule, _string(name, offset, hit, data_start))
+
+
+async def _logged(scope: Scope, items: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+    """The rows of a scan, logging its problems here, in the query's thread."""
+    async for item in items:
+        if isinstance(item, _Problem):
+            scope.context.log(item.level, item.message)
+        else:
+            yield item
 
 
 def _path_of(item: Any) -> str | None:
@@ -346,7 +364,7 @@ async def yara(
                 scope.error(f"yara(): files must be paths or rows with OSPath, not {item!r}")
                 continue
             rows = scan.rows(path, None, first, block, whole)
-        async for row in stream_blocking(rows, max_items=64, max_checkpoints=4):
+        async for row in _logged(scope, stream_blocking(rows, max_items=64, max_checkpoints=4)):
             yield row
 
 
@@ -388,19 +406,21 @@ class _MemoryScan:
         self.pid = pid
         self.memory = -1  # /proc/PID/mem while the scan runs
 
-    def rows(self, regions: list[MemoryRegion]) -> Iterator[dict[str, Any]]:
+    def rows(self, regions: list[MemoryRegion]) -> Iterator[Any]:
         # Opened here, in the generator, so that it is closed by whichever thread ends the scan.
         try:
             self.memory = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
         except OSError as error:
-            self.scope.error(f"proc_yara(): cannot read the memory of process {self.pid}: "
-                             f"{os_error_text(error)}")
+            yield _Problem("error", f"proc_yara(): cannot read the memory of process "
+                                    f"{self.pid}: {os_error_text(error)}")
             return
         reported = 0
         try:
             for region in regions:
                 for row in self._region_rows(region):
                     yield row
+                    if isinstance(row, _Problem):
+                        continue
                     reported += 1
                     if reported >= self.options.number:
                         return
@@ -409,7 +429,7 @@ class _MemoryScan:
         finally:
             os.close(self.memory)
 
-    def _region_rows(self, region: MemoryRegion) -> Iterator[dict[str, Any]]:
+    def _region_rows(self, region: MemoryRegion) -> Iterator[Any]:
         scanner = yara_x.Scanner(self.rules)
         position = region.start
         while position < region.end:
@@ -424,8 +444,8 @@ class _MemoryScan:
             try:
                 results = scanner.scan(chunk)
             except yara_x.ScanError as error:
-                self.scope.warn(f"proc_yara(): pid {self.pid}: cannot scan the region at "
-                                f"{position:#x}: {error}")
+                yield _Problem("warning", f"proc_yara(): pid {self.pid}: cannot scan the region "
+                                          f"at {position:#x}: {error}")
                 return
             for rule, name, offset, length in _hits(results, size):
                 yield self._hit_row(rule, name, position + offset, length, chunk, position)
@@ -491,7 +511,8 @@ async def proc_yara(
                     f"{os_error_text(error)}")
         return
     scan = _MemoryScan(scope, compiled, options, wanted)
-    async for row in stream_blocking(scan.rows(regions), max_items=64, max_checkpoints=4):
+    async for row in _logged(scope, stream_blocking(scan.rows(regions), max_items=64,
+                                                    max_checkpoints=4)):
         yield row
 
 

@@ -1,18 +1,24 @@
 """Compiling artifacts into the one VQL text a collection sends.
 
 Agents have no library: the server writes every artifact a collection names, and every artifact
-those call (``Artifact.Name(...)``) or import, into the query itself. Each artifact becomes a
-stored query named ```Artifact.Name``` taking its parameters (defaults as declared) and
-``source``; each of its sources runs in a scope of its own through ``query()``, after the LETs
-that convert its typed parameters, its imports' ``export`` and its own. The collection then
-selects each requested source, behind the artifact's and the source's preconditions, and names
-it in a ``_Source`` column (``Artifact`` or ``Artifact/Source``), so every row says where it
-came from::
+those call (``Artifact.Name(...)``) or import, into the query itself, and runs them as Velociraptor
+does:
 
-    LET `Artifact.Linux.Sys.Users`(UserRegex='.', source='') = SELECT * FROM chain(
-      s0={SELECT * FROM if(condition=source = '' OR source = 'Users',
-                           then={SELECT * FROM query(query='...', env=dict(...), inherit=TRUE)})})
-    SELECT *, 'Linux.Sys.Users/Users' AS _Source FROM `Artifact.Linux.Sys.Users`(source='Users')
+- A collected artifact runs as one *script* in a scope of its own, its parameters bound (as
+  text) in that scope: first the LETs that convert its typed parameters, then its ``export`` and
+  its imports' exports, then each source's statements in order. The sources share the scope, so
+  a LET of one source is seen by the next, as in Velociraptor's collections. A source with a
+  precondition runs (LETs and all) only when its precondition returns a row; the artifact's own
+  precondition decides whether the script runs at all.
+- Every SELECT of a source names where its rows came from in a ``_Source`` column, ``Artifact``
+  or ``Artifact/Source``.
+- An artifact that another calls is a stored query named ```Artifact.Name``` taking its
+  parameters and ``source`` (one source only, when given), running the same script untagged in
+  an isolated scope, as Velociraptor's ``Artifact`` plugin does::
+
+    LET `Artifact.Custom.Callee`(Limit='10', source='') = SELECT * FROM chain(...)
+    SELECT * FROM query(query='LET Limit <= ...\nSELECT *, ... AS _Source FROM chain(...)',
+                        env=dict(Limit='3', _ArtifactName='Custom.Caller'), inherit=TRUE)
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from velotui.artifacts.definition import CLIENT, Artifact, Source
 from velotui.artifacts.library import Library
 from velotui.artifacts.parameters import ParameterError, bind, conversions
 from velotui.artifacts.requests import RequestError, assign_parameters
+from velotui.vql import ast, parse
 from velotui.vql.artifact_source import ARTIFACT_VARIABLE
 
 SOURCE_COLUMN = "_Source"
 _CALLED = re.compile(r"\bArtifact\.((?:[A-Za-z0-9_]+\.)*[A-Za-z0-9_]+)")
+_SOURCE_CALL = re.compile(r"\bsource\s*\(", re.IGNORECASE)
 MAX_DEPTH = 32
 
 
@@ -103,63 +111,103 @@ def dependencies(library: Library, roots: Iterable[Artifact]) -> list[Artifact]:
     return ordered
 
 
-def _source_body(library: Library, artifact: Artifact, source: Source) -> str:
-    parts = [conversions(artifact.parameters)]
+def _statements(text: str) -> list[tuple[bool, str]]:
+    """Each statement of ``text`` as (is a SELECT, its text), comments kept with the one
+    before them. The text has parsed before (the definition was checked on loading)."""
+    parsed = parse(text)
+    lines = text.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+
+    def offset(node: ast.Node) -> int:
+        return offsets[node.position.line - 1] + node.position.column - 1
+
+    starts = [offset(node) for node in parsed] + [len(text)]
+    return [(isinstance(node, ast.Select), text[starts[i]:starts[i + 1]].rstrip() + "\n")
+            for i, node in enumerate(parsed)]
+
+
+def _in_scope(text: str, env: str = "") -> str:
+    """A query reading the rows of VQL ``text`` run in a child of the current scope."""
+    with_env = f", env=dict({env})" if env else ""
+    return f"SELECT * FROM query(query={vql_string(text)}{with_env}, inherit=TRUE)"
+
+
+def _if(precondition: str, then: str, env: str = "") -> str:
+    return f"SELECT * FROM if(condition={{{_in_scope(precondition, env)}}}, then={{{then}}})"
+
+
+def _source_script(artifact: Artifact, source: Source, tagged: bool) -> str:
+    parts = []
+    for is_select, statement in _statements(source.query):
+        if is_select and tagged:
+            label = vql_string(artifact.source_label(source))
+            statement = f"SELECT *, {label} AS {SOURCE_COLUMN} FROM chain(a={{{statement}}})\n"
+        parts.append(statement)
+    script = "".join(parts)
+    if source.precondition.strip():
+        return _if(source.precondition, _in_scope(script)) + "\n"
+    return script
+
+
+def script(library: Library, artifact: Artifact, *, only: Source | None = None,
+           tagged: bool = False) -> str:
+    """The VQL of ``artifact``'s collection (only the source ``only``, when given): the
+    parameters converted, the exports, then each source in order (``tagged``: each SELECT
+    naming its source in ``_Source``)."""
+    parts = [conversions(artifact.parameters), artifact.export]
     for name in artifact.imports:
         imported = library.find(name)
-        if imported is not None and imported.export.strip():
+        if imported is not None:
             parts.append(imported.export)
-    if artifact.export.strip():
-        parts.append(artifact.export)
-    parts.append(source.query)
-    return "\n".join(part for part in parts if part.strip())
+    for source in artifact.sources:
+        if only is None or source is only:
+            parts.append(_source_script(artifact, source, tagged))
+    return "\n".join(part.strip("\n") for part in parts if part.strip()) + "\n"
+
+
+def _environment(artifact: Artifact, values: Mapping[str, str] | None) -> str:
+    """``dict()`` arguments binding the parameters: the given text values, else the stored
+    query's own parameters of the same names."""
+    pairs = []
+    for parameter in artifact.parameters:
+        if parameter.name == "source":
+            continue
+        value = vql_string(values[parameter.name]) if values is not None \
+            else _quoted(parameter.name)
+        pairs.append(f"{_quoted(parameter.name)}={value}")
+    pairs.append(f"{ARTIFACT_VARIABLE}={vql_string(artifact.name)}")
+    return ", ".join(pairs)
 
 
 def define(library: Library, artifact: Artifact) -> str:
-    """The stored query that runs ``artifact``'s sources (all, or the one ``source`` names)."""
-    names = [p.name for p in artifact.parameters if p.name != "source"]
+    """The stored query through which other artifacts call ``artifact``: its parameters (with
+    their defaults) and ``source``, picking one source when given."""
     declared = [f"{_quoted(p.name)}={vql_string(p.default)}"
                 for p in artifact.parameters if p.name != "source"]
     declared.append("source=''")
-    env = ", ".join([f"{_quoted(n)}={_quoted(n)}" for n in names]
-                    + [f"{ARTIFACT_VARIABLE}={vql_string(artifact.name)}"])
-    runs = []
-    for source in artifact.sources:
-        body = vql_string(_source_body(library, artifact, source))
-        run = f"SELECT * FROM query(query={body}, env=dict({env}), inherit=TRUE)"
-        if len(artifact.sources) > 1 or source.name:
-            choose = f"source = '' OR source = {vql_string(source.name)}"
-            run = f"SELECT * FROM if(condition={choose}, then={{{run}}})"
-        runs.append(run)
-    if not runs:
-        body = "SELECT * FROM scope() WHERE FALSE"
-    elif len(runs) == 1:
-        body = runs[0]
+    env = _environment(artifact, None)
+    if len(artifact.sources) <= 1:
+        body = _in_scope(script(library, artifact), env)
     else:
-        body = "SELECT * FROM chain(" + ", ".join(
-            f"s{index}={{{run}}}" for index, run in enumerate(runs)) + ")"
+        branches = [f"all={{SELECT * FROM if(condition=source = '', "
+                    f"then={{{_in_scope(script(library, artifact), env)}}})}}"]
+        for index, source in enumerate(artifact.sources):
+            only = _in_scope(script(library, artifact, only=source), env)
+            branches.append(f"s{index}={{SELECT * FROM if(condition=source = "
+                            f"{vql_string(source.name)}, then={{{only}}})}}")
+        body = "SELECT * FROM chain(" + ", ".join(branches) + ")"
     return f"LET {_quoted('Artifact.' + artifact.name)}({', '.join(declared)}) = {body}"
 
 
-def _guarded(select: str, precondition: str) -> str:
-    if not precondition.strip():
-        return select
-    check = f"SELECT * FROM query(query={vql_string(precondition)}, inherit=TRUE)"
-    return f"SELECT * FROM if(condition={{{check}}}, then={{{select}}})"
-
-
-def _collect(artifact: Artifact, source: Source, values: Mapping[str, str]) -> str:
-    arguments = [f"{_quoted(name)}={vql_string(value)}" for name, value in values.items()
-                 if name != "source"]
-    if source.name:
-        arguments.append(f"source={vql_string(source.name)}")
-    call = f"{_quoted('Artifact.' + artifact.name)}({', '.join(arguments)})"
-    select = _guarded(_guarded(f"SELECT * FROM {call}", source.precondition),
-                      artifact.precondition)
-    label = vql_string(artifact.source_label(source))
-    if select.startswith("SELECT * FROM `"):
-        return f"SELECT *, {label} AS {SOURCE_COLUMN} FROM {call}"
-    return f"SELECT *, {label} AS {SOURCE_COLUMN} FROM chain(a={{{select}}})"
+def _collect(library: Library, artifact: Artifact, values: Mapping[str, str]) -> str:
+    env = _environment(artifact, values)
+    run = _in_scope(script(library, artifact, tagged=True), env)
+    if artifact.precondition.strip():
+        precondition = conversions(artifact.parameters) + "\n" + artifact.precondition
+        return _if(precondition, run, env)
+    return run
 
 
 def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
@@ -184,12 +232,14 @@ def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
             roots.append((artifact, bind(artifact, request.parameters)))
         except ParameterError as error:
             raise CompileError(str(error)) from None
-    statements = [define(library, a) for a in dependencies(library, (a for a, _ in roots))]
+    # A root is defined too when its sources read one another through source().
+    called = [a for root, _ in roots for a in dependencies(library, [root])
+              if a is not root or _SOURCE_CALL.search(" ".join(s.query for s in root.sources))]
+    statements = [define(library, a) for a in {a.name: a for a in called}.values()]
     labels: list[str] = []
     for artifact, values in roots:
-        for source in artifact.sources:
-            statements.append(_collect(artifact, source, values))
-            labels.append(artifact.source_label(source))
+        statements.append(_collect(library, artifact, values))
+        labels += [artifact.source_label(source) for source in artifact.sources]
     return Collection(
         query="\n".join(statements) + "\n",
         artifacts=tuple({"name": a.name, "parameters": dict(v),

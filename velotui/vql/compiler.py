@@ -274,6 +274,13 @@ class Compiler:
             return self._raw_symbol(node.name)
         return self.argument_value(node, context)
 
+    def function_argument(self, node: ast.Node, context: _Context) -> Code:
+        """A function's argument. A LET with parameters, named but not called, is passed as the
+        callable itself, as vfilter does: `env=dict(Foo=Foo)` hands it on for query() to call."""
+        if isinstance(node, ast.Symbol) and self.lets.get(node.name) in (QUERY_FUNCTION, FUNCTION):
+            return self._raw_symbol(node.name)
+        return self.argument_value(node, context)
+
     @staticmethod
     def _raw_symbol(name: str) -> Code:
         """``name``'s binding itself (a stored query, a LET function), not its value."""
@@ -315,12 +322,7 @@ class Compiler:
         alias = context.aliases.get(name)
         if alias is not None:
             return self._alias_reference(name, alias)
-        kind = self.lets.get(name)
-        if kind in (QUERY_FUNCTION, FUNCTION):
-            # A LET with parameters named but not called is the callable itself, as in vfilter:
-            # `env=dict(Foo=Foo)` hands the query on for query() to call.
-            return self._raw_symbol(name)
-        if kind in (QUERY, LAZY_ASYNC):
+        if self.lets.get(name) in (QUERY, LAZY_ASYNC):
             return self._async_symbol(name)
         return self._sync_symbol(name, past_aliases=bool(context.aliases))
 
@@ -513,7 +515,7 @@ class Compiler:
         args = [
             (arg.name, self.query_argument(arg.value, context))
             if arg.name in queries
-            else (arg.name, self.argument_value(arg.value, context))
+            else (arg.name, self.function_argument(arg.value, context))
             for arg in node.args
         ]
         if function is not None:

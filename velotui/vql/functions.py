@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from velotui.vql import functions_data
+from velotui.vql.executor import resolve_sync
 from velotui.vql.gofmt import go_format, go_text
 from velotui.vql.registry import Registry
 from velotui.vql.scope import MISSING, Scope
@@ -109,6 +110,13 @@ def get(
         return default if value is None else value
     if field is not None and item is not MISSING:
         value = get_index(item, field) if isinstance(field, int) else get_member(item, str(field))
+        return default if value is None else value
+    if field is not None:
+        # get(field=name) reads the scope, as get(item=scope(), field=name) would.
+        value = scope.lookup(str(field))
+        if value is MISSING:
+            return default
+        value = resolve_sync(value, scope)
         return default if value is None else value
     return default
 

@@ -1,6 +1,7 @@
 """VQL functions on time: timestamp() from every encoding Velociraptor reads (Unix epochs,
 Cocoa and HFS+ times, Windows FILETIME, date text guessed or read with a Go layout) and now().
-Times are timezone-aware datetimes in UTC; text without a zone is taken as UTC."""
+Times are timezone-aware datetimes in UTC; text without a zone is taken to be in the zone
+the ``PARSE_TZ`` variable names (UTC when unset), as in Velociraptor."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import email.utils
 import math
 import re
 import time
-from datetime import UTC, datetime, timedelta, timezone
+import zoneinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
+from velotui.vql.executor import resolve_sync
 from velotui.vql.gofmt import go_text
 from velotui.vql.registry import Registry
-from velotui.vql.scope import Scope
+from velotui.vql.scope import MISSING, Scope
 
 
 def register(registry: Registry) -> None:
@@ -90,7 +93,8 @@ _LAYOUT_ELEMENTS = [
     ("2006", r"(?P<year>\d{4})"),
     ("Jan", r"(?P<month_name>[A-Za-z]{3})"),
     ("Mon", r"[A-Za-z]{3}"),
-    ("MST", r"(?P<zone_name>[A-Z]{3,5}|[+-]\d{2,4})"),
+    ("MST", r"(?P<zone_name>[A-Za-z]{3,5}|[+-]\d{2,4})"),
+    ("__2", r" {0,2}(?P<yday>\d{1,3})"),
     ("002", r"(?P<yday>\d{3})"),
     ("_2", r" ?(?P<day>\d{1,2})"),
     ("01", r"(?P<month>\d{2})"),
@@ -115,6 +119,19 @@ _ELEMENT_PATTERNS = dict(_LAYOUT_ELEMENTS)
 _ZONE_NAMES = {
     "UTC": 0,
     "GMT": 0,
+    "CET": 1,
+    "CEST": 2,
+    "BST": 1,
+    "EET": 2,
+    "EEST": 3,
+    "SAST": 2,
+    "IST": 5.5,
+    "JST": 9,
+    "AEST": 10,
+    "AEDT": 11,
+    "HST": -10,
+    "AKST": -9,
+    "AKDT": -8,
     "Z": 0,
     "EST": -5,
     "EDT": -4,
@@ -159,9 +176,10 @@ def _layout_regex(layout: str) -> re.Pattern[str]:
     return compiled
 
 
-def parse_go_layout(text: str, layout: str) -> datetime | None:
+def parse_go_layout(text: str, layout: str, zone: tzinfo = UTC) -> datetime | None:
     """``text`` read with a Go time layout (``2006-01-02 15:04:05``, or a name such as RFC3339
-    or DateTime), None when it does not fit. No year means the current year; no zone, UTC."""
+    or DateTime), None when it does not fit. No year means the current year; a time that
+    names no zone is in ``zone``. The result is in UTC."""
     layout = _NAMED_LAYOUTS.get(layout, layout)
     found = _layout_regex(layout).match(text.strip())
     if found is None:
@@ -195,7 +213,7 @@ def parse_go_layout(text: str, layout: str) -> datetime | None:
             int(fields.get("minute", 0)),
             int(fields.get("second", 0)),
             microsecond,
-            tzinfo=_zone(fields),
+            tzinfo=_zone(fields, zone),
         )
         if "yday" in fields:
             moment = moment.replace(month=1, day=1) + timedelta(days=int(fields["yday"]) - 1)
@@ -204,8 +222,10 @@ def parse_go_layout(text: str, layout: str) -> datetime | None:
     return moment.astimezone(UTC)
 
 
-def _zone(fields: dict[str, str]) -> timezone:
-    text = fields.get("zone") or fields.get("zone_name") or "Z"
+def _zone(fields: dict[str, str], default: tzinfo) -> tzinfo:
+    text = fields.get("zone") or fields.get("zone_name")
+    if text is None:
+        return default
     if text.upper() in _ZONE_NAMES:
         return timezone(timedelta(hours=_ZONE_NAMES[text.upper()]))
     digits = text[1:].replace(":", "")
@@ -238,12 +258,26 @@ _GUESSED_LAYOUTS = (
     "2006-01-02T15:04:05.999999999-0700",
     "20060102150405",
     "2006-01-02T15:04:05.999999999",
+    "Mon Jan _2 2006 15:04:05.999999999 MST",
+    "Mon Jan _2 2006 15:04:05.999999999",
+    "Mon Jan _2 2006 15:04 MST",
+    "Mon Jan _2 2006 15:04",
+    "January _2 2006 15:04:05.999999999",
+    "January _2 2006 15:04",
+    "January _2 2006",
+    "January _2, 2006",
+    "_2 January 2006",
+    "01/02/2006 3pm",
+    "01/02/2006 3:04pm",
+    "02/01/2006 15:04:05.999999999",
+    "02/01/2006",
 )
 
 
-def parse_time_text(text: str) -> datetime | None:
+def parse_time_text(text: str, zone: tzinfo = UTC) -> datetime | None:
     """A time from text in any of the common forms (RFC 3339 / ISO 8601, RFC 2822, syslog,
-    ctime, US dates, Unix epoch digits), as Velociraptor guesses; None when none fits."""
+    ctime, dates with month names, US then European numeric dates, Unix epoch digits), as
+    Velociraptor guesses; one that names no zone is in ``zone``. None when none fits."""
     cleaned = text.strip()
     if not cleaned:
         return None
@@ -252,29 +286,29 @@ def parse_time_text(text: str) -> datetime | None:
             from_epoch(float(cleaned))
             if re.fullmatch(r"-?\d+(\.\d+)?", cleaned)
             and (len(cleaned.split(".")[0].lstrip("-")) != 14)
-            else _guess(cleaned)
+            else _guess(cleaned, zone)
         )
     except (OverflowError, ValueError):
         return None
 
 
-def _guess(cleaned: str) -> datetime | None:
+def _guess(cleaned: str, zone: tzinfo) -> datetime | None:
     iso = cleaned[:-1] + "+00:00" if cleaned[-1] in "Zz" else cleaned
     try:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         pass
     else:
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(UTC)
     for layout in _GUESSED_LAYOUTS:
-        parsed = parse_go_layout(cleaned, layout)
+        parsed = parse_go_layout(cleaned, layout, zone)
         if parsed is not None:
             return parsed
     try:
         parsed = email.utils.parsedate_to_datetime(cleaned)
     except (TypeError, ValueError, IndexError):
         return None
-    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(UTC)
 
 
 # The functions -----------------------------------------------------------------------------------
@@ -343,13 +377,39 @@ def timestamp(
     return None
 
 
+PARSE_ZONE_VARIABLE = "PARSE_TZ"
+"""The VQL variable naming the zone of times read from text that name none (an IANA name
+such as Europe/Berlin, or "local" for this machine's); UTC when unset."""
+OUTPUT_ZONE_VARIABLE = "TZ"
+"""The VQL variable naming the zone timestamp_format() writes times in; UTC when unset."""
+
+
+def _variable_zone(scope: Scope, name: str) -> tzinfo | None:
+    """The zone the VQL variable ``name`` names, None when it is unset; a name that is no zone
+    is logged and counts as unset."""
+    value = scope.lookup(name)
+    if value is MISSING or value is None:
+        return None
+    value = resolve_sync(value, scope)
+    if not isinstance(value, str) or not value:
+        return None
+    if value.lower() == "local":
+        return datetime.now().astimezone().tzinfo
+    try:
+        return zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        scope.error(f"{name}: unknown time zone {value!r}; using UTC")
+        return None
+
+
 def _from_text(scope: Scope, text: str, layout: Any) -> datetime | None:
+    zone = _variable_zone(scope, PARSE_ZONE_VARIABLE) or UTC
     if layout is not None:
-        parsed = parse_go_layout(text, go_text(layout))
+        parsed = parse_go_layout(text, go_text(layout), zone)
         if parsed is None:
             scope.error(f"timestamp(): {text!r} does not fit the layout {go_text(layout)!r}")
         return parsed
-    parsed = parse_time_text(text)
+    parsed = parse_time_text(text, zone)
     if parsed is None and text.strip():
         scope.error(f"timestamp(): cannot read a time from {text!r}")
     return parsed
@@ -387,7 +447,7 @@ def _format_element(moment: datetime, element: str) -> str:
         "2006": f"{moment.year:04d}",
         "Jan": _MONTHS[moment.month - 1][:3].capitalize(),
         "Mon": _DAYS[moment.weekday()][:3],
-        "MST": "UTC" if not moment.utcoffset() else _zone_text(moment, "-0700"),
+        "MST": moment.tzname() or _zone_text(moment, "-0700"),
         "002": f"{moment.timetuple().tm_yday:03d}",
         "_2": f"{moment.day:2d}",
         "01": f"{moment.month:02d}",
@@ -436,16 +496,18 @@ def _quiet_time(value: Any) -> datetime | None:
 
 
 def timestamp_format(scope: Scope, *, time: Any, format: Any = None) -> Any:
-    """``time`` (a time, or anything timestamp() reads as its epoch) as text in UTC, written
-    with the Go layout ``format`` (default RFC3339; names such as RFC1123 or DateTime work).
-    Something that is not a time is logged and gives NULL."""
+    """``time`` (a time, or anything timestamp() reads as its epoch) as text in UTC, or in the
+    zone the ``TZ`` variable names, written with the Go layout ``format`` (default RFC3339;
+    names such as RFC1123 or DateTime work). Something that is not a time is logged and gives
+    NULL."""
     if time is None:
         return None
     moment = time if isinstance(time, datetime) else _quiet_time(time)
     if moment is None:
         scope.error(f"timestamp_format(): not a time: {go_text(time)!r}")
         return None
-    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    zone = _variable_zone(scope, OUTPUT_ZONE_VARIABLE) or UTC
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
     return format_go_layout(moment, "RFC3339" if format is None else go_text(format))
 
 
