@@ -88,12 +88,15 @@ def test_interactive_users_skip_placeholder_shells(tmp_path: Path) -> None:
 
 # Logins (utmp and wtmp through who and last) ---------------------------------------------------
 
-USER_PROCESS, DEAD_PROCESS = 7, 8
+BOOT_TIME, USER_PROCESS, DEAD_PROCESS = 2, 7, 8
 
 
 def utmp_record(kind: int, pid: int, line: str, user: str, host: str, when: datetime) -> bytes:
     """One glibc x86-64 utmp record (384 bytes), as login and sshd write them."""
-    address = socket.inet_aton(host) + bytes(12) if host else bytes(16)
+    try:
+        address = socket.inet_aton(host) + bytes(12)
+    except OSError:  # a boot record's host field holds the kernel's release
+        address = bytes(16)
     return struct.pack("<hhi32s4s32s256shhiii16s20s", kind, 0, pid, line.encode(),
                        line[-4:].encode(), user.encode(), host.encode(), 0, 0, 0,
                        int(when.timestamp()), 0, address, b"")
@@ -103,7 +106,8 @@ def utmp_record(kind: int, pid: int, line: str, user: str, host: str, when: date
 def wtmp(tmp_path: Path) -> Path:
     path = tmp_path / "wtmp"
     path.write_bytes(
-        utmp_record(USER_PROCESS, 4100, "pts/3", "alice", "203.0.113.9",
+        utmp_record(BOOT_TIME, 0, "~", "reboot", "6.1.0-13-amd64", epoch("2026-11-30T07:00:00"))
+        + utmp_record(USER_PROCESS, 4100, "pts/3", "alice", "203.0.113.9",
                     epoch("2026-11-30T08:00:00"))
         + utmp_record(DEAD_PROCESS, 4100, "pts/3", "", "", epoch("2026-11-30T09:30:00"))
         + utmp_record(USER_PROCESS, 4200, "pts/4", "mallory", "198.51.100.7",
@@ -126,6 +130,12 @@ def test_last_logins_from_a_wtmp_file(wtmp: Path) -> None:
     assert mallory["LogoutTime"] is None
     assert mallory["Status"] == "gone - no logout"
     assert mallory["Host"] == "198.51.100.7"
+    boot = result.by("User")["reboot"]
+    assert (boot["Terminal"], boot["LoginTime"], boot["Status"]) == \
+        ("system boot", epoch("2026-11-30T07:00:00"), "still running")
+    logins = collect("Linux.Sys.LastUserLogin", {"WtmpGlob": str(wtmp),
+                                                 "IncludeReboots": "N"}).ok()
+    assert sorted(logins.column("User")) == ["alice", "mallory"]
 
 
 @needs_last
