@@ -32,6 +32,7 @@ import msgpack
 
 from agent.flow_progress import FlowProgress, UploadProgress
 from agent.outbox import FlowRefused, Outbox
+from agent.plugins.temporary import remove_temporaries_after
 from agent.plugins.upload import UPLOADER_SERVICE, UploadRefused
 from velotui.vql import Program, Registry, VQLSyntaxError, compile_query, run, to_json_value
 from velotui.wire.protocol import (
@@ -356,14 +357,16 @@ class FlowRunner:
 
     async def _pump_rows(self, program: Program) -> None:
         max_rows = self.request.max_rows
+        services: dict[str, Any] = {UPLOADER_SERVICE: self.uploader}
         rows = run(
             program,
             env=self.request.env,
             registry=self._registry,
             on_log=self._on_log,
-            services={UPLOADER_SERVICE: self.uploader},
+            services=services,
         )
-        async with contextlib.aclosing(rows):
+        # The query's temporary files go when the flow ends, not when its objects are freed.
+        async with remove_temporaries_after(services), contextlib.aclosing(rows):
             async for row in rows:
                 if self._end is not None:
                     return  # refused by the outbox while sending: nothing more is kept

@@ -93,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"artifact_parse: {options.directory} is not a directory", file=sys.stderr)
         return 2
     counts: dict[str, Any] = {"blocks": 0, "parsed": 0, "failed": 0}
+    unreadable = 0
     for item in artifact_blocks(options.directory):
         if isinstance(item, tuple):
             path, reason = item
             print(f"{path}: {reason}")
+            unreadable += 1
             continue
         counts["blocks"] += 1
         try:
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         counts["parsed"] += 1
     print(json.dumps(counts))
-    return 0 if counts["failed"] == 0 else 1
+    return 0 if counts["failed"] == 0 and not unreadable else 1
 
 
 if __name__ == "__main__":

@@ -136,7 +136,9 @@ def velotui(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 
 def write_agent_config(datastore: Path, url: str, path: Path, *labels: str) -> Path:
-    label_args = [arg for label in labels for arg in ("--label", label)]
+    """``velotui agent-config``; each of ``labels`` is a label, or an option (``--...``)."""
+    label_args = [arg for label in labels
+                  for arg in ((label,) if label.startswith("--") else ("--label", label))]
     result = velotui("agent-config", "--datastore", str(datastore), "--server-url", url,
                      "-o", str(path), *label_args)
     assert result.returncode == 0, result.stderr

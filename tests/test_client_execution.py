@@ -187,10 +187,9 @@ def test_a_real_agent_with_prevent_execve_refuses_and_reports_its_client_id(tmp_
     server = ServerProcess(datastore)
     Datastore.open(datastore)
     server.start()
-    config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
-    data = json.loads(config.read_text())
-    data["prevent_execve"] = True
-    config.write_text(json.dumps(data))
+    config = write_agent_config(datastore, server.url, tmp_path / "agent.json",
+                                "--prevent-execve")
+    assert json.loads(config.read_text())["prevent_execve"] is True
     marker = tmp_path / "ran"
     agent = AgentProcess(config, tmp_path / "agent-state").start()
     with running(server, agent):

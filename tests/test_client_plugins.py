@@ -28,7 +28,8 @@ from velotui.vql.registry import Registry
 from velotui.vql.scope import QueryContext, Scope
 
 FILE_COLUMNS = {
-    "Name", "OSPath", "FullPath", "Size", "Mode", "Mtime", "Atime", "Ctime", "IsDir", "IsLink",
+    "Name", "OSPath", "FullPath", "Size", "Mode", "Mtime", "Atime", "Ctime", "Btime", "Data",
+    "IsDir", "IsLink",
 }
 
 
@@ -176,6 +177,7 @@ async def test_glob_does_not_loop_through_symlinked_directories(tree: Path) -> N
     assert [row["FullPath"] for row in rows] == [str(tree / "sub" / "back" / "b.log")]
     link = await rows_of(glob, scope, globs="sub/back", root=str(tree))
     assert link[0]["IsLink"] is True and link[0]["IsDir"] is True
+    assert link[0]["Data"] == {"Link": str(tree)}  # Velociraptor's Data.Link
 
 
 async def test_glob_streams_a_large_tree(tmp_path: Path) -> None:

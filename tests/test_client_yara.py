@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from agent.plugins import client_registry
-from agent.plugins.yara_scan import compiled_rules, expand_shorthand, hex_dump, proc_yara, yara
+from agent.plugins.yara_scan import (
+    MemoryRegion,
+    compiled_rules,
+    expand_shorthand,
+    hex_dump,
+    parse_maps,
+    proc_yara,
+    yara,
+)
 from tests.test_client_plugins import make_scope, rows_of
 from velotui.vql import collect
 from velotui.vql.scope import DeadlineExceeded, QueryContext, Scope
@@ -264,3 +272,17 @@ async def test_problems_met_in_a_scan_are_logged_on_the_querys_thread(samples: P
     scope = Scope({}, context=context)
     await rows_of(yara, scope, rules=RULES, files=[str(samples / "gone.bin"), str(samples)])
     assert len(threads) == 2 and set(threads) == {threading.get_ident()}
+
+
+def test_parse_maps_keeps_readable_regions_a_file_offset_can_reach() -> None:
+    maps = textwrap.dedent("""\
+        55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 1234    /usr/bin/python3.11
+        55d0c0a21000-55d0c0a22000 ---p 00000000 00:00 0
+        7ffd1b5f0000-7ffd1b611000 rw-p 00000000 00:00 0       [stack]
+        7ffd1b7d0000-7ffd1b7d4000 r--p 00000000 00:00 0       [vvar]
+        ffffffffff600000-ffffffffff601000 r-xp 00000000 00:00 0  [vsyscall]
+    """)
+    assert parse_maps(maps) == [
+        MemoryRegion(0x55d0c0a00000, 0x55d0c0a21000, "/usr/bin/python3.11"),
+        MemoryRegion(0x7ffd1b5f0000, 0x7ffd1b611000, "[stack]"),
+    ]

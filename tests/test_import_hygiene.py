@@ -83,13 +83,20 @@ def test_the_agent_uses_only_the_wire_the_engine_and_the_neutral_modules() -> No
 
 
 def test_the_server_never_imports_the_console_or_the_agent() -> None:
-    assert ours_outside("velotui/server", ("velotui.wire", "velotui.vql", *NEUTRAL,
-                                           "velotui.__version__")) == []
+    assert ours_outside("velotui/server", ("velotui.wire", "velotui.vql", "velotui.artifacts",
+                                           *NEUTRAL, "velotui.__version__")) == []
     assert third_party("velotui/server", ("textual",)) == []
 
 
+def test_artifacts_use_only_the_engine() -> None:
+    assert ours_outside("velotui/artifacts", ("velotui.vql",)) == []
+    assert third_party("velotui/artifacts", ("textual", "rich", "websockets", "aiosqlite")) == []
+    assert ours_outside("velotui/artifacts", ()) != []  # the engine is really used
+
+
 def test_nothing_below_the_console_imports_it() -> None:
-    for package in ("velotui/vql", "velotui/wire", "velotui/server", "agent"):
+    for package in ("velotui/vql", "velotui/wire", "velotui/artifacts", "velotui/server",
+                    "agent"):
         assert third_party(package, CONSOLE) == [], package
 
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from velotui.vql import Scope, collect, default_registry
+from velotui.vql import Scope, collect, default_registry, to_json_value
 
 
 class Logs(list):
@@ -383,3 +383,23 @@ async def test_chain_and_switch_take_a_query_argument_named_scope() -> None:
     assert rows == [{"A": 1}, {"B": 2}]
     rows = await rows_of("SELECT * FROM switch(scope={ SELECT 1 AS A FROM scope() })")
     assert rows == [{"A": 1}]
+
+
+async def test_a_dotted_name_not_called_is_the_let_of_that_name_when_there_is_one() -> None:
+    rows = await rows_of(
+        USERS + "LET `Settings.Local` <= dict(Depth=5) "
+        "SELECT * FROM foreach(row=Artifact.Test.Users) "
+        "SELECT Settings.Local.Depth AS Depth, other.field AS Other FROM scope()",
+        env={"other": {"field": "plain members"}},
+    )
+    assert rows == [{"Name": "u0"}, {"Name": "u1"}, {"Depth": 5, "Other": "plain members"}]
+
+
+async def test_a_stored_query_handed_on_in_a_dict_prints_as_what_it_is() -> None:
+    rows = await rows_of(
+        "LET Foo(X) = SELECT X FROM scope() LET f(y) = y "
+        "SELECT dict(Foo=Foo, f=f) AS D FROM scope()"
+    )
+    assert to_json_value(rows) == [
+        {"D": {"Foo": "<stored query Foo(X)>", "f": "<stored function f(y)>"}}
+    ]

@@ -14,18 +14,23 @@ from agent.plugins import (
     archives,
     client_info,
     connections,
+    dns,
     execution,
+    file_writes,
     files,
     globbing,
     hashing,
+    http,
     info,
     network,
     parsers,
+    process_tracker,
     processes,
     sqlite_files,
     temporary,
     upload,
     users,
+    xml_documents,
     yara_scan,
 )
 from velotui.vql.engine import builtins_registry
@@ -69,6 +74,11 @@ def _register_plugins(registry: Registry) -> None:
     connections.register(registry)
     client_info.register(registry)
     yara_scan.register(registry)
+    process_tracker.register(registry)
+    http.register(registry)
+    file_writes.register(registry)
+    dns.register(registry)
+    xml_documents.register(registry)
 
 
 def _configure(registry: Registry, labels: Iterable[str], facts: Mapping[str, Any] | None,

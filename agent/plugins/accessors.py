@@ -112,11 +112,12 @@ class DataAccessor(Accessor):
 
     def stat(self, target: Target) -> dict[str, Any]:
         content = _as_bytes(target)
-        now = datetime.fromtimestamp(0, tz=UTC)
+        # Content has no times: the epoch, as for a file that never had any.
+        epoch = datetime.fromtimestamp(0, tz=UTC)
         text = content.decode("utf-8", errors="replace")
         return {
             "Name": text, "OSPath": text, "FullPath": text, "Size": len(content),
-            "Mode": "-r--r--r--", "Mtime": now, "Atime": now, "Ctime": now,
+            "Mode": "-r--r--r--", "Mtime": epoch, "Atime": epoch, "Ctime": epoch,
             "IsDir": False, "IsLink": False,
         }
 

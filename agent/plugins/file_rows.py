@@ -1,8 +1,9 @@
 """File rows: the columns glob(), stat() and the accessors give for one file.
 
 A file row has the columns of Velociraptor's glob(): Name, OSPath, FullPath, Size, Mode, Mtime,
-Atime, Ctime, IsDir, IsLink. For a symlink the columns describe what it points to (so a link to a
-directory has IsDir true) and IsLink says that the path itself is a link.
+Atime, Ctime, Btime, Data (Data.Link: where a link points), IsDir, IsLink. For a symlink the
+columns describe what it points to (so a link to a directory has IsDir true) and IsLink says
+that the path itself is a link.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def file_row(path: str, link_status: os.stat_result | None = None) -> dict[str, 
         except OSError:
             pass  # a dangling link: describe the link itself
     name = os.path.basename(path.rstrip("/\\")) or path
+    data: dict[str, Any] = {}
+    if is_link:
+        try:
+            data["Link"] = os.readlink(path)
+        except OSError:
+            pass
     return {
         "Name": name,
         "OSPath": path,
@@ -76,6 +83,9 @@ def file_row(path: str, link_status: os.stat_result | None = None) -> dict[str, 
         "Mtime": _utc(status.st_mtime),
         "Atime": _utc(status.st_atime),
         "Ctime": _utc(status.st_ctime),
+        # The birth time, where the platform's stat() tells it (not on Linux: NULL).
+        "Btime": _utc(status.st_birthtime) if hasattr(status, "st_birthtime") else None,
+        "Data": data,  # Link: where a symbolic link points, as Velociraptor's Data.Link
         "IsDir": stat_module.S_ISDIR(status.st_mode),
         "IsLink": is_link,
     }

@@ -86,8 +86,7 @@ def getpid(scope: Scope) -> int:
 
 
 def register(registry: Registry) -> None:
-    """Add pslist(), process_tracker_pslist() (the same rows: the agent keeps no process
-    tracker, it lists the processes running now) and getpid() to the registry."""
+    """Add pslist() and getpid() to the registry (process_tracker_pslist(): see
+    process_tracker)."""
     registry.plugin(pslist)
-    registry.plugin(pslist, name="process_tracker_pslist")
     registry.function(getpid)

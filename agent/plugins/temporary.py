@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile as tempfile_module
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.plugins.arguments import os_error_text
@@ -64,6 +65,17 @@ def temporaries(scope: Scope) -> QueryTemporaries:
         found = QueryTemporaries()
         scope.services[TEMPORARIES_SERVICE] = found
     return found
+
+
+@contextlib.asynccontextmanager
+async def remove_temporaries_after(services: dict[str, Any]) -> AsyncIterator[None]:
+    """Remove what the query run holding ``services`` made, once the block ends."""
+    try:
+        yield
+    finally:
+        made = services.get(TEMPORARIES_SERVICE)
+        if isinstance(made, QueryTemporaries) and made.paths():
+            await call_blocking(made.remove_all)
 
 
 def _content(scope: Scope, data: Any) -> bytes | None:

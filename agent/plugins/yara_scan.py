@@ -37,6 +37,7 @@ _COMPILED_CACHE_SIZE = 32
 # hit that starts near a chunk's end is found whole.
 _MEMORY_CHUNK = 16 * 1024 * 1024
 _MEMORY_OVERLAP = 4096
+_LARGEST_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -383,17 +384,29 @@ class MemoryRegion:
 def readable_regions(pid: int) -> list[MemoryRegion]:
     """The process's readable mappings from /proc/PID/maps; raises OSError when they cannot be
     read (no such process, not allowed)."""
-    regions = []
     with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            fields = line.split(None, 5)
-            if len(fields) < 5 or not fields[1].startswith("r"):
-                continue
-            name = fields[5].strip() if len(fields) > 5 else ""
-            if name == "[vvar]" or name.startswith("[vvar"):
-                continue  # the kernel's variables page: reading it fails
-            low, _, high = fields[0].partition("-")
-            regions.append(MemoryRegion(int(low, 16), int(high, 16), name))
+        return parse_maps(handle.read())
+
+
+def parse_maps(text: str) -> list[MemoryRegion]:
+    """The readable mappings listed in the text of a /proc/PID/maps file, less the kernel's
+    pages that cannot be read through /proc/PID/mem."""
+    regions = []
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) < 5 or not fields[1].startswith("r"):
+            continue
+        name = fields[5].strip() if len(fields) > 5 else ""
+        if name.startswith("[vvar"):
+            continue  # the kernel's variables page: reading it fails
+        low_text, _, high_text = fields[0].partition("-")
+        try:
+            low, high = int(low_text, 16), int(high_text, 16)
+        except ValueError:
+            continue
+        if high > _LARGEST_OFFSET:
+            continue  # [vsyscall], above what a file offset can name
+        regions.append(MemoryRegion(low, high, name))
     return regions
 
 

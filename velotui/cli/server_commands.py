@@ -41,6 +41,8 @@ def add_parsers(subparsers: Any) -> None:
     config.add_argument("--server-url", required=True, metavar="URL",
                         help="where agents reach the server, e.g. wss://hunt.example.org:8443")
     config.add_argument("--label", action="append", default=[], help="a label (repeatable)")
+    config.add_argument("--prevent-execve", action="store_true",
+                        help="agents refuse execve(): no collection runs programs on them")
     config.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
     config.set_defaults(handler=agent_config_main)
 
@@ -113,6 +115,7 @@ def agent_config_main(args: argparse.Namespace) -> int:
         ca_pem=datastore.ca_pem(),
         enrolment_secret=datastore.enrolment_secret(),
         labels=list(dict.fromkeys(args.label)),
+        prevent_execve=args.prevent_execve,
     )
     config.save(args.output)
     print(f"wrote {args.output} for {url}", file=sys.stderr)

@@ -487,6 +487,10 @@ class Compiler:
         return code
 
     def _member(self, node: ast.Member, context: _Context) -> Code:
+        dotted = _dotted_name(node)
+        if dotted is not None and dotted in self.lets:
+            # `Artifact.Linux.Sys.Users` is the LET of that dotted name when there is one.
+            return self._symbol(ast.Symbol(dotted, node.position), context)
         name = node.name
         return _apply1(
             lambda target: V.get_member(target, name), self.expression(node.target, context)
@@ -547,6 +551,18 @@ class Compiler:
             return await evaluate(otherwise, scope)
 
         return Code(run, True)
+
+
+def _dotted_name(node: ast.Node) -> str | None:
+    """``a.b.c`` as one name, when the node is members of a bare symbol."""
+    parts: list[str] = []
+    while isinstance(node, ast.Member):
+        parts.append(node.name)
+        node = node.target
+    if not isinstance(node, ast.Symbol):
+        return None
+    parts.append(node.name)
+    return ".".join(reversed(parts))
 
 
 _INVALID_REGEX = object()

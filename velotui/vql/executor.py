@@ -163,6 +163,9 @@ class StoredQuery(RowSource):
     async def materialize(self, scope: Scope, args: Mapping[str, Any] | None = None) -> list[Any]:
         return [row async for row in self.rows(scope, args)]
 
+    def __repr__(self) -> str:  # how a query held in a value prints, e.g. in a row's dict
+        return _callable_text("query", self.name, self.parameters)
+
 
 class LetFunction:
     """``LET f(a, b=1) = expression``: called as ``f(a=...)`` in the caller's scope."""
@@ -180,6 +183,14 @@ class LetFunction:
         if bound is None:
             return None
         return await evaluate(self.code, Scope(await _resolve_defaults(bound, scope), scope))
+
+    def __repr__(self) -> str:
+        return _callable_text("function", self.name, self.parameters)
+
+
+def _callable_text(kind: str, name: str, parameters: list[BoundParameter] | None) -> str:
+    params = "" if parameters is None else "(" + ", ".join(p.name for p in parameters) + ")"
+    return f"<stored {kind} {name or 'subquery'}{params}>"
 
 
 DEFERRED = frozenset({LazyExpression, StoredQuery})
