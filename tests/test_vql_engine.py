@@ -457,3 +457,10 @@ def test_get_with_only_a_field_reads_the_scope_as_velociraptor_documents() -> No
                     "SELECT get(field='Secret') AS A, get(field='Lazy') AS B, "
                     "get(field='Nope', default='none') AS C FROM scope()")
     assert rows == [{"A": "kept", "B": 2, "C": "none"}]
+
+
+def test_dict_takes_any_argument_name_even_scope() -> None:
+    from velotui.vql import run_sync
+
+    assert run_sync("SELECT dict(scope=1, a=2) AS D FROM scope()") == [{"D": {"scope": 1,
+                                                                                "a": 2}}]

@@ -51,6 +51,14 @@ async def test_log_with_dedup_minus_one_emits_every_message() -> None:
     assert [text for _, text in logs] == ["Parsing file 0", "Parsing file 1", "Parsing file 2"]
 
 
+async def test_log_with_an_unknown_level_logs_at_default_and_dedup_zero_is_the_default() -> None:
+    _, logs = await run_logged(
+        "SELECT * FROM range(start=0, end=3) "
+        "WHERE log(message='Row %v', args=_value, level='LOUD', dedup=0)"
+    )
+    assert logs == [("info", "Row 0")]
+
+
 # version -----------------------------------------------------------------------------------------
 
 

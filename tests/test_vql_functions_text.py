@@ -117,11 +117,12 @@ async def test_parse_string_with_regex_gathers_named_groups_of_every_regex() -> 
     value, errors = await evaluate(
         "parse_string_with_regex(string=Line, regex=["
         "'''(?P<Program>\\w+)\\[(?P<Pid>\\d+)\\]''', "
-        "'''for (?<User>\\S+) from (?P<IP>[\\d.]+)''', "
-        "'''(?P<Absent>nomatch)?'''])",
+        "'''FOR (?<User>\\S+) from (?P<IP>[\\d.]+)''', "
+        "'''(?P<Absent>nomatch)'''])",
         Line=line,
     )
     assert errors == []
+    # Case-insensitive (FOR matches for); a regex that never matches adds nothing.
     assert value == {"Program": "sshd", "Pid": "123", "User": "root", "IP": "10.1.2.3"}
 
 
@@ -134,11 +135,18 @@ async def test_parse_string_with_regex_takes_one_regex_and_gives_members() -> No
     assert await evaluate("parse_string_with_regex(string='x', regex='(?P<A>y)')") == ({}, [])
 
 
-async def test_parse_string_with_regex_logs_an_invalid_regex_and_keeps_the_others() -> None:
+async def test_parse_string_with_regex_names_unnamed_groups_and_keeps_the_last_match() -> None:
+    value, _ = await evaluate(
+        "parse_string_with_regex(string='a=1 b=2', regex='''(\\w)=(?P<N>\\d)(x)?''')"
+    )
+    assert value == {"g1": "b", "N": "2", "g3": ""}
+
+
+async def test_parse_string_with_regex_with_an_invalid_regex_logs_and_gives_null() -> None:
     value, errors = await evaluate(
         "parse_string_with_regex(string='ab', regex=['(?P<A>a)', '(unclosed'])"
     )
-    assert value == {"A": "a"}
+    assert value is None
     assert errors and "parse_string_with_regex()" in errors[0]
 
 
@@ -149,6 +157,15 @@ async def test_regex_transform_applies_the_map_in_order_with_group_references() 
     )
     # As in Go, $1ide names a group "1ide" (there is none: empty); ${1} is group 1.
     assert (value, errors) == ("Goodbye wide  space", [])
+
+
+async def test_regex_transform_is_case_insensitive_and_refuses_a_bad_regex() -> None:
+    assert await evaluate("regex_transform(source='HELLO', map=dict(`hello`='bye'))") == (
+        "bye",
+        [],
+    )
+    value, errors = await evaluate("regex_transform(source='x', map=dict(`(`='y'))")
+    assert value is None and "regex_transform()" in errors[0]
 
 
 async def test_regex_transform_with_flags_inside_and_a_bad_map() -> None:
@@ -177,13 +194,20 @@ async def test_commandline_split_follows_windows_rules_by_default() -> None:
     ]
 
 
+async def test_commandline_split_reads_doubled_quotes_the_pre_2008_way() -> None:
+    value, _ = await evaluate("commandline_split(command=C)", C='"a""b c" d "" e\\')
+    # "" inside quotes is a quote and ends the quoting: the space after b separates, and the
+    # quote after c opens a quoting that "" ends again after a literal quote.
+    assert value == ['a"b', 'c d "', "e\\"]
+
+
 async def test_commandline_split_with_bash_style_follows_shell_quoting() -> None:
     value, _ = await evaluate(
         "commandline_split(command=\"/usr/bin/ls -l 'file with space.txt'\", bash_style=TRUE)"
     )
     assert value == ["/usr/bin/ls", "-l", "file with space.txt"]
     value, errors = await evaluate('commandline_split(command="a \'open", bash_style=TRUE)')
-    assert value is None and "commandline_split()" in errors[0]
+    assert value == [] and "commandline_split()" in errors[0]
 
 
 # humanize ----------------------------------------------------------------------------------------
@@ -215,7 +239,12 @@ async def test_humanize_time_is_relative_to_now() -> None:
 async def test_humanize_of_text_that_is_no_number_logs_and_gives_null() -> None:
     value, errors = await evaluate("humanize(bytes='lots')")
     assert value is None and "humanize()" in errors[0]
-    assert await evaluate("humanize(bytes=NULL)") == (None, [])
+
+
+async def test_humanize_of_null_or_nothing_is_zero_bytes_as_in_velociraptor() -> None:
+    assert await evaluate("humanize(bytes=NULL)") == ("0 B", [])
+    assert await evaluate("humanize()") == ("0 B", [])
+    assert await evaluate("humanize(comma=0, bytes=2000)") == ("2.0 kB", [])
 
 
 async def test_regex_replace_accepts_replace_lambda_and_says_it_is_not_supported() -> None:

@@ -90,12 +90,24 @@ ALLOWED_BUILTINS = frozenset({
     "scope", "range", "foreach", "chain", "flatten", "items", "switch",
     # functions over a query's rows
     "memoize",
+    # text, data, paths as text, time, network addresses as text (Velociraptor's breadth)
+    "all", "any", "array", "atoi", "base64decode", "base64encode", "base85decode", "basename",
+    "cidr_contains", "commandline_split", "crypto_rc4", "dirname", "entropy", "filter", "grok",
+    "gunzip", "humanize", "ip", "lazy_dict", "log", "parse_float", "parse_json",
+    "parse_json_array", "parse_string_with_regex", "path_join", "path_split", "pathspec",
+    "rand", "regex_transform", "relpath", "rot13", "serialize", "set", "slice", "substr",
+    "timestamp_format", "to_dict", "typeof", "unhex", "url", "utf16", "utf16_encode", "uuid",
+    "version", "xor",
 })
 """Built-ins that only compute over the values they are given (and read the clock)."""
 
 REFUSED_BUILTINS = {
     "sleep": "it waits",
     "query": "it runs VQL text that is only known when it runs, which these checks never see",
+    "expand": "it reads the server's environment",
+    "environ": "it reads the server's environment",
+    "getpid": "it reads the server's process",
+    "source": "it runs an artifact's sources, and a condition has none",
 }
 """Built-ins the server-side condition may not call, and why."""
 

@@ -131,7 +131,7 @@ def if_(scope: Scope, *, condition: Any, then: Any = None, else_: Any = None) ->
     return then if truthy(condition) else else_
 
 
-def dict_(scope: Scope, **items: Any) -> dict[str, Any]:
+def dict_(scope: Scope, /, **items: Any) -> dict[str, Any]:
     """A dict of the arguments, in the order given."""
     return dict(items)
 

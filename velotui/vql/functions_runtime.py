@@ -39,20 +39,18 @@ def log(
 ) -> bool:
     """Log ``message`` to the query's log and give TRUE (so it fits in a WHERE clause). With
     ``args`` (one value or a list) the message is a Go format string (%v, %s, %d ...).
-    ``level`` is DEFAULT (info), INFO, WARN, ERROR or DEBUG. The same format string is emitted
-    at most once every ``dedup`` seconds (default 60; -1 emits every time; the engine still
-    drops an identical message repeated in one run)."""
+    ``level`` is DEFAULT (info), INFO, WARN, ERROR or DEBUG (anything else is DEFAULT). The same
+    format string is emitted at most once every ``dedup`` seconds (default 60, also for 0; -1
+    emits every time, though the engine still drops an identical message repeated in one
+    run)."""
     template = go_text(message)
     if args is None:
         text = template
     else:
         text = go_format(template, list(args) if isinstance(args, list | tuple) else [args])
-    level_name = "DEFAULT" if level is None else go_text(level).upper()
-    engine_level = _LEVELS.get(level_name)
-    if engine_level is None:
-        scope.warn(f"log(): unknown level {level_name!r}, logging at DEFAULT")
-        engine_level = "info"
-    window = _DEFAULT_DEDUP_SECONDS if dedup is None else dedup
+    # As in Velociraptor, an unknown level is DEFAULT and a dedup of 0 is the default.
+    engine_level = _LEVELS.get("" if level is None else go_text(level).upper(), "info")
+    window = _DEFAULT_DEDUP_SECONDS if dedup is None or dedup == 0 else dedup
     if isinstance(window, int | float) and not isinstance(window, bool) and window >= 0:
         emitted: dict[str, float] = scope.agg.setdefault(_LAST_EMITTED, {})
         now = time.monotonic()

@@ -257,15 +257,14 @@ def xor(scope: Scope, *, string: Any, key: Any) -> Any:
     return _bytes_as_text(mixed)
 
 
-
 # Regular expressions -----------------------------------------------------------------------------
 
 
 def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
-    """A dict of the named groups (``(?P<Name>...)``) that each regex in ``regex`` (one or a
-    list, applied in turn, later ones winning) captures from its first match in ``string``.
-    Groups that do not take part in a match are not set. An invalid regex is logged and skipped;
-    a string that is not text gives NULL."""
+    """A dict of what each regex in ``regex`` (one or a list, case-insensitive) captures in
+    ``string``: named groups under their names, unnamed ones as g1, g2 ... Every match counts,
+    later ones overwriting earlier; a group that takes no part in a match is "". An invalid
+    regex is logged and gives NULL, as in Velociraptor; NULL gives NULL."""
     patterns = _regex_list(regex)
     if patterns is None:
         scope.error("parse_string_with_regex(): regex must be a string or a list of strings")
@@ -276,16 +275,15 @@ def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
     result: dict[str, Any] = {}
     for pattern in patterns:
         try:
-            compiled = go_regex(pattern)
+            compiled = go_regex(pattern, ignore_case=True)
         except re.error as error:
             scope.error(f"parse_string_with_regex(): invalid regex {pattern!r}: {error}")
-            continue
-        found = compiled.search(text)
-        if found is None:
-            continue
-        for name, value in found.groupdict().items():
-            if value is not None:
-                result[name] = value
+            return None
+        names = {index: name for name, index in compiled.groupindex.items()}
+        for found in compiled.finditer(text):
+            for index in range(1, compiled.groups + 1):
+                value = found.group(index)
+                result[names.get(index, f"g{index}")] = "" if value is None else value
     return result
 
 
@@ -311,8 +309,8 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
 def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> Any:
     """``source`` with each regex of ``map`` (a dict of regex to replacement, applied in its
     order) replaced by its value; ``$1`` and ``$name`` expand groups. Matching is
-    case-insensitive, as in regex_replace(). ``key`` (Velociraptor's cache key for the compiled
-    map) is accepted and not needed: compiled patterns are cached anyway."""
+    case-insensitive, as in regex_replace(). An invalid regex is logged and gives NULL. ``key``
+    (Velociraptor's cache key for the compiled map) is accepted and not needed."""
     if source is None:
         return None
     if not isinstance(map, dict):
@@ -324,7 +322,7 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
             compiled = go_regex(str(pattern), ignore_case=True)
         except re.error as error:
             scope.error(f"regex_transform(): invalid regex {pattern!r}: {error}")
-            continue
+            return None
         template = go_text(replacement) if replacement is not None else ""
         text = compiled.sub(lambda found, template=template: _go_expand(template, found), text)
     return text
@@ -334,48 +332,42 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
 
 
 def _windows_arguments(command: str) -> list[str]:
-    """Split the way Windows programs read their command line (CommandLineToArgvW): white
-    space separates; double quotes group; 2n backslashes before a quote are n backslashes and
-    the quote toggles, 2n+1 are n and a literal quote; other backslashes are literal."""
+    """Split the way Windows programs read their command line (the rules Go's os/exec follows,
+    with the pre-2008 reading of ""): spaces and tabs separate outside quotes; 2n backslashes
+    before a quote are n backslashes and the quote toggles quoting, 2n+1 are n and a literal
+    quote; "" inside quotes is a literal quote that also ends the quoting; other backslashes
+    are literal."""
     arguments: list[str] = []
-    current: list[str] = []
-    in_quotes = False
-    has_argument = False
-    index = 0
-    while index < len(command):
-        char = command[index]
-        if char == "\\":
-            run_end = index
-            while run_end < len(command) and command[run_end] == "\\":
-                run_end += 1
-            count = run_end - index
-            if run_end < len(command) and command[run_end] == '"':
-                current.append("\\" * (count // 2))
-                if count % 2:
-                    current.append('"')
-                    run_end += 1
-                index = run_end
-            else:
-                current.append("\\" * count)
-                index = run_end
-            has_argument = True
+    index, length = 0, len(command)
+    while index < length:
+        if command[index] in " \t":
+            index += 1
             continue
-        if char == '"':
-            if in_quotes and index + 1 < len(command) and command[index + 1] == '"':
-                current.append('"')
-                index += 2
-                continue
-            in_quotes = not in_quotes
-            has_argument = True
-        elif char in " \t" and not in_quotes:
-            if has_argument:
-                arguments.append("".join(current))
-                current, has_argument = [], False
-        else:
-            current.append(char)
-            has_argument = True
-        index += 1
-    if has_argument:
+        current: list[str] = []
+        in_quotes = False
+        slashes = 0
+        while index < length:
+            char = command[index]
+            if char in " \t" and not in_quotes:
+                index += 1
+                break
+            if char == "\\":
+                slashes += 1
+            elif char == '"':
+                current.append("\\" * (slashes // 2))
+                if slashes % 2:
+                    current.append('"')
+                else:
+                    if in_quotes and index + 1 < length and command[index + 1] == '"':
+                        current.append('"')
+                        index += 1
+                    in_quotes = not in_quotes
+                slashes = 0
+            else:
+                current.append("\\" * slashes + char)
+                slashes = 0
+            index += 1
+        current.append("\\" * slashes)
         arguments.append("".join(current))
     return arguments
 
@@ -384,7 +376,7 @@ def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) ->
     """The arguments of ``command``, split by Windows' rules (double quotes and backslashes as
     CommandLineToArgvW reads them) or, with ``bash_style``, by a POSIX shell's (single and
     double quotes, backslash escapes). Unbalanced quotes under bash rules are logged and give
-    NULL; NULL gives NULL."""
+    an empty list, as in Velociraptor; NULL gives NULL."""
     if command is None:
         return None
     text = go_text(command)
@@ -393,7 +385,7 @@ def commandline_split(scope: Scope, *, command: Any, bash_style: Any = False) ->
             return shlex.split(text, posix=True)
         except ValueError as error:
             scope.error(f"commandline_split(): {error}")
-            return None
+            return []
     return _windows_arguments(text)
 
 
@@ -418,6 +410,9 @@ def _comma_text(number: int) -> str:
     return f"{number:,}"
 
 
+_DAY = 86400
+_MONTH = 30 * _DAY  # go-humanize's month and year
+_YEAR = 12 * _MONTH
 _RELATIVE_STEPS = (
     (1, "now", None),
     (2, "1 second", None),
@@ -425,16 +420,16 @@ _RELATIVE_STEPS = (
     (120, "1 minute", None),
     (3600, "%d minutes", 60),
     (7200, "1 hour", None),
-    (86400, "%d hours", 3600),
-    (172800, "1 day", None),
-    (604800, "%d days", 86400),
-    (1209600, "1 week", None),
-    (2629800, "%d weeks", 604800),
-    (5259600, "1 month", None),
-    (31557600, "%d months", 2629800),
-    (63115200, "1 year", None),
-    (94672800, "2 years", None),
-    (1577880000, "%d years", 31557600),
+    (_DAY, "%d hours", 3600),
+    (2 * _DAY, "1 day", None),
+    (7 * _DAY, "%d days", _DAY),
+    (14 * _DAY, "1 week", None),
+    (_MONTH, "%d weeks", 7 * _DAY),
+    (2 * _MONTH, "1 month", None),
+    (_YEAR, "%d months", _MONTH),
+    (18 * _MONTH, "1 year", None),
+    (2 * _YEAR, "2 years", None),
+    (37 * _YEAR, "%d years", _YEAR),
 )
 
 
@@ -463,30 +458,32 @@ def _count(value: Any) -> int | None:
 def humanize(
     scope: Scope, *, bytes: Any = None, ibytes: Any = None, time: Any = None, comma: Any = None
 ) -> Any:
-    """A number made readable: ``bytes`` in SI units ("83 MB"), ``ibytes`` in binary units
-    ("79 MiB"), ``comma`` with thousands separators ("1,230"), or ``time`` relative to now
-    ("3 hours ago"). Numeric text counts as its number; anything else is logged and gives
-    NULL."""
-    for value, base, units in ((bytes, 1000, _SI_UNITS), (ibytes, 1024, _IEC_UNITS)):
+    """A number made readable, the first given of: ``time`` relative to now ("3 hours ago"),
+    ``comma`` with thousands separators ("1,230"), ``bytes`` in SI units ("83 MB"), ``ibytes``
+    in binary units ("79 MiB"). As in Velociraptor, NULL and 0 count as not given, so with
+    none of them the result is "0 B". Numeric text counts as its number; text that is not a
+    number is logged and gives NULL."""
+    numbers: dict[str, int] = {}
+    for name, value in (("comma", comma), ("bytes", bytes), ("ibytes", ibytes)):
         if value is None:
             continue
-        count = _count(value)
-        if count is None:
-            scope.error(f"humanize(): not a byte count: {go_text(value)!r}")
-            return None
-        return ("-" if count < 0 else "") + _size_text(abs(count), base, units)
-    if comma is not None:
-        number = _count(comma)
+        number = _count(value)
         if number is None:
-            scope.error(f"humanize(): not an integer: {go_text(comma)!r}")
+            scope.error(f"humanize(): {name} is not an integer: {go_text(value)!r}")
             return None
-        return _comma_text(number)
+        numbers[name] = number
     if time is not None:
         if not isinstance(time, datetime):
             scope.error("humanize(): time must be a timestamp")
             return None
         return _relative_time(time if time.tzinfo else time.replace(tzinfo=UTC))
-    return None
+    if numbers.get("comma"):
+        return _comma_text(numbers["comma"])
+    if numbers.get("bytes"):
+        count = numbers["bytes"]
+        return ("-" if count < 0 else "") + _size_text(abs(count), 1000, _SI_UNITS)
+    count = numbers.get("ibytes", 0)
+    return ("-" if count < 0 else "") + _size_text(abs(count), 1024, _IEC_UNITS)
 
 
 # More byte transforms ---------------------------------------------------------------------------

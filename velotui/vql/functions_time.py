@@ -6,6 +6,7 @@ the ``PARSE_TZ`` variable names (UTC when unset), as in Velociraptor."""
 from __future__ import annotations
 
 import email.utils
+import functools
 import math
 import re
 import time
@@ -274,10 +275,12 @@ _GUESSED_LAYOUTS = (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_time_text(text: str, zone: tzinfo = UTC) -> datetime | None:
     """A time from text in any of the common forms (RFC 3339 / ISO 8601, RFC 2822, syslog,
     ctime, dates with month names, US then European numeric dates, Unix epoch digits), as
-    Velociraptor guesses; one that names no zone is in ``zone``. None when none fits."""
+    Velociraptor guesses; one that names no zone is in ``zone``. None when none fits. Cached:
+    a log repeats its time forms, and a guess tries many layouts."""
     cleaned = text.strip()
     if not cleaned:
         return None
