@@ -362,7 +362,7 @@ def test_windows_hosts_file(tmp_path: Path) -> None:
     hosts = write(tmp_path / "hosts", "127.0.0.1 localhost\n0.0.0.0 update.av.example # off\n")
     result = collect("Windows.System.HostsFile", {"HostsFile": str(hosts)}, anywhere=True).ok()
     assert [(r["Address"], r["Hostnames"], r["Comment"]) for r in result.rows] == [
-        ("127.0.0.1", ["localhost"], None), ("0.0.0.0", ["update.av.example"], "off")]
+        ("127.0.0.1", ["localhost"], ""), ("0.0.0.0", ["update.av.example"], "off")]
 
 
 @pytest.mark.parametrize("name", ["MacOS.System.LaunchAgents", "MacOS.Applications.List",

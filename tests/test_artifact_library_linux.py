@@ -125,7 +125,7 @@ def test_last_logins_from_a_wtmp_file(wtmp: Path) -> None:
     assert result.by("User")["alice"] == {
         "User": "alice", "Terminal": "pts/3", "Host": "203.0.113.9",
         "LoginTime": epoch("2026-11-30T08:00:00"), "LogoutTime": epoch("2026-11-30T09:30:00"),
-        "Status": None, "Duration": "01:30", "Source": str(wtmp)}
+        "Status": "", "Duration": "01:30", "Source": str(wtmp)}
     mallory = result.by("User")["mallory"]
     assert mallory["LogoutTime"] is None
     assert mallory["Status"] == "gone - no logout"
@@ -281,7 +281,7 @@ def test_kernel_modules_with_dependents_and_taint(tmp_path: Path) -> None:
     assert result.rows == [
         {"Name": "nf_tables", "Size": 364544, "UseCount": 4,
          "UsedBy": ["nft_chain_nat", "nft_compat"], "State": "Live",
-         "Address": "0xffffffffc0a00000", "Taint": None},
+         "Address": "0xffffffffc0a00000", "Taint": ""},
         {"Name": "diamorphine", "Size": 16384, "UseCount": 0, "UsedBy": [], "State": "Live",
          "Address": "0x0000000000000000", "Taint": "OE"}]
 
@@ -415,8 +415,8 @@ def test_known_hosts_plain_hashed_and_marked(tmp_path: Path) -> None:
     result = collect("Linux.Ssh.KnownHosts", {
         "KnownHostsGlob": f"{tmp_path}/home/*/.ssh/known_hosts*"}).ok()
     assert [(r["User"], r["Hosts"], r["Hashed"], r["Marker"]) for r in result.rows] == [
-        ("bob", ["db1.internal", "10.1.2.3"], False, None),
-        ("bob", ["|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg="], True, None),
+        ("bob", ["db1.internal", "10.1.2.3"], False, ""),
+        ("bob", ["|1|F1E1KeoE/eEWhi10WpGv4OdiO6Y=|3988QV0VE8wmZL7suNrYQLITLCg="], True, ""),
         ("bob", ["*"], False, "@revoked")]
     assert result.rows[2]["Comment"] == "old key"
     internal = collect("Linux.Ssh.KnownHosts", {
@@ -484,8 +484,8 @@ def test_hosts_file_entries(tmp_path: Path) -> None:
         """)
     result = collect("Linux.Network.Hosts", {"HostsFile": str(hosts)}).ok()
     assert [(r["Address"], r["Hostnames"], r["Comment"]) for r in result.rows] == [
-        ("127.0.0.1", ["localhost"], None),
-        ("::1", ["localhost", "ip6-localhost", "ip6-loopback"], None),
+        ("127.0.0.1", ["localhost"], ""),
+        ("::1", ["localhost", "ip6-localhost", "ip6-loopback"], ""),
         ("198.51.100.7", ["update.vendor.example", "downloads.vendor.example"], "added 2026-11")]
     vendor = collect("Linux.Network.Hosts", {"HostsFile": str(hosts),
                                              "HostnameRegex": "vendor"}).ok()
@@ -530,6 +530,7 @@ def test_auth_log_search_reads_rotated_gzip_logs(auth_logs: str) -> None:
                                                   "ProgramRegex": "^sudo$"}).ok()
     assert sudo.column("Message") == [
         "alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/bash"]
+    assert sudo.rows[0]["Pid"] is None  # sudo writes no process id
 
 
 def test_ssh_logins_and_the_per_address_summary(auth_logs: str) -> None:
@@ -538,7 +539,7 @@ def test_ssh_logins_and_the_per_address_summary(auth_logs: str) -> None:
               if s == "Linux.Syslog.SSHLogin/Logins"]
     assert [(r["Event"], r["Method"], r["User"], r["Address"], r["Port"], r["InvalidUser"])
             for r in logins] == [
-        ("Invalid user", None, "admin", "198.51.100.7", 40001, True),
+        ("Invalid user", "", "admin", "198.51.100.7", 40001, True),
         ("Failed", "password", "admin", "198.51.100.7", 40001, True),
         ("Failed", "password", "root", "198.51.100.7", 40002, False),
         ("Accepted", "password", "root", "198.51.100.7", 40003, False),
@@ -610,7 +611,7 @@ def test_apt_sources_in_both_formats(tmp_path: Path) -> None:
         "SourcesGlob": f"{tmp_path}/sources.list.d/*.sources"}).ok()
     assert [(r["Format"], r["Types"], r["URIs"], r["Suites"], r["Components"], r["Options"])
             for r in result.rows] == [
-        ("one-line", "deb", "http://deb.debian.org/debian", "bookworm", "main contrib", None),
+        ("one-line", "deb", "http://deb.debian.org/debian", "bookworm", "main contrib", ""),
         ("one-line", "deb", "http://198.51.100.7/repo", "stable", "main",
          "trusted=yes arch=amd64"),
         ("deb822", "deb deb-src", "http://deb.debian.org/debian", "bookworm bookworm-updates",
