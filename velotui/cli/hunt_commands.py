@@ -53,7 +53,7 @@ def add_parsers(subparsers: Any) -> None:
     create.add_argument("--description", default="", metavar="TEXT")
     create.add_argument("--start", action="store_true", help="start it at once")
     create.add_argument("--json", action="store_true", help="print the whole hunt as JSON")
-    create.set_defaults(handler=lambda args: run_remote(args, create_hunt))
+    create.set_defaults(handler=_create_handler)
 
     for name, help_text, method in (
         ("list", "every hunt with its counts", None),
@@ -212,11 +212,20 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
+def _create_handler(args: argparse.Namespace) -> int:
+    """Usage errors first (exit status 2), before any server is reached."""
+    problem = None
     if bool(args.query) == bool(args.artifact):
-        raise UsageError("give the collection with --query VQL or with --artifact NAME")
-    if args.param and not args.artifact:
-        raise UsageError("--param goes with --artifact")
+        problem = "give the collection with --query VQL or with --artifact NAME"
+    elif (args.param or args.definitions) and not args.artifact:
+        problem = "--param and --definitions go with --artifact"
+    if problem is not None:
+        print(f"velotui hunt create: {problem}", file=sys.stderr)
+        return 2
+    return run_remote(args, create_hunt)
+
+
+async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     collection: dict[str, Any] = {"query": args.query or ""}
     if args.artifact:
         collection = await _artifact_collection(remote, args)
