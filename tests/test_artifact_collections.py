@@ -180,3 +180,18 @@ async def test_source_refuses_to_read_stored_results_and_says_why(arguments: str
     rows, errors = await _collect(library, "Custom.Stored")
     assert rows == []
     assert any("results stored on the server cannot be read" in e for e in errors), errors
+
+
+async def test_a_source_may_call_its_own_artifact_for_another_source() -> None:
+    library = _library("""\
+        name: Custom.Self
+        sources:
+          - name: A
+            query: SELECT 'a' AS Letter FROM scope()
+          - name: B
+            query: SELECT Letter + '!' AS Shout FROM Artifact.Custom.Self(source='A')
+        """)
+    rows, errors = await _collect(library, "Custom.Self")
+    assert errors == []
+    assert rows == [{"Letter": "a", "_Source": "Custom.Self/A"},
+                    {"Shout": "a!", "_Source": "Custom.Self/B"}]

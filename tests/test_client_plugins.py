@@ -420,7 +420,8 @@ async def test_upload_without_an_uploader_is_null_with_an_error(tmp_path: Path) 
     source.write_bytes(b"x")
     scope, logs = make_scope()
     assert await upload(scope, file=str(source)) is None
-    assert logs.errors() == ["upload(): no uploader in this context"]
+    assert logs.errors() == ["upload(): nowhere to send files here (velotui artifacts collect"
+                             " keeps them with --output DIR)"]
 
 
 # simulated facts ------------------------------------------------------------------------------

@@ -235,3 +235,29 @@ def test_artifacts_collect_runs_here_with_parameters_and_formats(tmp_path: Path)
     bad = velotui("artifacts", "collect", "Custom.Test.Echo", "--param", "Nope=1",
                   "--definitions", str(definitions), "--datastore", str(empty))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_artifacts_collect_keeps_uploaded_files_with_output(tmp_path: Path) -> None:
+    evidence = tmp_path / "case" / "evidence.log"
+    evidence.parent.mkdir()
+    evidence.write_text("suspicious line\n")
+    definitions = tmp_path / "definitions"
+    _write(definitions, "grab.yaml", """\
+        name: Custom.Test.Grab
+        parameters: [{name: Pattern}]
+        sources:
+          - query: |
+              SELECT OSPath, upload(file=OSPath) AS Upload FROM glob(globs=Pattern)
+        """)
+    common = ["--param", f"Pattern={tmp_path}/case/*.log", "--definitions", str(definitions),
+              "--datastore", str(tmp_path / "none")]
+    refused = velotui("artifacts", "collect", "Custom.Test.Grab", *common)
+    assert refused.returncode == 1 and "--output DIR" in refused.stderr
+    output = tmp_path / "out"
+    kept = velotui("artifacts", "collect", "Custom.Test.Grab", "--output", str(output), *common)
+    assert kept.returncode == 0, kept.stderr
+    [row] = [json.loads(line) for line in kept.stdout.splitlines()]
+    stored = Path(row["Upload"]["StoredPath"])
+    assert stored.is_relative_to(output / "uploads")
+    assert stored.read_text() == "suspicious line\n"
+    assert row["Upload"]["Size"] == 16

@@ -1,7 +1,8 @@
 """upload(): send a file to the server through the uploader the host provides.
 
 The agent provides an ``Uploader`` as ``scope.services["uploader"]``; it streams the file in
-chunks and enforces the flow's upload limit. A host without one (``velotui query``) cannot upload.
+chunks and enforces the flow's upload limit. ``velotui artifacts collect --output DIR`` gives a
+``FolderUploader``; a host without one (``velotui query``) cannot upload.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ async def upload(
     described = reader.describe(target)
     uploader = scope.services.get(UPLOADER_SERVICE)
     if uploader is None:
-        scope.error("upload(): no uploader in this context")
+        scope.error("upload(): nowhere to send files here (velotui artifacts collect keeps them"
+                    " with --output DIR)")
         return None
     try:
         if reader is FILE:

@@ -232,9 +232,11 @@ def compile_collection(library: Library, requests: Sequence[ArtifactRequest], *,
             roots.append((artifact, bind(artifact, request.parameters)))
         except ParameterError as error:
             raise CompileError(str(error)) from None
-    # A root is defined too when its sources read one another through source().
+    # A root is defined too when its sources reach it again: through source(), or by calling
+    # the artifact itself (one source reading another).
     called = [a for root, _ in roots for a in dependencies(library, [root])
-              if a is not root or _SOURCE_CALL.search(" ".join(s.query for s in root.sources))]
+              if a is not root or root.name in called_artifacts(root)
+              or _SOURCE_CALL.search(" ".join(s.query for s in root.sources))]
     statements = [define(library, a) for a in {a.name: a for a in called}.values()]
     labels: list[str] = []
     for artifact, values in roots:

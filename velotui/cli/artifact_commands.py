@@ -65,6 +65,8 @@ def add_parsers(subparsers: Any) -> None:
     collect.add_argument("--format", choices=FORMATS, default="jsonl")
     collect.add_argument("--label", action="append", default=[],
                          help="labels for config.Client_labels, as an agent would have them")
+    collect.add_argument("--output", type=Path, metavar="DIR",
+                         help="keep the files the artifacts upload in DIR/uploads/")
     _add_library_options(collect)
     collect.set_defaults(handler=collect_artifacts)
 
@@ -168,8 +170,16 @@ def collect_artifacts(args: argparse.Namespace) -> int:
     def on_unknown(name: UnknownName) -> None:
         errors.append(name.message)
 
+    services: dict[str, Any] = {}
+    if args.output is not None:
+        from agent.plugins.folder_uploads import FolderUploader
+        from agent.plugins.upload import UPLOADER_SERVICE
+
+        services[UPLOADER_SERVICE] = FolderUploader(args.output)
+
     async def counted() -> AsyncIterator[dict[str, Any]]:
-        async for row in run(program, registry=registry, on_log=on_log, on_unknown=on_unknown):
+        async for row in run(program, registry=registry, on_log=on_log, on_unknown=on_unknown,
+                             services=services):
             source = row.get(SOURCE_COLUMN)
             if source in counts:
                 counts[source] += 1
