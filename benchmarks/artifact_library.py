@@ -2,8 +2,8 @@
 does it.
 
 ``python -m benchmarks.artifact_library [--timeout S] [--only REGEX]`` runs each artifact of
-the built-in library (its defaults; those needing a value it has no default for are run with
-none, as the command would) with the agent's plugins, and prints one line per artifact: rows per
+the built-in library (its defaults) with the agent's plugins, uploads kept in a temporary folder
+as ``--output`` would keep them, and prints one line per artifact: rows per
 source or "nothing found", the errors it logged, and the time. Last, a JSON line:
 ``{"artifacts", "with_rows", "nothing_found", "with_errors", "errors"}``.
 """
@@ -15,16 +15,20 @@ import asyncio
 import json
 import re
 import sys
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 
 from velotui.artifacts import SOURCE_COLUMN, ArtifactRequest, Library, compile_collection
 from velotui.vql import UnknownName, compile_query, run
 
 
-async def _collect(library: Library, name: str, timeout: float) -> tuple[Counter[str],
-                                                                          list[str], str]:
+async def _collect(library: Library, name: str, timeout: float, uploads: Path
+                   ) -> tuple[Counter[str], list[str], str]:
     from agent.plugins import client_registry
+    from agent.plugins.folder_uploads import FolderUploader
+    from agent.plugins.upload import UPLOADER_SERVICE
 
     registry = client_registry()
     collection = compile_collection(library, [ArtifactRequest(name)], kind=None)
@@ -40,7 +44,8 @@ async def _collect(library: Library, name: str, timeout: float) -> tuple[Counter
         errors.append(unknown.message)
 
     async def drain() -> None:
-        async for row in run(program, registry=registry, on_log=on_log, on_unknown=on_unknown):
+        async for row in run(program, registry=registry, on_log=on_log, on_unknown=on_unknown,
+                             services={UPLOADER_SERVICE: FolderUploader(uploads)}):
             counts[str(row.get(SOURCE_COLUMN))] += 1
 
     note = ""
@@ -63,7 +68,9 @@ def main() -> int:
         if args.only and not re.search(args.only, artifact.name):
             continue
         started = time.monotonic()
-        counts, errors, note = asyncio.run(_collect(library, artifact.name, args.timeout))
+        with tempfile.TemporaryDirectory() as uploads:  # as `collect --output DIR` keeps them
+            counts, errors, note = asyncio.run(_collect(library, artifact.name, args.timeout,
+                                                        Path(uploads)))
         seconds = time.monotonic() - started
         found = {label: count for label, count in counts.items() if count}
         if found:
