@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from velotui.vql import collect
-
-
-async def evaluate(expression: str, **env: Any) -> tuple[Any, list[str]]:
-    """The value of one VQL expression, and the errors the query logged."""
-    logs: list[tuple[str, str]] = []
-    rows = await collect(
-        f"SELECT {expression} AS Value FROM scope()",
-        env=env,
-        on_log=lambda level, message: logs.append((level, message)),
-    )
-    errors = [message for level, message in logs if level == "error"]
-    assert not [message for message in errors if message.startswith("Unknown function")]
-    return rows[0]["Value"], errors
+from tests.vql_evaluate import evaluate
 
 
 async def test_ip_from_utmp_style_little_endian_integers() -> None:

@@ -4,21 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from velotui.vql import collect, default_registry
-
-
-async def evaluate(expression: str, **options: Any) -> tuple[Any, list[str]]:
-    """The value of one VQL expression, and the errors the query logged."""
-    logs: list[tuple[str, str]] = []
-    rows = await collect(
-        f"SELECT {expression} AS Value FROM scope()",
-        on_log=lambda level, message: logs.append((level, message)),
-        **options,
-    )
-    errors = [message for level, message in logs if level == "error"]
-    assert not [message for message in errors if message.startswith("Unknown function")]
-    return rows[0]["Value"], errors
-
+from tests.vql_evaluate import evaluate_with as evaluate
+from velotui.vql import default_registry
 
 # basename, dirname, path_join --------------------------------------------------------------------
 

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from velotui.vql import collect
-
-
-async def evaluate(expression: str, **env: Any) -> tuple[Any, list[str]]:
-    """The value of one VQL expression, and the errors the query logged."""
-    logs: list[tuple[str, str]] = []
-    rows = await collect(
-        f"SELECT {expression} AS Value FROM scope()",
-        env=env,
-        on_log=lambda level, message: logs.append((level, message)),
-    )
-    errors = [message for level, message in logs if level == "error"]
-    assert not [message for message in errors if message.startswith("Unknown function")]
-    return rows[0]["Value"], errors
-
+from tests.vql_evaluate import evaluate
 
 # atoi and parse_float ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from velotui.vql import functions_data
 from velotui.vql.executor import resolve_sync
+from velotui.vql.functions_text import go_expand
 from velotui.vql.gofmt import go_format, go_text
 from velotui.vql.registry import Registry
 from velotui.vql.scope import MISSING, Scope
@@ -146,25 +147,6 @@ def upcase(scope: Scope, *, string: Any) -> str | None:
     return string.upper() if isinstance(string, str) else None
 
 
-_GO_TEMPLATE = re.compile(r"\$(\$|\{(\w+)\}|(\w+))")
-
-
-def _go_expand(template: str, match: re.Match[str]) -> str:
-    """Go's Regexp.Expand: $1, ${1}, $name; $$ is a dollar; unknown groups are empty."""
-
-    def group(found: re.Match[str]) -> str:
-        if found.group(1) == "$":
-            return "$"
-        name = found.group(2) or found.group(3)
-        try:
-            value = match.group(int(name)) if name.isdigit() else match.group(name)
-        except (IndexError, re.error):
-            return ""
-        return value or ""
-
-    return _GO_TEMPLATE.sub(group, template)
-
-
 def regex_replace(
     scope: Scope, *, source: Any, re: str, replace: str = "", replace_lambda: Any = None
 ) -> str | None:
@@ -182,7 +164,7 @@ def regex_replace(
         scope.error(f"regex_replace(): invalid re {re!r}: {error}")
         return None
     template = str(replace)
-    return pattern.sub(lambda match: _go_expand(template, match), source)
+    return pattern.sub(lambda match: go_expand(template, match), source)
 
 
 def encode(scope: Scope, *, string: Any, type: str) -> str | None:

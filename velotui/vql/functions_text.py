@@ -290,7 +290,7 @@ def parse_string_with_regex(scope: Scope, *, string: Any, regex: Any) -> Any:
 _GO_TEMPLATE = re.compile(r"\$(\$|\{(\w+)\}|(\w+))")
 
 
-def _go_expand(template: str, match: re.Match[str]) -> str:
+def go_expand(template: str, match: re.Match[str]) -> str:
     """Go's Regexp.Expand: $1, ${1}, $name, ${name}; $$ is a dollar; unknown groups are empty."""
 
     def group(found: re.Match[str]) -> str:
@@ -324,7 +324,7 @@ def regex_transform(scope: Scope, *, source: Any, map: Any, key: Any = None) -> 
             scope.error(f"regex_transform(): invalid regex {pattern!r}: {error}")
             return None
         template = go_text(replacement) if replacement is not None else ""
-        text = compiled.sub(lambda found, template=template: _go_expand(template, found), text)
+        text = compiled.sub(lambda found, template=template: go_expand(template, found), text)
     return text
 
 
