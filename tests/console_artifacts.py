@@ -53,7 +53,7 @@ sources:
 
 USERS = """\
 name: Test.Accounts.Users
-description: The local accounts of the machine, from the password database [/etc/passwd].
+description: The local accounts of the machine, from the wombat password database [/etc/passwd].
 author: velotui tests
 type: CLIENT
 sources:

@@ -93,18 +93,18 @@ async def test_an_artifact_hunt_is_made_by_keys_and_its_overview_shows_what_it_r
         before = set(app.hunts)
         await artifacts_form(pilot)
 
-        # Found by a word of its description; it has no parameters, so the search keeps the
-        # focus for the next one.
-        await type_text(pilot, "password")
+        # Found by a word of its description (one no built-in artifact has); it has no
+        # parameters, so the search keeps the focus for the next one.
+        await type_text(pilot, "wombat")
         await until(pilot, lambda: picked(app) == ["Test.Accounts.Users"])
         # Text from definitions is drawn as it is, never read as markup.
-        assert "from the password database [/etc/passwd]." in text_of(
+        assert "from the wombat password database [/etc/passwd]." in text_of(
             app, "#artifact-description")
         await pilot.press("enter")
         await until(pilot, lambda: chosen(app) == ["Test.Accounts.Users"])
 
         # One added by mistake, then removed by its key.
-        await clear_and_type(pilot, "client info")
+        await clear_and_type(pilot, "generic.client.info")
         await until(pilot, lambda: picked(app) == ["Generic.Client.Info"])
         await pilot.press("enter")
         await until(pilot, lambda: len(chosen(app)) == 2)
@@ -183,7 +183,7 @@ async def test_a_refused_value_is_shown_under_its_field_and_over_the_footer(tmp_
         await pilot.press("ctrl+s")  # nothing chosen yet
         await until(pilot, lambda: text_of(app, "#problem").startswith("Not created: no artifact"))
 
-        await type_text(pilot, "finder")
+        await type_text(pilot, "test.files")
         await until(pilot, lambda: picked(app) == ["Test.Files.Finder"])
         await pilot.press("enter")
         await until(pilot, lambda: chosen(app) == ["Test.Files.Finder"])
