@@ -99,6 +99,9 @@ def test_an_artifact_hunt_runs_typed_parameters_and_exports_one_file_per_source(
         "Custom.Test.Hosts/Host", "Custom.Test.Hosts/Tags", "Custom.Test.Hosts/Called"]
     settled = wait_settled(fleet, hunt["hunt_id"], 3)
     assert settled["counts"]["results"] == 3, settled
+    shown = cli(fleet, "hunt", "show", hunt["hunt_id"]).stdout
+    assert "artifact:          Custom.Test.Hosts  (Times=3; Loud=Y; Tags=" in shown
+    assert "collection:" not in shown  # the compiled VQL is in --json, not in the summary
 
     rows = [json.loads(line) for line in
             cli(fleet, "hunt", "results", hunt["hunt_id"]).stdout.splitlines()]

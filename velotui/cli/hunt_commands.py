@@ -202,7 +202,7 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
             for key, what in (("max_rows", "rows"), ("max_upload_bytes", "upload bytes"),
                               ("max_uploads", "files"), ("max_logs", "log lines"),
                               ("max_log_bytes", "log bytes"))),
-        f"collection:        {hunt['query']}",
+        *_collection_lines(hunt),
         f"client condition:  {hunt['client_condition']}",
         f"server condition:  {hunt['server_condition'] or NO_SERVER_CONDITION}",
         _counts_line(hunt["counts"]),
@@ -210,6 +210,21 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
     lines += [f"errors: {error['clients']} x {error['reason']}"
               for error in hunt.get("errors", [])]
     return "\n".join(lines) + "\n"
+
+
+def _collection_lines(hunt: dict[str, Any]) -> list[str]:
+    """The collection: its VQL, or for an artifact hunt each artifact with the parameters it
+    was given (its compiled VQL is in --json)."""
+    artifacts = hunt.get("artifacts") or []
+    if not artifacts:
+        return [f"collection:        {hunt['query']}"]
+    lines = []
+    for artifact in artifacts:
+        values = "; ".join(f"{name}={json.dumps(value)}" if "\n" in value else f"{name}={value}"
+                           for name, value in artifact.get("parameters", {}).items())
+        lines.append(f"artifact:          {artifact['name']}" + (f"  ({values})" if values
+                                                                  else ""))
+    return lines
 
 
 def _create_handler(args: argparse.Namespace) -> int:
