@@ -7,20 +7,21 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from velotui.vql import Scope, collect, default_registry, to_json_value
+from tests.vql_evaluate import Logs, rows_of
+from velotui.vql import Registry, Scope, default_registry, to_json_value
 
 
-class Logs(list):
-    def __call__(self, level: str, message: str) -> None:
-        self.append((level, message))
+def marking_registry() -> tuple[Registry, list[str]]:
+    """A registry with mark(name=): it notes each name it is called with, in order."""
+    seen: list[str] = []
+    registry = default_registry()
 
-    @property
-    def errors(self) -> list[str]:
-        return [message for level, message in self if level == "error"]
+    @registry.function
+    def mark(scope: Scope, *, name: str) -> str:
+        seen.append(name)
+        return name
 
-
-async def rows_of(query: str, **options: Any) -> list[dict[str, Any]]:
-    return await collect(query, **options)
+    return registry, seen
 
 
 # Stored queries with dotted names ----------------------------------------------------------------
@@ -186,13 +187,7 @@ async def test_query_timeout_ends_its_rows_and_the_outer_query_goes_on() -> None
 
 
 async def test_switch_gives_the_first_query_with_rows_and_runs_no_later_one() -> None:
-    seen: list[str] = []
-    registry = default_registry()
-
-    @registry.function
-    def mark(scope: Scope, *, name: str) -> str:
-        seen.append(name)
-        return name
+    registry, seen = marking_registry()
 
     rows = await rows_of(
         "SELECT * FROM switch("
@@ -259,13 +254,7 @@ async def test_memoize_runs_the_query_again_once_its_period_has_passed() -> None
 
 
 async def test_if_plugin_runs_only_the_branch_it_takes_and_a_query_condition_is_its_rows() -> None:
-    seen: list[str] = []
-    registry = default_registry()
-
-    @registry.function
-    def mark(scope: Scope, *, name: str) -> str:
-        seen.append(name)
-        return name
+    registry, seen = marking_registry()
 
     rows = await rows_of(
         "LET empty = SELECT * FROM range(end=0) "
@@ -280,13 +269,7 @@ async def test_if_plugin_runs_only_the_branch_it_takes_and_a_query_condition_is_
 
 
 async def test_if_function_evaluates_only_the_branch_it_takes() -> None:
-    seen: list[str] = []
-    registry = default_registry()
-
-    @registry.function
-    def mark(scope: Scope, *, name: str) -> str:
-        seen.append(name)
-        return name
+    registry, seen = marking_registry()
 
     rows = await rows_of(
         "LET q = SELECT mark(name='query') AS M FROM scope() "

@@ -10,31 +10,17 @@ from typing import Any
 
 import pytest
 
+from tests.vql_evaluate import Logs, rows_of
 from velotui.vql import (
     DeadlineExceeded,
     Scope,
     UnknownName,
     VQLSyntaxError,
     builtins_registry,
-    collect,
     compile_query,
     default_registry,
     run,
 )
-
-
-class Logs(list):
-    def __call__(self, level: str, message: str) -> None:
-        self.append((level, message))
-
-    @property
-    def errors(self) -> list[str]:
-        return [message for level, message in self if level == "error"]
-
-
-async def rows_of(query: str, **options: Any) -> list[dict[str, Any]]:
-    return await collect(query, **options)
-
 
 # Streaming ---------------------------------------------------------------------------------------
 

@@ -1,10 +1,25 @@
-"""One VQL expression's value through the engine, for the function tests."""
+"""Running VQL in tests: a log collector, a query's rows, one expression's value."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from velotui.vql import collect
+
+
+class Logs(list):
+    """A log sink that keeps (level, message) pairs."""
+
+    def __call__(self, level: str, message: str) -> None:
+        self.append((level, message))
+
+    @property
+    def errors(self) -> list[str]:
+        return [message for level, message in self if level == "error"]
+
+
+async def rows_of(query: str, **options: Any) -> list[dict[str, Any]]:
+    return await collect(query, **options)
 
 
 async def evaluate_with(expression: str, **options: Any) -> tuple[Any, list[str]]:
