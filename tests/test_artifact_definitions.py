@@ -256,3 +256,11 @@ def test_two_artifacts_calling_the_same_one_define_it_once() -> None:
     collection = compile_collection(library, [ArtifactRequest("Custom.A"),
                                               ArtifactRequest("Custom.B")])
     assert collection.query.count("LET `Artifact.Custom.Callee`") == 1
+
+
+def test_statements_split_where_the_parser_counts_lines_whatever_the_text_holds() -> None:
+    from velotui.artifacts.compiler import _statements
+
+    text = "LET a = 'x\u2028y\ry'\nSELECT a FROM scope()\n"
+    assert _statements(text) == [(False, "LET a = 'x\u2028y\ry'\n"),
+                                 (True, "SELECT a FROM scope()\n")]

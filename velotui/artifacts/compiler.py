@@ -14,7 +14,8 @@ does:
   or ``Artifact/Source``.
 - An artifact that another calls is a stored query named ```Artifact.Name``` taking its
   parameters and ``source`` (one source only, when given), running the same script untagged in
-  an isolated scope, as Velociraptor's ``Artifact`` plugin does::
+  a scope of its own, as Velociraptor's ``Artifact`` plugin does (a child of the caller's, so
+  the artifacts it calls in turn stay in reach; its parameters shadow the caller's)::
 
     LET `Artifact.Custom.Callee`(Limit='10', source='') = SELECT * FROM chain(...)
     SELECT * FROM query(query='LET Limit <= ...\nSELECT *, ... AS _Source FROM chain(...)',
@@ -115,10 +116,8 @@ def _statements(text: str) -> list[tuple[bool, str]]:
     """Each statement of ``text`` as (is a SELECT, its text), comments kept with the one
     before them. The text has parsed before (the definition was checked on loading)."""
     parsed = parse(text)
-    lines = text.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
+    # Where each line starts, counting lines as the parser does: by "\n" only.
+    offsets = [0] + [found.end() for found in re.finditer("\n", text)]
 
     def offset(node: ast.Node) -> int:
         return offsets[node.position.line - 1] + node.position.column - 1
