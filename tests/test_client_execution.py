@@ -101,10 +101,19 @@ async def _started_shell(agen: Any) -> tuple[psutil.Process, psutil.Process]:
 
 
 def _gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    """Whether ``process`` ends (reaped, or a zombie): a SIGKILL lands a moment after kill()
+    returns, so this waits for the kernel, up to a guard of 30 s (a process that was not
+    killed sleeps for 1,000 s and fails it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 async def test_cancelling_the_query_kills_the_program_and_what_it_started() -> None:
