@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from velotui.vql import collect
+from tests.vql_evaluate import rows_and_errors
 
 SSH_GROK = (
     "%{SYSLOGTIMESTAMP:Timestamp} (?:%{SYSLOGFACILITY} )?%{SYSLOGHOST:logsource} "
@@ -18,11 +18,7 @@ SERVICE_GROK = (
 
 
 async def rows_of(query: str, **env: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    logs: list[tuple[str, str]] = []
-    rows = await collect(query, env=env, on_log=lambda level, text: logs.append((level, text)))
-    errors = [text for level, text in logs if level == "error"]
-    assert not [text for text in errors if text.startswith("Unknown function")]
-    return rows, errors
+    return await rows_and_errors(query, env=env)
 
 
 async def test_grok_parses_sshd_auth_lines_into_named_fields() -> None:

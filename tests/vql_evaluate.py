@@ -22,17 +22,19 @@ async def rows_of(query: str, **options: Any) -> list[dict[str, Any]]:
     return await collect(query, **options)
 
 
+async def rows_and_errors(query: str, **options: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of ``query`` run with ``options`` (as ``collect`` takes them), and the errors it
+    logged; fails the test when a function is unknown."""
+    logs = Logs()
+    rows = await collect(query, on_log=logs, **options)
+    assert not [message for message in logs.errors if message.startswith("Unknown function")]
+    return rows, logs.errors
+
+
 async def evaluate_with(expression: str, **options: Any) -> tuple[Any, list[str]]:
-    """The value of ``expression`` run with ``options`` (as ``collect`` takes them), and the
-    errors the query logged; fails the test when the function is unknown."""
-    logs: list[tuple[str, str]] = []
-    rows = await collect(
-        f"SELECT {expression} AS Value FROM scope()",
-        on_log=lambda level, message: logs.append((level, message)),
-        **options,
-    )
-    errors = [message for level, message in logs if level == "error"]
-    assert not [message for message in errors if message.startswith("Unknown function")]
+    """The value of ``expression`` run with ``options``, and the errors the query logged."""
+    rows, errors = await rows_and_errors(f"SELECT {expression} AS Value FROM scope()",
+                                         **options)
     return rows[0]["Value"], errors
 
 

@@ -256,8 +256,6 @@ class _Reader:
             if not isinstance(choices, list):
                 raise self.fail(f"parameter {name!r}: choices must be a list", *path, "choices")
             default = item.get("default")
-            if isinstance(default, bool):
-                default = "Y" if default else ""
             parameters.append(Parameter(
                 name=name,
                 type=kind or "string",

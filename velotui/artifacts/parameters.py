@@ -96,39 +96,39 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+def _vql_list(words: Iterable[str]) -> str:
+    return "(" + ", ".join(f"'{w}'" for w in words) + ",)"
+
+
+# What turns a parameter's text into its value, by type ({p}: the parameter).
+_CONVERTERS = {
+    **dict.fromkeys(INT_TYPES, "int(int={p})"),
+    "float": "parse_float(string={p})",
+    "bool": "upcase(string=strip(string={p})) IN " + _vql_list(TRUE_WORDS),
+    "csv": "{{SELECT * FROM parse_csv(filename={p}, accessor='data')}}",
+    "json": "parse_json(data={p})",
+    "json_array": "parse_json_array(data={p})",
+    "timestamp": "timestamp(string={p})",
+}
+
+
 def conversions(parameters: Iterable[Parameter]) -> str:
     """The LETs that turn each typed parameter's text into its value, at a source's start.
     A value that is already converted (an artifact called with a number, a list, a bool)
     passes through unchanged."""
     lines = []
     for parameter in parameters:
+        converter = _CONVERTERS.get(parameter.type)
+        if converter is None:
+            continue
         name = f"`{parameter.name}`"
         is_text = f"format(format='%T', args={name}) = 'string'"
-        kind = parameter.type
-        if kind in INT_TYPES:
-            expression = f"if(condition={is_text}, then=int(int={name}), else={name})"
-        elif kind == "float":
-            expression = (f"if(condition={is_text}, then=parse_float(string={name}), "
-                          f"else={name})")
-        elif kind == "bool":
-            expression = (f"if(condition={is_text}, then=upcase(string=strip(string={name})) "
-                          f"IN {_vql_list(TRUE_WORDS)}, else={name} = TRUE)")
-        elif kind == "csv":
-            expression = (f"if(condition={is_text}, then={{SELECT * FROM parse_csv("
-                          f"filename={name}, accessor='data')}}, else={name})")
-        elif kind == "json":
-            expression = f"if(condition={is_text}, then=parse_json(data={name}), else={name})"
-        elif kind == "json_array":
-            expression = (f"if(condition={is_text}, then=parse_json_array(data={name}), "
-                          f"else={name})")
-        elif kind == "timestamp":
-            expression = (f"if(condition={name} AND {is_text}, then=timestamp(string={name}), "
-                          f"else={name})")
-        else:
-            continue
+        # A bool given as a value is compared with TRUE; an empty timestamp stays empty.
+        otherwise = f"{name} = TRUE" if parameter.type == "bool" else name
+        condition = f"{name} AND {is_text}" if parameter.type == "timestamp" else is_text
+        expression = (f"if(condition={condition}, then={converter.format(p=name)}, "
+                      f"else={otherwise})")
         lines.append(f"LET {name} <= {expression}")
     return "\n".join(lines)
 
 
-def _vql_list(words: Iterable[str]) -> str:
-    return "(" + ", ".join(f"'{w}'" for w in words) + ",)"
