@@ -160,7 +160,7 @@ async def test_enter_keeps_the_filter_and_says_so() -> None:
         await pilot.press("slash", "O", "D", "D", "enter")  # case does not matter
         assert table.row_count == 10
         assert app.focused is table
-        assert not bar.query_one(Input).display
+        assert not bar.query_one("#filter-line").display
         kept = bar.query_one("#filter-kept")
         assert kept.display
         assert str(kept.render()) == "filter: ODD   (/ to change, esc to clear)"
