@@ -188,6 +188,17 @@ async def test_the_hunts_table_shows_the_essentials_at_80_and_more_columns_wider
         await until(pilot, lambda: labels(table) == list(COMPACT_COLUMNS), 10, "compact")
         assert cursor_key(table) == NEWEST_FIRST[1]
 
+        # Resized while another screen is on top: the home screen fits when it is back.
+        home = app.screen
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ClientsScreen))
+        await pilot.resize_terminal(120, 36)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is home)
+        await until(pilot, lambda: labels(table) == list(COUNT_COLUMNS), 10, "count columns")
+        await pilot.pause()
+        assert panel.region.x >= table.region.right
+
 
 async def test_a_hunt_that_finished_while_another_was_selected_has_its_completions(
     tmp_path: Path

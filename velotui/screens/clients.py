@@ -116,6 +116,10 @@ class ClientsScreen(Screen[None]):
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns(event.size.width)
 
+    def on_screen_resume(self) -> None:
+        # The terminal may have been resized while a detail or prompt was on top.
+        self._fit_columns(self.app.size.width)
+
     def _fit_columns(self, width: int) -> None:
         columns = columns_for(width)
         if columns == self.columns:

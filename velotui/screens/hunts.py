@@ -86,7 +86,6 @@ class HuntsScreen(HuntActions, Screen[None]):
     """Hunts, newest first, updated in place as their counts change."""
 
     CSS_PATH = "hunts.tcss"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (PANEL_BESIDE_WIDTH, "-wide")]
     BINDINGS = [
         Binding("n", "new_hunt", "New", id="new"),
         Binding("enter", "open_hunt", "Open", id="open", show=True),
@@ -121,8 +120,11 @@ class HuntsScreen(HuntActions, Screen[None]):
         self._fit_columns(event.size.width)
 
     def _fit_columns(self, width: int) -> None:
-        """Show the columns that fit ``width``; the cursor stays on its hunt."""
-        self.query_one(HuntPanel).set_class(width < PANEL_BESIDE_WIDTH, "-compact")
+        """Lay the screen out for ``width``: the panel beside the table or under it (compact),
+        and the columns that fit; the cursor stays on its hunt."""
+        narrow = width < PANEL_BESIDE_WIDTH
+        self.set_class(narrow, "-narrow")
+        self.query_one(HuntPanel).set_class(narrow, "-compact")
         columns = columns_for(width)
         if columns == self.columns:
             return
@@ -138,6 +140,8 @@ class HuntsScreen(HuntActions, Screen[None]):
         self.redraw()
 
     def on_screen_resume(self) -> None:
+        # The terminal may have been resized while another screen was on top.
+        self._fit_columns(self.app.size.width)
         self.redraw()
 
     def redraw(self) -> None:
