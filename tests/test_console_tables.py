@@ -173,6 +173,23 @@ async def test_enter_keeps_the_filter_and_says_so() -> None:
         assert not bar.display  # an empty filter kept is no filter
 
 
+async def test_a_filter_kept_from_code_shows_and_esc_on_the_bar_clears_it() -> None:
+    app = TableHost(rows=20)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(LiveTable)
+        bar = app.query_one(FilterBar)
+        bar.keep("row 1")
+        await pilot.pause()
+        assert app.filters == ["row 1"] and table.row_count == 11
+        assert str(bar.query_one("#filter-kept").render()).startswith("filter: row 1 ")
+        assert app.focused is table
+        bar.keep("row 1")  # no change: no message
+        await pilot.pause()
+        assert app.filters == ["row 1"]
+        await pilot.press("slash", "escape")
+        assert app.filters[-1] == "" and table.row_count == 20 and not bar.display
+
+
 def test_matches_any_cell_ignoring_case() -> None:
     assert matches("", ["anything"])
     assert matches("fin", ["H.1", "Auth logs on FINANCE hosts"])
@@ -345,3 +362,25 @@ async def test_the_column_chooser_toggles_with_space_and_applies_in_table_order(
         assert "at least one column" in notices(app)[-1]
         await pilot.press("a", "enter")
         await until(pilot, lambda: chosen[-1] == columns)
+
+
+async def test_the_panel_knows_the_completions_of_a_hunt_it_did_not_show() -> None:
+    from tests.test_hunt_panel import NOW, PanelApp, hunt
+    from velotui.widgets.hunt_panel import HuntPanel
+
+    app = PanelApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(HuntPanel)
+        shown = hunt(hunt_id="H.SHOWN", running=1)
+        other = hunt(hunt_id="H.OTHER", running=3)
+        for step in range(10):  # H.OTHER finishes its 3 clients while H.SHOWN is selected
+            now = NOW + step * 2
+            other = hunt(hunt_id="H.OTHER", running=3 - step // 3,
+                         results=min(step // 3, 3))
+            panel.observe([shown, other], now)
+            panel.show(shown, now)
+        panel.observe([shown, other], NOW + 20)
+        panel.show(other, NOW + 20)
+        await until(pilot, lambda: panel.view.title == "H.OTHER")
+        assert panel.view.sparkline_caption.endswith("last 2m: 3")
+        assert sum(panel.view.sparkline) == 3

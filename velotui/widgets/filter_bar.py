@@ -116,6 +116,26 @@ class FilterBar(Widget):
         self._give_focus_back()
         return True
 
+    def keep(self, value: str) -> None:
+        """Put ``value`` in force as if typed and kept with enter (the focus is left where it
+        is); posts `Changed` when that changes the filter. An empty value clears it."""
+        if not value:
+            self.clear()
+            return
+        field = self.query_one(Input)
+        changed = value != field.value
+        with field.prevent(Input.Changed):
+            field.value = value
+        self.remove_class("-open")
+        self._show_kept(value)
+        if changed:
+            self.post_message(self.Changed(self, value))
+
+    def _show_kept(self, value: str) -> None:
+        self.query_one("#filter-kept", Static).update(
+            f"filter: {value}   (/ to change, esc to clear)")
+        self.add_class("-kept")
+
     def action_clear(self) -> None:
         self.clear()
 
@@ -135,7 +155,5 @@ class FilterBar(Widget):
         value = event.value
         self.remove_class("-open")
         if value:
-            self.query_one("#filter-kept", Static).update(
-                f"filter: {value}   (/ to change, esc to clear)")
-            self.add_class("-kept")
+            self._show_kept(value)
         self._give_focus_back()

@@ -1,7 +1,8 @@
 """The selected hunt's live panel: its counts, progress, completions over time and an ETA.
 
 The screen calls `HuntPanel.show` whenever fresh hunt data arrives, which during a busy hunt can
-be many times a second. Drawing each of those would spend the event loop on frames nobody can
+be many times a second, and `HuntPanel.observe` with every hunt, so each hunt's completions are
+known whichever one is shown. Drawing each of those would spend the event loop on frames nobody can
 read, so the panel (Toolong-style) keeps only the latest data and draws at most about four times
 a second: the first update after a quiet spell is drawn at once (so a newly selected hunt shows
 without delay), later ones wait for the next tick of a quarter-second timer. A frame is drawn
