@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Input
 
 from tests.console_driver import console, ready, type_text, until
 from tests.console_seed import CLIENTS, seed
@@ -244,6 +245,11 @@ async def test_clients_at_80_columns_show_labels_marking_the_agents(tmp_path: Pa
         await pilot.press("enter")
         await until(pilot, lambda: str(table.get_cell(CLIENTS[-1][0], "Labels"))
                     == "[Workstations], Triage", 10, "the operator's label, unbracketed")
+        await pilot.press("minus")  # the prompt says which labels can be removed
+        await until(pilot, lambda: app.screen.query("#answer"))
+        assert app.screen.query_one("#answer", Input).placeholder == "label (yours: Triage)"
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ClientsScreen))
 
         await pilot.resize_terminal(140, 36)
         await until(pilot, lambda: "First seen" in labels(table), 10, "every column")

@@ -182,7 +182,13 @@ class ClientsScreen(Screen[None]):
                                        client_id=client_id, **change) is not None:
                     self.load()
 
-        self.app.push_screen(TextPrompt(f"{title} {client_id}", "label"), answered)
+        placeholder = "label"
+        client = self.clients.get(client_id)
+        if sign == "-" and client is not None:
+            # Only the operator's labels can go; the agent's are its config's.
+            yours = ", ".join(client.get("operator_labels") or []) or "none"
+            placeholder = f"label (yours: {yours})"
+        self.app.push_screen(TextPrompt(f"{title} {client_id}", placeholder), answered)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
