@@ -117,19 +117,23 @@ class FilterBar(Widget):
         return True
 
     def keep(self, value: str) -> None:
-        """Put ``value`` in force as if typed and kept with enter (the focus is left where it
-        is); posts `Changed` when that changes the filter. An empty value clears it."""
+        """Put ``value`` in force as if typed and kept with enter (the focus goes back to the
+        table if the input had it); posts `Changed` when that changes the filter. An empty
+        value clears it."""
         if not value:
             self.clear()
             return
         field = self.query_one(Input)
         changed = value != field.value
+        was_open = self.has_class("-open")
         with field.prevent(Input.Changed):
             field.value = value
         self.remove_class("-open")
         self._show_kept(value)
         if changed:
             self.post_message(self.Changed(self, value))
+        if was_open:
+            self._give_focus_back()
 
     def _show_kept(self, value: str) -> None:
         self.query_one("#filter-kept", Static).update(
