@@ -160,7 +160,7 @@ class HuntsScreen(HuntActions, Screen[None]):
         table = self.query_one("#hunts", LiveTable)
         table.sync({hunt["hunt_id"]: hunt_cells(hunt, self.columns) for hunt in shown},
                    ordered=True)
-        if wanted and wanted in self.app.hunts:
+        if wanted and wanted in table.rows:
             self._wanted = None
             table.move_cursor(row=table.get_row_index(wanted))
         empty = self.query_one("#empty", Static)
