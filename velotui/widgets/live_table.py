@@ -12,8 +12,12 @@ whole column for every cell that got narrower: a thousand rows changing at once 
 
 Row order: rows already in the table keep their place; new rows are appended at the end in the
 order `rows` gives them. A different order of existing keys in `rows` is ignored, because moving
-rows under the operator's cursor is exactly what this module exists to avoid (sort the table
-explicitly with `DataTable.sort` when a new order is wanted).
+rows under the operator's cursor is exactly what this module exists to avoid, unless the caller
+asks for it (`ordered=True`): then the rows are put in the order given and the cursor follows
+its row (the hunts list keeps newest first that way, a hunt created now going to the top).
+
+Every table in the console is a `NavigableTable`: the vi-style keys an operator of k9s or lazygit
+reaches for (j/k, g/G, ctrl+d/ctrl+u) move the cursor as the arrow and page keys do.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from weakref import WeakKeyDictionary
 from rich.cells import cell_len
 from rich.console import Console, RenderableType
 from rich.text import Text
+from textual._two_way_dict import TwoWayDict
+from textual.binding import Binding, BindingType
 from textual.coordinate import Coordinate
 from textual.render import measure
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, CellKey
+from textual.widgets.data_table import CellDoesNotExist, CellKey, RowKey
 
 # What each table last showed, per row key: one signature per cell. Comparing these tuples skips
 # unchanged rows with one comparison, without asking the table for every cell on every update.
@@ -117,17 +123,31 @@ def _announce_cursor(table: DataTable[Any]) -> None:
         table.post_message(DataTable.ColumnHighlighted(table, coordinate.column, column_key))
 
 
+def _put_in_order(table: DataTable[Any], keys: Sequence[str]) -> bool:
+    """Order the table's rows as ``keys`` gives them (every row key once); True when it moved
+    any. What `DataTable.sort` does, with the order given rather than computed from cells."""
+    locations = {RowKey(key): index for index, key in enumerate(keys)}
+    if all(table.get_row_index(row_key) == index for row_key, index in locations.items()):
+        return False
+    table._row_locations = TwoWayDict(locations)
+    table._update_count += 1
+    table.refresh()
+    return True
+
+
 def sync_table(
-    table: DataTable[Any], rows: Mapping[str, Sequence[RenderableType | str]]
+    table: DataTable[Any], rows: Mapping[str, Sequence[RenderableType | str]],
+    *, ordered: bool = False,
 ) -> None:
     """Make `table` show exactly `rows` (row key -> cells in column order) by a keyed diff.
 
     Only changed cells are updated (with their column widened if needed), new keys are appended
-    in the order given, keys no longer in `rows` are removed; existing rows keep their order.
-    The cursor stays on the same row key and the scroll position is left alone. A highlight
-    message is posted only when the row under the cursor is a different one afterwards (its row
-    was removed, or the table was empty), so a screen that follows highlights is not told about
-    moves that did not change the selection.
+    in the order given, keys no longer in `rows` are removed; existing rows keep their order,
+    unless ``ordered``: then every row is put in the order of ``rows``. The cursor stays on the
+    same row key and the scroll position is left alone. A highlight message is posted only when
+    the row under the cursor is a different one afterwards (its row was removed, or the table was
+    empty), so a screen that follows highlights is not told about moves that did not change the
+    selection.
 
     Raises ValueError when a row has more cells than the table has columns.
     """
@@ -200,6 +220,9 @@ def sync_table(
             shown.pop(str(row_key.value), None)
             shown_widths.pop(str(row_key.value), None)
 
+        if ordered:
+            _put_in_order(table, list(rows))
+
         if target_before is not None and target_before[0] in table.rows:
             # Rows removed above the cursor shift its row up; follow the row, not the index.
             # set_reactive moves it without the watcher's scroll-into-view, keeping the scroll.
@@ -212,13 +235,50 @@ def sync_table(
         _announce_cursor(table)
 
 
-class LiveTable(DataTable[Any]):
+class NavigableTable(DataTable[Any]):
+    """A DataTable with the vi-style moves besides the arrows: j/k down/up, g/G first/last row,
+    ctrl+d/ctrl+u half a page down/up."""
+
+    BINDINGS: list[BindingType] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "First", show=False),
+        Binding("G", "scroll_bottom", "Last", show=False),
+        Binding("ctrl+d", "half_page_down", "Half page down", show=False),
+        Binding("ctrl+u", "half_page_up", "Half page up", show=False),
+    ]
+
+    def _half_page(self) -> int:
+        """Rows in half the visible height (at least one)."""
+        height = self.scrollable_content_region.height - (
+            self.header_height if self.show_header else 0)
+        return max(1, height // 2)
+
+    def action_half_page_down(self) -> None:
+        self._move_rows(self._half_page())
+
+    def action_half_page_up(self) -> None:
+        self._move_rows(-self._half_page())
+
+    def _move_rows(self, delta: int) -> None:
+        if self.row_count == 0:
+            return
+        if not self.show_cursor or self.cursor_type not in ("cell", "row"):
+            self.scroll_relative(y=delta, animate=False)
+            return
+        row = min(max(self.cursor_coordinate.row + delta, 0), self.row_count - 1)
+        self.move_cursor(row=row, animate=False)
+
+
+class LiveTable(NavigableTable):
     """A DataTable that is updated in place from a mapping of rows (see `sync_table`)."""
 
-    def sync(self, rows: Mapping[str, Sequence[RenderableType | str]]) -> None:
-        """Show exactly `rows` (row key -> cells in column order), touching only what changed.
+    def sync(self, rows: Mapping[str, Sequence[RenderableType | str]], *,
+             ordered: bool = False) -> None:
+        """Show exactly `rows` (row key -> cells in column order), touching only what changed;
+        with ``ordered``, in the order of ``rows`` (the cursor stays on its row).
 
         Raises ValueError when a row has more cells than the table has columns. Text is shown
         as it is, never read as markup."""
         sync_table(self, {key: [plain(cell) if isinstance(cell, str) else cell for cell in cells]
-                          for key, cells in rows.items()})
+                          for key, cells in rows.items()}, ordered=ordered)
