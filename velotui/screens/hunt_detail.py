@@ -338,11 +338,10 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.refresh_bindings()
 
     def _focus_tab(self, pane: str) -> None:
-        """Focus what the tab is for: its table (the query tab's editor until a query ran)."""
+        """Focus the tab's table, in the query tab too (``i`` goes to its editor), so the
+        number keys always switch tabs and arrows always move in a table."""
         if pane == "overview":
             self.query_one("#overview-scroll").focus()
-        elif pane == "query" and self._query_rows is None:
-            self.query_one("#query-editor", VQLEditor).focus()
         elif pane:
             self.query_one(f"#{pane}-table").focus()
 
