@@ -131,6 +131,11 @@ def result_columns(rows: list[dict[str, Any]]) -> list[str]:
     return ([c for c in PINNED if c in seen] + own + [c for c in TRAILING if c in seen])
 
 
+def in_order(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its fields in the order the table shows them (see ``result_columns``)."""
+    return {column: row[column] for column in result_columns([row])}
+
+
 def tally_rows(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
     """Rows counted by the text of their ``column`` cell ("" without one), as the server
     tallies a hunt's results: most frequent first, ties by value, each with the number of
@@ -459,9 +464,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             return f"log of {self.hunt_id} at {utc_seconds(entry['time'])}", entry, "message"
         if active == "results":
             number = self.page * PAGE_SIZE + int(key) + 1
-            return f"row {number:,} of {self.hunt_id}", self._results[int(key)], column
+            return f"row {number:,} of {self.hunt_id}", in_order(self._results[int(key)]), column
         assert self._query_rows is not None
-        return f"query row {int(key) + 1:,}", self._query_rows[int(key)], column
+        return f"query row {int(key) + 1:,}", in_order(self._query_rows[int(key)]), column
 
     def _open_detail(self) -> None:
         found = self._row_under_cursor()
@@ -601,7 +606,8 @@ class HuntDetailScreen(HuntActions, Screen[None]):
                                     filter=self.results_filter, limit=TALLY_LIMIT)
         if tally is None:
             return
-        note = f"{tally['rows']:,} rows, {tally['distinct']:,} distinct values"
+        note = (f"{tally['rows']:,} row{'s' if tally['rows'] != 1 else ''},"
+                f" {tally['distinct']:,} distinct value{'s' if tally['distinct'] != 1 else ''}")
         if self.results_filter:
             note += f", matching {self.results_filter!r}"
         if tally["truncated"]:
@@ -708,8 +714,10 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         table = self.query_one("#log-table", DataTable)
         cursor = table.cursor_coordinate
         table.clear()
+        client_width = 18 if self.app.size.width >= WIDE else 10  # the message needs room
         for index, entry in enumerate(entries):
-            table.add_row(utc_seconds(entry["time"]), entry["client_id"], plain(entry["level"]),
+            table.add_row(utc_seconds(entry["time"]), clip(entry["client_id"], client_width),
+                          plain(entry["level"]),
                           plain(clip(entry["message"] or "", MAX_MESSAGE)), key=str(index))
         if entries:
             table.move_cursor(row=min(cursor.row, len(entries) - 1))
