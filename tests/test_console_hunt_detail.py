@@ -218,6 +218,23 @@ async def test_clients_tab_shows_the_error_at_80_columns(datastore: Path) -> Non
         assert str(clients.get_row_at(CLIENTS)[-1]).startswith("the collection failed")
 
 
+async def test_the_tables_follow_the_terminals_width(datastore: Path) -> None:
+    app = console(datastore)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await opened(pilot)
+        await pilot.press("2")
+        clients = table(screen, "clients")
+        await until(pilot, lambda: clients.row_count == CLIENTS + 1)
+        assert "State" in [str(column.label) for column in clients.ordered_columns]
+        assert str(table(screen, "results").get_row_at(0)[0]) == "C.0000000000000000"
+        await pilot.resize_terminal(*SIZE)
+        await until(pilot, lambda: "State" not in [str(column.label)
+                                                   for column in clients.ordered_columns])
+        await until(pilot, lambda: clients.row_count == CLIENTS + 1)
+        assert str(clients.get_row_at(0)[0]) == "C.0000000…"
+        assert str(table(screen, "results").get_row_at(0)[0]) == "C.0000000…"
+
+
 async def test_tally_counts_every_row_and_a_value_filters_the_results(datastore: Path
                                                                       ) -> None:
     app = console(datastore)

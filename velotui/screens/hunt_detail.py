@@ -20,6 +20,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.events import Resize
 from textual.screen import Screen
 from textual.timer import Timer
@@ -269,8 +270,13 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self._focus_tab("overview")
 
     def on_resize(self, event: Resize) -> None:
+        """Tables follow the terminal's width: narrower columns below ``WIDE``."""
         if self._draw_client_columns():
             self.load_clients()
+            self.load_log()
+            self._draw_results()
+            if self._query_rows is not None:
+                self._draw_query()
 
     def _draw_client_columns(self) -> bool:
         """Give the clients table the columns that fit the terminal; True when they changed."""
@@ -391,11 +397,11 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             "run_query": ("query",),
             "edit_query": ("query",),
         }.get(action)
-        if tabs is None or not self.is_mounted:
+        if tabs is None:
             return True
         try:
             return self.active_tab in tabs
-        except Exception:  # not composed yet
+        except NoMatches:  # asked before the tabs are composed
             return True
 
     def action_tab(self, tab: str) -> None:
