@@ -15,6 +15,9 @@ from velotui.server.data.flows import unpack_rows
 from velotui.server.data.store import Store
 
 CLIENTS_PER_PAGE = 500
+BATCHES_PER_READ = 16
+"""How many stored row batches one read of ``hunt_batches`` takes: a scan of a hunt holds at
+most this many in memory."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,16 @@ class ResultReader:
         )
         return [dict(row) for row in rows]
 
+    async def hunt_client_count(self, hunt_id: str, queue: str | None) -> int:
+        """How many clients the hunt has looked at (in ``queue``, when given)."""
+        where, params = "hunt_id = ?", [hunt_id]
+        if queue:
+            where += " AND queue = ?"
+            params.append(queue)
+        row = await self.store.fetch_one(
+            f"SELECT COUNT(*) AS clients FROM hunt_clients WHERE {where}", params)
+        return row["clients"] if row is not None else 0
+
     async def members(self, hunt_id: str) -> AsyncIterator[HuntMember]:
         """Every client the hunt ran its collection on, oldest check first, a page at a
         time."""
@@ -61,6 +74,29 @@ class ResultReader:
             if len(page) < CLIENTS_PER_PAGE:
                 return
             offset += len(page)
+
+    async def hunt_batches(self, hunt_id: str
+                           ) -> AsyncIterator[tuple[HuntMember, list[dict[str, Any]]]]:
+        """Every stored batch of the hunt's rows with its member, in the order ``results_page``
+        counts rows, ``BATCHES_PER_READ`` batches a read: each read starts after the last
+        batch of the one before (by key, not by offset), so no read connection is held while
+        the caller works and a batch is never read twice."""
+        after: tuple[float, str, int] = (float("-inf"), "", 0)
+        while True:
+            page = await self.store.fetch_all(
+                "SELECT hc.checked, r.client_id, r.flow_id, r.seq, r.data FROM hunt_clients hc"
+                " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
+                " WHERE hc.hunt_id = ? AND (hc.checked, hc.client_id, r.seq) > (?, ?, ?)"
+                " ORDER BY hc.checked, hc.client_id, r.seq LIMIT ?",
+                (hunt_id, *after, BATCHES_PER_READ),
+            )
+            for batch in page:
+                yield (HuntMember(batch["client_id"], batch["flow_id"]),
+                       unpack_rows(batch["data"]))
+            if len(page) < BATCHES_PER_READ:
+                return
+            last = page[-1]
+            after = (last["checked"], last["client_id"], last["seq"])
 
     async def results_page(self, hunt_id: str, offset: int, limit: int
                            ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
