@@ -5,6 +5,8 @@ statements (DataBuilder), then a real server opens the datastore."""
 
 from __future__ import annotations
 
+import time
+from array import array
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.data_builder import DataBuilder
 from tests.triage_data import (
     ARTIFACT_HUNT,
     CLIENTS,
@@ -22,6 +25,9 @@ from tests.triage_data import (
     build_datastore,
     expected_rows,
 )
+from velotui.server.data import Database
+from velotui.server.data.results import HuntMember
+from velotui.server.hunt_rows import MatchCache, MatchIndex, RowFilter, filtered_page
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.result_queries import QueryRefused, StoredData, run_query
 from velotui.server.server import Server
@@ -122,6 +128,58 @@ async def test_a_column_value_drill_down_pages_through_exactly_those_rows(runnin
 async def test_a_column_without_a_value_is_refused(running: Running) -> None:
     with pytest.raises(ServiceError, match="column and value go together"):
         await running.service.hunt_results_page(hunt_id=HUNT, column="User")
+
+
+async def test_a_filter_remembered_between_pages_sees_rows_stored_since(tmp_path: Path
+                                                                      ) -> None:
+    """Paging a filter reads the hunt once and remembers where it matched; rows stored after
+    that (a client finishing later) are in the next page and the total all the same."""
+    datastore = await build_datastore(tmp_path / "datastore")
+    db = await Database.open(datastore.database_path)
+    try:
+        cache = MatchCache()
+        wanted = RowFilter("proc-3")
+
+        def added(member: HuntMember) -> dict[str, Any]:
+            return {"ClientId": member.client_id}
+
+        expected = [row for row in expected_rows() if row["Name"] == "proc-3"]
+        first, total = await filtered_page(db.results, HUNT, added, wanted, 0, 5, cache)
+        assert total == len(expected)
+        assert [row["Index"] for row in first] == [row["Index"] for row in expected[:5]]
+        last, again = await filtered_page(db.results, HUNT, added, wanted, total - 2, 5, cache)
+        assert again == total
+        assert [row["Index"] for row in last] == [row["Index"] for row in expected[-2:]]
+
+        late = "C.00000000000000d4"
+        build = DataBuilder(db)
+        now = time.time()
+        await build.client(late, {"Hostname": "late"}, first_seen=now, last_seen=now)
+        await build.check(HUNT, late, matched=True, at=now)
+        await build.collect(HUNT, late, created=now, started=now, finished=now,
+                            batches=[[{"Index": n, "Name": "proc-3"} for n in range(4)]])
+        tail, grown = await filtered_page(db.results, HUNT, added, wanted, total - 1, 10, cache)
+        assert grown == total + 4
+        assert [row["ClientId"] for row in tail] == [expected[-1]["ClientId"]] + [late] * 4
+    finally:
+        await db.close()
+
+
+def test_remembered_filters_are_bounded_by_the_matches_they_hold() -> None:
+    cache = MatchCache(max_matches=10)
+
+    def index(matches: int) -> MatchIndex:
+        return MatchIndex((1,), [], array("q", range(matches)))
+
+    cache.put(HUNT, RowFilter("a"), index(6))
+    cache.put(HUNT, RowFilter("b"), index(4))
+    assert cache.get(HUNT, RowFilter("a"), (1,)) is not None  # now the most recent
+    cache.put(HUNT, RowFilter("c"), index(3))  # 13 > 10: the least recent goes
+    assert cache.get(HUNT, RowFilter("b"), (1,)) is None
+    assert cache.get(HUNT, RowFilter("a"), (1,)) is not None
+    assert cache.get(HUNT, RowFilter("a"), (2,)) is None  # the hunt changed: read again
+    cache.put(HUNT, RowFilter("d"), index(11))  # more than all it may hold: not kept
+    assert cache.get(HUNT, RowFilter("d"), (1,)) is None
 
 
 # Tallies ------------------------------------------------------------------------------------------

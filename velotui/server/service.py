@@ -550,8 +550,9 @@ class Service:
             page, total = await self.server.db.results.results_page(hunt.hunt_id, offset, limit)
             rows = [{**self._member_columns(member), **row} for member, row in page]
         else:
-            rows, total = await filtered_page(self._stored_rows(hunt.hunt_id), wanted, offset,
-                                              limit)
+            rows, total = await filtered_page(self.server.db.results, hunt.hunt_id,
+                                              self._member_columns, wanted, offset, limit,
+                                              self.server.result_matches)
         return {"rows": to_json_value(rows), "total": total, "offset": offset}
 
     async def tally_hunt_results(self, hunt_id: str, column: str, filter: str = "",

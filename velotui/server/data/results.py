@@ -28,6 +28,16 @@ class HuntMember:
     flow_id: str
 
 
+@dataclass(frozen=True)
+class StoredBatch:
+    """One batch of rows as an agent sent it and the server stored it; ``seq`` is its place in
+    its flow."""
+
+    member: HuntMember
+    seq: int
+    rows: list[dict[str, Any]]
+
+
 class ResultReader:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -75,12 +85,11 @@ class ResultReader:
                 return
             offset += len(page)
 
-    async def hunt_batches(self, hunt_id: str
-                           ) -> AsyncIterator[tuple[HuntMember, list[dict[str, Any]]]]:
-        """Every stored batch of the hunt's rows with its member, in the order ``results_page``
-        counts rows, ``BATCHES_PER_READ`` batches a read: each read starts after the last
-        batch of the one before (by key, not by offset), so no read connection is held while
-        the caller works and a batch is never read twice."""
+    async def hunt_batches(self, hunt_id: str) -> AsyncIterator[StoredBatch]:
+        """Every stored batch of the hunt's rows, in the order ``results_page`` counts rows,
+        ``BATCHES_PER_READ`` batches a read: each read starts after the last batch of the one
+        before (by key, not by offset), so no read connection is held while the caller works
+        and a batch is never read twice."""
         after: tuple[float, str, int] = (float("-inf"), "", 0)
         while True:
             page = await self.store.fetch_all(
@@ -91,12 +100,34 @@ class ResultReader:
                 (hunt_id, *after, BATCHES_PER_READ),
             )
             for batch in page:
-                yield (HuntMember(batch["client_id"], batch["flow_id"]),
-                       unpack_rows(batch["data"]))
+                yield StoredBatch(HuntMember(batch["client_id"], batch["flow_id"]),
+                                  batch["seq"], unpack_rows(batch["data"]))
             if len(page) < BATCHES_PER_READ:
                 return
             last = page[-1]
             after = (last["checked"], last["client_id"], last["seq"])
+
+    async def batch_rows(self, member: HuntMember, seq: int) -> list[dict[str, Any]]:
+        """The rows of one stored batch ([] when there is none)."""
+        stored = await self.store.fetch_one(
+            "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
+            (member.client_id, member.flow_id, seq),
+        )
+        return unpack_rows(stored["data"]) if stored is not None else []
+
+    async def rows_version(self, hunt_id: str) -> tuple[int, int, float]:
+        """What changes whenever the hunt's stored rows do: how many batches and rows its
+        current collections hold, and the last change of any of its clients (a relaunch
+        changes which collection is current). Stored batches themselves never change."""
+        row = await self.store.fetch_one(
+            "SELECT COUNT(r.seq) AS batches, COALESCE(SUM(r.row_count), 0) AS rows,"
+            " (SELECT COALESCE(MAX(updated), 0) FROM hunt_clients WHERE hunt_id = ?) AS updated"
+            " FROM hunt_clients hc JOIN flow_rows r ON r.client_id = hc.client_id"
+            " AND r.flow_id = hc.flow_id WHERE hc.hunt_id = ?",
+            (hunt_id, hunt_id),
+        )
+        assert row is not None
+        return row["batches"], row["rows"], row["updated"]
 
     async def results_page(self, hunt_id: str, offset: int, limit: int
                            ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
