@@ -86,26 +86,36 @@ class ResultReader:
             offset += len(page)
 
     async def hunt_batches(self, hunt_id: str) -> AsyncIterator[StoredBatch]:
-        """Every stored batch of the hunt's rows, in the order ``results_page`` counts rows,
-        ``BATCHES_PER_READ`` batches a read: each read starts after the last batch of the one
-        before (by key, not by offset), so no read connection is held while the caller works
-        and a batch is never read twice."""
-        after: tuple[float, str, int] = (float("-inf"), "", 0)
+        """Every stored batch of the hunt's rows with its member, in the order ``results_page``
+        counts rows: its members ``CLIENTS_PER_PAGE`` a read, each one's batches
+        ``BATCHES_PER_READ`` a read. Each read starts after the last key of the one before (not
+        at an offset, and on the indexes: no read sorts the hunt's rows), so no connection is
+        held while the caller works, and a client checked meanwhile comes last."""
+        after_member: tuple[float, str] = (float("-inf"), "")
         while True:
-            page = await self.store.fetch_all(
-                "SELECT hc.checked, r.client_id, r.flow_id, r.seq, r.data FROM hunt_clients hc"
-                " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
-                " WHERE hc.hunt_id = ? AND (hc.checked, hc.client_id, r.seq) > (?, ?, ?)"
-                " ORDER BY hc.checked, hc.client_id, r.seq LIMIT ?",
-                (hunt_id, *after, BATCHES_PER_READ),
+            members = await self.store.fetch_all(
+                "SELECT checked, client_id, flow_id FROM hunt_clients WHERE hunt_id = ?"
+                " AND flow_id IS NOT NULL AND (checked, client_id) > (?, ?)"
+                " ORDER BY checked, client_id LIMIT ?",
+                (hunt_id, *after_member, CLIENTS_PER_PAGE),
             )
-            for batch in page:
-                yield StoredBatch(HuntMember(batch["client_id"], batch["flow_id"]),
-                                  batch["seq"], unpack_rows(batch["data"]))
-            if len(page) < BATCHES_PER_READ:
+            for row in members:
+                member = HuntMember(row["client_id"], row["flow_id"])
+                after_seq = 0
+                while True:
+                    batches = await self.store.fetch_all(
+                        "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ?"
+                        " AND seq > ? ORDER BY seq LIMIT ?",
+                        (member.client_id, member.flow_id, after_seq, BATCHES_PER_READ),
+                    )
+                    for batch in batches:
+                        yield StoredBatch(member, batch["seq"], unpack_rows(batch["data"]))
+                    if len(batches) < BATCHES_PER_READ:
+                        break
+                    after_seq = batches[-1]["seq"]
+            if len(members) < CLIENTS_PER_PAGE:
                 return
-            last = page[-1]
-            after = (last["checked"], last["client_id"], last["seq"])
+            after_member = (members[-1]["checked"], members[-1]["client_id"])
 
     async def batch_rows(self, member: HuntMember, seq: int) -> list[dict[str, Any]]:
         """The rows of one stored batch ([] when there is none)."""
