@@ -18,7 +18,7 @@ from tests.console_driver import console, ready, type_text, until
 from tests.console_seed import FAR_FUTURE, NOW
 from tests.data_builder import DataBuilder
 from velotui.screens.column_chooser import ColumnChooser
-from velotui.screens.hunt_detail import MAX_CELL, PAGE_SIZE, HuntDetailScreen
+from velotui.screens.hunt_detail import MAX_CELL, PAGE_SIZE, HuntDetailScreen, result_columns
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.screens.tally import TallyScreen
 from velotui.server.data import Database
@@ -392,3 +392,25 @@ async def test_the_query_tab_runs_vql_over_the_hunt(datastore: Path) -> None:
         await pilot.press("3")  # the number keys switch tabs from the table again
         await until(pilot, lambda: screen.query_one("#tabs", TabbedContent).active == "results")
 
+
+
+async def test_a_long_log_says_it_shows_the_newest_lines(datastore: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("velotui.screens.hunt_detail.LOG_LINES", 3)  # of the hunt's 5
+    app = console(datastore)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await opened(pilot)
+        await pilot.press("4")
+        log = table(screen, "log")
+        await until(pilot, lambda: log.row_count == 3, 30, "the log")
+        status = screen.query_one("#log-status")
+        assert status.display and text(screen, "#log-status").startswith("the newest 3 lines")
+        assert screen._log[-1]["message"] == ERROR  # the newest kept, the oldest dropped
+
+
+def test_results_columns_put_the_querys_own_between_the_pinned_and_the_trailing() -> None:
+    rows = [{"ClientId": "C.1", "Fqdn": "a", "FlowId": "F.1", "_Source": "Linux.Sys.Users",
+             "User": "root", "Uid": 0},
+            {"ClientId": "C.2", "Fqdn": "b", "FlowId": "F.2", "Shell": "/bin/sh"}]
+    assert result_columns(rows) == ["ClientId", "Fqdn", "User", "Uid", "Shell", "FlowId",
+                                    "_Source"]

@@ -51,6 +51,7 @@ QUERY_PREFILL = "SELECT * FROM hunt_results()"
 MAX_VALUE_SHOWN = 200  # characters of a parameter's value in the overview (the export has all)
 MAX_CELL = 40  # characters of a result cell in a table (enter shows it whole)
 MAX_MESSAGE = 200  # characters of a log message in the table
+LOG_LINES = 500  # the newest log lines shown (the tab says so when there are more)
 WIDE = 100  # terminal columns from which every clients column shows unclipped
 
 # Tab panes in key order: 1-4 stay what they always were, the query tab is 5.
@@ -246,6 +247,8 @@ class HuntDetailScreen(HuntActions, Screen[None]):
                 yield Static("", id="results-page")
                 yield NavigableTable(id="results-table", cursor_type="cell", zebra_stripes=True)
             with TabPane("4 Log", id="log"):
+                yield Static(f"the newest {LOG_LINES:,} lines (the export holds every one)",
+                             id="log-status")
                 log = NavigableTable(id="log-table", cursor_type="row", zebra_stripes=True)
                 log.add_columns("Time (UTC)", "Client", "Level", "Message")
                 yield log
@@ -713,9 +716,12 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     @work(exclusive=True, group="log")
     async def load_log(self) -> None:
-        entries = await self.app.call("hunt_log", hunt_id=self.hunt_id, limit=500)
+        entries = await self.app.call("hunt_log", hunt_id=self.hunt_id, limit=LOG_LINES + 1)
         if entries is None:
             return
+        # One more than shown asked for: whether the log is longer than the tab shows.
+        self.query_one("#log-status").display = len(entries) > LOG_LINES
+        entries = entries[-LOG_LINES:]
         self._log = entries
         table = self.query_one("#log-table", DataTable)
         cursor = table.cursor_coordinate
