@@ -642,7 +642,9 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             known = result_columns(self._query_rows or [])
             hidden = self._query_hidden
         else:
-            known, hidden = self._results_known, self._results_hidden
+            # Every column any page showed, in the table's order.
+            known = result_columns([dict.fromkeys(self._results_known)])
+            hidden = self._results_hidden
         if not known:
             self.notify("No columns yet: the table is empty.", severity="warning")
             return
