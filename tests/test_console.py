@@ -20,7 +20,7 @@ from velotui.screens.clients import ClientsScreen
 from velotui.screens.dialogs import ConfirmScreen, ExportScreen
 from velotui.screens.help import HelpScreen
 from velotui.screens.hunt_detail import PAGE_SIZE, HuntDetailScreen
-from velotui.screens.hunts import COLUMNS, HuntsScreen
+from velotui.screens.hunts import HuntsScreen
 from velotui.screens.new_hunt import NewHuntScreen
 from velotui.server.data import Database
 from velotui.server.datastore import Datastore
@@ -33,8 +33,9 @@ SIZE = (100, 32)
 
 
 def cell(app: object, hunt_id: str, column: str) -> str:
+    """The hunts table's cell in ``column`` (a column the table shows at its width)."""
     table = app.screen.query_one("#hunts")  # type: ignore[attr-defined]
-    return str(table.get_row(hunt_id)[COLUMNS.index(column)])
+    return str(table.get_cell(hunt_id, column))
 
 
 async def create_hunt_by_keys(pilot: object, query: str) -> str:

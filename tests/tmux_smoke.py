@@ -161,7 +161,7 @@ def hunt_rows(screen: str) -> dict[str, dict[str, str]]:
     Cells are cut at the header's title positions (DataTable left-aligns both)."""
     lines = [_BOX.split(line, maxsplit=1)[0] for line in screen.splitlines()]
     header_at = next((i for i, line in enumerate(lines)
-                      if re.match(r"\s*ID\s+State\s+Description\b", line)), None)
+                      if re.match(r"\s*ID\s+State\b", line)), None)
     if header_at is None:
         return {}
     titles = [(m.start(), m.group()) for m in re.finditer(r"\S+", lines[header_at])]

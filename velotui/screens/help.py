@@ -11,9 +11,14 @@ from textual.widgets import Label, Static
 SECTIONS = [
     ("Everywhere", [("q", "quit"), ("?", "this list"), ("c", "clients"),
                     ("ctrl+p", "command palette"), ("escape", "back / cancel")]),
+    ("Every table", [("up/down j/k", "move"), ("g / G", "first / last row"),
+                     ("ctrl+d / ctrl+u", "half a page down / up"),
+                     ("/", "filter as you type; enter keeps it, esc clears it"),
+                     ("enter", "open the row (its detail, or the hunt)")]),
     ("Hunts", [("n", "new hunt"), ("enter", "open the selected hunt"), ("s", "start"),
                ("x", "stop (asks first)"), ("r", "relaunch the clients in errors"),
-               ("e", "export as a zip"), ("up/down", "select")]),
+               ("e", "export as a zip"), ("/", "filter by ID, state, description"),
+               ("Done/All", "narrow screens: finished of taken on, then errors")]),
     ("New hunt", [("tab / shift+tab", "next / previous field"),
                   ("ctrl+t", "collection: a VQL query, or artifacts"),
                   ("up/down enter", "artifacts: choose a match, add it"),
@@ -22,7 +27,16 @@ SECTIONS = [
     ("Hunt detail", [("1 2 3 4", "overview, clients, results, log"),
                      ("f", "clients: show the next queue (all, pending, running, ...)"),
                      ("[ ]", "results: previous / next page"), ("s x r e", "as on hunts")]),
-    ("Clients", [("+", "add a label to the selected client"), ("-", "remove a label")]),
+    ("Clients", [("+", "add a label to the selected client"),
+                 ("-", "remove a label you added ([label]: the agent's, kept)"),
+                 ("enter", "every fact of the client"), ("y", "copy the client as JSON"),
+                 ("/", "filter by ID, host, OS, label")]),
+    ("Row detail", [("y", "copy the row (or the cell opened) as JSON"), ("Y", "copy the row"),
+                    ("j/k g/G", "scroll"), ("esc enter q", "close")]),
+    ("Stack (t on a column)", [("enter", "filter the results to the value"),
+                               ("/", "filter the values"), ("esc", "back")]),
+    ("Columns (v)", [("space", "show / hide a column"), ("a", "all"),
+                     ("enter", "apply"), ("esc", "cancel")]),
 ]
 
 

@@ -19,13 +19,21 @@ from textual.widgets import Label, Static
 
 from velotui.clipboard import copy_json
 
+# A flat list or map at most this long is shown on one line, longer or nested ones indented.
+ONE_LINE_JSON = 60
+
 
 def field_text(value: Any) -> str:
-    """How a field's value is shown: text as it is, a dict or list as indented JSON, anything
-    else (numbers, true/false, null) as JSON."""
+    """How a field's value is shown: text as it is, a dict or list as JSON (indented unless
+    short and flat), anything else (numbers, true/false, null) as JSON."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list | tuple):
+        one_line = json.dumps(value, ensure_ascii=False, default=str)
+        if len(one_line) <= ONE_LINE_JSON and not any(
+                isinstance(item, dict | list | tuple)
+                for item in (value.values() if isinstance(value, dict) else value)):
+            return one_line  # a short flat list or map reads best on one line
         return json.dumps(value, indent=2, ensure_ascii=False, default=str)
     return json.dumps(value, ensure_ascii=False, default=str)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Static
@@ -32,13 +33,16 @@ class FilterBar(Widget):
         height: auto;
         display: none;
         &.-open, &.-kept { display: block; }
-        Input {
+        #filter-line { height: 1; display: none; }
+        &.-open #filter-line { display: block; }
+        #filter-prompt { width: 2; padding-left: 1; color: $text-warning; }
+        /* By ID: above Input's own focused border. */
+        #filter-input {
+            width: 1fr;
             height: 1;
             border: none;
-            padding: 0 1;
-            display: none;
+            padding: 0 1 0 0;
         }
-        &.-open Input { display: block; }
         #filter-kept {
             height: 1;
             padding: 0 1;
@@ -51,7 +55,7 @@ class FilterBar(Widget):
     }
     """
 
-    BINDINGS = [Binding("escape", "clear", "Clear filter", show=False)]
+    BINDINGS = [Binding("escape", "clear", "Clear filter")]
 
     class Changed(Message):
         """The filter text changed (empty: no filter)."""
@@ -73,7 +77,9 @@ class FilterBar(Widget):
         self._served: Widget | None = None  # what had the focus when the bar opened
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder=self._placeholder, id="filter-input")
+        with Horizontal(id="filter-line"):
+            yield Static("/", id="filter-prompt")
+            yield Input(placeholder=self._placeholder, id="filter-input")
         yield Static("", id="filter-kept", markup=False)
 
     @property
@@ -110,6 +116,30 @@ class FilterBar(Widget):
         self._give_focus_back()
         return True
 
+    def keep(self, value: str) -> None:
+        """Put ``value`` in force as if typed and kept with enter (the focus goes back to the
+        table if the input had it); posts `Changed` when that changes the filter. An empty
+        value clears it."""
+        if not value:
+            self.clear()
+            return
+        field = self.query_one(Input)
+        changed = value != field.value
+        was_open = self.has_class("-open")
+        with field.prevent(Input.Changed):
+            field.value = value
+        self.remove_class("-open")
+        self._show_kept(value)
+        if changed:
+            self.post_message(self.Changed(self, value))
+        if was_open:
+            self._give_focus_back()
+
+    def _show_kept(self, value: str) -> None:
+        self.query_one("#filter-kept", Static).update(
+            f"filter: {value}   (/ to change, esc to clear)")
+        self.add_class("-kept")
+
     def action_clear(self) -> None:
         self.clear()
 
@@ -129,7 +159,5 @@ class FilterBar(Widget):
         value = event.value
         self.remove_class("-open")
         if value:
-            self.query_one("#filter-kept", Static).update(
-                f"filter: {value}   (/ to change, esc to clear)")
-            self.add_class("-kept")
+            self._show_kept(value)
         self._give_focus_back()

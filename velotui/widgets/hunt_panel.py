@@ -1,7 +1,8 @@
 """The selected hunt's live panel: its counts, progress, completions over time and an ETA.
 
 The screen calls `HuntPanel.show` whenever fresh hunt data arrives, which during a busy hunt can
-be many times a second. Drawing each of those would spend the event loop on frames nobody can
+be many times a second, and `HuntPanel.observe` with every hunt, so each hunt's completions are
+known whichever one is shown. Drawing each of those would spend the event loop on frames nobody can
 read, so the panel (Toolong-style) keeps only the latest data and draws at most about four times
 a second: the first update after a quiet spell is drawn at once (so a newly selected hunt shows
 without delay), later ones wait for the next tick of a quarter-second timer. A frame is drawn
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,8 @@ RATE_WINDOW_SECONDS = 30.0
 MIN_RATE_SPAN_SECONDS = 2.0
 # The panel draws at most once per tick of this interval while updates keep coming.
 REFRESH_INTERVAL = 0.25
-# Histories of recently selected hunts are kept, so flipping between hunts keeps their sparklines.
+# Histories of recently selected hunts are kept, so flipping between hunts keeps their sparklines
+# (when the panel is fed only the hunt shown; `HuntPanel.observe` feeds it every hunt).
 REMEMBERED_HUNTS = 16
 
 # The six queues an operator sees, in display order, with the label shown above each count.
@@ -251,7 +253,8 @@ def build_view(
 
 
 class HuntPanel(Widget):
-    """The selected hunt's live panel; feed it with `show(hunt, now)`.
+    """The selected hunt's live panel; feed it with `show(hunt, now)`, and every hunt with
+    `observe(hunts, now)`. With the ``-compact`` class it takes nine lines (under a table).
 
     `renders` counts the frames drawn (a benchmark reports refreshes per second from it)."""
 
@@ -327,6 +330,14 @@ class HuntPanel(Widget):
             text-wrap: nowrap;
             text-overflow: ellipsis;
         }
+
+        /* Under the table of a narrow screen: the counts on one row, no blank lines. */
+        &.-compact {
+            #hunt-description { display: none; }
+            #hunt-counts { grid-size: 6 1; height: 2; }
+            #hunt-progress-row, #hunt-spark-caption, #hunt-eta { margin-top: 0; }
+            #hunt-spark { height: 1; }
+        }
     }
     """
 
@@ -350,6 +361,7 @@ class HuntPanel(Widget):
         self._scheduled = False
         self._drew_this_tick = False
         self._histories: OrderedDict[str, CompletionHistory] = OrderedDict()
+        self._observing = False  # fed every hunt by `observe`, not only the shown one
         self.add_class("-empty")
 
     def compose(self) -> ComposeResult:
@@ -392,6 +404,22 @@ class HuntPanel(Widget):
             self._scheduled = True
             self.call_later(self._draw_latest)
 
+    def observe(self, hunts: Iterable[Mapping[str, Any]], now: float) -> None:
+        """Note the finished counts of every hunt in ``hunts`` as of ``now``, shown or not.
+
+        A history fed only while its hunt is shown starts when the hunt is first selected, so a
+        hunt that ran and finished while another was selected would show no completions at all
+        (``last 2m: 0``). Fed from here on every update, each hunt's sparkline is right
+        whenever it is shown. Histories of hunts not in ``hunts`` are forgotten."""
+        histories: OrderedDict[str, CompletionHistory] = OrderedDict()
+        for hunt in hunts:
+            hunt_id = str(hunt.get("hunt_id") or "")
+            history = self._histories.get(hunt_id) or CompletionHistory()
+            history.record(now, finished_count(hunt))
+            histories[hunt_id] = history
+        self._histories = histories
+        self._observing = True
+
     @property
     def view(self) -> PanelView:
         """What the panel shows now (its last frame)."""
@@ -401,7 +429,8 @@ class HuntPanel(Widget):
         history = self._histories.get(hunt_id)
         if history is None:
             history = self._histories[hunt_id] = CompletionHistory()
-            while len(self._histories) > REMEMBERED_HUNTS:
+            # Observed hunts are all kept (`observe` forgets the ones gone); else a few.
+            while not self._observing and len(self._histories) > REMEMBERED_HUNTS:
                 self._histories.popitem(last=False)
         else:
             self._histories.move_to_end(hunt_id)
