@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.console_driver import console, ready, steady, until
+from tests.console_driver import console, ready, steady, type_text, until
 from tests.console_seed import seed
+from velotui.widgets.vql_editor import VQLEditor
 
 Steps = Callable[[Pilot[Any]], Awaitable[None]]
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
@@ -99,3 +100,16 @@ def test_hunt_clients(snap_compare: Any, seeded: Path, size: tuple[int, int]) ->
 
     assert snap_compare(console(seeded, snapshot=True), run_before=in_hunt(clients),
                         terminal_size=size)
+
+
+def test_hunt_query_refused(snap_compare: Any, seeded: Path) -> None:
+    async def refused(pilot: Pilot[Any]) -> None:
+        await pilot.press("5", "i", "end")
+        await type_text(pilot, " WHERE")
+        editor = pilot.app.screen.query_one("#query-editor", VQLEditor)
+        await until(pilot, lambda: not editor.check_pending, 10, "the editor's own check")
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: "line 1" in _status(pilot, "#query-status"), 30,
+                    "the server's refusal")
+
+    assert snap_compare(console(seeded, snapshot=True), run_before=in_hunt(refused))
