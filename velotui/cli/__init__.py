@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from velotui.cli import (
@@ -36,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     if handler is None:
         return console.console_main(args)
-    return int(handler(args) or 0)
+    try:
+        status = int(handler(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe can still be told apart
+        return status
+    except BrokenPipeError:
+        # The reader went away (`velotui hunt list | head -1`): stop quietly. Python would
+        # flush stdout again at exit and fail once more, so stdout goes to devnull first, as
+        # the Python documentation's note on SIGPIPE recommends.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -109,20 +109,18 @@ def list_artifacts(args: argparse.Namespace) -> int:
         return _fail(args, str(error))
     except re.error as error:
         return _fail(args, f"{args.regex!r} is not a regular expression: {error}", 2)
-    try:
-        if args.json:
-            for artifact in found:
-                print(json.dumps(artifact.summary()))
-        elif not found:
-            print("no artifact matches", file=sys.stderr)
-        else:
-            sys.stdout.write(render_table(
-                [{"name": a.name, "type": a.type,
-                  "description": (a.description.strip().splitlines() or [""])[0]}
-                 for a in found],
-                max_width=None if not sys.stdout.isatty() else 160))
-    except BrokenPipeError:  # `velotui artifacts list | head` is fine
-        sys.stderr.close()
+    # A closed pipe (`velotui artifacts list | head`) ends quietly: see cli.main.
+    if args.json:
+        for artifact in found:
+            print(json.dumps(artifact.summary()))
+    elif not found:
+        print("no artifact matches", file=sys.stderr)
+    else:
+        sys.stdout.write(render_table(
+            [{"name": a.name, "type": a.type,
+              "description": (a.description.strip().splitlines() or [""])[0]}
+             for a in found],
+            max_width=None if not sys.stdout.isatty() else 160))
     return 0
 
 
@@ -185,11 +183,7 @@ def collect_artifacts(args: argparse.Namespace) -> int:
                 counts[source] += 1
             yield row
 
-    try:
-        asyncio.run(write_rows(counted(), args.format, sys.stdout))
-    except BrokenPipeError:
-        sys.stderr.close()
-        return 0
+    asyncio.run(write_rows(counted(), args.format, sys.stdout))  # a closed pipe: cli.main
     for source, count in counts.items():
         if not count:
             print(f"{source}: nothing found", file=sys.stderr)

@@ -16,7 +16,7 @@ from velotui.artifacts.requests import RequestError, requests_for
 from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
 from velotui.cli.limits import add_limit_options, limit_arguments
-from velotui.cli.output import render_table
+from velotui.cli.output import FORMATS, render_table, write_collected
 from velotui.display import size
 from velotui.export_receiver import ExportReceiveError, ReceiveProgress, receive_export
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
@@ -75,6 +75,21 @@ def add_parsers(subparsers: Any) -> None:
     results.add_argument("hunt_id", metavar="ID")
     results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     results.set_defaults(handler=lambda args: run_remote(args, hunt_results))
+
+    query = actions.add_parser(
+        "query", help="run VQL over a hunt's stored results, on the server",
+        description="Run VQL on the server over what it has stored: hunt_results() (the"
+        " hunt's rows, ClientId, Fqdn and FlowId first; hunt_id=, artifact=, source=), hunts()"
+        " and clients(), with the engine's pure functions and nothing else. Rows go to"
+        " standard output; when they are cut at --limit, standard error says so.",
+    )
+    add_server_options(query)
+    query.add_argument("hunt_id", metavar="ID")
+    query.add_argument("vql", metavar="VQL")
+    query.add_argument("--format", choices=FORMATS, default="jsonl")
+    query.add_argument("--limit", type=int, default=1000, metavar="N",
+                       help="at most N rows (default 1000)")
+    query.set_defaults(handler=lambda args: run_remote(args, query_hunt))
 
     estimate = actions.add_parser("estimate",
                                   help="how many known clients a condition would match")
@@ -289,6 +304,16 @@ async def hunt_results(remote: RemoteService, args: argparse.Namespace) -> int:
     async for event in remote.hunt_results(hunt_id=args.hunt_id):
         for row in event["rows"]:
             writer.writerow([cell_text(row.get(column)) for column in columns])
+    return 0
+
+
+async def query_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
+    result = await remote.query_hunt(hunt_id=args.hunt_id, query=args.vql, limit=args.limit)
+    write_collected(result["rows"], args.format, sys.stdout)
+    if result["truncated"]:
+        sys.stdout.flush()
+        print(f"velotui hunt query: cut at {result['limit']} rows: --limit to raise it",
+              file=sys.stderr)
     return 0
 
 

@@ -70,8 +70,5 @@ def main(args: argparse.Namespace) -> int:
         print(error.render(), file=sys.stderr)
         return 1
     rows = run(program, env=env, registry=registry, on_log=_log_to_stderr)
-    try:
-        asyncio.run(write_rows(rows, args.format, sys.stdout))
-    except BrokenPipeError:  # `velotui query ... | head` is fine
-        sys.stderr.close()
+    asyncio.run(write_rows(rows, args.format, sys.stdout))  # a closed pipe: see cli.main
     return 0

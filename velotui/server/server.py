@@ -26,6 +26,7 @@ from velotui.server.datastore import Datastore
 from velotui.server.flows import FlowManager
 from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
+from velotui.server.hunt_rows import MatchCache
 from velotui.server.operator_api import serve_operator
 from velotui.server.service import Service
 from velotui.server.sessions import (
@@ -76,6 +77,7 @@ class Server:
         self._last_connection = 0.0
         self._trimmer: asyncio.Task[None] | None = None
         self.agent_gate = AgentGate()
+        self.result_matches = MatchCache()  # where operators' filters matched, per hunt
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""

@@ -33,6 +33,7 @@ from velotui.server.artifact_library import load_definitions, with_definitions
 from velotui.server.conditions import estimate
 from velotui.server.data import CHECKING, QUEUES, HuntRecord
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
+from velotui.server.data.results import HuntMember
 from velotui.server.errors import ServiceError
 from velotui.server.exports import (
     FORMATS,
@@ -42,7 +43,9 @@ from velotui.server.exports import (
     export_destination,
     stream_hunt,
 )
+from velotui.server.hunt_rows import RowFilter, filtered_page, hunt_rows, tally
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
+from velotui.server.result_queries import QueryRefused, StoredData, run_query
 from velotui.vql import check
 from velotui.vql.values import to_json_value
 
@@ -50,6 +53,9 @@ if TYPE_CHECKING:
     from velotui.server.server import Server
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+CLIENTS_PER_SCAN = 1000  # a filtered page of a hunt's clients reads them this many at a time
+MAX_QUERY_ROWS = 100_000  # the most rows query_hunt hands back at once
 
 
 def streaming(method: F) -> F:
@@ -390,11 +396,46 @@ class Service:
                            limit: int = 1000) -> list[dict[str, Any]]:
         """The clients of a hunt with their queue and their collection's state and figures."""
         hunt = self._hunt(hunt_id)
-        if queue is not None:
-            queue = arguments.one_of(queue, "queue", (*QUEUES, CHECKING))
+        queue = self._queue(queue)
         offset = arguments.whole(offset, "offset")
         limit = arguments.whole(limit, "limit", minimum=1, maximum=10_000)
         rows = await self.server.db.results.hunt_clients(hunt.hunt_id, queue, offset, limit)
+        return self._describe_hunt_clients(rows)
+
+    async def hunt_clients_page(self, hunt_id: str, queue: str | None = None, offset: int = 0,
+                                limit: int = 100, filter: str = "") -> dict[str, Any]:
+        """One page of a hunt's clients (as ``hunt_clients`` describes them) and ``total``, how
+        many there are. ``filter``: only the clients whose client ID, hostname, FQDN, queue,
+        collection state or error holds that text (any case); ``total`` counts those."""
+        hunt = self._hunt(hunt_id)
+        queue = self._queue(queue)
+        offset = arguments.whole(offset, "offset")
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=10_000)
+        folded = arguments.text(filter, "filter", maximum=1024).casefold()
+        results = self.server.db.results
+        if not folded:
+            rows = await results.hunt_clients(hunt.hunt_id, queue, offset, limit)
+            total = await results.hunt_client_count(hunt.hunt_id, queue)
+            return {"clients": self._describe_hunt_clients(rows), "total": total}
+        page: list[dict[str, Any]] = []
+        total = read = 0
+        while True:  # the hostname and FQDN are the directory's: matched here, a page at a time
+            rows = await results.hunt_clients(hunt.hunt_id, queue, read, CLIENTS_PER_SCAN)
+            read += len(rows)
+            for client in self._describe_hunt_clients(rows):
+                fields = (client["client_id"], client["hostname"], client["fqdn"],
+                          client["queue"], client["state"], client["error"])
+                if any(folded in str(text or "").casefold() for text in fields):
+                    if offset <= total < offset + limit:
+                        page.append(client)
+                    total += 1
+            if len(rows) < CLIENTS_PER_SCAN:
+                return {"clients": page, "total": total}
+
+    def _queue(self, queue: Any) -> str | None:
+        return None if queue is None else arguments.one_of(queue, "queue", (*QUEUES, CHECKING))
+
+    def _describe_hunt_clients(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         directory = self.server.directory
         described = []
         for row in rows:
@@ -421,6 +462,13 @@ class Service:
     def _added_columns(self, client_id: str, flow_id: str) -> dict[str, Any]:
         record = self.server.directory.get(client_id)
         return {"ClientId": client_id, "Fqdn": record.fqdn if record else "", "FlowId": flow_id}
+
+    def _member_columns(self, member: HuntMember) -> dict[str, Any]:
+        return self._added_columns(member.client_id, member.flow_id)
+
+    def _stored_rows(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Every stored row of the hunt as ``hunt_results`` gives them, one at a time."""
+        return hunt_rows(self.server.db.results, hunt_id, self._member_columns)
 
     @streaming
     async def hunt_results(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -483,17 +531,72 @@ class Service:
                "entries": result.entries, "rows": result.rows, "clients": result.clients,
                "kept": kept}
 
-    async def hunt_results_page(self, hunt_id: str, offset: int = 0, limit: int = 200
-                                ) -> dict[str, Any]:
-        """One page of every client's rows (as ``hunt_results`` gives them) and the total, for
-        paging through a big hunt without reading it all."""
+    async def hunt_results_page(self, hunt_id: str, offset: int = 0, limit: int = 200,
+                                filter: str = "", column: str | None = None,
+                                value: str | None = None) -> dict[str, Any]:
+        """One page of every client's rows (as ``hunt_results`` gives them): ``{"rows",
+        "total", "offset"}``, for paging through a big hunt without reading it all.
+
+        ``filter``: only rows where the text of some cell (``ClientId``, ``Fqdn`` and
+        ``FlowId`` included, as ``cell_text`` renders it) holds that text, in any case.
+        ``column`` and ``value`` (together): only rows whose ``column`` cell's text is exactly
+        ``value`` ("" for a row without the column), as a tally counts them. ``total`` counts
+        the rows that match. Rows keep their stored order, so pages do not overlap."""
         hunt = self._hunt(hunt_id)
         offset = arguments.whole(offset, "offset")
         limit = arguments.whole(limit, "limit", minimum=1, maximum=5000)
-        page, total = await self.server.db.results.results_page(hunt.hunt_id, offset, limit)
-        rows = [{**self._added_columns(member.client_id, member.flow_id), **row}
-                for member, row in page]
+        wanted = _row_filter(filter, column, value)
+        if wanted.takes_every_row:
+            page, total = await self.server.db.results.results_page(hunt.hunt_id, offset, limit)
+            rows = [{**self._member_columns(member), **row} for member, row in page]
+        else:
+            rows, total = await filtered_page(self.server.db.results, hunt.hunt_id,
+                                              self._member_columns, wanted, offset, limit,
+                                              self.server.result_matches)
         return {"rows": to_json_value(rows), "total": total, "offset": offset}
+
+    async def tally_hunt_results(self, hunt_id: str, column: str, filter: str = "",
+                                 limit: int = 1000) -> dict[str, Any]:
+        """Every row of the hunt (those ``filter`` takes, as in ``hunt_results_page``) counted
+        by the text of its ``column`` cell; a row without the column counts under value "".
+        Returns ``{"column", "values": [{"value", "rows", "clients"}, ...]`` (most rows first,
+        ties by value; at most ``limit``), ``"distinct"`` (how many values), ``"rows"`` (rows
+        counted) and ``"truncated"`` (more distinct values than ``limit``)}."""
+        hunt = self._hunt(hunt_id)
+        column = arguments.text(column, "column", maximum=1024, empty=False)
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=100_000)
+        wanted = _row_filter(filter, None, None)
+        return await tally(self._stored_rows(hunt.hunt_id), column, wanted, limit)
+
+    async def query_hunt(self, hunt_id: str, query: str, limit: int = 1000) -> dict[str, Any]:
+        """Run VQL on the server over stored data: ``hunt_results()`` (this hunt's rows, or
+        another's with ``hunt_id=``; ``artifact=``/``source=`` pick an artifact hunt's
+        sources), ``hunts()`` and ``clients()``, with the pure built-ins and nothing else (see
+        ``result_queries``). Returns ``{"rows", "truncated", "limit"}``: at most ``limit``
+        rows, ``truncated`` when there were more. Refuses, in one line, VQL that does not parse
+        (with line and column), a query that fails or calls anything else, and one that runs
+        past ``QUERY_TIME_LIMIT``. Audited, refused or not."""
+        hunt = self._hunt(hunt_id)
+        query = check_query(query)
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=MAX_QUERY_ROWS)
+        data = StoredData(hunt.hunt_id, self._hunt_rows_by_id, self.list_hunts,
+                          self.list_clients)
+        try:
+            result = await run_query(query, data, limit)
+        except QueryRefused as error:
+            await self.server.audit.record(self.actor, "query_hunt", hunt.hunt_id, query=query,
+                                           refused=str(error))
+            raise ServiceError(str(error)) from None
+        await self.server.audit.record(self.actor, "query_hunt", hunt.hunt_id, query=query,
+                                       rows=len(result.rows), truncated=result.truncated)
+        return {"rows": result.rows, "truncated": result.truncated, "limit": limit}
+
+    async def _hunt_rows_by_id(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
+        if not isinstance(hunt_id, str) or hunt_id not in self.server.hunts.hunts:
+            raise LookupError(f"no hunt {hunt_id!r}")
+        async with contextlib.aclosing(self._stored_rows(hunt_id)) as rows:
+            async for row in rows:
+                yield row
 
     async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Log lines and errors from the hunt's agents and its server-side judgements,
@@ -519,11 +622,18 @@ class Service:
 
     async def label_client(self, client_id: str, add: list[str] | None = None,
                            remove: list[str] | None = None) -> dict[str, Any]:
-        """Add and remove operator-assigned labels; returns the client."""
+        """Add and remove operator-assigned labels; returns the client. Refuses to remove a
+        label the agent's own configuration sets (it would stay: only that configuration can
+        take it away), naming the first such label."""
         client_id = self._known_client(client_id)
         add, remove = arguments.labels(add, "add"), arguments.labels(remove, "remove")
         record = self.server.directory.get(client_id)
         assert record is not None
+        for label in remove:
+            if label in record.agent_labels:
+                raise ServiceError(f"{client_id}: label {label!r} comes from the agent's"
+                                   " configuration; change it there (velotui agent-config"
+                                   " --label)")
         labels = [label for label in record.operator_labels if label not in remove]
         for label in add:
             if label not in labels:
@@ -544,6 +654,17 @@ class Service:
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Operator actions, oldest first."""
         return await self.server.audit.entries(arguments.whole(limit, "limit", maximum=100_000))
+
+
+def _row_filter(filter: Any, column: Any, value: Any) -> RowFilter:
+    """The rows an operator asked for, checked: ``column`` and ``value`` go together."""
+    text = arguments.text(filter, "filter", maximum=1024)
+    if column is None and value is None:
+        return RowFilter(text)
+    if column is None or value is None:
+        raise ServiceError("column and value go together: the rows whose column is that value")
+    return RowFilter(text, arguments.text(column, "column", maximum=1024, empty=False),
+                     arguments.text(value, "value", maximum=arguments.MAX_TEXT))
 
 
 def _definition_items(definitions: Any) -> list[tuple[str, str]]:

@@ -15,6 +15,9 @@ from velotui.server.data.flows import unpack_rows
 from velotui.server.data.store import Store
 
 CLIENTS_PER_PAGE = 500
+BATCHES_PER_READ = 16
+"""How many stored row batches one read of ``hunt_batches`` takes: a scan of a hunt holds at
+most this many in memory."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,16 @@ class HuntMember:
 
     client_id: str
     flow_id: str
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """One batch of rows as an agent sent it and the server stored it; ``seq`` is its place in
+    its flow."""
+
+    member: HuntMember
+    seq: int
+    rows: list[dict[str, Any]]
 
 
 class ResultReader:
@@ -46,6 +59,16 @@ class ResultReader:
         )
         return [dict(row) for row in rows]
 
+    async def hunt_client_count(self, hunt_id: str, queue: str | None) -> int:
+        """How many clients the hunt has looked at (in ``queue``, when given)."""
+        where, params = "hunt_id = ?", [hunt_id]
+        if queue:
+            where += " AND queue = ?"
+            params.append(queue)
+        row = await self.store.fetch_one(
+            f"SELECT COUNT(*) AS clients FROM hunt_clients WHERE {where}", params)
+        return row["clients"] if row is not None else 0
+
     async def members(self, hunt_id: str) -> AsyncIterator[HuntMember]:
         """Every client the hunt ran its collection on, oldest check first, a page at a
         time."""
@@ -61,6 +84,60 @@ class ResultReader:
             if len(page) < CLIENTS_PER_PAGE:
                 return
             offset += len(page)
+
+    async def hunt_batches(self, hunt_id: str) -> AsyncIterator[StoredBatch]:
+        """Every stored batch of the hunt's rows with its member, in the order ``results_page``
+        counts rows: its members ``CLIENTS_PER_PAGE`` a read, each one's batches
+        ``BATCHES_PER_READ`` a read. Each read starts after the last key of the one before (not
+        at an offset, and on the indexes: no read sorts the hunt's rows), so no connection is
+        held while the caller works, and a client checked meanwhile comes last."""
+        after_member: tuple[float, str] = (float("-inf"), "")
+        while True:
+            members = await self.store.fetch_all(
+                "SELECT checked, client_id, flow_id FROM hunt_clients WHERE hunt_id = ?"
+                " AND flow_id IS NOT NULL AND (checked, client_id) > (?, ?)"
+                " ORDER BY checked, client_id LIMIT ?",
+                (hunt_id, *after_member, CLIENTS_PER_PAGE),
+            )
+            for row in members:
+                member = HuntMember(row["client_id"], row["flow_id"])
+                after_seq = 0
+                while True:
+                    batches = await self.store.fetch_all(
+                        "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ?"
+                        " AND seq > ? ORDER BY seq LIMIT ?",
+                        (member.client_id, member.flow_id, after_seq, BATCHES_PER_READ),
+                    )
+                    for batch in batches:
+                        yield StoredBatch(member, batch["seq"], unpack_rows(batch["data"]))
+                    if len(batches) < BATCHES_PER_READ:
+                        break
+                    after_seq = batches[-1]["seq"]
+            if len(members) < CLIENTS_PER_PAGE:
+                return
+            after_member = (members[-1]["checked"], members[-1]["client_id"])
+
+    async def batch_rows(self, member: HuntMember, seq: int) -> list[dict[str, Any]]:
+        """The rows of one stored batch ([] when there is none)."""
+        stored = await self.store.fetch_one(
+            "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
+            (member.client_id, member.flow_id, seq),
+        )
+        return unpack_rows(stored["data"]) if stored is not None else []
+
+    async def rows_version(self, hunt_id: str) -> tuple[int, int, float]:
+        """What changes whenever the hunt's stored rows do: how many batches and rows its
+        current collections hold, and the last change of any of its clients (a relaunch
+        changes which collection is current). Stored batches themselves never change."""
+        row = await self.store.fetch_one(
+            "SELECT COUNT(r.seq) AS batches, COALESCE(SUM(r.row_count), 0) AS rows,"
+            " (SELECT COALESCE(MAX(updated), 0) FROM hunt_clients WHERE hunt_id = ?) AS updated"
+            " FROM hunt_clients hc JOIN flow_rows r ON r.client_id = hc.client_id"
+            " AND r.flow_id = hc.flow_id WHERE hc.hunt_id = ?",
+            (hunt_id, hunt_id),
+        )
+        assert row is not None
+        return row["batches"], row["rows"], row["updated"]
 
     async def results_page(self, hunt_id: str, offset: int, limit: int
                            ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
