@@ -6,17 +6,13 @@ in one burst (fed through Textual's own terminal parser, as the Linux driver doe
 from __future__ import annotations
 
 import asyncio
-import os
-import stat
-import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from textual._xterm_parser import XTermParser
 from textual.widgets import Input
 
-from tests.console_driver import console, ready, type_text, until
+from tests.console_driver import console, ready, until
 from tests.console_seed import seed
 from velotui.screens.new_hunt import NewHuntScreen
 
