@@ -133,8 +133,8 @@ class NewHuntScreen(Screen[None]):
             yield Label("Client-side condition (each agent runs it)")
             yield VQLEditor(DEFAULT_CLIENT_CONDITION, id="client_condition")
             yield _refusal("client_condition")
-            yield Label("Server-side condition (over the agent's rows as `rows`; never sent;"
-                        " empty matches every client)")
+            yield Label("Server-side condition (over the agent's rows as `rows`; empty: every"
+                        " client)")
             # Empty by default, as the command line's: the template is only a hint.
             yield VQLEditor("", id="server_condition", allow_empty=True,
                             placeholder=SERVER_CONDITION_TEMPLATE)
