@@ -4,12 +4,13 @@ The Pilot tests drive the app inside Textual's test harness; this script runs th
 console script as an operator would, in a detached tmux session of a fixed size, with a demo fleet
 of three agents on a datastore in a temporary folder. It types a new hunt with ``tmux send-keys``
 in bursts (text, Tabs and other keys in one send-keys, as a slow SSH link delivers them) and
-checks each field got its own text, reads the screen with ``tmux capture-pane`` until the hunt's
-row shows the three results, resizes the terminal to 80x24 and back, quits with ``q`` (answering
-the question a running hunt asks), and checks that the console exited with status 0 and took its
-demo fleet with it. It then starts the console twice more on the same datastore and
-ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time, nothing left
-running, the embedded server stopped.
+checks each field got its own text, edits the query in ``$EDITOR`` (``ctrl+e``: a script standing
+in for the editor, the console suspended meanwhile), reads the screen with ``tmux capture-pane``
+until the hunt's row shows the three results, resizes the terminal to 80x24 and back, quits with
+``q`` (answering the question a running hunt asks), and checks that the console exited with
+status 0 and took its demo fleet with it. It then starts the console twice more on the same
+datastore and ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time,
+nothing left running, the embedded server stopped.
 
     python tests/tmux_smoke.py [--velotui PATH]
 
@@ -51,6 +52,15 @@ POLL = 0.2
 DESCRIPTION = "tmux smoke"
 QUERY = "SELECT Hostname, OS FROM info()"
 LIMIT = "7"  # the client limit, typed in a burst
+EDITED = "-- seen in $EDITOR"  # what the stand-in editor adds to the query
+# The operator's editor, for ctrl+e: it adds a line to the file it is given (and would show a
+# full-screen program's output on the terminal the console handed over).
+EDITOR_SCRIPT = """\
+#!{python}
+import pathlib, sys
+path = pathlib.Path(sys.argv[1])
+path.write_text(path.read_text() + {edited!r} + "\\n")
+"""
 SESSION = "console"
 
 # Not for the console: NO_COLOR would drop its colours; COLORTERM would lift it above the 256
@@ -268,8 +278,12 @@ class Smoke:
     def start_console(self) -> None:
         config = self.folder / "tmux.conf"
         config.write_text(TMUX_CONF)
+        editor = self.folder / "editor"
+        editor.write_text(EDITOR_SCRIPT.format(python=sys.executable, edited=EDITED))
+        editor.chmod(0o755)
         self.tmux.start(config, SIZE, [
             "env", *(arg for name in UNSET for arg in ("-u", name)), "TERM=xterm-256color",
+            f"EDITOR={editor}",
             str(self.velotui), "--demo", str(FLEET), "--datastore", str(self.datastore),
             "--listen", "127.0.0.1:0",
         ])
@@ -329,6 +343,11 @@ class Smoke:
                   and field_text(s, "Collection query") == QUERY
                   and (status_under(s, "Collection query") or "").startswith(
                       "\u2713 valid VQL"))
+        # ctrl+e: the query in $EDITOR, the console suspended, then back with what it saved.
+        self.tmux.keys("C-e")
+        self.wait("the query back from $EDITOR, the form redrawn",
+                  lambda s: EDITED in s and field_text(s, "Collection query") == QUERY
+                  and "Create" in s)
         # On past both conditions (the server-side one empty: every client) and the rate to the
         # client limit, typed over; then on past the other limits to "Start now", ticked.
         self.tmux.keys(*["Tab"] * 4, LIMIT, *["Tab"] * 5, "Space")
@@ -339,7 +358,7 @@ class Smoke:
         self.wait("the home screen with the new hunt", lambda s: DESCRIPTION in hunt_rows(s))
         hunt_id = hunt_rows(self.screen)[DESCRIPTION]["ID"]
         shown = self.hunt(hunt_id)
-        wanted = {"description": DESCRIPTION, "query": QUERY, "limit": int(LIMIT),
+        wanted = {"description": DESCRIPTION, "query": f"{QUERY}\n{EDITED}", "limit": int(LIMIT),
                   "server_condition": "", "state": "running"}
         got = {key: shown.get(key) for key in wanted}
         if got != wanted:
