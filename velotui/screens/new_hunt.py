@@ -430,11 +430,13 @@ class NewHuntScreen(Screen[None]):
         self.app.hunts[hunt["hunt_id"]] = hunt
         self.app.notify(f"{hunt['hunt_id']} created" + (" and started" if values["start"]
                                                          else " (paused: press s to start)"))
+        home = next((screen for screen in self.app.screen_stack
+                     if screen is not self and hasattr(screen, "select_hunt")), None)
         self.dismiss(None)
-        # The new hunt selected and shown in the panel.
-        home = self.app.screen
-        if hasattr(home, "select_hunt"):
-            home.select_hunt(hunt["hunt_id"])
+        if home is not None:
+            # The new hunt selected and shown in the panel, once the home screen has redrawn
+            # (HuntsScreen.select_hunt).
+            home.call_later(home.select_hunt, hunt["hunt_id"])
 
     def _refused_by_server(self, reason: str) -> None:
         """Say why the server refused, under the field it concerns when there is one."""
