@@ -150,12 +150,14 @@ async def test_an_invalid_hunt_is_refused_in_place_and_nothing_is_created(tmp_pa
         await type_text(pilot, "SELECT 2-1 FROM scope()")
         await pilot.pause(0.5)
         await pilot.press("ctrl+s")
-        await pilot.pause(0.3)
-        problem = str(app.screen.query_one("#problem").render())
-        assert "collection query is not valid VQL: line 1, col 9" in problem
+        refusal = app.screen.query_one("#query-refusal")
+        await until(pilot, lambda: "line 1, col 9" in str(refusal.render()), 10, "the refusal")
+        assert "collection query is not valid VQL: line 1, col 9" in str(refusal.render())
         assert isinstance(app.screen, NewHuntScreen)
         assert len(await app.api.list_hunts()) == hunts_before
-        await pilot.press("escape")
+        await pilot.press("escape")  # something was typed: asked first
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
         await until(pilot, lambda: isinstance(app.screen, HuntsScreen))
 
 

@@ -181,7 +181,8 @@ async def test_a_refused_value_is_shown_under_its_field_and_over_the_footer(tmp_
         hunts_before = len(await app.api.list_hunts())
         await artifacts_form(pilot)
         await pilot.press("ctrl+s")  # nothing chosen yet
-        await until(pilot, lambda: text_of(app, "#problem").startswith("Not created: no artifact"))
+        await until(pilot, lambda: text_of(app, "#picker-refusal").startswith(
+            "Not created: no artifact"))
 
         await type_text(pilot, "test.files")
         await until(pilot, lambda: picked(app) == ["Test.Files.Finder"])

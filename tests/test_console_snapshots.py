@@ -87,8 +87,8 @@ async def _refused(pilot: Pilot[Any]) -> None:
     await type_text(pilot, "triage")
     await until(pilot, lambda: _text(pilot, "#estimate").startswith("matches"), 30, "estimate")
     await pilot.press("ctrl+s")
-    await until(pilot, lambda: _text(pilot, "#problem").startswith("Not created"), 10)
-    await pilot.pause(0.3)  # the reason shows over the footer, the empty query in view
+    await until(pilot, lambda: _text(pilot, "#query-refusal").startswith("Not created"), 10)
+    await pilot.pause(0.3)  # the reason shows under the empty query, in view
 
 
 def test_new_hunt_refused_in_place(snap_compare: Any, seeded: Path) -> None:

@@ -2,12 +2,15 @@
 
 The Pilot tests drive the app inside Textual's test harness; this script runs the ``velotui``
 console script as an operator would, in a detached tmux session of a fixed size, with a demo fleet
-of three agents on a datastore in a temporary folder. It types a new hunt with ``tmux send-keys``,
-reads the screen with ``tmux capture-pane`` until the hunt's row shows the three results, resizes
-the terminal to 80x24 and back, quits with ``q``, and checks that the console exited with status 0
-and took its demo fleet with it. It then starts the console twice more on the same datastore and
-ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time, nothing left
-running, the embedded server stopped.
+of three agents on a datastore in a temporary folder. It types a new hunt with ``tmux send-keys``
+in bursts (text, Tabs and other keys in one send-keys, as a slow SSH link delivers them) and
+checks each field got its own text, edits the query in ``$EDITOR`` (``ctrl+e``: a script standing
+in for the editor, the console suspended meanwhile), reads the screen with ``tmux capture-pane``
+until the hunt's row shows the three results, resizes the terminal to 80x24 and back, quits with
+``q`` (answering the question a running hunt asks), and checks that the console exited with
+status 0 and took its demo fleet with it. It then starts the console twice more on the same
+datastore and ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time,
+nothing left running, the embedded server stopped.
 
     python tests/tmux_smoke.py [--velotui PATH]
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import re
 import shlex
@@ -45,13 +49,18 @@ SMALL = (80, 24)  # what the console must stay usable at (issue 5, section 6)
 FLEET = 3
 STEP_TIMEOUT = 90.0  # per step: the demo fleet enrols and collects in a few seconds, CI is slower
 POLL = 0.2
-# Textual hands each key to the widget focused when the key arrives, before an earlier Tab has
-# moved focus: text sent straight after a Tab can land in the previous field. An operator types
-# slower than that; so after a key that moves focus the script pauses for a moment, and it then
-# checks on screen that every field holds what was typed.
-SETTLE = 0.5
 DESCRIPTION = "tmux smoke"
 QUERY = "SELECT Hostname, OS FROM info()"
+LIMIT = "7"  # the client limit, typed in a burst
+EDITED = "-- seen in $EDITOR"  # what the stand-in editor adds to the query
+# The operator's editor, for ctrl+e: it adds a line to the file it is given (and would show a
+# full-screen program's output on the terminal the console handed over).
+EDITOR_SCRIPT = """\
+#!{python}
+import pathlib, sys
+path = pathlib.Path(sys.argv[1])
+path.write_text(path.read_text() + {edited!r} + "\\n")
+"""
 SESSION = "console"
 
 # Not for the console: NO_COLOR would drop its colours; COLORTERM would lift it above the 256
@@ -252,11 +261,6 @@ class Smoke:
             time.sleep(POLL)
         return value
 
-    def press(self, *keys: str) -> None:
-        """Keys that move focus, then a moment for the console to move it (see SETTLE)."""
-        self.tmux.keys(*keys)
-        time.sleep(SETTLE)
-
     def processes(self) -> list[psutil.Process]:
         """This run's processes: those naming its datastore, but for the tmux server (whose
         command line holds the console's)."""
@@ -274,8 +278,12 @@ class Smoke:
     def start_console(self) -> None:
         config = self.folder / "tmux.conf"
         config.write_text(TMUX_CONF)
+        editor = self.folder / "editor"
+        editor.write_text(EDITOR_SCRIPT.format(python=sys.executable, edited=EDITED))
+        editor.chmod(0o755)
         self.tmux.start(config, SIZE, [
             "env", *(arg for name in UNSET for arg in ("-u", name)), "TERM=xterm-256color",
+            f"EDITOR={editor}",
             str(self.velotui), "--demo", str(FLEET), "--datastore", str(self.datastore),
             "--listen", "127.0.0.1:0",
         ])
@@ -323,37 +331,48 @@ class Smoke:
             self.fail(f"the console's environment: TERM={environ.get('TERM')!r}, {wrong}")
 
     def create_hunt(self) -> None:
+        """The form filled in by bursts: every key of one burst arrives in one read, and each
+        must land where the keys before it left the focus (a Tab in a burst once was lost)."""
         self.tmux.keys("n")
         self.wait("the new hunt form",
                   lambda s: field_text(s, "Collection query") is not None and "Create" in s)
-        time.sleep(SETTLE)
-        self.tmux.text(DESCRIPTION)
-        self.wait("the description typed", lambda s: field_text(s, "Description") == DESCRIPTION)
-
-        self.press("Tab")
-        self.tmux.text(QUERY)
-        self.wait("the collection query typed in its editor",
-                  lambda s: field_text(s, "Collection query") == QUERY
+        # Description, Tab, query, in one send-keys.
+        self.tmux.keys(DESCRIPTION, "Tab", QUERY)
+        self.wait("the description and the query typed in one burst, each in its field",
+                  lambda s: field_text(s, "Description") == DESCRIPTION
+                  and field_text(s, "Collection query") == QUERY
                   and (status_under(s, "Collection query") or "").startswith(
                       "\u2713 valid VQL"))
-
-        self.press("Tab", "Tab")  # keep the client-side condition; to the server-side one
-        self.press("F7")  # select all
-        self.tmux.keys("BSpace")
-        self.wait("the server-side condition cleared (and the client-side one kept)",
-                  lambda s: (status_under(s, "Server-side condition") or "").startswith(
-                      "\u2713 empty")
-                  and (status_above(s, "Server-side condition") or "").startswith(
-                      "\u2713 valid VQL"))
-
-        # rate, limit, expires, timeout, max rows, max upload MB, start now
-        self.press(*["Tab"] * 7)
-        self.tmux.keys("Space")
-        self.wait("'Start now' ticked", lambda s: re.search(r"X\S?\s+Start now", s))
-        time.sleep(SETTLE)
-
+        # ctrl+e: the query in $EDITOR, the console suspended, then back with what it saved.
+        self.tmux.keys("C-e")
+        self.wait("the query back from $EDITOR, the form redrawn",
+                  lambda s: EDITED in s and field_text(s, "Collection query") == QUERY
+                  and "Create" in s)
+        # On past both conditions (the server-side one empty: every client) and the rate to the
+        # client limit, typed over; then on past the other limits to "Start now", ticked.
+        self.tmux.keys(*["Tab"] * 4, LIMIT, *["Tab"] * 5, "Space")
+        self.wait("'Start now' ticked by the same burst",
+                  lambda s: re.search(r"X\S?\s+Start now", s)
+                  and re.search(r"Client limit.*\u258a\s*" + LIMIT + r"\s*\u258e", s))
         self.tmux.keys("C-s")
         self.wait("the home screen with the new hunt", lambda s: DESCRIPTION in hunt_rows(s))
+        hunt_id = hunt_rows(self.screen)[DESCRIPTION]["ID"]
+        shown = self.hunt(hunt_id)
+        wanted = {"description": DESCRIPTION, "query": f"{QUERY}\n{EDITED}", "limit": int(LIMIT),
+                  "server_condition": "", "state": "running"}
+        got = {key: shown.get(key) for key in wanted}
+        if got != wanted:
+            self.fail(f"the hunt created by bursts of keys is {got}, not {wanted}")
+
+    def hunt(self, hunt_id: str) -> dict[str, Any]:
+        """The hunt as the command line shows it (from the console's own server)."""
+        result = subprocess.run(
+            [str(self.velotui), "hunt", "show", hunt_id, "--json", "--datastore",
+             str(self.datastore)], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            self.fail(f"velotui hunt show {hunt_id}: {result.stderr.strip()}")
+        return json.loads(result.stdout)
 
     def resize_and_back(self, hunt_id: str) -> None:
         for width, height in (SMALL, SIZE):
@@ -371,7 +390,11 @@ class Smoke:
                   lambda s: hunt_rows(s).get(DESCRIPTION, {}).get("Res") == str(FLEET))
 
     def quit(self) -> None:
+        # The hunt still runs on the embedded server: q asks first.
         self.tmux.keys("q")
+        self.wait("the question before quitting", lambda s: "Quit velotui?" in s
+                  and "1 hunt is running" in s)
+        self.tmux.keys("y")
         self.until("the console to exit after q", lambda: self.tmux.show("#{pane_dead}") == "1")
         self.screen = self.tmux.capture()
         status = self.dead_status()

@@ -8,6 +8,7 @@ draws frames and reads keys whatever the server is doing. It never touches SQL o
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -15,21 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
 
+from velotui.key_order import KeysInOrder
 from velotui.screens.commands import ConsoleCommands
 from velotui.screens.dialogs import ConfirmScreen, ExportOptions, ExportScreen
 from velotui.screens.help import HelpScreen
 from velotui.screens.hunts import HuntsScreen
 from velotui.server.datastore import DatastoreError
 from velotui.server.errors import ServiceError
-from velotui.server_link import ServerLink
+from velotui.server_link import EmbeddedLink, ServerLink
 from velotui.widgets import vql_editor
 
 PUBLISH_INTERVAL = 0.25
 FLEET_INTERVAL = 2.0
+RECONNECT_FIRST = 0.5
+RECONNECT_LONGEST = 10.0
 
 
 class HuntsChanged(Message):
@@ -39,14 +42,16 @@ class HuntsChanged(Message):
         return isinstance(message, HuntsChanged)
 
 
-class VelotuiApp(App[int]):
-    """velotui's console."""
+class VelotuiApp(KeysInOrder):
+    """velotui's console.
+
+    ``q`` (on the hunts screen only) and ``ctrl+q`` (anywhere) quit through ``action_quit``,
+    which asks first when quitting would stop running hunts or lose a form's input."""
 
     TITLE = "velotui"
     CSS_PATH = "app.tcss"
-    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    COMMANDS = KeysInOrder.COMMANDS | {ConsoleCommands}
     BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
         Binding("question_mark", "help", "Keys", id="help"),
         Binding("c", "clients", "Clients", id="clients"),
     ]
@@ -60,7 +65,9 @@ class VelotuiApp(App[int]):
         self.api: Any = None
         self.hunts: dict[str, dict[str, Any]] = {}
         self.failure: str | None = None
+        self.reconnecting = False
         self._hunts_dirty = False
+        self._asking_to_quit = False
 
     # Start and stop -----------------------------------------------------------------------------
 
@@ -72,8 +79,9 @@ class VelotuiApp(App[int]):
         try:
             self.api = await self.link.start()
         except (OSError, ServiceError, DatastoreError) as error:
+            # Printed once, by the command, after the terminal is given back.
             self.failure = f"velotui: cannot start: {error}"
-            self.exit(1, message=self.failure)
+            self.exit(1)
             return
         for hunt in await self.api.list_hunts():
             self.hunts[hunt["hunt_id"]] = hunt
@@ -86,10 +94,14 @@ class VelotuiApp(App[int]):
 
     async def update_fleet_summary(self) -> None:
         """The header says how many clients are known and online."""
+        if self.reconnecting:
+            return  # the header says so meanwhile
         try:
             info = await self.api.server_info()
         except ServiceError:
             return  # follow_hunts reports a lost server
+        if self.reconnecting:
+            return
         self.sub_title = f"{info['online']} of {info['clients']} clients online"
 
     async def on_unmount(self) -> None:
@@ -97,16 +109,46 @@ class VelotuiApp(App[int]):
 
     @work(exclusive=True, group="follow-hunts")
     async def follow_hunts(self) -> None:
-        """Keep ``hunts`` current from the server's pushes."""
-        try:
-            async for event in self.api.watch_hunts():
-                hunt = event["hunt"]
-                self.hunts[hunt["hunt_id"]] = hunt
-                self._hunts_dirty = True
-        except ServiceError as error:
-            # A --connect'ed server went away: say so rather than show stale counts.
-            self.failure = f"velotui: lost the server: {error}"
-            self.exit(1, message=self.failure)
+        """Keep ``hunts`` current from the server's pushes; when a --connect'ed server goes
+        away (restarted), reconnect and go on."""
+        while True:
+            reason = "the server ended the updates"
+            try:
+                async for event in self.api.watch_hunts():
+                    hunt = event["hunt"]
+                    self.hunts[hunt["hunt_id"]] = hunt
+                    self._hunts_dirty = True
+            except ServiceError as error:
+                reason = str(error)
+            if not self.link.can_reconnect:
+                # The embedded server died: say so rather than show stale counts.
+                self.failure = f"velotui: lost the server: {reason}"
+                self.exit(1)
+                return
+            await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """Retry, waiting longer each time, until the server answers; then reload the hunts
+        (what changed meanwhile was not pushed)."""
+        self.reconnecting = True
+        where = self.link.server_address
+        delay = RECONNECT_FIRST
+        self.sub_title = f"reconnecting to {where}…"
+        while True:
+            try:
+                self.api = await self.link.reconnect()
+                hunts = await self.api.list_hunts()
+                break
+            except ServiceError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_LONGEST)
+        self.hunts.clear()
+        self.hunts.update((hunt["hunt_id"], hunt) for hunt in hunts)
+        self.reconnecting = False
+        self.notify(f"reconnected to {where}")
+        await self.update_fleet_summary()
+        self._hunts_dirty = True
+        self._publish_hunts()
 
     def _publish_hunts(self) -> None:
         # Pushes may come many times a second; screens redraw at most this often.
@@ -118,6 +160,36 @@ class VelotuiApp(App[int]):
         return sorted(self.hunts.values(), key=lambda h: h["created"], reverse=True)
 
     # Global actions -----------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Quit, asking first when that stops running hunts or loses a form's input."""
+        if self._asking_to_quit:
+            return  # the question is on screen: y or n answers it
+        losses = self.quit_losses()
+        if not losses:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            self._asking_to_quit = False
+            if yes:
+                self.exit()
+
+        self._asking_to_quit = True
+        self.push_screen(ConfirmScreen("Quit velotui?", " ".join(losses)), answered)
+
+    def quit_losses(self) -> list[str]:
+        """What quitting now would stop or lose, one sentence each (none: quit at once)."""
+        losses = []
+        running = sum(1 for hunt in self.hunts.values() if hunt["state"] == "running")
+        if running and isinstance(self.link, EmbeddedLink):
+            fleet = f" and the demo fleet of {self.link.demo}" if self.link.demo else ""
+            hunts = "1 hunt is" if running == 1 else f"{running} hunts are"
+            losses.append(f"{hunts} running: quitting stops the embedded server{fleet}, so"
+                          " no client is recruited until the console is started again.")
+        if any(getattr(screen, "has_input", False) for screen in self.screen_stack):
+            losses.append("The new hunt's form holds input that will be lost.")
+        return losses
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -31,9 +31,20 @@ class ServerLink:
 
     api: Any
     description: str = ""
+    can_reconnect = False
+    """Whether ``reconnect`` may bring back a server that went away (one the console does
+    not run itself: it may be restarted)."""
 
     async def start(self) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
+
+    async def reconnect(self) -> Any:
+        """A new connection to the server; raises ServiceError while it cannot be reached."""
+        raise ServiceError("the console's own server cannot be reconnected to")
+
+    @property
+    def server_address(self) -> str:
+        return self.description
 
     async def stop(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -123,12 +134,23 @@ class RemoteLink(ServerLink):
     url: str = ""
     token: str = ""
     ca_pem: str = ""
+    can_reconnect = True
 
     async def start(self) -> Any:
         self.api = await RemoteService.connect(self.url, self.token, self.ca_pem)
         self.description = f"{self.url} (connected)"
         return self.api
 
+    async def reconnect(self) -> Any:
+        await self.stop()
+        return await self.start()
+
+    @property
+    def server_address(self) -> str:
+        return self.url
+
     async def stop(self) -> None:
-        if getattr(self, "api", None) is not None:
-            await self.api.close()
+        api, self.api = getattr(self, "api", None), None
+        if api is not None:
+            with contextlib.suppress(Exception):  # already closed by the server going away
+                await api.close()

@@ -87,6 +87,7 @@ class HuntsScreen(HuntActions, Screen[None]):
 
     CSS_PATH = "hunts.tcss"
     BINDINGS = [
+        Binding("q", "app.quit", "Quit", id="quit"),
         Binding("n", "new_hunt", "New", id="new"),
         Binding("enter", "open_hunt", "Open", id="open", show=True),
         *HUNT_BINDINGS,

@@ -2,9 +2,11 @@
 checking, a live estimate, the limits.
 
 Everything is checked in place as it is typed; ``ctrl+s`` creates the hunt in one call (nothing
-is created half way) and ``escape`` leaves without creating anything. ``ctrl+t`` switches the
-collection between a VQL query and artifacts picked from the server's library, which is fetched
-once when the form opens and searched here as the operator types.
+is created half way) and ``escape`` leaves without creating anything (asking first when
+something was typed). A refusal, the form's own or the server's, is written under the field it
+concerns, which takes the focus; it goes once the field holds a value that passes.
+``ctrl+t`` switches the collection between a VQL query and artifacts picked from the server's
+library, which is fetched once when the form opens and searched here as the operator types.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from textual.widgets import (
     Static,
 )
 
+from velotui.screens.dialogs import ConfirmScreen
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import (
     DEFAULT_CLIENT_CONDITION,
@@ -48,6 +51,15 @@ ESTIMATE_DELAY = 0.6
 PARAMETERS_CHECK_DELAY = 0.6  # the server checks artifact parameters once typing pauses
 # How the server names a parameter whose value it refused: "Artifact.Name: parameter P (type)..."
 _REFUSED_PARAMETER = re.compile(r"^(?P<artifact>[^\s:]+): parameter (?P<parameter>\S+) \(")
+# How the server's refusals of create_hunt begin, and the field each concerns.
+_REFUSED_FIELD = (
+    ("the collection query", "query"), ("the client-side condition", "client_condition"),
+    ("the server-side condition", "server_condition"), ("description", "description"),
+    ("rate", "rate"), ("limit", "limit"), ("expires", "expires"), ("timeout", "timeout"),
+    ("max_rows", "max_rows"), ("max_upload_bytes", "max_upload_mb"),
+)
+_EDITOR_NAMES = {"query": "collection query", "client_condition": "client-side condition",
+                 "server_condition": "server-side condition"}
 
 
 def _number(text: str, what: str, *, whole: bool = True) -> float:
@@ -59,6 +71,14 @@ def _number(text: str, what: str, *, whole: bool = True) -> float:
     if value < 0:
         raise ValueError(f"{what}: not below 0")
     return value
+
+
+class FieldRefusal(ValueError):
+    """A value the form cannot send: ``field_id`` names the field it concerns."""
+
+    def __init__(self, field_id: str, message: str) -> None:
+        super().__init__(message)
+        self.field_id = field_id
 
 
 class NewHuntScreen(Screen[None]):
@@ -83,12 +103,15 @@ class NewHuntScreen(Screen[None]):
         self._estimate_timer: Timer | None = None
         self._parameters_timer: Timer | None = None
         self._creating = False
+        self._defaults: tuple[Any, ...] | None = None
+        self._refused: set[str] = set()  # the fields with a refusal shown under them
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="form"):
             yield Label("Description")
             yield Input(placeholder="what the hunt is for", id="description")
+            yield _refusal("description")
             with Horizontal(id="collection-kind"):
                 yield Label("Collection")
                 # Switched by ctrl+t from any field, so it keeps out of the tab order (which
@@ -102,13 +125,20 @@ class NewHuntScreen(Screen[None]):
             yield Label("Collection query (runs on each recruited client)", classes="vql-only")
             yield VQLEditor("", id="query", placeholder="SELECT * FROM info()",
                             classes="vql-only")
+            yield _refusal("query", classes="vql-only")
             with Vertical(id="artifacts", classes="artifacts-only"):
                 yield ArtifactPicker(id="picker")
+                yield _refusal("picker")
                 yield Static("No artifact yet: pick one above (enter adds it).", id="none-chosen")
             yield Label("Client-side condition (each agent runs it)")
             yield VQLEditor(DEFAULT_CLIENT_CONDITION, id="client_condition")
-            yield Label("Server-side condition (over the agent's rows as `rows`; never sent)")
-            yield VQLEditor(SERVER_CONDITION_TEMPLATE, id="server_condition", allow_empty=True)
+            yield _refusal("client_condition")
+            yield Label("Server-side condition (over the agent's rows as `rows`; empty: every"
+                        " client)")
+            # Empty by default, as the command line's: the template is only a hint.
+            yield VQLEditor("", id="server_condition", allow_empty=True,
+                            placeholder=SERVER_CONDITION_TEMPLATE)
+            yield _refusal("server_condition")
             yield Static("", id="estimate")
             with Grid(id="limits"):
                 for field_id, label, value in (
@@ -121,9 +151,12 @@ class NewHuntScreen(Screen[None]):
                      str(DEFAULT_LIMITS.max_upload_bytes // (1024 * 1024))),
                 ):
                     yield Label(label)
-                    yield Input(value, id=field_id)
+                    with Vertical(classes="limit"):
+                        yield Input(value, id=field_id)
+                        yield _refusal(field_id)
             yield Checkbox("Start now", False, id="start")
-        yield Static("", id="problem")  # over the footer: in view whatever is scrolled
+        # Refusals that concern no one field: over the footer, in view whatever is scrolled.
+        yield Static("", id="problem")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -131,6 +164,22 @@ class NewHuntScreen(Screen[None]):
         self.query_one("#description", Input).focus()
         self._schedule_estimate()
         self.load_artifacts()
+        self._defaults = self._state()
+
+    def _state(self) -> tuple[Any, ...]:
+        """Everything the operator can type or pick, to tell a filled-in form from a new one."""
+        return (
+            tuple((i.id, i.value) for i in self.query(Input) if i.id in _LIMIT_IDS
+                  or i.id == "description"),
+            tuple((e.id, e.text) for e in self.query(VQLEditor)),
+            self.query_one("#start", Checkbox).value,
+            tuple((f.artifact_name, repr(f.values())) for f in self._chosen()),
+        )
+
+    @property
+    def has_input(self) -> bool:
+        """Whether anything differs from what the form opened with (leaving would lose it)."""
+        return self._defaults is not None and self._state() != self._defaults
 
     # The collection: VQL or artifacts ---------------------------------------------------------
 
@@ -251,44 +300,58 @@ class NewHuntScreen(Screen[None]):
     # Create -------------------------------------------------------------------------------------
 
     def _values(self) -> dict[str, Any]:
-        """What the form says, checked. Raises ValueError naming the first wrong field."""
-        editors = {e.id: e for e in self.query(VQLEditor)}
-        names = {"query": "collection query", "client_condition": "client-side condition",
-                 "server_condition": "server-side condition"}
+        """What the form says, checked. Raises FieldRefusal for the first wrong field (or
+        ParameterProblem for an artifact's parameter)."""
         collection = self._collection()
-        for editor_id, editor in editors.items():
-            if editor_id == "query" and "artifacts" in collection:
-                continue
-            if not editor.valid:
-                editor.focus()
-                reason = editor.error or "it is empty"
-                raise ValueError(f"the {names[editor_id]} is not valid VQL: {reason}")
+        fields = ["client_condition", "server_condition", *_LIMIT_IDS]
+        if not collection:
+            fields.insert(0, "query")
+        for field_id in fields:
+            if (problem := self._field_problem(field_id)) is not None:
+                raise FieldRefusal(field_id, problem)
         field = {i.id: i.value.strip() for i in self.query(Input) if i.id}
-        try:
-            expires = parse_duration(field["expires"])
-        except ValueError as error:
-            self.query_one("#expires", Input).focus()
-            raise ValueError(f"expires: {error}") from None
-        numbers = {
-            "rate": _number(field["rate"], "rate", whole=False),
-            "limit": _number(field["limit"], "client limit"),
-            "timeout": _number(field["timeout"], "timeout", whole=False),
-            "max_rows": _number(field["max_rows"], "max rows"),
-            "max_upload_bytes": int(_number(field["max_upload_mb"], "max upload MB",
-                                            whole=False) * 1024 * 1024),
-        }
+        editors = {e.id: e.text for e in self.query(VQLEditor)}
         return {
             "description": field["description"],
-            "query": editors["query"].text,
+            "query": editors["query"],
             **collection,
-            "client_condition": editors["client_condition"].text,
-            "server_condition": editors["server_condition"].text,
-            "expires": expires,
+            "client_condition": editors["client_condition"],
+            "server_condition": editors["server_condition"],
+            "expires": parse_duration(field["expires"]),
             "start": self.query_one("#start", Checkbox).value,
-            **numbers,
+            "rate": float(field["rate"]),
+            "limit": int(field["limit"]),
+            "timeout": float(field["timeout"]),
+            "max_rows": int(field["max_rows"]),
+            "max_upload_bytes": int(float(field["max_upload_mb"]) * 1024 * 1024),
         }
 
-    def _collection(self, *, focus: bool = True) -> dict[str, Any]:
+    def _field_problem(self, field_id: str) -> str | None:
+        """What is wrong with one field's value as it stands (None: nothing)."""
+        if field_id in _EDITOR_NAMES:
+            editor = self.query_one(f"#{field_id}", VQLEditor)
+            if editor.valid:
+                return None
+            name = _EDITOR_NAMES[field_id]
+            return f"the {name} is empty" if editor.error is None else \
+                f"the {name} is not valid VQL: {editor.error}"
+        if field_id == "picker":
+            return None if self._chosen() else \
+                "no artifact chosen: type part of a name, then enter adds it"
+        if field_id not in _LIMIT_IDS:
+            return None  # the description: anything goes
+        text = self.query_one(f"#{field_id}", Input).value.strip()
+        try:
+            if field_id == "expires":
+                parse_duration(text)
+            else:
+                whole, what = _LIMIT_NUMBERS[field_id]
+                _number(text, what, whole=whole)
+        except ValueError as error:
+            return f"expires: {error}" if field_id == "expires" else str(error)
+        return None
+
+    def _collection(self) -> dict[str, Any]:
         """The artifacts and the values changed in their forms, in artifacts mode (else
         nothing: the query is the collection). Raises ValueError (ParameterProblem for a
         wrong value) when there is nothing to collect."""
@@ -296,9 +359,7 @@ class NewHuntScreen(Screen[None]):
             return {}
         chosen = self._chosen()
         if not chosen:
-            if focus:
-                self.query_one(ArtifactPicker).search.focus()
-            raise ValueError("no artifact chosen: type part of a name, then enter adds it")
+            raise FieldRefusal("picker", self._field_problem("picker") or "")
         return {"query": "", "artifacts": [{"name": form.artifact_name,
                                             "parameters": form.values()} for form in chosen]}
 
@@ -306,6 +367,42 @@ class NewHuntScreen(Screen[None]):
         problem = self.query_one("#problem", Static)
         problem.update(Text(text))
         problem.set_class(bool(text), "-shown")
+
+    def refuse(self, field_id: str, reason: str) -> None:
+        """Write ``reason`` under the field ``field_id``, give that field the focus and bring
+        it into view (with its message)."""
+        self._say("")
+        refusal = self.query_one(f"#{field_id}-refusal", Static)
+        refusal.update(Text(f"Not created: {reason}"))
+        refusal.add_class("-shown")
+        self._refused.add(field_id)
+        field = self._field(field_id)
+        field.focus(scroll_visible=False)
+        # The message too, under the field: after the layout that shows it.
+        self.call_after_refresh(refusal.scroll_visible, animate=False)
+
+    def _field(self, field_id: str) -> Widget:
+        if field_id == "picker":
+            return self.query_one(ArtifactPicker).search
+        return self.query_one(f"#{field_id}")
+
+    def _clear_refusal(self, field_id: str) -> None:
+        """The field's refusal goes once its value passes."""
+        if field_id in self._refused and self._field_problem(field_id) is None:
+            self._refused.discard(field_id)
+            refusal = self.query_one(f"#{field_id}-refusal", Static)
+            refusal.remove_class("-shown")
+            refusal.update("")
+
+    @on(Input.Changed)
+    def input_changed(self, event: Input.Changed) -> None:
+        if event.input.id:
+            self._clear_refusal(event.input.id)
+
+    @on(VQLEditor.Changed)
+    def editor_changed(self, event: VQLEditor.Changed) -> None:
+        if event.editor.id:
+            self._clear_refusal(event.editor.id)
 
     def action_create(self) -> None:
         if self._creating:
@@ -316,8 +413,8 @@ class NewHuntScreen(Screen[None]):
             problem.field.focus()
             self._say(f"Not created: {problem}")
             return
-        except ValueError as error:
-            self._say(f"Not created: {error}")
+        except FieldRefusal as refusal:
+            self.refuse(refusal.field_id, str(refusal))
             return
         self._creating = True
         self.create(values)
@@ -328,20 +425,32 @@ class NewHuntScreen(Screen[None]):
             hunt = await self.app.api.create_hunt(**values)
         except ServiceError as error:
             self._creating = False
-            self._refused(str(error))
+            self._refused_by_server(str(error))
             return
         self.app.hunts[hunt["hunt_id"]] = hunt
         self.app.notify(f"{hunt['hunt_id']} created" + (" and started" if values["start"]
                                                          else " (paused: press s to start)"))
+        home = next((screen for screen in self.app.screen_stack
+                     if screen is not self and hasattr(screen, "select_hunt")), None)
         self.dismiss(None)
+        if home is not None:
+            # The new hunt selected and shown in the panel, once the home screen has redrawn
+            # (HuntsScreen.select_hunt).
+            home.call_later(home.select_hunt, hunt["hunt_id"])
 
-    def _refused(self, reason: str) -> None:
-        """Say why the server refused; a refused parameter's reason also goes under its
-        field, which takes the focus."""
-        self._say(f"Not created: {reason}")
+    def _refused_by_server(self, reason: str) -> None:
+        """Say why the server refused, under the field it concerns when there is one."""
         field = self._parameter_problem(reason)
         if field is not None:
+            self._say(f"Not created: {reason}")
             field.focus()
+            return
+        lowered = reason.lower()
+        for start, field_id in _REFUSED_FIELD:
+            if lowered.startswith(start) and (field_id != "query" or not self.artifacts_mode):
+                self.refuse(field_id, reason)
+                return
+        self._say(f"Not created: {reason}")
 
     def _parameter_problem(self, reason: str) -> Widget | None:
         """Put the server's ``reason`` under the field of the parameter it names; that field
@@ -364,7 +473,7 @@ class NewHuntScreen(Screen[None]):
 
     def _check_parameters(self) -> None:
         try:
-            collection = self._collection(focus=False)
+            collection = self._collection()
         except ValueError:
             return  # nothing to check yet, or a number already shown wrong in place
         if collection:
@@ -378,7 +487,7 @@ class NewHuntScreen(Screen[None]):
             await self.app.api.compile_artifacts(artifacts=artifacts)
         except ServiceError as error:
             try:
-                current = self._collection(focus=False).get("artifacts")
+                current = self._collection().get("artifacts")
             except ValueError:
                 return
             if current == artifacts:
@@ -391,4 +500,26 @@ class NewHuntScreen(Screen[None]):
                 select.expanded = False
                 select.focus()
                 return
-        self.dismiss(None)
+        if not self.has_input:
+            self.dismiss(None)
+            return
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.dismiss(None)
+
+        self.app.push_screen(
+            ConfirmScreen("Discard the new hunt?", "What was typed in the form is lost."),
+            answered)
+
+
+_LIMIT_NUMBERS = {
+    "rate": (False, "rate"), "limit": (True, "client limit"), "timeout": (False, "timeout"),
+    "max_rows": (True, "max rows"), "max_upload_mb": (False, "max upload MB"),
+}
+_LIMIT_IDS = ("rate", "limit", "expires", "timeout", "max_rows", "max_upload_mb")
+
+
+def _refusal(field_id: str, classes: str = "") -> Static:
+    """The line under a field where a refusal of its value is written (hidden until then)."""
+    return Static("", id=f"{field_id}-refusal", classes=f"refusal {classes}".strip())

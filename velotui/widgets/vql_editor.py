@@ -14,11 +14,13 @@ from typing import Any, ClassVar, Literal, Self
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Static, TextArea
 
+from velotui.external_editor import EditorFailed, edit_text
 from velotui.vql import VQLSyntaxError, parse, tokenize
 
 # Highlight names are the ones every builtin TextAreaTheme styles (monokai, dracula, vscode_dark,
@@ -250,7 +252,13 @@ class VQLEditor(Widget):
     The text is checked ``CHECK_DELAY`` seconds after typing stops, then ``VQLEditor.Changed``
     is posted (handler ``on_vqleditor_changed``, or ``@on(VQLEditor.Changed)``). The text area's
     own ``TextArea.Changed`` is stopped here, so a form sees one kind of message per editor.
+    ``ctrl+e`` opens the text in the operator's ``$EDITOR`` and reads it back.
     """
+
+    BINDINGS = [
+        # Priority: the text area's own ctrl+e (end of line) would take it first.
+        Binding("ctrl+e", "external_editor", "$EDITOR", id="external-editor", priority=True),
+    ]
 
     DEFAULT_CSS = """
     VQLEditor {
@@ -373,6 +381,17 @@ class VQLEditor(Widget):
         """Focus the text area (the editor itself takes no focus)."""
         self._text_area.focus(scroll_visible)
         return self
+
+    def action_external_editor(self) -> None:
+        """Edit the text in ``$EDITOR`` (the console suspended meanwhile); back here after."""
+        try:
+            text = edit_text(self.app, self.text, suffix=".vql")
+        except EditorFailed as error:
+            self.notify(str(error), title="Not edited", severity="error")
+            return
+        self.text = text
+        self._text_area.move_cursor(self._text_area.document.end)
+        self.focus()
 
     @on(TextArea.Changed, "#vql-text")
     def _text_edited(self, event: TextArea.Changed) -> None:
