@@ -101,10 +101,16 @@ class Tmux:
             raise SmokeFailure(f"tmux {' '.join(args[:1])} failed: {error}")
         return result.stdout.decode("utf-8", errors="replace")
 
-    def start(self, config: Path, size: tuple[int, int], command: list[str]) -> None:
+    def start(self, config: Path, size: tuple[int, int], command: list[str],
+              status_file: Path) -> None:
+        """Run ``command`` in the pane under a shell that writes its exit status to
+        ``status_file``. tmux 3.3 sometimes leaves a dead pane's process unreaped (a zombie, its
+        ``pane_dead_status`` empty for good), so how the console ended is not asked of tmux."""
         self.run("kill-server", check=False)  # a stale server of a crashed run with this pid
+        status_file.unlink(missing_ok=True)
+        wrapper = ["exec", "sh", "-c", '"$@"; echo "$?" > "$0"', str(status_file), *command]
         self.run("-f", str(config), "new-session", "-d", "-s", SESSION, "-x", str(size[0]),
-                 "-y", str(size[1]), shlex.join(["exec", *command]))
+                 "-y", str(size[1]), shlex.join(wrapper))
         self.socket_path = Path(self.show("#{socket_path}"))
 
     def show(self, fmt: str) -> str:
@@ -222,6 +228,8 @@ class Smoke:
         self.screen = ""
         self.started = time.monotonic()
         self.server_pid: int | None = None
+        self.wrapper_pid: int | None = None  # the shell in the pane that records the status
+        self.status_file = folder / "console-status"
 
     def say(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:5.1f}s] {message}", flush=True)
@@ -244,7 +252,8 @@ class Smoke:
             if value:
                 return value
             if self.tmux.show("#{pane_dead}") == "1":
-                status = self.tmux.show("#{pane_dead_status}")
+                status = self.status_file.read_text().strip() if self.status_file.exists() \
+                    else "unknown"
                 self.fail(f"the console exited (status {status}) while waiting for {what}")
             if time.monotonic() > deadline:
                 self.fail(f"gave up after {timeout:.0f} s waiting for {what}")
@@ -266,7 +275,7 @@ class Smoke:
         command line holds the console's)."""
         found = []
         for process in psutil.process_iter(["cmdline"]):
-            if process.pid in (os.getpid(), self.server_pid):
+            if process.pid in (os.getpid(), self.server_pid, self.wrapper_pid):
                 continue
             cmdline = process.info["cmdline"] or []
             if any(str(self.datastore) in part for part in cmdline):
@@ -286,13 +295,25 @@ class Smoke:
             f"EDITOR={editor}",
             str(self.velotui), "--demo", str(FLEET), "--datastore", str(self.datastore),
             "--listen", "127.0.0.1:0",
-        ])
+        ], self.status_file)
         self.server_pid = int(self.tmux.show("#{pid}"))
+        self.wrapper_pid = int(self.tmux.show("#{pane_pid}"))
+
+    def console_pid(self) -> int:
+        """The console: the one child of the pane's shell."""
+        def child() -> int | None:
+            try:
+                children = psutil.Process(self.wrapper_pid).children()
+            except psutil.Error:
+                return None
+            return children[0].pid if len(children) == 1 else None
+
+        return self.until("the console's process in the pane", child)
 
     def run(self) -> None:
         self.start_console()
         self.say(f"console started in tmux {SIZE[0]}x{SIZE[1]} (socket {self.tmux.socket})")
-        self.check_environment(int(self.tmux.show("#{pane_pid}")))
+        self.check_environment(self.console_pid())
 
         online = f"{FLEET} of {FLEET} clients online"
         self.wait(f"'{online}' in the header", lambda s: online in s)
@@ -399,8 +420,7 @@ class Smoke:
         self.screen = self.tmux.capture()
         status = self.dead_status()
         if status != "0":
-            signal = self.tmux.show("#{pane_dead_signal}")
-            self.fail(f"the console exited with status {status!r} (signal {signal!r}) after q")
+            self.fail(f"the console exited with status {status!r} after q")
         if "Traceback" in self.screen:
             self.fail("the console printed a traceback on its way out")
         self.say("q: the console exited with status 0")
@@ -412,12 +432,16 @@ class Smoke:
         self.say("no process of this run is left (console, demo fleet)")
 
     def dead_status(self) -> str:
-        """The exit status of the pane's process: tmux may mark the pane dead (its terminal
-        closed) a moment before it has reaped the process and knows how it ended."""
-        self.until("tmux to know how the console ended",
-                   lambda: self.tmux.show("#{pane_dead_status}")
-                   or self.tmux.show("#{pane_dead_signal}"))
-        return self.tmux.show("#{pane_dead_status}")
+        """The console's exit status, as the pane's shell wrote it once the console ended
+        (128 + N: ended by signal N)."""
+        def written() -> str | None:
+            try:
+                text = self.status_file.read_text()
+            except FileNotFoundError:
+                return None
+            return text.strip() if text.endswith("\n") else None
+
+        return self.until("the console's exit status", written)
 
     def restart_and_end_with(self, signum: signal.Signals) -> None:
         """The console again on the same datastore, ended by ``signum`` (SIGTERM from a service
@@ -427,7 +451,7 @@ class Smoke:
         self.start_console()
         online = f"{FLEET} of {FLEET} clients online"
         self.wait(f"'{online}' in the header again", lambda s: online in s)
-        os.kill(int(self.tmux.show("#{pane_pid}")), signum)
+        os.kill(self.console_pid(), signum)
         self.until(f"the console to exit after {signum.name}",
                    lambda: self.tmux.show("#{pane_dead}") == "1")
         status = self.dead_status()
