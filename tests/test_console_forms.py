@@ -22,6 +22,7 @@ from velotui.screens.help import HelpScreen
 from velotui.screens.hunt_detail import HuntDetailScreen
 from velotui.screens.hunts import HuntsScreen
 from velotui.screens.new_hunt import NewHuntScreen
+from velotui.widgets.filter_bar import FilterBar
 from velotui.widgets.vql_editor import VQLEditor
 
 SIZE = (80, 24)
@@ -73,6 +74,20 @@ async def test_a_burst_of_keys_is_applied_in_order_each_to_the_focus_it_left(
         assert form.query_one("#query", VQLEditor).text == "d"
         assert form.query_one("#server_condition", VQLEditor).text == ""
         assert app.focused is form.query_one("#rate", Input)
+
+
+async def test_a_burst_after_a_key_that_opens_a_field_goes_into_that_field(
+    tmp_path: Path
+) -> None:
+    # "/" opens the filter through Widget.focus, which moves the focus a moment later (on the
+    # app's queue): the letters after it in the same read belong to the filter, not the table.
+    app = console(seed(tmp_path / "datastore"), snapshot=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await asyncio.to_thread(feed_terminal, app, "/linux")
+        bar = app.screen.query_one(FilterBar)
+        await until(pilot, lambda: bar.value == "linux", 10, "the filter typed")
+        assert app.focused is bar.query_one(Input)
 
 
 # Quitting -----------------------------------------------------------------------------------

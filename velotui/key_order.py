@@ -51,13 +51,15 @@ class KeysInOrder(App[Any]):
             # A key back from the focused widget: the app's bindings run now.
             await super().on_event(event)
             if event is self._key_in_flight:
-                await self._key_done(event)
+                self.call_later(self._key_done, event)
 
     async def _dispatch(self, key: events.Key) -> None:
+        self._key_in_flight = key
         await super().on_event(key)  # priority bindings here, else forwarded to the focus
         if key.is_forwarded and not key._stop_propagation:
-            self._key_in_flight = key
             self._watch_chain()
+        else:
+            self.call_later(self._key_done, key)
 
     def _watch_chain(self) -> None:
         """Learn when the key in flight stops at a widget (handled there) on its way up."""
@@ -85,15 +87,23 @@ class KeysInOrder(App[Any]):
             self._held_timer = self.set_timer(HELD_KEY_LIMIT, self._key_done)
 
     async def _key_done(self, key: events.Key | None = None) -> None:
-        """``key`` (None: whichever, the wait is over) is done: hand on the keys held back,
-        until one is in flight again."""
+        """``key`` (None: whichever, the wait is over) is done: hand on the next key held back.
+
+        Always reached through ``call_later``, never at once: what the key's handler left for
+        later on the app's queue (``Widget.focus`` moves the focus that way, so ``/`` opening a
+        filter, say) runs before the next key is handed to the focus."""
         if key is not None and key is not self._key_in_flight:
             return  # an earlier key's news, late
         self._key_in_flight = None
         if self._held_timer is not None:
             self._held_timer.stop()
             self._held_timer = None
-        while self._held_keys and self._key_in_flight is None:
-            await self._dispatch(self._held_keys.popleft())
         if self._held_keys:
             self._held_timer = self.set_timer(HELD_KEY_LIMIT, self._key_done)
+            # Once more to the back of the queue: the news that a key is done can be queued
+            # ahead of what its binding's action then queues.
+            self.call_later(self._hand_on)
+
+    async def _hand_on(self) -> None:
+        if self._key_in_flight is None and self._held_keys:
+            await self._dispatch(self._held_keys.popleft())
