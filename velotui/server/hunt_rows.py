@@ -102,15 +102,21 @@ async def index_matches(reader: ResultReader, hunt_id: str, added: AddedColumns,
 
 async def rows_of_matches(reader: ResultReader, index: MatchIndex, offset: int, limit: int,
                           added: AddedColumns) -> list[dict[str, Any]]:
-    """Matches ``offset`` to ``offset + limit`` of ``index``, read batch by batch."""
-    rows: list[dict[str, Any]] = []
-    current, stored = -1, []
-    for match in index.matches[offset:offset + limit]:
-        number, position = match >> _ROW_BITS, match & ((1 << _ROW_BITS) - 1)
+    """Matches ``offset`` to ``offset + limit`` of ``index``, reading each member's batches
+    that hold them in one read."""
+    page = [(match >> _ROW_BITS, match & ((1 << _ROW_BITS) - 1))
+            for match in index.matches[offset:offset + limit]]
+    wanted: dict[HuntMember, list[int]] = {}
+    for number, _position in page:
         member, seq = index.batches[number]
-        if number != current:
-            current, stored = number, await reader.batch_rows(member, seq)
-        rows.append({**added(member), **stored[position]})
+        seqs = wanted.setdefault(member, [])
+        if not seqs or seqs[-1] != seq:
+            seqs.append(seq)
+    stored = {member: await reader.batches_rows(member, seqs) for member, seqs in wanted.items()}
+    rows = []
+    for number, position in page:
+        member, seq = index.batches[number]
+        rows.append({**added(member), **stored[member][seq][position]})
     return rows
 
 
