@@ -70,18 +70,17 @@ class ResultReader:
             f"SELECT COUNT(*) AS clients FROM hunt_clients WHERE {where}", params)
         return row["clients"] if row is not None else 0
 
-    async def _member_pages(self, hunt_id: str, with_rows: bool
-                            ) -> AsyncIterator[list[tuple[HuntMember, int]]]:
-        """The hunt's members in order (oldest check first), with how many rows each has
-        stored (when ``with_rows``, else 0), ``CLIENTS_PER_PAGE`` a read; each read starts
-        after the last key of the one before, so a client checked meanwhile comes last."""
+    async def _member_pages(self, hunt_id: str) -> AsyncIterator[list[tuple[HuntMember, int]]]:
+        """The hunt's members in order (oldest check first), each with how many rows it has
+        stored (its flow's counter, which moves in the same transaction as the rows),
+        ``CLIENTS_PER_PAGE`` a read; each read starts after the last key of the one before, so
+        a client checked meanwhile comes last."""
         after: tuple[float, str] = (float("-inf"), "")
-        rows = ("(SELECT COALESCE(SUM(r.row_count), 0) FROM flow_rows r WHERE r.client_id ="
-                " hc.client_id AND r.flow_id = hc.flow_id)") if with_rows else "0"
         while True:
             page = await self.store.fetch_all(
-                f"SELECT hc.checked, hc.client_id, hc.flow_id, {rows} AS rows"
-                " FROM hunt_clients hc WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL"
+                "SELECT hc.checked, hc.client_id, hc.flow_id, COALESCE(f.rows, 0) AS rows"
+                " FROM hunt_clients hc LEFT JOIN flows f ON f.client_id = hc.client_id"
+                " AND f.flow_id = hc.flow_id WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL"
                 " AND (hc.checked, hc.client_id) > (?, ?) ORDER BY hc.checked, hc.client_id"
                 " LIMIT ?",
                 (hunt_id, *after, CLIENTS_PER_PAGE),
@@ -126,7 +125,7 @@ class ResultReader:
         """Every stored batch of the hunt's rows with its member, in the order ``results_page``
         counts rows, read a member and a group of batches at a time (``member_batches``): no
         read connection is held while the caller works, and no read sorts the hunt's rows."""
-        async for members in self._member_pages(hunt_id, with_rows=False):
+        async for members in self._member_pages(hunt_id):
             for member, _rows in members:
                 async for batch in self.member_batches(member):
                     yield batch
@@ -144,18 +143,18 @@ class ResultReader:
         return {row["seq"]: unpack_rows(row["data"]) for row in found}
 
     async def rows_version(self, hunt_id: str) -> tuple[int, int, float]:
-        """What changes whenever the hunt's stored rows do: how many batches and rows its
-        current collections hold, and the last change of any of its clients (a relaunch
+        """What changes whenever the hunt's stored rows do: how many members it has, how many
+        rows their collections hold, and the last change of any of its clients (a relaunch
         changes which collection is current). Stored batches themselves never change."""
         row = await self.store.fetch_one(
-            "SELECT COUNT(r.seq) AS batches, COALESCE(SUM(r.row_count), 0) AS rows,"
-            " (SELECT COALESCE(MAX(updated), 0) FROM hunt_clients WHERE hunt_id = ?) AS updated"
-            " FROM hunt_clients hc JOIN flow_rows r ON r.client_id = hc.client_id"
-            " AND r.flow_id = hc.flow_id WHERE hc.hunt_id = ?",
-            (hunt_id, hunt_id),
+            "SELECT COUNT(*) AS members, COALESCE(SUM(f.rows), 0) AS rows,"
+            " COALESCE(MAX(hc.updated), 0) AS updated FROM hunt_clients hc"
+            " LEFT JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
+            " WHERE hc.hunt_id = ?",
+            (hunt_id,),
         )
         assert row is not None
-        return row["batches"], row["rows"], row["updated"]
+        return row["members"], row["rows"], row["updated"]
 
     async def results_page(self, hunt_id: str, offset: int, limit: int
                            ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
@@ -164,7 +163,7 @@ class ResultReader:
         batches of only the members the page falls in."""
         rows: list[tuple[HuntMember, dict[str, Any]]] = []
         position = 0  # rows of the members before this one
-        async for members in self._member_pages(hunt_id, with_rows=True):
+        async for members in self._member_pages(hunt_id):
             for member, count in members:
                 end = position + count
                 if end > offset and position < offset + limit:
