@@ -103,6 +103,10 @@ async def test_a_filter_matches_the_added_columns_and_nested_values_as_their_tex
     assert [row["Index"] for row in nested["rows"]] == [49]
     nothing = await service.hunt_results_page(hunt_id=HUNT, filter="no such text")
     assert nothing == {"rows": [], "total": 0, "offset": 0}
+    empty = await service.hunt_results_page(hunt_id=EMPTY_HUNT, filter="proc", offset=5)
+    assert empty == {"rows": [], "total": 0, "offset": 5}
+    assert await service.tally_hunt_results(hunt_id=EMPTY_HUNT, column="Name") == {
+        "column": "Name", "values": [], "distinct": 0, "rows": 0, "truncated": False}
 
 
 async def test_a_column_value_drill_down_pages_through_exactly_those_rows(running: Running
