@@ -1,9 +1,9 @@
 """A hunt's stored rows as an operator triages them: filtered, paged and tallied.
 
 Every row is seen as the operator sees it, with ``ClientId``, ``Fqdn`` and ``FlowId`` first, and
-each cell as ``cell_text`` renders it (the table's text, the CSV's cell). The rows are read a few
-stored batches at a time (``ResultReader.hunt_batches``), so a scan of a big hunt holds one read's
-batches and the page or counts it builds, never the whole hunt.
+each cell as ``cell_text`` renders it (the table's text, the CSV's cell). The rows are read a
+group of stored batches at a time (``ResultReader.hunt_batches``, bounded in count and bytes), so
+a scan of a big hunt holds one group and the page or counts it builds, never the whole hunt.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ async def rows_of_matches(reader: ResultReader, index: MatchIndex, offset: int, 
 class MatchCache:
     """The ``MatchIndex`` of the filters operators used last, so that paging through a
     filtered hunt reads the hunt once, not once a page. Bounded by the matches it holds (8
-    bytes each); an index whose hunt has changed since is read again."""
+    bytes each); an index whose hunt's rows have changed since is made again (a client's FQDN
+    that changed meanwhile is matched as it was until then)."""
 
     def __init__(self, max_matches: int = 4_000_000, max_entries: int = 32) -> None:
         self.max_matches = max_matches
