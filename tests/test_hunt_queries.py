@@ -26,7 +26,7 @@ from tests.triage_data import (
     expected_rows,
 )
 from velotui.server.data import Database
-from velotui.server.data.results import HuntMember
+from velotui.server.data.results import BATCHES_PER_READ, BYTES_PER_READ, HuntMember
 from velotui.server.hunt_rows import MatchCache, MatchIndex, RowFilter, filtered_page
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.result_queries import QueryRefused, StoredData, run_query
@@ -103,6 +103,10 @@ async def test_a_filter_matches_the_added_columns_and_nested_values_as_their_tex
     assert [row["Index"] for row in nested["rows"]] == [49]
     nothing = await service.hunt_results_page(hunt_id=HUNT, filter="no such text")
     assert nothing == {"rows": [], "total": 0, "offset": 0}
+    empty = await service.hunt_results_page(hunt_id=EMPTY_HUNT, filter="proc", offset=5)
+    assert empty == {"rows": [], "total": 0, "offset": 5}
+    assert await service.tally_hunt_results(hunt_id=EMPTY_HUNT, column="Name") == {
+        "column": "Name", "values": [], "distinct": 0, "rows": 0, "truncated": False}
 
 
 async def test_a_column_value_drill_down_pages_through_exactly_those_rows(running: Running
@@ -161,6 +165,48 @@ async def test_a_filter_remembered_between_pages_sees_rows_stored_since(tmp_path
         tail, grown = await filtered_page(db.results, HUNT, added, wanted, total - 1, 10, cache)
         assert grown == total + 4
         assert [row["ClientId"] for row in tail] == [expected[-1]["ClientId"]] + [late] * 4
+    finally:
+        await db.close()
+
+
+async def test_scans_and_pages_cross_read_groups_of_many_small_and_a_few_big_batches(
+    tmp_path: Path
+) -> None:
+    """Agents send what they have when they have it: one client's rows in hundreds of
+    one-row batches (more than one read takes), another's in batches of a megabyte (more
+    bytes than one read takes). Every row is read once, in order, and any page is exact."""
+    db = await Database.open(tmp_path / "velotui.db")
+    try:
+        build = DataBuilder(db)
+        now = time.time()
+        hunt = "H.0000000000BAT"
+        many, big = "C.000000000000000a", "C.000000000000000b"
+        await build.hunt(hunt, "SELECT 1", created=now, started=now, expires=now + 3600)
+        for offset, client_id in enumerate((many, big)):
+            await build.client(client_id, {"Hostname": client_id}, first_seen=now,
+                               last_seen=now)
+            await build.check(hunt, client_id, matched=True, at=now + offset)
+        small_batches = [[{"Index": n}] for n in range(BATCHES_PER_READ * 2 + 10)]
+        await build.collect(hunt, many, created=now, started=now, finished=now,
+                            batches=small_batches)
+        filler = "x" * (BYTES_PER_READ // 3)
+        big_batches = [[{"Index": n, "Filler": filler}] for n in range(7)]
+        await build.collect(hunt, big, created=now, started=now, finished=now,
+                            batches=big_batches)
+
+        scanned = [(batch.member.client_id, batch.seq, batch.rows[0]["Index"])
+                   async for batch in db.results.hunt_batches(hunt)]
+        expected = ([(many, n + 1, n) for n in range(len(small_batches))]
+                    + [(big, n + 1, n) for n in range(len(big_batches))])
+        assert scanned == expected
+
+        every = [(client_id, index) for client_id, _seq, index in expected]
+        for offset, limit in ((0, 1), (BATCHES_PER_READ - 1, 3), (len(small_batches) - 2, 5),
+                              (len(every) - 1, 10), (len(every), 10), (0, len(every))):
+            page, total = await db.results.results_page(hunt, offset, limit)
+            assert total == len(every)
+            assert [(m.client_id, row["Index"]) for m, row in page] == \
+                every[offset:offset + limit]
     finally:
         await db.close()
 

@@ -1,9 +1,9 @@
 """A hunt's stored rows as an operator triages them: filtered, paged and tallied.
 
 Every row is seen as the operator sees it, with ``ClientId``, ``Fqdn`` and ``FlowId`` first, and
-each cell as ``cell_text`` renders it (the table's text, the CSV's cell). The rows are read a few
-stored batches at a time (``ResultReader.hunt_batches``), so a scan of a big hunt holds one read's
-batches and the page or counts it builds, never the whole hunt.
+each cell as ``cell_text`` renders it (the table's text, the CSV's cell). The rows are read a
+group of stored batches at a time (``ResultReader.hunt_batches``, bounded in count and bytes), so
+a scan of a big hunt holds one group and the page or counts it builds, never the whole hunt.
 """
 
 from __future__ import annotations
@@ -102,22 +102,29 @@ async def index_matches(reader: ResultReader, hunt_id: str, added: AddedColumns,
 
 async def rows_of_matches(reader: ResultReader, index: MatchIndex, offset: int, limit: int,
                           added: AddedColumns) -> list[dict[str, Any]]:
-    """Matches ``offset`` to ``offset + limit`` of ``index``, read batch by batch."""
-    rows: list[dict[str, Any]] = []
-    current, stored = -1, []
-    for match in index.matches[offset:offset + limit]:
-        number, position = match >> _ROW_BITS, match & ((1 << _ROW_BITS) - 1)
+    """Matches ``offset`` to ``offset + limit`` of ``index``, reading each member's batches
+    that hold them in one read."""
+    page = [(match >> _ROW_BITS, match & ((1 << _ROW_BITS) - 1))
+            for match in index.matches[offset:offset + limit]]
+    wanted: dict[HuntMember, list[int]] = {}
+    for number, _position in page:
         member, seq = index.batches[number]
-        if number != current:
-            current, stored = number, await reader.batch_rows(member, seq)
-        rows.append({**added(member), **stored[position]})
+        seqs = wanted.setdefault(member, [])
+        if not seqs or seqs[-1] != seq:
+            seqs.append(seq)
+    stored = {member: await reader.batches_rows(member, seqs) for member, seqs in wanted.items()}
+    rows = []
+    for number, position in page:
+        member, seq = index.batches[number]
+        rows.append({**added(member), **stored[member][seq][position]})
     return rows
 
 
 class MatchCache:
     """The ``MatchIndex`` of the filters operators used last, so that paging through a
     filtered hunt reads the hunt once, not once a page. Bounded by the matches it holds (8
-    bytes each); an index whose hunt has changed since is read again."""
+    bytes each); an index whose hunt's rows have changed since is made again (a client's FQDN
+    that changed meanwhile is matched as it was until then)."""
 
     def __init__(self, max_matches: int = 4_000_000, max_entries: int = 32) -> None:
         self.max_matches = max_matches

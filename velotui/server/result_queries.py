@@ -47,10 +47,14 @@ class QueryRefused(Exception):
     """A query over stored data could not run or failed; the message is one line."""
 
 
+class UnknownHunt(LookupError):
+    """``StoredData.hunt_rows`` was asked for a hunt there is none of."""
+
+
 @dataclass
 class StoredData:
     """What the plugins read, handed to one run: the hunt a query is about, a hunt's rows
-    (``ClientId``, ``Fqdn``, ``FlowId`` first; raises LookupError for an unknown hunt), every
+    (``ClientId``, ``Fqdn``, ``FlowId`` first; raises UnknownHunt for an unknown hunt), every
     hunt and every client as the operator API describes them."""
 
     hunt_id: str
@@ -94,8 +98,8 @@ async def hunt_results(scope: Scope, hunt_id: str | None = None, artifact: str |
                     continue
                 data.columns.update(row)
                 yield row
-    except LookupError as error:
-        scope.error(f"hunt_results(): {error.args[0] if error.args else error}")
+    except UnknownHunt as error:
+        scope.error(f"hunt_results(): {error}")
 
 
 async def hunts(scope: Scope) -> AsyncIterator[dict[str, Any]]:

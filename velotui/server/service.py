@@ -45,7 +45,7 @@ from velotui.server.exports import (
 )
 from velotui.server.hunt_rows import RowFilter, filtered_page, hunt_rows, tally
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
-from velotui.server.result_queries import QueryRefused, StoredData, run_query
+from velotui.server.result_queries import QueryRefused, StoredData, UnknownHunt, run_query
 from velotui.vql import check
 from velotui.vql.values import to_json_value
 
@@ -474,11 +474,9 @@ class Service:
     async def hunt_results(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every client's rows, each with ``ClientId``, ``Fqdn`` and ``FlowId`` first."""
         hunt = self._hunt(hunt_id)
-        async for member in self.server.db.results.members(hunt.hunt_id):
-            extra = self._added_columns(member.client_id, member.flow_id)
-            async for _seq, rows in self.server.flows.row_batches(member.client_id,
-                                                                  member.flow_id):
-                yield {"event": "rows", "rows": [{**extra, **row} for row in rows]}
+        async for batch in self.server.db.results.hunt_batches(hunt.hunt_id):
+            extra = self._member_columns(batch.member)
+            yield {"event": "rows", "rows": [{**extra, **row} for row in batch.rows]}
 
     @streaming
     async def export_hunt(self, hunt_id: str, format: str = "json", summary: bool = False,
@@ -593,7 +591,7 @@ class Service:
 
     async def _hunt_rows_by_id(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
         if not isinstance(hunt_id, str) or hunt_id not in self.server.hunts.hunts:
-            raise LookupError(f"no hunt {hunt_id!r}")
+            raise UnknownHunt(f"no hunt {hunt_id!r}")
         async with contextlib.aclosing(self._stored_rows(hunt_id)) as rows:
             async for row in rows:
                 yield row

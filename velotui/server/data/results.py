@@ -15,9 +15,10 @@ from velotui.server.data.flows import unpack_rows
 from velotui.server.data.store import Store
 
 CLIENTS_PER_PAGE = 500
-BATCHES_PER_READ = 16
-"""How many stored row batches one read of ``hunt_batches`` takes: a scan of a hunt holds at
-most this many in memory."""
+BATCHES_PER_READ = 256
+BYTES_PER_READ = 4 * 1024 * 1024
+"""How many stored row batches, and bytes of them, one read of a scan takes at most (one batch
+bigger than that alone): a scan holds no more than that of a hunt in memory at once."""
 
 
 @dataclass(frozen=True)
@@ -69,104 +70,126 @@ class ResultReader:
             f"SELECT COUNT(*) AS clients FROM hunt_clients WHERE {where}", params)
         return row["clients"] if row is not None else 0
 
-    async def members(self, hunt_id: str) -> AsyncIterator[HuntMember]:
-        """Every client the hunt ran its collection on, oldest check first, a page at a
-        time."""
-        offset = 0
+    async def _member_pages(self, hunt_id: str) -> AsyncIterator[list[tuple[HuntMember, int]]]:
+        """The hunt's members in order (oldest check first), each with how many rows it has
+        stored (its flow's counter, which moves in the same transaction as the rows),
+        ``CLIENTS_PER_PAGE`` a read; each read starts after the last key of the one before, so
+        a client checked meanwhile comes last."""
+        after: tuple[float, str] = (float("-inf"), "")
         while True:
             page = await self.store.fetch_all(
-                "SELECT client_id, flow_id FROM hunt_clients WHERE hunt_id = ? AND flow_id IS"
-                " NOT NULL ORDER BY checked, client_id LIMIT ? OFFSET ?",
-                (hunt_id, CLIENTS_PER_PAGE, offset),
+                "SELECT hc.checked, hc.client_id, hc.flow_id, COALESCE(f.rows, 0) AS rows"
+                " FROM hunt_clients hc LEFT JOIN flows f ON f.client_id = hc.client_id"
+                " AND f.flow_id = hc.flow_id WHERE hc.hunt_id = ? AND hc.flow_id IS NOT NULL"
+                " AND (hc.checked, hc.client_id) > (?, ?) ORDER BY hc.checked, hc.client_id"
+                " LIMIT ?",
+                (hunt_id, *after, CLIENTS_PER_PAGE),
             )
-            for row in page:
-                yield HuntMember(row["client_id"], row["flow_id"])
+            yield [(HuntMember(row["client_id"], row["flow_id"]), row["rows"]) for row in page]
             if len(page) < CLIENTS_PER_PAGE:
                 return
-            offset += len(page)
+            after = (page[-1]["checked"], page[-1]["client_id"])
+
+    async def member_batches(self, member: HuntMember, after_seq: int = 0,
+                             until_seq: int | None = None) -> AsyncIterator[StoredBatch]:
+        """The member's stored batches after ``after_seq`` (up to ``until_seq``), in order,
+        read in groups of at most ``BATCHES_PER_READ`` batches and ``BYTES_PER_READ`` bytes
+        (one batch alone may be bigger): their sizes first, then their data."""
+        last = until_seq if until_seq is not None else -1
+        while True:
+            sizes = await self.store.fetch_all(
+                "SELECT seq, length(data) AS size FROM flow_rows WHERE client_id = ?"
+                " AND flow_id = ? AND seq > ? AND (? < 0 OR seq <= ?) ORDER BY seq LIMIT ?",
+                (member.client_id, member.flow_id, after_seq, last, last, BATCHES_PER_READ),
+            )
+            if not sizes:
+                return
+            taken, held = 0, 0
+            for row in sizes:
+                if taken and held + row["size"] > BYTES_PER_READ:
+                    break
+                taken += 1
+                held += row["size"]
+            group = await self.store.fetch_all(
+                "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ?"
+                " AND seq >= ? AND seq <= ? ORDER BY seq",
+                (member.client_id, member.flow_id, sizes[0]["seq"], sizes[taken - 1]["seq"]),
+            )
+            for batch in group:
+                yield StoredBatch(member, batch["seq"], unpack_rows(batch["data"]))
+            after_seq = sizes[taken - 1]["seq"]
+            if taken == len(sizes) and len(sizes) < BATCHES_PER_READ:
+                return
 
     async def hunt_batches(self, hunt_id: str) -> AsyncIterator[StoredBatch]:
         """Every stored batch of the hunt's rows with its member, in the order ``results_page``
-        counts rows: its members ``CLIENTS_PER_PAGE`` a read, each one's batches
-        ``BATCHES_PER_READ`` a read. Each read starts after the last key of the one before (not
-        at an offset, and on the indexes: no read sorts the hunt's rows), so no connection is
-        held while the caller works, and a client checked meanwhile comes last."""
-        after_member: tuple[float, str] = (float("-inf"), "")
-        while True:
-            members = await self.store.fetch_all(
-                "SELECT checked, client_id, flow_id FROM hunt_clients WHERE hunt_id = ?"
-                " AND flow_id IS NOT NULL AND (checked, client_id) > (?, ?)"
-                " ORDER BY checked, client_id LIMIT ?",
-                (hunt_id, *after_member, CLIENTS_PER_PAGE),
-            )
-            for row in members:
-                member = HuntMember(row["client_id"], row["flow_id"])
-                after_seq = 0
-                while True:
-                    batches = await self.store.fetch_all(
-                        "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ?"
-                        " AND seq > ? ORDER BY seq LIMIT ?",
-                        (member.client_id, member.flow_id, after_seq, BATCHES_PER_READ),
-                    )
-                    for batch in batches:
-                        yield StoredBatch(member, batch["seq"], unpack_rows(batch["data"]))
-                    if len(batches) < BATCHES_PER_READ:
-                        break
-                    after_seq = batches[-1]["seq"]
-            if len(members) < CLIENTS_PER_PAGE:
-                return
-            after_member = (members[-1]["checked"], members[-1]["client_id"])
+        counts rows, read a member and a group of batches at a time (``member_batches``): no
+        read connection is held while the caller works, and no read sorts the hunt's rows."""
+        async for members in self._member_pages(hunt_id):
+            for member, _rows in members:
+                async for batch in self.member_batches(member):
+                    yield batch
 
-    async def batch_rows(self, member: HuntMember, seq: int) -> list[dict[str, Any]]:
-        """The rows of one stored batch ([] when there is none)."""
-        stored = await self.store.fetch_one(
-            "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
-            (member.client_id, member.flow_id, seq),
+    async def batches_rows(self, member: HuntMember, seqs: list[int]
+                           ) -> dict[int, list[dict[str, Any]]]:
+        """The rows of the member's batches numbered ``seqs`` (each that exists)."""
+        if not seqs:
+            return {}
+        found = await self.store.fetch_all(
+            "SELECT seq, data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq IN"
+            f" ({', '.join('?' * len(seqs))})",
+            (member.client_id, member.flow_id, *seqs),
         )
-        return unpack_rows(stored["data"]) if stored is not None else []
+        return {row["seq"]: unpack_rows(row["data"]) for row in found}
 
     async def rows_version(self, hunt_id: str) -> tuple[int, int, float]:
-        """What changes whenever the hunt's stored rows do: how many batches and rows its
-        current collections hold, and the last change of any of its clients (a relaunch
+        """What changes whenever the hunt's stored rows do: how many members it has, how many
+        rows their collections hold, and the last change of any of its clients (a relaunch
         changes which collection is current). Stored batches themselves never change."""
         row = await self.store.fetch_one(
-            "SELECT COUNT(r.seq) AS batches, COALESCE(SUM(r.row_count), 0) AS rows,"
-            " (SELECT COALESCE(MAX(updated), 0) FROM hunt_clients WHERE hunt_id = ?) AS updated"
-            " FROM hunt_clients hc JOIN flow_rows r ON r.client_id = hc.client_id"
-            " AND r.flow_id = hc.flow_id WHERE hc.hunt_id = ?",
-            (hunt_id, hunt_id),
+            "SELECT COUNT(*) AS members, COALESCE(SUM(f.rows), 0) AS rows,"
+            " COALESCE(MAX(hc.updated), 0) AS updated FROM hunt_clients hc"
+            " LEFT JOIN flows f ON f.client_id = hc.client_id AND f.flow_id = hc.flow_id"
+            " WHERE hc.hunt_id = ?",
+            (hunt_id,),
         )
         assert row is not None
-        return row["batches"], row["rows"], row["updated"]
+        return row["members"], row["rows"], row["updated"]
 
     async def results_page(self, hunt_id: str, offset: int, limit: int
                            ) -> tuple[list[tuple[HuntMember, dict[str, Any]]], int]:
         """Rows ``offset`` to ``offset + limit`` of every client's results in order, each with
-        its member, and the total number of rows."""
-        batches = await self.store.fetch_all(
-            "SELECT r.client_id, r.flow_id, r.seq, r.row_count FROM hunt_clients hc"
-            " JOIN flow_rows r ON r.client_id = hc.client_id AND r.flow_id = hc.flow_id"
-            " WHERE hc.hunt_id = ? ORDER BY hc.checked, hc.client_id, r.seq",
-            (hunt_id,),
-        )
-        total = sum(b["row_count"] for b in batches)
+        its member, and the total number of rows. Reads each member's count of rows, and the
+        batches of only the members the page falls in."""
         rows: list[tuple[HuntMember, dict[str, Any]]] = []
+        position = 0  # rows of the members before this one
+        async for members in self._member_pages(hunt_id):
+            for member, count in members:
+                end = position + count
+                if end > offset and position < offset + limit:
+                    rows += await self._member_slice(member, offset - position,
+                                                     offset + limit - position)
+                position = end
+        return rows, position
+
+    async def _member_slice(self, member: HuntMember, first: int, stop: int
+                            ) -> list[tuple[HuntMember, dict[str, Any]]]:
+        """The member's rows ``first`` (may be negative: from its first) to ``stop``."""
+        counts = await self.store.fetch_all(
+            "SELECT seq, row_count FROM flow_rows WHERE client_id = ? AND flow_id = ?"
+            " ORDER BY seq",
+            (member.client_id, member.flow_id),
+        )
+        wanted: list[tuple[int, int, int]] = []  # (seq, first row, stop) in each batch
         position = 0
-        for batch in batches:
+        for batch in counts:
             end = position + batch["row_count"]
-            if end > offset and position < offset + limit:
-                stored = await self.store.fetch_one(
-                    "SELECT data FROM flow_rows WHERE client_id = ? AND flow_id = ? AND seq = ?",
-                    (batch["client_id"], batch["flow_id"], batch["seq"]),
-                )
-                member = HuntMember(batch["client_id"], batch["flow_id"])
-                first = max(offset - position, 0)
-                wanted = offset + limit - position
-                rows += [(member, row) for row in unpack_rows(stored["data"])[first:wanted]]
+            if end > first and position < stop:
+                wanted.append((batch["seq"], max(first - position, 0), stop - position))
             position = end
-            if position >= offset + limit:
-                break
-        return rows, total
+        stored = await self.batches_rows(member, [seq for seq, _first, _stop in wanted])
+        return [(member, row) for seq, start, end in wanted
+                for row in stored.get(seq, [])[start:end]]
 
     async def error_reasons(self, hunt_id: str, limit: int) -> list[dict[str, Any]]:
         """Why the hunt's clients in errors are there: each reason with how many clients,
