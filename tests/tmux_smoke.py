@@ -6,9 +6,11 @@ of three agents on a datastore in a temporary folder. It types a new hunt with `
 in bursts (text, Tabs and other keys in one send-keys, as a slow SSH link delivers them) and
 checks each field got its own text, edits the query in ``$EDITOR`` (``ctrl+e``: a script standing
 in for the editor, the console suspended meanwhile), reads the screen with ``tmux capture-pane``
-until the hunt's row shows the three results, resizes the terminal to 80x24 and back, quits with
-``q`` (answering the question a running hunt asks), and checks that the console exited with
-status 0 and took its demo fleet with it. It then starts the console twice more on the same
+until the hunt's row shows the three results, resizes the terminal to 80x24 and back, triages
+the results at 80x24 (a filter typed in one burst with the ``/`` that opens it, a stack of a
+column drilled into, a query run on the server), quits with ``q`` (answering the question a
+running hunt asks), and checks that the console exited with status 0 and took its demo fleet
+with it. It then starts the console twice more on the same
 datastore and ends it with SIGTERM, then SIGHUP (a terminal gone away): status 0 each time,
 nothing left running, the embedded server stopped.
 
@@ -193,6 +195,26 @@ def hunt_rows(screen: str) -> dict[str, dict[str, str]]:
     return rows
 
 
+def table_after(screen: str, header: str) -> list[list[str]]:
+    """The rows of the table whose header line holds ``header`` (a regular expression), up to
+    the first blank line: each row's cells from the header's column on (what a modal covers
+    is cut off), split where two spaces or more separate them."""
+    lines = screen.splitlines()
+    found = next(((i, m) for i, line in enumerate(lines) if (m := re.search(header, line))),
+                 None)
+    if found is None:
+        return []
+    start, match = found
+    column = match.start() + len(match.group()) - len(match.group().lstrip())
+    rows = []
+    for line in lines[start + 1:]:
+        cells = re.split("[\u2588\u258c\u258a\u258e]", line[column:])[0].strip()
+        if not cells:
+            break
+        rows.append(re.split(r"\s{2,}", cells))
+    return rows
+
+
 def panel_counts(screen: str) -> dict[str, str]:
     """The hunt panel's large counts: a line of names over a line of numbers."""
     inside = [line.split("\u2502")[1] if line.count("\u2502") >= 2 else ""
@@ -338,6 +360,7 @@ class Smoke:
         self.say(f"hunt {row['ID']} shows {FLEET} results in the table and the panel")
 
         self.resize_and_back(row["ID"])
+        self.triage()
         self.quit()
         for signum in (signal.SIGTERM, signal.SIGHUP):
             self.restart_and_end_with(signum)
@@ -409,6 +432,66 @@ class Smoke:
             self.say(f"resized to {width}x{height}: the hunts table and panel are redrawn")
         self.wait(f"Res {FLEET} back in the table at {SIZE[0]}x{SIZE[1]}",
                   lambda s: hunt_rows(s).get(DESCRIPTION, {}).get("Res") == str(FLEET))
+
+    def triage(self) -> None:
+        """At 80x24: the hunt's results filtered by typing, stacked by a column and drilled
+        into, then a query over them on the server (issue 11's triage, by keys)."""
+        self.tmux.resize(SMALL)
+        self.wait("the home screen at 80x24", lambda s: DESCRIPTION in hunt_rows(s)
+                  and self.tmux.show("#{pane_width}") == str(SMALL[0]))
+        self.tmux.keys("Enter")
+        self.wait("the hunt's tabs", lambda s: "3 Results" in s and "5 Query" in s)
+        self.tmux.keys("3")
+        header = r"\s*ClientId\s+Fqdn\s+Hostname\s+OS\s+FlowId"
+        rows = self.wait(f"the results tab with {FLEET} rows", lambda s: (
+            f"rows 1-{FLEET} of {FLEET}" in s and len(table_after(s, header)) == FLEET
+            and table_after(s, header)))
+        hostname = rows[0][2]
+
+        # A filter typed in one burst with the key that opens it.
+        self.tmux.text(f"/{hostname}")
+        self.wait(f"the results filtered to {hostname!r}", lambda s: "rows 1-1 of 1" in s
+                  and [row[2] for row in table_after(s, header)] == [hostname])
+        self.tmux.keys("Escape")
+        self.wait("the filter cleared", lambda s: f"rows 1-{FLEET} of {FLEET}" in s)
+        self.say(f"results at 80x24: / filtered them to {hostname}, esc cleared it")
+
+        # Stack by OS (the fourth column), then enter on the most frequent value.
+        self.tmux.keys("Right", "Right", "Right", "t")
+        stack = self.wait("the stack of OS", lambda s: "Stack of OS" in s and table_after(
+            s, r"\bValue\s+Rows\s+Clients"))
+        value, count = stack[0][0], stack[0][1]
+        if sum(int(row[1]) for row in stack) != FLEET:
+            self.fail(f"the stack of OS does not count {FLEET} rows: {stack}")
+        self.tmux.keys("Enter")
+        self.wait(f"the results drilled into OS {value!r}", lambda s: (
+            f"rows 1-{count} of {count}" in s
+            and {row[3] for row in table_after(s, header)} == {value}))
+        self.tmux.keys("Escape")
+        self.wait("the drill-down cleared", lambda s: f"rows 1-{FLEET} of {FLEET}" in s)
+        self.say(f"stack of OS: {value} on {count} of {FLEET}; enter drilled into it")
+
+        # A query over the hunt's results, run on the server.
+        self.tmux.keys("5")
+        self.wait("the query tab", lambda s: "ctrl+r runs the query" in s)
+        self.tmux.keys("i", "F7", "BSpace")
+        self.tmux.text("SELECT OS, count() AS N FROM hunt_results() GROUP BY OS")
+        self.tmux.keys("C-r")
+        counted = self.wait("the query's answer", lambda s: table_after(s, r"\s*OS\s+N\s*$"))
+        if sum(int(row[1]) for row in counted) != FLEET \
+                or {row[0] for row in counted} != {row[3] for row in rows}:
+            self.fail(f"the query counted {counted}, the results hold {rows}")
+        self.say(f"query on the server: {counted}")
+
+        for _ in range(4):  # the editor, then the screen
+            if DESCRIPTION in hunt_rows(self.tmux.capture()):
+                break
+            self.tmux.keys("Escape")
+            time.sleep(POLL)  # an esc too many on the home screen does nothing
+        self.wait("the home screen again", lambda s: DESCRIPTION in hunt_rows(s))
+        self.tmux.resize(SIZE)
+        self.wait("the home screen at full size", lambda s: DESCRIPTION in hunt_rows(s)
+                  and fits(s, SIZE[0]))
 
     def quit(self) -> None:
         # The hunt still runs on the embedded server: q asks first.
