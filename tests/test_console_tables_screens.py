@@ -52,12 +52,15 @@ async def test_a_hunt_created_while_the_console_is_open_goes_to_the_top(tmp_path
         table = hunts_table(app)
         await until(pilot, lambda: row_keys(table) == NEWEST_FIRST, 10, "the seeded hunts")
         await pilot.press("j")  # on the second hunt
+        await until(pilot, lambda: app.screen.query_one(HuntPanel).view.title
+                    == NEWEST_FIRST[1], 10, "the second hunt in the panel")
         hunt = await app.api.create_hunt(query="SELECT * FROM info()", description="made now")
         hunt_id = hunt["hunt_id"]
         await until(pilot, lambda: row_keys(table) == [hunt_id, *NEWEST_FIRST], 10,
                     "the new hunt on top")
         # The cursor stayed on its hunt, which moved down a row; the panel still shows it.
         assert cursor_key(table) == NEWEST_FIRST[1]
+        await pilot.pause()
         assert app.screen.query_one(HuntPanel).view.title == NEWEST_FIRST[1]
 
         # The new-hunt form asks for the hunt it made to be selected.

@@ -244,14 +244,16 @@ def reached(server: ServerProcess, text: str) -> bool:
 def test_a_stop_while_the_recruiter_is_paused_before_its_write_recruits_nobody(
     deployment: Deployment,
 ) -> None:
-    deployment.start("recruit.before_write=1*sleep(30)")
+    release = deployment.root / "release-recruiter"
+    deployment.start(f"recruit.before_write=1*hold({release})")
     hunt_id = deployment.create_hunt(COLLECTION, "--start", *AT_A_RATE)
-    wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: sleep"),
-             timeout=60, what="the recruiter paused before its write")
+    wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: hold"),
+             timeout=60, what="the recruiter held before its write")
     stopped = deployment.cli("hunt", "stop", hunt_id, "--json")
     assert stopped.returncode == 0, stopped.stderr
     # The stop came while the recruiter was held (else this test proves nothing).
     assert not reached(deployment.server, "failpoint recruit.before_write: resumed")
+    release.touch()
     wait_for(lambda: reached(deployment.server, "failpoint recruit.before_write: resumed"),
              timeout=60, what="the recruiter to resume")
     # Its write, after the stop, found the hunt stopped: nobody recruited, no collection.
@@ -265,7 +267,8 @@ def test_a_stop_while_the_recruiter_is_paused_before_its_write_recruits_nobody(
 def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_flow(
     deployment: Deployment,
 ) -> None:
-    deployment.start("cancel.before_commit=1*sleep(10)")
+    release = deployment.root / "release-cancel"
+    deployment.start(f"cancel.before_commit=1*hold({release})")
     streaming = ("SELECT N FROM foreach(row={SELECT _value AS B, sleep(time=0.2) AS P"
                  " FROM range(end=600)}, query={SELECT B AS N FROM scope()})")
     hunt_id = deployment.create_hunt(streaming, "--start")
@@ -273,13 +276,14 @@ def test_rows_arriving_while_a_stop_is_paused_before_its_commit_never_revive_a_f
     stop = subprocess.Popen([VELOTUI, "hunt", "stop", hunt_id, "--datastore",
                              str(deployment.datastore)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    wait_for(lambda: reached(deployment.server, "failpoint cancel.before_commit: sleep"),
-             timeout=60, what="the stop paused before its commit")
+    wait_for(lambda: reached(deployment.server, "failpoint cancel.before_commit: hold"),
+             timeout=60, what="the stop held before its commit")
     before = deployment.query("SELECT COALESCE(SUM(rows), 0) FROM flows WHERE hunt_id = ?",
                               hunt_id)[0][0]
     wait_for(lambda: deployment.query("SELECT COALESCE(SUM(rows), 0) FROM flows WHERE"
                                       " hunt_id = ?", hunt_id)[0][0] > before,
-             timeout=30, what="rows stored while the stop is paused")
+             timeout=30, what="rows stored while the stop is held")
+    release.touch()
     assert stop.wait(timeout=60) == 0, stop.stderr.read()
     counts = assert_consistent(deployment, hunt_id)
     assert counts["errors"] == AGENTS and counts["running"] == 0

@@ -3,7 +3,9 @@
 As etcd's gofail or TiKV's fail-rs: ``VELOTUI_FAILPOINTS="name=action;name=action"`` arms them,
 where an action is ``exit`` (the process ends at once with ``os._exit(137)``, as a SIGKILL would
 leave it: nothing flushed, nothing closed), ``sleep(SECONDS)`` (the task waits there; the rest
-of the server carries on) or ``off``. ``N*action`` lasts N passes, and ``->`` chains actions:
+of the server carries on), ``hold(PATH)`` (the task waits there until the file PATH exists: the
+test releases it by creating the file, so a pause lasts exactly as long as the test needs) or
+``off``. ``N*action`` lasts N passes, and ``->`` chains actions:
 ``20*off->exit`` lets 20 passes by, then exits. Reaching an armed point
 writes one line to standard error first, so a test can wait for it instead of guessing. Unset,
 a failpoint costs one dictionary test.
@@ -30,13 +32,15 @@ from dataclasses import dataclass
 ENV_VAR = "VELOTUI_FAILPOINTS"
 EXIT_STATUS = 137
 
-_TERM = re.compile(r"(?:(\d+)\*)?(off|exit|sleep\(\s*(\d+(?:\.\d+)?)\s*\))")
+_TERM = re.compile(r"(?:(\d+)\*)?(off|exit|sleep\(\s*(\d+(?:\.\d+)?)\s*\)|hold\(([^;()]+)\))")
+HOLD_POLL = 0.05  # seconds between looks for a held failpoint's release file
 
 
 @dataclass
 class _Step:
-    kind: str  # "off", "exit" or "sleep"
+    kind: str  # "off", "exit", "sleep" or "hold"
     seconds: float = 0.0
+    release: str = ""  # hold: the file whose existence releases the task
     remaining: int | None = None  # passes this step lasts; None: every pass from here on
 
 
@@ -69,11 +73,13 @@ def parse(text: str) -> dict[str, _Action]:
         for part in chain.split("->"):
             match = _TERM.fullmatch(part.strip())
             if not sep or not name.strip() or match is None:
-                raise ValueError(f"{ENV_VAR}: {term!r} is not name=[N*]exit, name=[N*]off or"
-                                 " name=[N*]sleep(SECONDS), chained with ->")
-            count, kind, seconds = match.groups()
-            steps.append(_Step(kind if not kind.startswith("sleep") else "sleep",
-                               float(seconds or 0), int(count) if count else None))
+                raise ValueError(f"{ENV_VAR}: {term!r} is not name=[N*]exit, name=[N*]off,"
+                                 " name=[N*]sleep(SECONDS) or name=[N*]hold(PATH), chained"
+                                 " with ->")
+            count, kind, seconds, release = match.groups()
+            steps.append(_Step(kind.partition("(")[0], seconds=float(seconds or 0),
+                               remaining=int(count) if count else None,
+                               release=(release or "").strip()))
         actions[name.strip()] = _Action(steps)
     return actions
 
@@ -128,6 +134,10 @@ async def reach(name: str) -> None:
     sys.stderr.flush()
     if step.kind == "exit":
         os._exit(EXIT_STATUS)
-    await asyncio.sleep(step.seconds)
+    if step.kind == "hold":
+        while not os.path.exists(step.release):
+            await asyncio.sleep(HOLD_POLL)
+    else:
+        await asyncio.sleep(step.seconds)
     sys.stderr.write(f"velotui failpoint {name}: resumed\n")
     sys.stderr.flush()
