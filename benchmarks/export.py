@@ -41,14 +41,11 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from benchmarks.harness import (
-    agent_command,
     cpu_seconds,
-    hunt_finished,
+    hunt_on_simulated_fleet,
     kill_now,
     say,
     settled_rss_bytes,
-    stop_process,
-    write_agent_config,
 )
 from velotui.server.datastore import Datastore
 from velotui.server.exports import CHUNK_BYTES, export_hunt
@@ -155,27 +152,9 @@ async def make_hunt(server: Server, folder: Path, megabytes: int, agents: int,
     """A finished hunt whose clients each uploaded ``megabytes / agents`` random bytes."""
     source = folder / "random.bin"
     source.write_bytes(os.urandom(megabytes * 1_000_000 // agents))
-    config = await write_agent_config(server.datastore.root, server.url, folder / "agent.json")
-    with open(folder / "fleet.log", "ab") as log:
-        fleet = subprocess.Popen(
-            [*agent_command(), "--config", str(config), "--state", str(folder / "fleet"),
-             "--simulate", str(agents)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )
-    children.append(fleet)
-    while len(server.directory.sessions) < agents:
-        await asyncio.sleep(0.1)
-    service = server.service("bench")
     query = f"SELECT upload(file='{source}') AS Upload FROM scope()"
-    hunt = await service.create_hunt(query=query, rate=0, start=True, timeout=600)
-    hunt_id = hunt["hunt_id"]
-    while not hunt_finished(server.hunts.get(hunt_id).counts, agents):
-        await asyncio.sleep(0.1)
-    counts = server.hunts.get(hunt_id).counts
-    if counts["results"] != agents:
-        raise RuntimeError(f"the upload hunt did not succeed everywhere: {counts}")
-    await stop_process(fleet)
-    return hunt_id
+    return await hunt_on_simulated_fleet(server, folder, agents, children, "the upload hunt",
+                                         query=query)
 
 
 async def run(megabytes: int, agents: int, folder: Path,

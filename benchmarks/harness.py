@@ -158,6 +158,33 @@ async def write_agent_config(datastore_root: Path, server_url: str, path: Path) 
     return path
 
 
+async def hunt_on_simulated_fleet(server: Any, folder: Path, agents: int,
+                                  children: list[subprocess.Popen[Any]], what: str,
+                                  **hunt: Any) -> str:
+    """Start ``velotui-agent --simulate AGENTS`` against ``server`` (a Server in this process),
+    run one hunt (``create_hunt`` arguments) on every agent to its end, stop the fleet; the
+    hunt's ID. Raises RuntimeError when a client did not return results."""
+    config = await write_agent_config(server.datastore.root, server.url, folder / "agent.json")
+    with open(folder / "fleet.log", "ab") as log:
+        fleet = subprocess.Popen(
+            [*agent_command(), "--config", str(config), "--state", str(folder / "fleet"),
+             "--simulate", str(agents)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    children.append(fleet)
+    while len(server.directory.sessions) < agents:
+        await asyncio.sleep(0.1)
+    created = await server.service("bench").create_hunt(rate=0, start=True, timeout=600, **hunt)
+    hunt_id = str(created["hunt_id"])
+    while not hunt_finished(server.hunts.get(hunt_id).counts, agents):
+        await asyncio.sleep(0.1)
+    counts = server.hunts.get(hunt_id).counts
+    if counts["results"] != agents:
+        raise RuntimeError(f"{what} did not succeed everywhere: {counts}")
+    await stop_process(fleet)
+    return hunt_id
+
+
 # Child processes ----------------------------------------------------------------------------------
 
 

@@ -32,13 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import (
-    agent_command,
-    hunt_finished,
+    hunt_on_simulated_fleet,
     json_line,
     median,
     say,
-    stop_process,
-    write_agent_config,
 )
 from velotui.server.datastore import Datastore
 from velotui.server.server import Server
@@ -54,27 +51,8 @@ HUNT_QUERY = ("SELECT _value AS Index,"
 async def make_hunt(server: Server, folder: Path, agents: int, rows: int,
                     children: list[subprocess.Popen[bytes]]) -> str:
     """A finished hunt whose clients each returned ``rows`` rows."""
-    config = await write_agent_config(server.datastore.root, server.url, folder / "agent.json")
-    with open(folder / "fleet.log", "ab") as log:
-        fleet = subprocess.Popen(
-            [*agent_command(), "--config", str(config), "--state", str(folder / "fleet"),
-             "--simulate", str(agents)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )
-    children.append(fleet)
-    while len(server.directory.sessions) < agents:
-        await asyncio.sleep(0.1)
-    service = server.service("bench")
-    hunt = await service.create_hunt(query=HUNT_QUERY.format(rows=rows), rate=0, start=True,
-                                     timeout=600, max_rows=0)
-    hunt_id = hunt["hunt_id"]
-    while not hunt_finished(server.hunts.get(hunt_id).counts, agents):
-        await asyncio.sleep(0.1)
-    counts = server.hunts.get(hunt_id).counts
-    if counts["results"] != agents:
-        raise RuntimeError(f"the hunt did not succeed everywhere: {counts}")
-    await stop_process(fleet)
-    return hunt_id
+    return await hunt_on_simulated_fleet(server, folder, agents, children, "the hunt",
+                                         query=HUNT_QUERY.format(rows=rows), max_rows=0)
 
 
 async def timed(call: Callable[[], Awaitable[Any]], runs: int = RUNS) -> tuple[float, Any]:
