@@ -259,6 +259,21 @@ async def test_clients_at_80_columns_show_labels_marking_the_agents(tmp_path: Pa
         assert labels(table)[-1] == "Labels"
 
 
+async def test_y_copies_the_selected_hunt_as_json(tmp_path: Path) -> None:
+    app = console(seed(tmp_path / "datastore"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        written = terminal_output(app)
+        table = hunts_table(app)
+        await until(pilot, lambda: row_keys(table) == NEWEST_FIRST, 10, "the seeded hunts")
+        await pilot.press("j", "y")
+        [copied] = clipboard_writes(written)
+        hunt = json.loads(copied)
+        assert hunt["hunt_id"] == NEWEST_FIRST[1]
+        assert hunt == json.loads(json.dumps(app.hunts[NEWEST_FIRST[1]], default=str))
+        assert notices(app)[-1] == f"copied hunt {NEWEST_FIRST[1]} ({len(copied)} characters)"
+
+
 async def test_clients_filter_detail_and_copy(tmp_path: Path) -> None:
     app = console(seed(tmp_path / "datastore"))
     async with app.run_test(size=(80, 24)) as pilot:

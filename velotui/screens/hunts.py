@@ -19,6 +19,7 @@ from textual.containers import Container
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from velotui.clipboard import copy_json
 from velotui.display import rate, utc
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
 from velotui.widgets.filter_bar import FilterBar, matches
@@ -92,6 +93,7 @@ class HuntsScreen(HuntActions, Screen[None]):
         Binding("enter", "open_hunt", "Open", id="open", show=True),
         *HUNT_BINDINGS,
         Binding("slash", "filter", "Filter", id="filter"),
+        Binding("y", "copy", "Copy", id="copy", show=False),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
     ]
 
@@ -210,6 +212,11 @@ class HuntsScreen(HuntActions, Screen[None]):
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()
+
+    def action_copy(self) -> None:
+        """The selected hunt as the operator API gives it, as JSON (OSC 52)."""
+        if (hunt_id := self._hunt_or_say_so()) and (hunt := self.app.hunts.get(hunt_id)):
+            copy_json(self.app, hunt, what=f"hunt {hunt_id}")
 
     def action_clear_filter(self) -> None:
         self.query_one(FilterBar).clear()
