@@ -17,8 +17,12 @@ $(INSTALLED): pyproject.toml
 run: $(INSTALLED)
 	$(BIN)/velotui --demo 25 --datastore .velotui-demo --listen 127.0.0.1:0
 
+# Two workers, one per core of the CI machine: tests are independent (each has its own ports,
+# folders and tmux socket). TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check velotui agent tests benchmarks
