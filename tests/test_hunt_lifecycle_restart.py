@@ -19,7 +19,6 @@ from tests.processes import (
     ServerProcess,
     running,
     wait_for,
-    wait_for_clients,
     write_agent_config,
 )
 from velotui.cli.connection import open_remote
@@ -55,7 +54,8 @@ def test_a_schedule_that_came_due_while_the_server_was_down_starts_at_its_return
     config.write_text(json.dumps(document))
     agent = AgentProcess(config, tmp_path / "agent").start()
     with running(server, agent):
-        wait_for_clients(datastore, 1)
+        wait_for(lambda: any(c["online"] for c in call(datastore, "list_clients")), 60,
+                 interval=0.1, what="the agent online")
         hunt_ids = {}
         for name, expires in (("due", "7d"), ("expired", "2h"), ("cancelled", "7d")):
             hunt = call(datastore, "create_hunt", query="SELECT 1 AS One FROM scope()",
