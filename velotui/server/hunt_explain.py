@@ -6,9 +6,9 @@ the hunt started; not checked yet, and why; its condition being checked; what it
 condition returned and what the server-side condition made of it; its place in the pending
 queue and when the rate lets it through; its collection running, finished or failed.
 
-``explain_client_in_hunt`` returns ``{"hunt_id", "client_id", "status", "summary", "details"}``: ``status`` one
-of ``STATUSES``, ``summary`` one to a few lines for a person, ``details`` a JSON map (times as
-epoch seconds).
+``explain_client_in_hunt`` returns ``{"hunt_id", "client_id", "status", "summary",
+"details"}``: ``status`` one of ``STATUSES``, ``summary`` one to a few lines for a person,
+``details`` a JSON map (times as epoch seconds).
 """
 
 from __future__ import annotations
