@@ -46,7 +46,7 @@ def when(timestamp: float | None) -> str:
 
 def about(seconds: float) -> str:
     """A wait in round words: "40 s", "4 min", "2.5 h"."""
-    if seconds < 90:
+    if seconds < 60:
         return f"{max(round(seconds), 1)} s"
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} min"
@@ -263,8 +263,8 @@ def _condition_failed(hunt: HuntRecord, place: HuntPlace, check: _ConditionOutco
         first = (f"the condition failed: checked at {when(place.checked)}, {check.words} and"
                  f" the server condition failed: {error.removeprefix(SERVER_CONDITION_PREFIX)}")
     else:
-        first = (f"the condition failed on the agent: checked at {when(place.checked)}, the"
-                 f" client condition failed: {error}")
+        first = (f"the client condition failed on the agent (checked at"
+                 f" {when(place.checked)}): {error}")
     return [first, f"to check it again: velotui hunt relaunch {hunt.hunt_id}"]
 
 
