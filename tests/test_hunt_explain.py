@@ -434,3 +434,84 @@ async def test_a_failed_collection_says_why_and_how_to_run_it_again(
     assert first.startswith(f"errors: the collection {request.flow_id} failed at ")
     assert first.endswith(": disk on fire")
     assert last == f"velotui hunt relaunch {hunt['hunt_id']}".join(["to run it again: ", ""])
+
+
+# Scheduled and paused hunts -------------------------------------------------------------------
+
+
+async def test_a_scheduled_hunt_has_checked_nobody_yet(api: Service, agents: Any) -> None:
+    agent = await agents("desk")
+    hunt = await api.create_hunt(query=QUICK, start_at="+2h")
+    assert hunt["state"] == "scheduled"
+    found = await api.explain_hunt_client(hunt["hunt_id"], agent.client_id)
+    assert found["status"] == "not_checked"
+    assert found["details"]["reason"] == "scheduled"
+    assert found["summary"].startswith(f"{agent.client_id} (desk) is not checked yet: the hunt"
+                                       " is scheduled to start at ")
+    assert found["summary"].endswith("; clients are checked once it runs")
+    # Its schedule dropped by a pause, it still has not started.
+    await api.pause_hunt(hunt["hunt_id"])
+    found = await api.explain_hunt_client(hunt["hunt_id"], agent.client_id)
+    assert found["summary"] == (f"{agent.client_id} (desk) is not checked yet: the hunt has not"
+                                " been started (paused by tester); clients are checked once it"
+                                " runs")
+
+
+async def test_a_paused_hunt_checks_no_client_that_comes_after_and_waits_for_those_away(
+    server: Server, api: Service, agents: Any,
+) -> None:
+    away = await agents("away")
+    await away.close()
+    await until(lambda: not server.directory.is_online(away.client_id), 10, "offline")
+    hunt = await api.create_hunt(query=QUICK, start=True)
+    await api.pause_hunt(hunt["hunt_id"])
+    late = await agents("late")
+    found = await api.explain_hunt_client(hunt["hunt_id"], late.client_id)
+    assert found["status"] == "not_checked"
+    assert found["summary"] == (f"{late.client_id} (late) is not checked: the hunt is paused"
+                                " (paused by tester) and checks no new client (it was last seen"
+                                " now)")
+    found = await api.explain_hunt_client(hunt["hunt_id"], away.client_id)
+    assert found["status"] == "not_connected"
+    assert found["summary"].splitlines()[1] == (
+        "the hunt is paused (paused by tester): it will not be checked until the hunt runs"
+        " again")
+
+
+async def test_pending_in_a_hunt_paused_by_the_operator_waits_for_it_to_resume(
+    server: Server, api: Service, agents: Any,
+) -> None:
+    hunt, _fleet = await pending_hunt(server, api, agents, 2, rate=1)
+    await api.pause_hunt(hunt["hunt_id"])
+    [candidate] = await server.db.hunts.pending(hunt["hunt_id"], 10)
+    found = await api.explain_hunt_client(hunt["hunt_id"], candidate.client_id)
+    assert found["status"] == "pending"
+    assert found["details"]["waiting_for"] == "paused"
+    assert found["summary"].splitlines()[0] == (
+        "pending behind 0 clients, but the hunt is paused (paused by tester): nobody is"
+        " recruited until it is resumed")
+
+
+async def test_pending_in_a_hunt_paused_at_its_error_limit_says_so(
+    server: Server, api: Service, agents: Any,
+) -> None:
+    fleet = [await agents(f"host-{n}") for n in range(3)]
+    hunt = await api.create_hunt(query=QUICK, start=True, rate=1, max_errors=1)
+    hunt_id = hunt["hunt_id"]
+    await until(lambda: counts(server, hunt_id).get("running") == 1, 20, "one recruited")
+    [running] = await api.hunt_clients(hunt_id, queue="running")
+    failing = next(a for a in fleet if a.client_id == running["client_id"])
+    request = await failing.next_collection()
+    await failing.status(request.flow_id, state="error", error="access denied")
+    await until(lambda: server.hunts.get(hunt_id).state == "paused", 20, "the error limit")
+    await until(lambda: counts(server, hunt_id).get("pending") == 2, 20, "the rest pending")
+    order = await server.db.hunts.pending(hunt_id, 10)
+    found = await api.explain_hunt_client(hunt_id, order[1].client_id)
+    assert found["status"] == "pending"
+    assert found["details"]["stop_reason"] == "error limit reached"
+    assert found["summary"].splitlines()[0] == (
+        "pending behind 1 client, but the hunt is paused (error limit reached): nobody is"
+        " recruited until it is resumed")
+    found = await api.explain_hunt_client(hunt_id, failing.client_id)
+    assert found["status"] == "errors"
+    assert found["summary"].splitlines()[0].endswith(": access denied")

@@ -68,11 +68,10 @@ def _hunt_standing(hunt: HuntRecord) -> str:
     """Why a hunt that does not run looks at nobody new, in a few words."""
     reason = f" ({hunt.stop_reason})" if hunt.stop_reason else ""
     if hunt.state == "scheduled":
-        start_at = getattr(hunt, "start_at", None)
-        return f"the hunt is scheduled to start at {when(start_at)}" if start_at \
+        return f"the hunt is scheduled to start at {when(hunt.start_at)}" if hunt.start_at \
             else "the hunt is scheduled"
     if hunt.state == "paused" and hunt.started is None:
-        return "the hunt has not been started (it is paused)"
+        return f"the hunt has not been started ({hunt.stop_reason or 'it is paused'})"
     return f"the hunt is {hunt.state}{reason}"
 
 
