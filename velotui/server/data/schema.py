@@ -135,8 +135,6 @@ CREATE TABLE IF NOT EXISTS hunt_clients (
     PRIMARY KEY (hunt_id, client_id)
 );
 CREATE INDEX IF NOT EXISTS hunt_clients_by_queue ON hunt_clients (hunt_id, queue, checked);
--- A client's page lists every hunt that looked at it.
-CREATE INDEX IF NOT EXISTS hunt_clients_by_client ON hunt_clients (client_id);
 
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
