@@ -515,3 +515,35 @@ async def test_pending_in_a_hunt_paused_at_its_error_limit_says_so(
     found = await api.explain_hunt_client(hunt_id, failing.client_id)
     assert found["status"] == "errors"
     assert found["summary"].splitlines()[0].endswith(": access denied")
+
+
+async def test_a_condition_check_cancelled_by_a_stop_is_not_blamed_on_the_agent(
+    server: Server, api: Service, agents: Any,
+) -> None:
+    agent = await agents("silent")
+    agent._reader.cancel()  # it never answers its condition
+    hunt = await api.create_hunt(query=QUICK, start=True)
+    await explained(api, hunt["hunt_id"], agent.client_id, "checking",
+                    lambda e: e["details"]["condition_sent"] is not None)
+    await api.stop_hunt(hunt["hunt_id"])
+    found = await explained(api, hunt["hunt_id"], agent.client_id, "condition_failed")
+    assert found["details"]["condition_state"] == "cancelled"
+    first = found["summary"].splitlines()[0]
+    assert first.startswith("the condition check was cancelled (checked at ")
+    assert first.endswith("): the hunt was stopped: stopped by tester")
+
+
+async def test_a_collection_running_when_its_hunt_is_paused_goes_on(
+    server: Server, api: Service, agents: Any,
+) -> None:
+    agent = await agents("busy")
+    hunt = await api.create_hunt(query=QUICK, start=True)
+    request = await agent.next_collection()
+    await agent.rows(request.flow_id, [{"One": 1}])
+    await api.pause_hunt(hunt["hunt_id"])
+    found = await explained(api, hunt["hunt_id"], agent.client_id, "running")
+    assert found["details"]["hunt_state"] == "paused"
+    assert found["summary"].splitlines()[2] == (
+        "the hunt is paused (paused by tester): collections already running finish")
+    await agent.status(request.flow_id)
+    await explained(api, hunt["hunt_id"], agent.client_id, "results")

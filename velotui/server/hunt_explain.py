@@ -176,6 +176,7 @@ async def _looked_at(db: Database, hunt: HuntRecord, client_id: str, place: Hunt
         details["error"] = place.error
         details["side"] = "server" if (place.error or "").startswith(SERVER_CONDITION_PREFIX) \
             else "client"
+        details["condition_state"] = place.condition.state if place.condition else None
         return Explanation("condition_failed", _condition_failed(hunt, place, check), details)
     checked_line = f"checked at {when(place.checked)}: {check.words}"
     if queue == "pending":
@@ -186,7 +187,10 @@ async def _looked_at(db: Database, hunt: HuntRecord, client_id: str, place: Hunt
     flow = place.collection
     details.update(_collection_details(flow, place))
     if queue == "running":
-        return Explanation("running", [_running(flow), checked_line], details)
+        lines = [_running(flow), checked_line]
+        if hunt.state == "paused":
+            lines.append(f"{_hunt_standing(hunt)}: collections already running finish")
+        return Explanation("running", lines, details)
     if queue in ("completed", "results"):
         return Explanation(queue, [_finished(flow), checked_line], details)
     details["error"] = place.error or (flow.error if flow is not None else None)
@@ -261,6 +265,10 @@ def _condition_failed(hunt: HuntRecord, place: HuntPlace, check: _ConditionOutco
     if error.startswith(SERVER_CONDITION_PREFIX):
         first = (f"the condition failed: checked at {when(place.checked)}, {check.words} and"
                  f" the server condition failed: {error.removeprefix(SERVER_CONDITION_PREFIX)}")
+    elif place.condition is not None and place.condition.state in ("cancelled", "timeout"):
+        # Ended by the server (a stop, a revoked client) or its deadline, not by the agent.
+        ended = "was cancelled" if place.condition.state == "cancelled" else "timed out"
+        first = f"the condition check {ended} (checked at {when(place.checked)}): {error}"
     else:
         first = (f"the client condition failed on the agent (checked at"
                  f" {when(place.checked)}): {error}")
