@@ -116,16 +116,20 @@ async def test_cancelling_a_schedule_stops_the_hunt_and_its_time_never_revives_i
 
 async def test_the_scheduled_start_is_guarded_by_the_stored_state(server: Server,
                                                                   api: Service) -> None:
-    """Memory may still say scheduled (a start read before a stop committed): the statement
-    itself refuses to run a hunt that is no longer scheduled, or not yet due."""
+    """Memory may still say scheduled (a start read before a stop committed), and a record may
+    keep an old schedule: the statement itself runs only a hunt still scheduled and due."""
     hunt = await api.create_hunt(query="SELECT 1 FROM scope()", start_at="+1h")
     hunt_id = hunt["hunt_id"]
     assert await server.db.hunts.start_scheduled(hunt_id, time.time(), 1) is None  # not due
-    await api.stop_hunt(hunt_id)
-    later = time.time() + 2 * HOUR
-    assert await server.db.hunts.start_scheduled(hunt_id, later, 2) is None
-    [stored] = [h for h in await server.db.hunts.load() if h.hunt_id == hunt_id]
-    assert stored.state == "stopped"
+    for leave in ("stop_hunt", "pause_hunt"):
+        hunt_id = (await api.create_hunt(query="SELECT 1 FROM scope()",
+                                         start_at="+1h"))["hunt_id"]
+        await getattr(api, leave)(hunt_id)
+        await server.db.store.write(lambda tx, hunt_id=hunt_id: tx.execute(
+            "UPDATE hunts SET start_at = ? WHERE hunt_id = ?", (time.time() - 60, hunt_id)))
+        assert await server.db.hunts.start_scheduled(hunt_id, time.time(), 2) is None
+        [stored] = [h for h in await server.db.hunts.load() if h.hunt_id == hunt_id]
+        assert stored.state in ("stopped", "paused")
 
 
 async def test_a_schedule_past_expiry_stops_the_hunt_expired(server: Server,
