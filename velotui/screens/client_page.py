@@ -69,7 +69,7 @@ def collection_cells(flow: dict[str, Any], narrow: bool) -> list[str]:
     ``COLLECTION_COLUMNS``."""
     query = query_summary(flow.get("query") or "")
     if narrow:
-        return [flow["flow_id"], one_line(query, 22), flow["state"], str(flow["rows"]),
+        return [flow["flow_id"], one_line(query, 24), flow["state"], str(flow["rows"]),
                 utc(flow["created"])]
     return [flow["flow_id"], one_line(query, 40), flow["state"], str(flow["rows"]),
             one_line(flow.get("error") or "", 200), utc(flow["created"])]

@@ -113,7 +113,7 @@ class CollectScreen(Screen[None]):
         super().__init__()
         self.client = client
         self.initial_query = query
-        self._running = False
+        self._submitting = False
 
     @property
     def client_id(self) -> str:
@@ -263,7 +263,7 @@ class CollectScreen(Screen[None]):
         return values
 
     def action_run(self) -> None:
-        if self._running:
+        if self._submitting:
             return  # one collection per ctrl+s, however often it is pressed meanwhile
         editor = self.query_one("#query", VQLEditor)
         if not self.artifacts_mode and not editor.valid:
@@ -285,7 +285,7 @@ class CollectScreen(Screen[None]):
         except ParameterProblem as problem:
             self._refuse(str(problem), problem.field)
             return
-        self._running = True
+        self._submitting = True
         self._say("")
         self.run_collection(editor.text, artifacts, limits)
 
@@ -300,7 +300,7 @@ class CollectScreen(Screen[None]):
             flow = await self.app.api.schedule_collection(client_id=self.client_id,
                                                           query=query, **limits)
         except ServiceError as error:
-            self._running = False
+            self._submitting = False
             self._refused_by_server(str(error))
             return
         if not self.client.get("online"):
@@ -354,7 +354,7 @@ class CollectionScreen(Screen[None]):
         self.flow = dict(flow)
         self.rows: list[dict[str, Any]] = []  # every row received (the table shows the first)
         self.columns: list[str] = []
-        self.log: list[dict[str, Any]] = []
+        self.log_lines: list[dict[str, Any]] = []
         self.failure = ""  # why following stopped, if it did
 
     @property
@@ -452,17 +452,17 @@ class CollectionScreen(Screen[None]):
                           key=str(start + offset))
 
     def _add_log(self, entry: dict[str, Any]) -> None:
-        self.log.append(entry)
+        self.log_lines.append(entry)
         table = self.query_one("#flow-log", NavigableTable)
         table.add_row(utc_seconds(entry.get("time")), plain(str(entry.get("level") or "")),
                       plain(clip(str(entry.get("message") or ""), MAX_MESSAGE)),
-                      key=str(len(self.log) - 1))
+                      key=str(len(self.log_lines) - 1))
         table.move_cursor(row=table.row_count - 1)  # the newest line in view
 
     def redraw(self) -> None:
         self.query_one("#flow-status", Static).update(self._status_text())
         self.query_one("#log-heading", Static).update(
-            f"The agent's log: {len(self.log)} lines" if self.log
+            f"The agent's log: {len(self.log_lines)} lines" if self.log_lines
             else "The agent's log: nothing yet")
 
     def _status_text(self) -> Text:
@@ -499,7 +499,7 @@ class CollectionScreen(Screen[None]):
         row_key, column_key = table.coordinate_to_cell_key(table.cursor_coordinate)
         index = int(str(row_key.value))
         if table.id == "flow-log":
-            entry = {k: v for k, v in self.log[index].items() if k != "event"}
+            entry = {k: v for k, v in self.log_lines[index].items() if k != "event"}
             return f"log of {self.flow_id} at {utc_seconds(entry.get('time'))}", entry, \
                 "message"
         row = self.rows[index]
