@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.pilot import Pilot
 
-from tests.console_driver import console, ready, type_text, until
+from tests.console_driver import console, ready, until
 from tests.console_seed import CLIENTS, seed
 from tests.test_console_tables import clipboard_writes, notices, terminal_output
 from velotui.screens.client_page import ClientPageScreen
@@ -40,6 +41,13 @@ def status(app: Any) -> str:
 
 def problem(app: Any) -> str:
     return str(app.screen.query_one("#problem").render())
+
+
+async def paste(pilot: Pilot[Any], text: str) -> None:
+    """Paste ``text`` into the focused field, as a terminal's bracketed paste delivers it (a
+    long query typed key by key would take seconds)."""
+    pilot.app.post_message(events.Paste(text))  # the app hands it to the focused widget
+    await pilot.pause()
 
 
 async def open_client_page(pilot: Pilot[Any], client_id: str) -> ClientPageScreen:
@@ -104,7 +112,7 @@ async def test_the_page_shows_real_hunts_and_collections_and_runs_one_live(
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, CollectScreen))
         assert "online, it runs at once" in str(app.screen.query_one("#target").render())
-        await type_text(pilot, ROW_THEN_WAIT)
+        await paste(pilot, ROW_THEN_WAIT)
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, CollectionScreen), 10)
         running = app.screen
@@ -165,7 +173,7 @@ async def test_refusals_offline_clients_and_artifacts(tmp_path: Path) -> None:
             str(form.query_one("#target").render())
         await pilot.press("ctrl+s")
         assert problem(app) == "Not run: the query is empty"
-        await type_text(pilot, "SELECT * FRM info()")
+        await paste(pilot, "SELECT * FRM info()")
         await pilot.press("ctrl+s")
         assert problem(app) == ("Not run: the query is not valid VQL: line 1, col 14:"
                                 " unexpected name 'info'")
@@ -173,11 +181,20 @@ async def test_refusals_offline_clients_and_artifacts(tmp_path: Path) -> None:
         history = await app.api.client_history(client_id=client_id)
         assert history["collections"] == []  # nothing was sent
 
-        await pilot.press(*["backspace"] * 9)  # back to "SELECT * F"
-        await type_text(pilot, "ROM info()")
+        await pilot.press("ctrl+t")  # artifacts: each is sent compiled, named first
+        await until(pilot, lambda: form.artifacts_mode)
+        await pilot.press("ctrl+s")
+        assert problem(app).startswith("Not run: no artifact chosen")
+        await paste(pilot, "mounts")
+        await until(pilot, lambda: form.query_one("#picker").matches, 10, "matches")
+        await pilot.press("enter")
+        await until(pilot, lambda: form._chosen())
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, CollectionScreen), 10)
         queued = app.screen
+        flow = queued.flow
+        assert flow["query"].startswith(f"{ARTIFACTS_PREFIX}Linux.Mounts\n")
+        assert "_ArtifactName='Linux.Mounts'" in flow["query"]
         await until(pilot, lambda: "it runs when the client connects" in status(app), 10)
         assert status(app).startswith("queued · 0 rows")
         assert any("is offline; it runs when the client connects" in n for n in notices(app))
@@ -186,22 +203,7 @@ async def test_refusals_offline_clients_and_artifacts(tmp_path: Path) -> None:
 
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is page)
-        await pilot.press("n", "ctrl+t")  # artifacts
-        await until(pilot, lambda: app.screen.artifacts_mode)
-        await pilot.press("ctrl+s")
-        assert problem(app).startswith("Not run: no artifact chosen")
-        await type_text(pilot, "Linux.Mounts")
-        await until(pilot, lambda: app.screen.query_one("#picker").matches, 10, "matches")
-        await pilot.press("enter")
-        await until(pilot, lambda: app.screen._chosen())
-        await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, CollectionScreen), 10)
-        flow = app.screen.flow
-        assert flow["query"].startswith(f"{ARTIFACTS_PREFIX}Linux.Mounts\n")
-        assert "_ArtifactName='Linux.Mounts'" in flow["query"]
-        await pilot.press("escape")
-        await until(pilot, lambda: app.screen is page)
         collections = page.query_one("#client-collections", LiveTable)
-        await until(pilot, lambda: row_keys(collections) == [flow["flow_id"],
-                                                             queued.flow_id], 10)
-        assert collections.get_cell(flow["flow_id"], "Query").plain == "artifacts: Linux.Mounts"
+        await until(pilot, lambda: row_keys(collections) == [queued.flow_id], 10)
+        assert collections.get_cell(queued.flow_id, "Query").plain == "artifacts: Linux.Mounts"
+        assert collections.get_cell(queued.flow_id, "State").plain == "cancelled"

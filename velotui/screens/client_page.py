@@ -51,32 +51,41 @@ def query_summary(query: str) -> str:
     return " ".join(query.split())
 
 
-def hunt_cells(entry: dict[str, Any], narrow: bool) -> list[str]:
+def error_width(width: int, narrow: bool, table: str) -> int:
+    """How wide the error cell of ``table`` ("hunts" or "collections") may be on a screen
+    ``width`` cells wide: what the other columns at their widest leave (cells have a cell of
+    padding each side; a scrollbar may take two), so the table never scrolls sideways."""
+    others = {("hunts", True): (15, 16, 11, 5), ("hunts", False): (15, 24, 10, 11, 9, 5, 7),
+              ("collections", False): (15, 32, 9, 5, 16)}[(table, narrow)]
+    return max(width - sum(others) - 2 * (len(others) + 1) - 2, 12)
+
+
+def hunt_cells(entry: dict[str, Any], narrow: bool, error_width: int = 40) -> list[str]:
     """A hunt the client took part in, as a row with ``NARROW_HUNT_COLUMNS`` or
-    ``HUNT_COLUMNS``."""
+    ``HUNT_COLUMNS``; its error cut to ``error_width``."""
     queue = QUEUE_NAMES.get(entry.get("queue") or "", entry.get("queue") or "-")
-    error = one_line(entry.get("error") or "", 200)
+    error = one_line(entry.get("error") or "", error_width)
     if narrow:
         return [entry["hunt_id"], one_line(entry.get("description") or "-", 16), queue,
                 str(entry.get("rows") or 0), error]
-    return [entry["hunt_id"], one_line(entry.get("description") or "-", 30),
+    return [entry["hunt_id"], one_line(entry.get("description") or "-", 24),
             entry.get("hunt_state") or "-", queue, entry.get("state") or "-",
             str(entry.get("rows") or 0), str(entry.get("uploads") or 0), error]
 
 
-def collection_cells(flow: dict[str, Any], narrow: bool) -> list[str]:
+def collection_cells(flow: dict[str, Any], narrow: bool, error_width: int = 40) -> list[str]:
     """A collection run on the client alone, as a row with ``NARROW_COLLECTION_COLUMNS`` or
-    ``COLLECTION_COLUMNS``."""
+    ``COLLECTION_COLUMNS``; its error cut to ``error_width``."""
     query = query_summary(flow.get("query") or "")
     if narrow:
         return [flow["flow_id"], one_line(query, 24), flow["state"], str(flow["rows"]),
                 utc(flow["created"])]
-    return [flow["flow_id"], one_line(query, 40), flow["state"], str(flow["rows"]),
-            one_line(flow.get("error") or "", 200), utc(flow["created"])]
+    return [flow["flow_id"], one_line(query, 32), flow["state"], str(flow["rows"]),
+            one_line(flow.get("error") or "", error_width), utc(flow["created"])]
 
 
 def facts_text(client: dict[str, Any], now: float) -> Text:
-    """The client's facts in two lines: who it is, then when it was seen and its labels."""
+    """The client's facts in three lines: who it is, when it was seen, its labels."""
     text = Text()
     text.append(client["client_id"], "bold")
     text.append(f"  {client.get('hostname') or '-'}")
@@ -89,7 +98,7 @@ def facts_text(client: dict[str, Any], now: float) -> Text:
         text.append("online", "bold green")
     else:
         text.append(f"offline, last seen {age(client.get('last_seen'), now)}", "yellow")
-    text.append(f" · first seen {utc(client.get('first_seen'))} · labels ")
+    text.append(f" · first seen {utc(client.get('first_seen'))}\nlabels ")
     text.append_text(labels_cell(client))
     return text
 
@@ -136,6 +145,8 @@ class ClientPageScreen(Screen[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns(event.size.width)
+        if self._loaded:
+            self.redraw()  # the errors' width follows the terminal's
 
     def on_screen_resume(self) -> None:
         self._fit_columns(self.app.size.width)
@@ -185,6 +196,9 @@ class ClientPageScreen(Screen[None]):
 
     def redraw(self) -> None:
         narrow = bool(self._narrow)
+        width = self.app.size.width
+        hunt_error = error_width(width, narrow, "hunts")
+        collection_error = error_width(width, narrow, "collections") if not narrow else 0
         self.query_one("#facts", Static).update(facts_text(self.client, self.app.clock()))
         if not self._loaded:
             self.query_one("#hunts-heading", Static).update("Hunts: loading…")
@@ -196,10 +210,11 @@ class ClientPageScreen(Screen[None]):
             f"Collections on this client alone: {len(self.collections)}  (n runs one"
             + (", enter opens its rows)" if self.collections else ")"))
         self.query_one("#client-hunts", LiveTable).sync(
-            {key: hunt_cells(entry, narrow) for key, entry in self.hunts.items()}, ordered=True)
-        self.query_one("#client-collections", LiveTable).sync(
-            {key: collection_cells(flow, narrow) for key, flow in self.collections.items()},
+            {key: hunt_cells(entry, narrow, hunt_error) for key, entry in self.hunts.items()},
             ordered=True)
+        self.query_one("#client-collections", LiveTable).sync(
+            {key: collection_cells(flow, narrow, collection_error)
+             for key, flow in self.collections.items()}, ordered=True)
 
     # What is selected ---------------------------------------------------------------------------
 
