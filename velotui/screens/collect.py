@@ -306,6 +306,10 @@ class CollectScreen(Screen[None]):
         if not self.client.get("online"):
             self.app.notify(f"{flow['flow_id']} is queued: {client_name(self.client)} is"
                             " offline; it runs when the client connects")
+        if self.app.screen is not self:
+            # Left (escape) while the server scheduled it: it runs; the client's page lists it.
+            self.app.notify(f"{flow['flow_id']} scheduled on {client_name(self.client)}")
+            return
         self.app.switch_screen(CollectionScreen(self.client, flow))
 
     def _refused_by_server(self, reason: str) -> None:
@@ -323,7 +327,7 @@ class CollectScreen(Screen[None]):
             or bool(self._chosen())
 
     def action_cancel(self) -> None:
-        if not self._has_input():
+        if self._submitting or not self._has_input():
             self.dismiss(None)
             return
 
