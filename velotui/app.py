@@ -83,7 +83,8 @@ class VelotuiApp(KeysInOrder):
             self.failure = f"velotui: cannot start: {error}"
             self.exit(1)
             return
-        for hunt in await self.api.list_hunts():
+        # Archived hunts too, as watch_hunts sends them: the screens choose what to show.
+        for hunt in await self.api.list_hunts(all=True):
             self.hunts[hunt["hunt_id"]] = hunt
         await self.update_fleet_summary()
         await self.push_screen(HuntsScreen())
@@ -115,8 +116,11 @@ class VelotuiApp(KeysInOrder):
             reason = "the server ended the updates"
             try:
                 async for event in self.api.watch_hunts():
-                    hunt = event["hunt"]
-                    self.hunts[hunt["hunt_id"]] = hunt
+                    if event["event"] == "hunt_deleted":
+                        self.hunts.pop(event["hunt_id"], None)
+                    else:
+                        hunt = event["hunt"]
+                        self.hunts[hunt["hunt_id"]] = hunt
                     self._hunts_dirty = True
             except ServiceError as error:
                 reason = str(error)
@@ -137,7 +141,7 @@ class VelotuiApp(KeysInOrder):
         while True:
             try:
                 self.api = await self.link.reconnect()
-                hunts = await self.api.list_hunts()
+                hunts = await self.api.list_hunts(all=True)
                 break
             except ServiceError:
                 await asyncio.sleep(delay)
