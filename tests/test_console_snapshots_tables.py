@@ -98,7 +98,7 @@ def test_clients_labels(snap_compare: Any, seeded: Path, size: tuple[int, int]) 
 def test_client_detail(snap_compare: Any, seeded: Path, size: tuple[int, int]) -> None:
     async def steps(pilot: Pilot[Any]) -> None:
         await _clients(pilot)
-        await pilot.press("j", "j", "j", "enter")
+        await pilot.press("j", "j", "j", "i")  # every fact (enter opens the page)
         await until(pilot, lambda: isinstance(pilot.app.screen, RowDetailScreen))
         await pilot.pause(0.3)
         await steady(pilot)

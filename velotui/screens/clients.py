@@ -3,7 +3,8 @@
 A client's labels come from two places: its agent's config (shown in brackets, ``[Finance]``),
 which only that config can change, and the operator (shown plain), which `+` and `-` change.
 The table adapts to the width: at 80 columns the labels stay on screen and OS, Online (folded
-into Last seen, which says ``now`` for a client online) and First seen go; enter shows every
+into Last seen, which says ``now`` for a client online) and First seen go. Enter opens the
+client's page (its hunts and collections, and one-off collections on it); ``i`` shows every
 fact of a client.
 """
 
@@ -88,7 +89,8 @@ class ClientsScreen(Screen[None]):
         Binding("minus", "remove_label", "Remove label", id="remove-label"),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("y", "copy", "Copy", id="copy"),
-        Binding("enter", "details", "Details", id="details", show=False),
+        Binding("enter", "open_page", "Client page", id="open-page"),
+        Binding("i", "details", "Facts", id="details"),
     ]
 
     def __init__(self) -> None:
@@ -192,7 +194,14 @@ class ClientsScreen(Screen[None]):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
-        self.action_details()
+        self.action_open_page()
+
+    def action_open_page(self) -> None:
+        """The client's page: its hunts and collections, and n to run one."""
+        if client := self._selected_client():
+            from velotui.screens.client_page import ClientPageScreen  # it imports this module
+
+            self.app.push_screen(ClientPageScreen(client["client_id"], client))
 
     def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
         self._filter = event.value
