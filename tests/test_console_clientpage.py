@@ -18,7 +18,7 @@ from tests.console_seed import CLIENTS, seed
 from tests.test_console_tables import clipboard_writes, notices, terminal_output
 from velotui.screens.client_page import ClientPageScreen
 from velotui.screens.clients import ClientsScreen
-from velotui.screens.collect import ARTIFACTS_PREFIX, CollectionScreen, CollectScreen
+from velotui.screens.collect import CollectionScreen, CollectScreen
 from velotui.screens.hunt_detail import HuntDetailScreen
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.widgets.live_table import LiveTable
@@ -148,7 +148,7 @@ async def test_the_page_shows_real_hunts_and_collections_and_runs_one_live(
 async def test_refusals_offline_clients_and_artifacts(tmp_path: Path) -> None:
     """On a seeded (offline) client: bad VQL is refused with its line and column and runs
     nothing; a good query is queued and said to run when the client connects, and can be
-    cancelled; artifacts are sent compiled, named on the query's first line."""
+    cancelled; artifacts are compiled by the server, which keeps their names with the flow."""
     app = console(seed(tmp_path / "datastore"))
     client_id = CLIENTS[3][0]  # db-01: in errors in two hunts
     async with app.run_test(size=(80, 24)) as pilot:
@@ -194,7 +194,7 @@ async def test_refusals_offline_clients_and_artifacts(tmp_path: Path) -> None:
         await until(pilot, lambda: isinstance(app.screen, CollectionScreen), 10)
         queued = app.screen
         flow = queued.flow
-        assert flow["query"].startswith(f"{ARTIFACTS_PREFIX}Linux.Mounts\n")
+        assert [a["name"] for a in flow["artifacts"]] == ["Linux.Mounts"]
         assert "_ArtifactName='Linux.Mounts'" in flow["query"]
         await until(pilot, lambda: "it runs when the client connects" in status(app), 10)
         assert status(app).startswith("queued · 0 rows")

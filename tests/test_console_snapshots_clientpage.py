@@ -8,6 +8,7 @@ written through the data layer's own statements, a fixed clock, no live updates.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.console_driver import console, ready, steady, until
 from tests.console_seed import CLIENTS, NOW, seed
 from velotui.screens.client_page import ClientPageScreen
 from velotui.screens.clients import ClientsScreen
-from velotui.screens.collect import ARTIFACTS_PREFIX, CollectionScreen, CollectScreen
+from velotui.screens.collect import CollectionScreen, CollectScreen
 from velotui.server.data import Database, FlowRecord
 from velotui.server.data.flows import Ending
 from velotui.server.data.records import DEFAULT_LIMITS
@@ -47,9 +48,12 @@ COLLECTIONS = [
     ("F.1M8F00000C002", "SELECT * FROM glob(globs='/root/.ssh/*')", 40, [],
      [("error", "permission denied: /root/.ssh")],
      Ending("error", "glob: permission denied: /root/.ssh")),
-    ("F.1M8F00000C003", f"{ARTIFACTS_PREFIX}Linux.Mounts\nSELECT * FROM info()", 30,
+    ("F.1M8F00000C003", "SELECT * FROM info()", 30,
      [{"Device": "/dev/sda1", "MountPoint": "/", "FsType": "ext4"}], [], Ending("finished")),
 ]
+
+# The collections made of artifacts, with what they were compiled from.
+ARTIFACTS = {"F.1M8F00000C003": json.dumps([{"name": "Linux.Mounts", "parameters": {}}])}
 
 
 def seed_with_collections(root: Path) -> Path:
@@ -67,7 +71,8 @@ async def _collections(folder: Path) -> None:
         created = NOW - minutes * 60
         await db.flows.insert([FlowRecord(
             client_id=DB_01, flow_id=flow_id, hunt_id=None, kind="collection", query=query,
-            env={}, state="queued", created=created, **asdict(DEFAULT_LIMITS))])
+            env={}, state="queued", created=created, **asdict(DEFAULT_LIMITS),
+            artifacts=ARTIFACTS.get(flow_id, ""))])
         await db.flows.mark_running(DB_01, flow_id, created + 1)
         seq = 0
         for level, message in logs:

@@ -264,3 +264,28 @@ def test_artifacts_collect_keeps_uploaded_files_with_output(tmp_path: Path) -> N
     assert stored.is_relative_to(output / "uploads")
     assert stored.read_text() == "suspicious line\n"
     assert row["Upload"]["Size"] == 16
+
+
+def test_collect_runs_artifacts_on_one_client_and_the_flow_keeps_their_names(
+        fleet: ServerProcess, tmp_path: Path) -> None:
+    """`velotui collect CLIENT --artifact NAME` compiles on the server, runs on that agent
+    alone, and the flow remembers what it ran (shown by `clients show`, not as VQL)."""
+    definitions = tmp_path / "definitions"
+    _write(definitions, "echo.yaml", ECHO)
+    client_id = json.loads(cli(fleet, "clients", "--json").stdout.splitlines()[0])["client_id"]
+
+    collected = cli(fleet, "collect", client_id, "--artifact", "Custom.Test.Echo",
+                    "--definitions", str(definitions), "--param", "Text=hi")
+    assert collected.returncode == 0, collected.stderr
+    assert [json.loads(line)["Echoed"] for line in collected.stdout.splitlines()] == ["hi!"]
+
+    shown = json.loads(cli(fleet, "clients", "show", client_id, "--json").stdout)
+    [flow] = shown["collections"]
+    assert [(a["name"], a["parameters"]) for a in flow["artifacts"]] == [
+        ("Custom.Test.Echo", {"Text": "hi"})]
+    assert "Custom.Test.Echo" in flow["query"]  # the compiled VQL is kept beside them
+    assert "artifacts: Custom.Test.Echo" in cli(fleet, "clients", "show", client_id).stdout
+    both = cli(fleet, "collect", client_id, "SELECT * FROM info()", "--artifact",
+               "Custom.Test.Echo")
+    assert both.returncode == 2 and "give the collection with VQL or with --artifact NAME" \
+        in both.stderr

@@ -10,6 +10,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from velotui.cli.artifact_options import (
+    add_artifact_options,
+    artifact_collection,
+    collection_problem,
+)
 from velotui.cli.connection import UsageError, add_server_options, open_remote
 from velotui.cli.limits import add_limit_options, limit_arguments
 from velotui.cli.output import render_table
@@ -29,15 +34,17 @@ def add_parsers(subparsers: Any) -> None:
     add_show_parser(actions)
 
     collect = subparsers.add_parser(
-        "collect", help="run one query on one client and print its rows",
-        description="Run one collection on one client. Rows are printed as JSON lines as they "
-        "arrive; the final status goes to standard error. Exit 1 when the collection fails.",
+        "collect", help="run one query (or artifacts) on one client and print its rows",
+        description="Run one collection on one client: VQL, or artifacts of the server's library "
+        "with --artifact. Rows are printed as JSON lines as they arrive; the final status goes "
+        "to standard error. Exit 1 when the collection fails.",
     )
     add_server_options(collect)
     collect.add_argument("client_id", metavar="CLIENT_ID")
-    collect.add_argument("vql", metavar="VQL")
+    collect.add_argument("vql", metavar="VQL", nargs="?", default="")
+    add_artifact_options(collect)
     add_limit_options(collect)
-    collect.set_defaults(handler=lambda args: run_remote(args, collect_rows))
+    collect.set_defaults(handler=_collect_handler)
 
 
 def run_remote(args: argparse.Namespace,
@@ -96,10 +103,22 @@ async def list_clients(remote: RemoteService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _collect_handler(args: argparse.Namespace) -> int:
+    """Usage errors first (exit status 2), before any server is reached."""
+    problem = collection_problem(args.vql, args, "VQL")
+    if problem is not None:
+        print(f"velotui collect: {problem}", file=sys.stderr)
+        return 2
+    return run_remote(args, collect_rows)
+
+
 async def collect_rows(remote: RemoteService, args: argparse.Namespace) -> int:
+    collection: dict[str, Any] = {"query": args.vql}
+    if args.artifact:
+        collection = await artifact_collection(remote, args)
     status: dict[str, Any] | None = None
     async for event in remote.collect(
-        client_id=args.client_id, query=args.vql, **limit_arguments(args),
+        client_id=args.client_id, **collection, **limit_arguments(args),
     ):
         kind = event.get("event")
         if kind == "scheduled" and not event.get("online"):

@@ -117,6 +117,8 @@ def _collection_row(flow: dict[str, Any]) -> dict[str, Any]:
         "State": flow["state"],
         "Rows": flow["rows"],
         "Uploads": len(flow["uploads"]),
-        "Query": flow["query"],
+        # A collection of artifacts is shown by what it ran, not by its compiled VQL.
+        "Query": ("artifacts: " + ", ".join(a["name"] for a in flow["artifacts"])
+                  if flow.get("artifacts") else flow["query"]),
         "Error": flow["error"] or "",
     }

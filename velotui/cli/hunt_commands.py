@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from velotui.artifacts import ArtifactError
-from velotui.artifacts.library import definition_files, load_file
-from velotui.artifacts.requests import RequestError, requests_for
+from velotui.cli.artifact_options import (
+    add_artifact_options,
+    artifact_collection,
+    collection_problem,
+)
 from velotui.cli.client_commands import run_remote
 from velotui.cli.connection import UsageError, add_server_options
 from velotui.cli.limits import add_limit_options, limit_arguments
@@ -34,12 +36,7 @@ def add_parsers(subparsers: Any) -> None:
     create = actions.add_parser("create", help="create a hunt (paused unless --start)")
     add_server_options(create)
     create.add_argument("--query", metavar="VQL", help="the collection to run, as VQL")
-    create.add_argument("--artifact", action="append", default=[], metavar="NAME",
-                        help="the collection to run, as an artifact; repeatable")
-    create.add_argument("--param", action="append", default=[], metavar="K=V",
-                        help="an artifact parameter (NAME.K=V for one artifact only)")
-    create.add_argument("--definitions", action="append", type=Path, default=[], metavar="DIR",
-                        help="send a folder (or file) of artifact definitions along")
+    add_artifact_options(create)
     create.add_argument("--client-condition", default=DEFAULT_CLIENT_CONDITION, metavar="VQL",
                         help="run by each agent (default: its info() and labels)")
     create.add_argument("--server-condition", default="", metavar="VQL",
@@ -386,11 +383,7 @@ def _collection_lines(hunt: dict[str, Any]) -> list[str]:
 
 def _create_handler(args: argparse.Namespace) -> int:
     """Usage errors first (exit status 2), before any server is reached."""
-    problem = None
-    if bool(args.query) == bool(args.artifact):
-        problem = "give the collection with --query VQL or with --artifact NAME"
-    elif (args.param or args.definitions) and not args.artifact:
-        problem = "--param and --definitions go with --artifact"
+    problem = collection_problem(args.query, args, "--query VQL")
     if problem is not None:
         print(f"velotui hunt create: {problem}", file=sys.stderr)
         return 2
@@ -400,7 +393,7 @@ def _create_handler(args: argparse.Namespace) -> int:
 async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     collection: dict[str, Any] = {"query": args.query or ""}
     if args.artifact:
-        collection = await _artifact_collection(remote, args)
+        collection = await artifact_collection(remote, args)
     hunt = await remote.create_hunt(
         **collection, client_condition=args.client_condition,
         server_condition=args.server_condition, rate=args.rate, limit=args.limit,
@@ -409,25 +402,6 @@ async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
     )
     print(json.dumps(hunt, indent=2) if args.json else hunt["hunt_id"])
     return 0
-
-
-async def _artifact_collection(remote: RemoteService, args: argparse.Namespace
-                               ) -> dict[str, Any]:
-    """The create_hunt arguments naming artifacts: the server's library resolves the names,
-    with ``--definitions`` sent along; each ``--param`` goes to every artifact declaring it."""
-    try:
-        extra = [load_file(f) for folder in args.definitions for f in definition_files(folder)]
-    except ArtifactError as error:
-        raise UsageError(str(error)) from None
-    summaries = {a["name"]: a for a in await remote.list_artifacts()}
-    for artifact in extra:
-        summaries[artifact.name] = artifact.summary()
-    try:
-        requests = requests_for(summaries, args.artifact, args.param)
-    except RequestError as error:
-        raise UsageError(str(error)) from None
-    definitions = [{"origin": a.origin, "text": a.text} for a in extra]
-    return {"artifacts": requests, "definitions": definitions}
 
 
 async def hunt_results(remote: RemoteService, args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from velotui.clipboard import copy_json
 from velotui.display import age, utc
 from velotui.screens.clients import labels_cell
-from velotui.screens.collect import ARTIFACTS_PREFIX, CollectionScreen, CollectScreen
+from velotui.screens.collect import CollectionScreen, CollectScreen
 from velotui.screens.hunt_detail import HuntDetailScreen
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.widgets.live_table import LiveTable
@@ -42,13 +42,13 @@ def one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def query_summary(query: str) -> str:
-    """What a collection runs, in a few words: ``artifacts: A, B`` for one the console made of
-    artifacts (its first line names them), else the query on one line."""
-    first = query.lstrip().split("\n", 1)[0]
-    if first.startswith(ARTIFACTS_PREFIX):
-        return "artifacts: " + first.removeprefix(ARTIFACTS_PREFIX).strip()
-    return " ".join(query.split())
+def query_summary(flow: dict[str, Any]) -> str:
+    """What a collection runs, in a few words: ``artifacts: A, B`` for one made of artifacts,
+    else its query on one line."""
+    names = [artifact["name"] for artifact in flow.get("artifacts") or []]
+    if names:
+        return "artifacts: " + ", ".join(names)
+    return " ".join((flow.get("query") or "").split())
 
 
 def error_width(width: int, narrow: bool, table: str) -> int:
@@ -76,7 +76,7 @@ def hunt_cells(entry: dict[str, Any], narrow: bool, error_width: int = 40) -> li
 def collection_cells(flow: dict[str, Any], narrow: bool, error_width: int = 40) -> list[str]:
     """A collection run on the client alone, as a row with ``NARROW_COLLECTION_COLUMNS`` or
     ``COLLECTION_COLUMNS``; its error cut to ``error_width``."""
-    query = query_summary(flow.get("query") or "")
+    query = query_summary(flow)
     if narrow:
         return [flow["flow_id"], one_line(query, 24), flow["state"], str(flow["rows"]),
                 utc(flow["created"])]

@@ -47,7 +47,6 @@ from velotui.widgets.artifact_picker import ArtifactPicker
 from velotui.widgets.live_table import NavigableTable, plain
 from velotui.widgets.vql_editor import VQLEditor
 
-ARTIFACTS_PREFIX = "-- artifacts: "  # the first line of a collection made of artifacts
 ACTIVE_STATES = ("queued", "running")
 STATE_POLL = 1.0  # seconds between reads of a collection's state while it is queued or running
 SHOWN_ROWS = 5000  # rows put in the table at most (the CLI's collect or the API give them all)
@@ -63,12 +62,6 @@ def client_name(client: dict[str, Any]) -> str:
     """``host (C.x)``, or the client ID alone when its host is not known."""
     host = client.get("hostname") or ""
     return f"{host} ({client['client_id']})" if host else client["client_id"]
-
-
-def artifacts_query(names: list[str], compiled: str) -> str:
-    """The VQL sent for a collection of artifacts: a first line naming them, then what they
-    compile to."""
-    return f"{ARTIFACTS_PREFIX}{', '.join(names)}\n{compiled}"
 
 
 def clip(text: str, width: int) -> str:
@@ -293,12 +286,10 @@ class CollectScreen(Screen[None]):
     async def run_collection(self, query: str, artifacts: list[dict[str, Any]],
                              limits: dict[str, Any]) -> None:
         try:
-            if artifacts:
-                compiled = await self.app.api.compile_artifacts(artifacts=artifacts)
-                query = artifacts_query([a["name"] for a in compiled["artifacts"]],
-                                        compiled["query"])
-            flow = await self.app.api.schedule_collection(client_id=self.client_id,
-                                                          query=query, **limits)
+            # Artifacts are compiled by the server, which keeps them with the flow.
+            flow = await self.app.api.schedule_collection(
+                client_id=self.client_id, query="" if artifacts else query,
+                artifacts=artifacts or None, **limits)
         except ServiceError as error:
             self._submitting = False
             self._refused_by_server(str(error))

@@ -117,6 +117,7 @@ class FlowManager:
         now: float | None = None,
         condition: str = "",
         hold: bool = False,
+        artifacts: str = "",
     ) -> FlowRecord:
         """A new flow, not yet stored: ``running`` if its client is connected (it is handed over
         as soon as it is stored), ``queued`` otherwise. A hunt flow (kind "hunt") runs
@@ -143,6 +144,7 @@ class FlowManager:
             created=now,
             started=now if online else None,
             kept_rows=[] if kind == "condition" else None,
+            artifacts=artifacts,
         )
         record.set_deadline(self.clock(), now)
         return record

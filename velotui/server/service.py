@@ -150,34 +150,49 @@ class Service:
     # Collections --------------------------------------------------------------------------------
 
     async def schedule_collection(
-        self, client_id: str, query: str, timeout: float | None = None,
+        self, client_id: str, query: str = "", timeout: float | None = None,
         max_rows: int | None = None, max_upload_bytes: int | None = None,
         max_logs: int | None = None, max_log_bytes: int | None = None,
-        max_uploads: int | None = None,
+        max_uploads: int | None = None, artifacts: list[dict[str, Any]] | None = None,
+        definitions: list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Queue one collection on one client; returns the flow without waiting for it.
-        Limits left out take the defaults (finite); 0 means no limit."""
+        Limits left out take the defaults (finite); 0 means no limit. The collection is VQL
+        (``query``) or ``artifacts`` (``[{"name", "parameters"}]``, compiled as a hunt's are;
+        the flow keeps them, so it is shown by the artifacts it runs)."""
         client_id = self._known_client(client_id)
+        chosen_artifacts = ""
+        if artifacts:
+            if str(query or "").strip():
+                raise ServiceError("give the collection as a query or as artifacts, not both")
+            collection = self._compile_artifacts(artifacts, definitions)
+            query = collection.query
+            chosen_artifacts = json.dumps(list(collection.artifacts))
         query = check_query(query)
         limits = collection_limits(timeout, max_rows, max_upload_bytes, max_logs,
                                    max_log_bytes, max_uploads)
-        record = await self.server.flows.schedule(client_id, query, **asdict(limits))
+        record = await self.server.flows.schedule(client_id, query, artifacts=chosen_artifacts,
+                                                  **asdict(limits))
+        details: dict[str, Any] = {"query": query}
+        if chosen_artifacts:
+            details["artifacts"] = json.loads(chosen_artifacts)
         await self.server.audit.record(self.actor, "collect", f"{client_id}/{record.flow_id}",
-                                       query=query)
+                                       **details)
         return record.describe()
 
     @streaming
     async def collect(
-        self, client_id: str, query: str, timeout: float | None = None,
+        self, client_id: str, query: str = "", timeout: float | None = None,
         max_rows: int | None = None, max_upload_bytes: int | None = None,
         max_logs: int | None = None, max_log_bytes: int | None = None,
-        max_uploads: int | None = None,
+        max_uploads: int | None = None, artifacts: list[dict[str, Any]] | None = None,
+        definitions: list[dict[str, str]] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one collection and follow it: a ``scheduled`` event, ``rows`` and ``log`` events
         as they become durable, and a final ``status`` event."""
         flow = await self.schedule_collection(client_id, query, timeout, max_rows,
                                               max_upload_bytes, max_logs, max_log_bytes,
-                                              max_uploads)
+                                              max_uploads, artifacts, definitions)
         yield {"event": "scheduled", "client_id": client_id, "flow_id": flow["flow_id"],
                "online": self.server.directory.is_online(client_id)}
         async with contextlib.aclosing(self.follow(client_id, flow["flow_id"])) as events:

@@ -84,7 +84,7 @@ class UploadProgress:
 _INSERT = (
     "INSERT INTO flows (client_id, flow_id, hunt_id, kind, query, env, condition, hold, stage,"
     " timeout, max_rows, max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created,"
-    " started) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " started, artifacts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -94,7 +94,7 @@ def insert_flows(tx: Transaction, records: Sequence[FlowRecord]) -> None:
     tx.executemany(_INSERT, [
         (r.client_id, r.flow_id, r.hunt_id, r.kind, r.query, json.dumps(r.env), r.condition,
          int(r.hold), r.stage, r.timeout, r.max_rows, r.max_upload_bytes, r.max_logs,
-         r.max_log_bytes, r.max_uploads, r.state, r.created, r.started)
+         r.max_log_bytes, r.max_uploads, r.state, r.created, r.started, r.artifacts)
         for r in records
     ])
 

@@ -87,6 +87,8 @@ class FlowRecord:
     uploads: int = 0
     error: str | None = None
     last_seq: int = 0
+    # The artifacts a collection was compiled from, with their parameters (JSON text; '' for VQL).
+    artifacts: str = ""
     # In memory only: when the flow times out, on the monotonic clock (so a step of the wall
     # clock neither ends every flow nor keeps one forever); None for no timeout.
     deadline: float | None = field(default=None, repr=False, compare=False)
@@ -148,6 +150,7 @@ class FlowRecord:
             "logs_dropped": self.logs_dropped,
             "uploads": self.uploads,
             "error": self.error,
+            "artifacts": json.loads(self.artifacts) if self.artifacts else [],
             **asdict(self.limits),
         }
 

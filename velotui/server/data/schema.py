@@ -7,7 +7,7 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 from __future__ import annotations
 
 # 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
-# limit, archive time and the hunt it was copied from
+# limit, archive time and the hunt it was copied from; a collection's artifacts
 SCHEMA_VERSION = 5
 
 TABLES = """
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS flows (
     uploads INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     last_seq INTEGER NOT NULL DEFAULT 0,
+    -- The artifacts a collection was compiled from, with their parameters (JSON; '' for VQL).
+    artifacts TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (client_id, flow_id)
 );
 CREATE INDEX IF NOT EXISTS flows_by_state ON flows (state);
@@ -183,4 +185,5 @@ ADDED_COLUMNS = (
     ("hunts", "max_errors_percent", "REAL NOT NULL DEFAULT 0"),
     ("hunts", "archived", "REAL"),
     ("hunts", "copied_from", "TEXT NOT NULL DEFAULT ''"),
+    ("flows", "artifacts", "TEXT NOT NULL DEFAULT ''"),
 )
