@@ -52,23 +52,37 @@ def add_parsers(subparsers: Any) -> None:
     add_limit_options(create)
     create.add_argument("--description", default="", metavar="TEXT")
     create.add_argument("--start", action="store_true", help="start it at once")
+    create.add_argument("--start-at", metavar="TIME",
+                        help="start it on its own at TIME: ISO 8601 (local time unless it"
+                             " names a zone), +2h from now, or epoch seconds")
+    create.add_argument("--max-errors", default="0", metavar="N|N%",
+                        help="pause it at N clients in errors, or N%% of the clients recruited"
+                             " (checked once 20 finished); 0: no limit")
     create.add_argument("--json", action="store_true", help="print the whole hunt as JSON")
     create.set_defaults(handler=_create_handler)
 
     for name, help_text, method in (
-        ("list", "every hunt with its counts", None),
+        ("list", "every hunt with its counts (archived ones with --all)", None),
         ("show", "one hunt: its queries, state and counts", "get_hunt"),
-        ("start", "start a hunt, or start it again", "start_hunt"),
-        ("stop", "stop recruiting and cancel collections in flight", "stop_hunt"),
+        ("start", "start or resume a hunt, or start a scheduled one now", "start_hunt"),
+        ("stop", "stop recruiting and cancel collections in flight (or cancel a schedule)",
+         "stop_hunt"),
         ("relaunch", "re-run the clients that ended in errors, and only those",
          "relaunch_hunt"),
+        ("pause", "stop recruiting; collections running finish (start resumes)", "pause_hunt"),
+        ("copy", "a new paused hunt with the same specification", "copy_hunt"),
+        ("archive", "hide a finished hunt from the list (hunt list --all shows it)",
+         "archive_hunt"),
     ):
         action = actions.add_parser(name, help=help_text)
         add_server_options(action)
         if method is not None:
             action.add_argument("hunt_id", metavar="ID")
+        else:
+            action.add_argument("--all", action="store_true", help="archived hunts too")
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=_hunt_action(method))
+    _add_tuning_parsers(actions)
 
     results = actions.add_parser("results", help="every client's rows")
     add_server_options(results)
@@ -121,6 +135,90 @@ def add_parsers(subparsers: Any) -> None:
     audit.set_defaults(handler=lambda args: run_remote(args, show_audit))
 
 
+def _add_tuning_parsers(actions: Any) -> None:
+    """``hunt set`` and ``hunt delete``."""
+    tune = actions.add_parser("set", help="change a hunt's rate, limit, expiry, error limit or"
+                              " description, at once (running or not)")
+    add_server_options(tune)
+    tune.add_argument("hunt_id", metavar="ID")
+    tune.add_argument("--rate", metavar="N", help="clients recruited per minute (0: unlimited)")
+    tune.add_argument("--limit", metavar="N", help="at most N clients (0: no limit)")
+    tune.add_argument("--expires", metavar="DURATION|TIME",
+                      help="a duration from now (12h) or a time (ISO 8601, +2h)")
+    tune.add_argument("--max-errors", metavar="N|N%", help="pause at N clients in errors, or"
+                      " N%% of the clients recruited; 0: no limit")
+    tune.add_argument("--description", metavar="TEXT")
+    tune.add_argument("--json", action="store_true")
+    tune.set_defaults(handler=lambda args: run_remote(args, set_hunt))
+
+    delete = actions.add_parser("delete", help="remove a hunt, its results, logs and files"
+                                " (asks first unless --yes)")
+    add_server_options(delete)
+    delete.add_argument("hunt_id", metavar="ID")
+    delete.add_argument("--yes", action="store_true", help="do not ask")
+    delete.add_argument("--json", action="store_true")
+    delete.set_defaults(handler=_delete_handler)
+
+
+SETTING_NAMES = {"rate": "rate", "limit": "limit", "expires": "expires",
+                 "max_errors": "max errors", "description": "description"}
+
+
+def _setting_text(key: str, value: Any) -> str:
+    if key == "rate":
+        return f"{value:g}/min" if value else "unlimited"
+    if key == "expires":
+        return _when(value)
+    if key in ("limit", "max_errors"):
+        return str(value) if value else "none"
+    return json.dumps(value)
+
+
+async def set_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
+    values = {key: getattr(args, key) for key in SETTING_NAMES
+              if getattr(args, key) is not None}
+    if not values:
+        raise UsageError("give at least one of --rate, --limit, --expires, --max-errors,"
+                         " --description")
+    hunt = await remote.set_hunt(hunt_id=args.hunt_id, **values)
+    if args.json:
+        print(json.dumps(hunt, indent=2))
+        return 0
+    for key, (old, new) in hunt["changed"].items():
+        print(f"{SETTING_NAMES[key]}: {_setting_text(key, old)} -> {_setting_text(key, new)}")
+    if not hunt["changed"]:
+        print(f"{hunt['hunt_id']}: nothing changed")
+    return 0
+
+
+def _delete_handler(args: argparse.Namespace) -> int:
+    """Asks on a terminal; elsewhere, only --yes deletes."""
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"velotui hunt delete: not on a terminal to ask: add --yes to delete"
+                  f" {args.hunt_id}", file=sys.stderr)
+            return 2
+        try:
+            answer = input(f"delete {args.hunt_id} with its results, logs and files? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted", file=sys.stderr)
+            return 1
+    return run_remote(args, delete_hunt)
+
+
+async def delete_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
+    deleted = await remote.delete_hunt(hunt_id=args.hunt_id)
+    if args.json:
+        print(json.dumps(deleted))
+    else:
+        print(f"deleted {deleted['hunt_id']}: {deleted['bytes_freed']} bytes freed"
+              f" ({deleted['rows']} rows, {deleted['files']} files, {deleted['clients']}"
+              " clients)")
+    return 0
+
+
 def add_label_parser(clients_actions: Any) -> None:
     label = clients_actions.add_parser(
         "label", help="add (+LABEL) and remove (-LABEL) operator-assigned labels",
@@ -161,7 +259,7 @@ def _label_handler(args: argparse.Namespace) -> int:
 def _hunt_action(method: str | None) -> Any:
     async def act(remote: RemoteService, args: argparse.Namespace) -> int:
         if method is None:
-            hunts = await remote.list_hunts()
+            hunts = await remote.list_hunts(all=args.all)
             if args.json:
                 for hunt in hunts:
                     print(json.dumps(hunt))
@@ -175,6 +273,9 @@ def _hunt_action(method: str | None) -> Any:
         else:
             if "relaunched" in hunt:
                 print(f"relaunched {hunt['relaunched']} clients of {hunt['hunt_id']}")
+            if method == "copy_hunt":
+                print(f"copied {args.hunt_id} to {hunt['hunt_id']} (paused: velotui hunt start"
+                      f" {hunt['hunt_id']})")
             sys.stdout.write(describe_hunt(hunt))
         return 0
 
@@ -191,11 +292,39 @@ def _counts_line(counts: dict[str, int]) -> str:
     return "  ".join(f"{COUNT_NAMES.get(q, q)} {counts[q]}" for q in QUEUES)
 
 
+def _in(seconds: float) -> str:
+    """How long until something, roughly: 1h 5m, 40s."""
+    seconds = max(int(seconds), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return " ".join(parts[:2]) if parts else f"{seconds}s"
+
+
+def _state_text(hunt: dict[str, Any]) -> str:
+    """The state with what qualifies it: when a schedule starts, archived."""
+    state = hunt["state"]
+    if state == "scheduled" and hunt.get("start_at"):
+        state += f" (starts in {_in(hunt['start_at'] - time.time())})"
+    elif state == "paused" and hunt.get("stop_reason"):
+        state += f" ({hunt['stop_reason']})"
+    if hunt.get("archived"):
+        state += ", archived"
+    return state
+
+
+def _error_limit(hunt: dict[str, Any]) -> str:
+    if hunt.get("max_errors_percent"):
+        return f"{hunt['max_errors_percent']:g}% of recruited"
+    return str(hunt["max_errors"]) if hunt.get("max_errors") else "none"
+
+
 def _summary_row(hunt: dict[str, Any]) -> dict[str, Any]:
     counts = hunt["counts"]
     return {
         "ID": hunt["hunt_id"],
-        "State": hunt["state"],
+        "State": _state_text(hunt),
         "Description": hunt["description"],
         "Created": _when(hunt["created"]),
         "Rate": f"{hunt['rate']:g}/min" if hunt["rate"] else "unlimited",
@@ -206,11 +335,21 @@ def _summary_row(hunt: dict[str, Any]) -> dict[str, Any]:
 
 def describe_hunt(hunt: dict[str, Any]) -> str:
     state = hunt["state"] + (f" ({hunt['stop_reason']})" if hunt.get("stop_reason") else "")
+    if hunt.get("archived"):
+        state += f", archived {_when(hunt['archived'])}"
     lines = [
         f"{hunt['hunt_id']}  {state}  {hunt['description']}",
         f"created {_when(hunt['created'])} by {hunt['creator'] or '?'}; started"
         f" {_when(hunt['started'])}; expires {_when(hunt['expires'])}",
+    ]
+    if hunt.get("start_at"):
+        lines.append(f"starts at {_when(hunt['start_at'])} (in"
+                     f" {_in(hunt['start_at'] - time.time())})")
+    if hunt.get("copied_from"):
+        lines.append(f"copied from {hunt['copied_from']}")
+    lines += [
         f"rate {hunt['rate']:g}/min" if hunt["rate"] else "rate unlimited",
+        f"max errors {_error_limit(hunt)}",
         f"client limit {hunt['limit'] or 'none'}; timeout {hunt['timeout']:g} s",
         "each client at most: " + "; ".join(
             f"{what} {hunt[key] if hunt.get(key) else 'no limit'}"
@@ -263,7 +402,7 @@ async def create_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
         **collection, client_condition=args.client_condition,
         server_condition=args.server_condition, rate=args.rate, limit=args.limit,
         expires=args.expires, description=args.description, start=args.start,
-        **limit_arguments(args),
+        start_at=args.start_at, max_errors=args.max_errors, **limit_arguments(args),
     )
     print(json.dumps(hunt, indent=2) if args.json else hunt["hunt_id"])
     return 0

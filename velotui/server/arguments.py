@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from datetime import datetime
 from typing import Any
 
 from velotui.server.errors import ServiceError
@@ -90,6 +92,55 @@ def duration(value: Any, name: str) -> float:
     if seconds <= 0:
         raise ServiceError(f"{name} must be more than zero")
     return seconds
+
+
+def moment(value: Any, name: str, now: float | None = None) -> float:
+    """A point in time as epoch seconds, given as epoch seconds, ISO 8601 text
+    (``2026-12-06T14:00``, local time when it names no zone) or ``+DURATION`` from ``now``
+    (``+2h``, ``+90m``)."""
+    now = time.time() if now is None else now
+    if isinstance(value, str):
+        written = value.strip()
+        if written.startswith("+"):
+            try:
+                return now + parse_duration(written[1:])
+            except ValueError as error:
+                raise ServiceError(f"{name}: {error}") from None
+        if re.fullmatch(r"\d+(\.\d+)?", written):
+            value = float(written)
+        else:
+            try:
+                when = datetime.fromisoformat(written)
+            except ValueError:
+                raise ServiceError(f"{name}: {written[:40]!r} is not a time (like"
+                                   " 2026-12-06T14:00, +2h or epoch seconds)") from None
+            return when.timestamp()  # a time with no zone is local time
+    return number(value, name, maximum=float(MAX_WHOLE))
+
+
+def until_moment(value: Any, name: str, now: float | None = None) -> float:
+    """A point in time given as a duration from ``now`` (``12h``, or seconds) or as a time
+    ``moment`` accepts."""
+    now = time.time() if now is None else now
+    if isinstance(value, str) and not value.strip().startswith("+"):
+        try:
+            return now + parse_duration(value)
+        except ValueError:
+            return moment(value, name, now)
+    if isinstance(value, str):
+        return moment(value, name, now)
+    return now + duration(value, name)
+
+
+def error_limit(value: Any, name: str = "max errors") -> tuple[int, float]:
+    """A hunt's error limit as (count, percent), one of them 0: ``5`` clients, or ``"10%"``
+    of the clients recruited; 0 for none."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        share = number(value.strip()[:-1], name, maximum=100.0)
+        if share <= 0:
+            raise ServiceError(f"{name}: a share must be more than 0%")
+        return 0, share
+    return whole(value, name, maximum=10**9), 0.0
 
 
 def client_id(value: Any, name: str = "client ID") -> str:

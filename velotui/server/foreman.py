@@ -102,7 +102,8 @@ class Foreman:
         """How a client is first checked for ``hunt``. With no rate and no client limit, nothing
         stands between a match and the collection: one hunt flow does both (the collection runs
         as soon as the condition matches, or, with a hidden condition, as soon as the server
-        says so). Otherwise a condition flow, and the collection later at the hunt's pace."""
+        says so; a rate or limit set meanwhile sends a held one to pending instead). Otherwise
+        a condition flow, and the collection later at the hunt's pace."""
         if hunt.rate or hunt.client_limit:
             return self._condition_flow(hunt, client_id, 1, now)
         limits = hunt.limits
@@ -232,6 +233,11 @@ class Foreman:
         return ("pending" if judgement.matched else "not_matched"), None
 
     # Starting hunts -----------------------------------------------------------------------------
+
+    def hunt_deleted(self, hunt_id: str) -> None:
+        """Forget a deleted hunt: whom it checked and its compiled condition."""
+        self.checked.pop(hunt_id, None)
+        self._conditions.pop(hunt_id, None)
 
     def hunt_started(self, hunt: HuntRecord) -> None:
         """Check the connected agents for ``hunt`` soon, within the global budget."""

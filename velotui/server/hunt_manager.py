@@ -17,6 +17,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
@@ -25,6 +27,7 @@ from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
 from velotui.server.token_bucket import TokenBucket
+from velotui.server.uploads import upload_path
 
 if TYPE_CHECKING:
     from velotui.server.foreman import Foreman
@@ -34,6 +37,7 @@ RECRUIT_INTERVAL = 0.25
 RECRUIT_BATCH = 500
 PUBLISH_INTERVAL = 0.1
 RECONCILE_INTERVAL = 60.0
+ERROR_LIMIT_REASON = "error limit reached"
 
 
 class HuntError(ServiceError):
@@ -61,16 +65,20 @@ class HuntManager:
     """Every hunt, its counts, and the recruiter."""
 
     def __init__(self, db: Database, flows: FlowManager,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.flows = flows
         self.clock = clock
+        # Schedules and expiry are on the wall clock (an operator writes them as times).
+        self.wall_clock = wall_clock
         self.hunts: dict[str, HuntRecord] = {}
         self._budgets: dict[str, RecruitmentBudget] = {}
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._published = asyncio.Event()
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self._deleted: set[str] = set()  # hunts deleted since the publisher last ran
         self._tasks: list[asyncio.Task[None]] = []
         self._last_start_timestamp = 0
         self._suspected_drift: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
@@ -90,6 +98,8 @@ class HuntManager:
         if changes:
             log.warning("cancelled %d flows of stopped hunts left in flight", len(changes))
             self.flows.apply(changes)
+        # A schedule that came due while the server was down starts now (or, expired, ends).
+        await self.start_due()
         self._tasks = [
             asyncio.create_task(self._recruit_forever(), name="hunt-recruiter"),
             asyncio.create_task(self._publish_forever(), name="hunt-publisher"),
@@ -123,37 +133,152 @@ class HuntManager:
     # Lifecycle ----------------------------------------------------------------------------------
 
     async def create(self, hunt: HuntRecord) -> HuntRecord:
-        """Store a new hunt (paused); ``hunt.hunt_id`` is assigned here."""
+        """Store a new hunt, paused, or scheduled when it has a ``start_at``; ``hunt.hunt_id``
+        is assigned here."""
         hunt.hunt_id = new_hunt_id()
-        hunt.state = "paused"
-        hunt.created = time.time()
+        hunt.state = "scheduled" if hunt.start_at is not None else "paused"
+        hunt.created = self.wall_clock()
         await self.db.hunts.create(hunt)
         self.hunts[hunt.hunt_id] = hunt
         self._changed(hunt.hunt_id)
         return hunt
 
     async def start(self, hunt_id: str) -> HuntRecord:
-        """Start (or start again) a hunt. Raises HuntError if it runs already or has expired."""
+        """Start (or start again, or start a scheduled hunt early) a hunt. Raises HuntError if
+        it runs already, has expired, or is still at its error limit."""
         hunt = self.get(hunt_id)
         if hunt.state == "running":
             raise HuntError(f"{hunt_id} is already running")
-        now = time.time()
+        now = self.wall_clock()
         if now >= hunt.expires:
             raise HuntError(f"{hunt_id} expired at {time.ctime(hunt.expires)}")
-        # A new timestamp at every start, so agents checked since the last run are looked at
-        # again; the server's own record keeps anyone from running the hunt twice.
-        timestamp = max(int(now * 1_000_000), self._last_start_timestamp + 1)
-        stored = await self.db.hunts.start(hunt_id, now, timestamp)
+        if hunt.error_limit_reached:
+            raise HuntError(
+                f"{hunt_id} is at its error limit ({hunt.counts['errors']} clients in errors):"
+                f" raise it (velotui hunt set {hunt_id} --max-errors N) or relaunch the clients"
+                " in errors (velotui hunt relaunch)")
+        stored = await self.db.hunts.start(hunt_id, now, self._next_timestamp(now))
         if stored is None:
             raise HuntError(f"{hunt_id} is already running")
-        self._last_start_timestamp = timestamp
+        self._started(hunt, stored)
+        return hunt
+
+    def _next_timestamp(self, now: float) -> int:
+        # A new timestamp at every start, so agents checked since the last run are looked at
+        # again; the server's own record keeps anyone from running the hunt twice.
+        return max(int(now * 1_000_000), self._last_start_timestamp + 1)
+
+    def _started(self, hunt: HuntRecord, stored: HuntRecord) -> None:
+        self._last_start_timestamp = max(self._last_start_timestamp, stored.start_timestamp)
         self._copy_stored(hunt, stored)
-        self._budgets.pop(hunt_id, None)
-        self._changed(hunt_id)
+        self._budgets.pop(hunt.hunt_id, None)
+        self._changed(hunt.hunt_id)
         if self.foreman is not None:
             self.foreman.hunt_started(hunt)
         self._wake.set()
+
+    async def start_due(self) -> list[str]:
+        """Start every scheduled hunt whose time has come (one expired meanwhile is stopped
+        instead); the IDs started."""
+        now = self.wall_clock()
+        started = []
+        for hunt in list(self.hunts.values()):
+            if hunt.state != "scheduled" or hunt.start_at is None or hunt.start_at > now:
+                continue
+            if now >= hunt.expires:
+                with contextlib.suppress(HuntError):
+                    await self.stop(hunt.hunt_id, "expired")
+                continue
+            stored = await self.db.hunts.start_scheduled(hunt.hunt_id, now,
+                                                         self._next_timestamp(now))
+            if stored is not None:  # None: stopped, paused or started since it was read
+                self._started(hunt, stored)
+                started.append(hunt.hunt_id)
+        return started
+
+    async def pause(self, hunt_id: str, reason: str) -> HuntRecord:
+        """Stop recruiting and checking; collections in flight go on to their end. A scheduled
+        hunt drops its schedule. Raises HuntError on a hunt neither running nor scheduled."""
+        hunt = self.get(hunt_id)
+        stored = await self.db.hunts.pause(hunt_id, reason, self.wall_clock())
+        if stored is None:
+            raise HuntError(f"{hunt_id} is {hunt.state}: only a running or scheduled hunt"
+                            " can be paused")
+        self._copy_stored(hunt, stored)
+        self._changed(hunt_id)
         return hunt
+
+    async def update_settings(self, hunt_id: str, values: dict[str, Any]) -> HuntRecord:
+        """Change a hunt's settings (rate, client_limit, expires, max_errors,
+        max_errors_percent, description) at once: a new rate is used from the recruiter's next
+        tick. Raises HuntError for a limit below the clients already recruited."""
+        hunt = self.get(hunt_id)
+        change = await self.db.hunts.update_settings(hunt_id, values)
+        if change.hunt is None:
+            raise HuntError(f"a limit of {values.get('client_limit')} is below the"
+                            f" {change.recruited} clients {hunt_id} has already recruited")
+        self._copy_stored(hunt, change.hunt)
+        self._budgets.pop(hunt_id, None)  # the new rate, from now
+        self._changed(hunt_id)
+        self._wake.set()
+        return hunt
+
+    async def copy(self, hunt_id: str, creator: str) -> HuntRecord:
+        """A new paused hunt with the same specification and the same lifetime from now."""
+        source = self.get(hunt_id)
+        lifetime = source.expires - (source.started or source.created)
+        copied = HuntRecord(
+            hunt_id="", query=source.query, client_condition=source.client_condition,
+            server_condition=source.server_condition, description=source.description,
+            rate=source.rate, client_limit=source.client_limit,
+            expires=self.wall_clock() + max(lifetime, 60.0), state="paused", created=0.0,
+            creator=creator, artifacts=source.artifacts, max_errors=source.max_errors,
+            max_errors_percent=source.max_errors_percent, copied_from=source.hunt_id,
+            **asdict(source.limits),
+        )
+        return await self.create(copied)
+
+    async def archive(self, hunt_id: str) -> HuntRecord:
+        """Hide a finished hunt from the default list. Raises HuntError unless it is stopped or
+        paused with nothing in flight."""
+        hunt = self.get(hunt_id)
+        stored = await self.db.hunts.archive(hunt_id, self.wall_clock())
+        if stored is None:
+            if hunt.archived is not None:
+                raise HuntError(f"{hunt_id} is archived already")
+            raise HuntError(f"{hunt_id} is {hunt.state} with {hunt.in_flight} clients in"
+                            " flight: only a stopped or paused hunt with nothing in flight can"
+                            " be archived")
+        self._copy_stored(hunt, stored)
+        self._changed(hunt_id)
+        return hunt
+
+    async def delete(self, hunt_id: str, uploads_dir: Path) -> dict[str, Any]:
+        """Remove the hunt: its rows, logs, flows, clients and uploaded files, and give the
+        space back. Raises HuntError on a running or scheduled hunt, or one with collections
+        in flight. Returns what went: rows, clients, files, bytes_freed (the datastore's drop)."""
+        hunt = self.get(hunt_id)
+        if hunt.state in ("running", "scheduled"):
+            raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
+        database = Path(self.db.store.path)
+        before = _database_bytes(database)
+        deleted = await self.db.hunts.delete(hunt_id)
+        if deleted is None:
+            raise HuntError(f"{hunt_id} has collections in flight: stop it (velotui hunt stop"
+                            f" {hunt_id}) before deleting it")
+        self.hunts.pop(hunt_id, None)
+        self._budgets.pop(hunt_id, None)
+        self._suspected_drift.pop(hunt_id, None)
+        if self.foreman is not None:
+            self.foreman.hunt_deleted(hunt_id)
+        self._deleted.add(hunt_id)
+        self._published.set()
+        files, file_bytes = await asyncio.to_thread(_remove_uploads, uploads_dir,
+                                                    deleted.uploads)
+        await self.db.store.reclaim()
+        freed = max(before - _database_bytes(database), 0) + file_bytes
+        return {"hunt_id": hunt_id, "bytes_freed": freed, "rows": deleted.rows,
+                "files": files, "clients": deleted.clients}
 
     async def stop(self, hunt_id: str, reason: str = "stopped by the operator",
                    cancel_in_flight: bool = True) -> HuntRecord:
@@ -165,7 +290,7 @@ class HuntManager:
         async with self.flows.holding_hunt(hunt_id):
             if cancel_in_flight:
                 await failpoints.reach("cancel.before_commit")
-            change = await self.db.hunts.stop(hunt_id, reason, time.time(),
+            change = await self.db.hunts.stop(hunt_id, reason, self.wall_clock(),
                                               cancel=cancel_in_flight)
             if change is None:
                 raise HuntError(f"{hunt_id} is not running ({hunt.state}) and has nothing"
@@ -184,7 +309,7 @@ class HuntManager:
         rows = await self.db.hunts.in_errors(hunt_id)
         if not rows:
             raise HuntError(f"{hunt_id} has no clients in errors")
-        if hunt.state != "running" and time.time() >= hunt.expires:
+        if hunt.state != "running" and self.wall_clock() >= hunt.expires:
             raise HuntError(f"{hunt_id} expired at {time.ctime(hunt.expires)}")
         collection = [r["client_id"] for r in rows if r["stage"] == "collection"]
         condition = [r for r in rows if r["stage"] != "collection"]
@@ -233,6 +358,10 @@ class HuntManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RECRUIT_INTERVAL)
             self._wake.clear()
+            try:
+                await self.start_due()
+            except Exception:
+                log.exception("starting scheduled hunts failed")
             for hunt in self.running():
                 try:
                     await self._tend(hunt)
@@ -240,8 +369,14 @@ class HuntManager:
                     log.exception("recruiting for %s failed", hunt.hunt_id)
 
     async def _tend(self, hunt: HuntRecord) -> None:
-        if time.time() >= hunt.expires:
+        if self.wall_clock() >= hunt.expires:
             await self.stop(hunt.hunt_id, "expired")
+            return
+        if hunt.error_limit_reached:
+            # Its collections in flight finish; the operator relaunches, raises the limit, or
+            # stops it.
+            with contextlib.suppress(HuntError):
+                await self.pause(hunt.hunt_id, ERROR_LIMIT_REASON)
             return
         wanted = min(hunt.counts["pending"], RECRUIT_BATCH)
         if hunt.client_limit:
@@ -348,7 +483,11 @@ class HuntManager:
             await self._published.wait()
             self._published.clear()
             dirty, self._dirty = self._dirty, set()
-            for hunt_id in dirty:
+            deleted, self._deleted = self._deleted, set()
+            for hunt_id in deleted:
+                for queue in self._subscribers:
+                    queue.put_nowait({"event": "hunt_deleted", "hunt_id": hunt_id})
+            for hunt_id in dirty - deleted:
                 hunt = self.hunts.get(hunt_id)
                 if hunt is None:
                     continue
@@ -366,12 +505,47 @@ class HuntManager:
                 yield {"event": "hunt", "hunt": hunt.describe()}
             while True:
                 event = await queue.get()
-                # Collapse a backlog to the latest state of each hunt.
-                latest = {event["hunt"]["hunt_id"]: event}
+                # Collapse a backlog to the latest state of each hunt (a deletion is its last).
+                latest = {_event_hunt(event): event}
                 while not queue.empty():
                     more = queue.get_nowait()
-                    latest[more["hunt"]["hunt_id"]] = more
+                    latest.pop(_event_hunt(more), None)  # keep the order things happened in
+                    latest[_event_hunt(more)] = more
                 for item in latest.values():
                     yield item
         finally:
             self._subscribers.remove(queue)
+
+
+def _event_hunt(event: dict[str, Any]) -> str:
+    return event["hunt_id"] if event["event"] == "hunt_deleted" else event["hunt"]["hunt_id"]
+
+
+def _database_bytes(database: Path) -> int:
+    """The database's size on disk, with its write-ahead log."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += Path(f"{database}{suffix}").stat().st_size
+    return total
+
+
+def _remove_uploads(root: Path, uploads: Sequence[tuple[str, str, int]]) -> tuple[int, int]:
+    """Remove the files of these uploads (and the folders they leave empty); how many files
+    and bytes went."""
+    files = size = 0
+    folders = set()
+    for client_id, flow_id, upload_id in uploads:
+        path = upload_path(root, client_id, flow_id, upload_id)
+        try:
+            size += path.stat().st_size
+            path.unlink()
+            files += 1
+        except FileNotFoundError:
+            continue
+        folders.add(path.parent)
+    for folder in folders:
+        for empty in (folder, folder.parent):
+            with contextlib.suppress(OSError):  # not empty: another flow's files are there
+                empty.rmdir()
+    return files, size

@@ -54,6 +54,26 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _check_start_at(start_at: float, now: float, expires: float) -> None:
+    if start_at <= now:
+        raise ServiceError("start at: that time is already past (use --start to start now)")
+    if start_at >= expires:
+        raise ServiceError("start at: that is after the hunt expires (raise --expires)")
+
+
+def _error_limit_text(hunt: HuntRecord) -> int | str:
+    """An error limit as an operator writes it: 5, or "10%"."""
+    if hunt.max_errors_percent:
+        return f"{hunt.max_errors_percent:g}%"
+    return hunt.max_errors
+
+
+def _settings(hunt: HuntRecord) -> dict[str, Any]:
+    """What ``set_hunt`` changes, as its ``changed`` reports them."""
+    return {"rate": hunt.rate, "limit": hunt.client_limit, "expires": hunt.expires,
+            "max_errors": _error_limit_text(hunt), "description": hunt.description}
+
 CLIENTS_PER_SCAN = 1000  # a filtered page of a hunt's clients reads them this many at a time
 MAX_QUERY_ROWS = 100_000  # the most rows query_hunt hands back at once
 
@@ -312,9 +332,14 @@ class Service:
         start: bool = False,
         artifacts: list[dict[str, Any]] | None = None,
         definitions: list[dict[str, str]] | None = None,
+        start_at: float | str | None = None,
+        max_errors: int | str = 0,
     ) -> dict[str, Any]:
-        """Create a hunt (paused unless ``start``); ``expires`` is seconds from now or a
-        duration like ``7d``; limits left out take the defaults (finite), 0 means no limit.
+        """Create a hunt (paused unless ``start``, scheduled with ``start_at``: epoch seconds,
+        ISO 8601 or ``+2h``); ``expires`` is seconds from now or a duration like ``7d``;
+        ``max_errors`` pauses it at that many clients in errors (``5``) or that share of the
+        clients recruited (``"10%"``); limits left out take the defaults (finite), 0 means no
+        limit.
         The collection is VQL (``query``) or ``artifacts`` (``[{"name", "parameters"}]``,
         compiled with the server's library and any ``definitions`` sent along, as
         ``[{"origin", "text"}]``). Refuses VQL that does not parse, naming line and column."""
@@ -338,25 +363,40 @@ class Service:
                                    max_log_bytes, max_uploads)
         description = arguments.text(description, "description", maximum=4096)
         start = arguments.flag(start, "start")
+        error_count, error_share = arguments.error_limit(max_errors)
+        now = time.time()
+        expiry = now + lifetime
+        scheduled = None
+        if start_at is not None and start_at != "":
+            if start:
+                raise ServiceError("start now or at a time (start_at), not both")
+            scheduled = arguments.moment(start_at, "start at", now)
+            _check_start_at(scheduled, now, expiry)
         hunt = HuntRecord(
             hunt_id="", query=query, client_condition=client_condition,
             server_condition=server_condition, description=description, rate=rate,
-            client_limit=limit, expires=time.time() + lifetime, state="paused", created=0.0,
-            creator=self.actor, artifacts=chosen_artifacts, **asdict(limits),
+            client_limit=limit, expires=expiry, state="paused", created=0.0,
+            creator=self.actor, artifacts=chosen_artifacts, start_at=scheduled,
+            max_errors=error_count, max_errors_percent=error_share, **asdict(limits),
         )
         hunt = await self.server.hunts.create(hunt)
         details: dict[str, Any] = {"description": hunt.description, "query": query}
         if chosen_artifacts:
             details["artifacts"] = json.loads(chosen_artifacts)
+        if scheduled is not None:
+            details["start_at"] = scheduled
+        if error_count or error_share:
+            details["max_errors"] = _error_limit_text(hunt)
         await self.server.audit.record(self.actor, "create", hunt.hunt_id, **details)
         if start:
             return await self.start_hunt(hunt.hunt_id)
         return hunt.describe()
 
-    async def list_hunts(self) -> list[dict[str, Any]]:
-        """Every hunt, newest first."""
+    async def list_hunts(self, all: bool = False) -> list[dict[str, Any]]:
+        """Every hunt, newest first; archived ones only with ``all``."""
+        everything = arguments.flag(all, "all")
         hunts = sorted(self.server.hunts.hunts.values(), key=lambda h: h.created, reverse=True)
-        return [h.describe() for h in hunts]
+        return [h.describe() for h in hunts if everything or h.archived is None]
 
     def _hunt(self, hunt_id: Any) -> HuntRecord:
         return self.server.hunts.get(arguments.hunt_id(hunt_id))
@@ -369,14 +409,85 @@ class Service:
         return {**hunt.describe(), "errors": to_json_value(reasons)}
 
     async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Start a paused or stopped hunt, or a scheduled one early."""
         hunt = await self.server.hunts.start(self._hunt(hunt_id).hunt_id)
         await self.server.audit.record(self.actor, "start", hunt.hunt_id)
         return hunt.describe()
 
     async def stop_hunt(self, hunt_id: str) -> dict[str, Any]:
-        hunt = await self.server.hunts.stop(self._hunt(hunt_id).hunt_id, f"stopped by {self.actor}")
+        """Stop a hunt (its collections in flight cancelled), or cancel a scheduled one."""
+        hunt = self._hunt(hunt_id)
+        reason = (f"cancelled before its start by {self.actor}" if hunt.state == "scheduled"
+                  else f"stopped by {self.actor}")
+        hunt = await self.server.hunts.stop(hunt.hunt_id, reason)
         await self.server.audit.record(self.actor, "stop", hunt.hunt_id)
         return hunt.describe()
+
+    async def pause_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Pause a running hunt (its collections in flight finish) or a scheduled one (its
+        schedule dropped); ``start_hunt`` resumes it."""
+        hunt = await self.server.hunts.pause(self._hunt(hunt_id).hunt_id,
+                                             f"paused by {self.actor}")
+        await self.server.audit.record(self.actor, "pause", hunt.hunt_id)
+        return hunt.describe()
+
+    async def set_hunt(self, hunt_id: str, rate: Any = None, limit: Any = None,
+                       expires: Any = None, max_errors: Any = None,
+                       description: Any = None) -> dict[str, Any]:
+        """Change a hunt's rate, client limit, expiry (a duration from now or a time), error
+        limit or description at once; ``changed`` holds [old, new] of each setting that
+        changed. Audited as "set" with the changes. Refuses a limit below the clients already
+        recruited, an expiry in the past, and a call that changes nothing."""
+        hunt = self._hunt(hunt_id)
+        values: dict[str, Any] = {}
+        if rate is not None:
+            values["rate"] = arguments.number(rate, "rate", maximum=1e9)
+        if limit is not None:
+            values["client_limit"] = arguments.whole(limit, "limit")
+        if expires is not None:
+            now = time.time()
+            values["expires"] = arguments.until_moment(expires, "expires", now)
+            if values["expires"] <= now:
+                raise ServiceError("expires: that time is already past")
+        if max_errors is not None:
+            values["max_errors"], values["max_errors_percent"] = arguments.error_limit(
+                max_errors)
+        if description is not None:
+            values["description"] = arguments.text(description, "description", maximum=4096)
+        if not values:
+            raise ServiceError("nothing to change: give a rate, limit, expiry, max errors or"
+                               " description")
+        before = _settings(hunt)
+        hunt = await self.server.hunts.update_settings(hunt.hunt_id, values)
+        after = _settings(hunt)
+        changed = {key: [before[key], after[key]] for key in after if before[key] != after[key]}
+        await self.server.audit.record(self.actor, "set", hunt.hunt_id, changed=changed)
+        return {**hunt.describe(), "changed": changed}
+
+    async def copy_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """A new paused hunt with the same specification (copied_from names this one)."""
+        source = self._hunt(hunt_id)
+        hunt = await self.server.hunts.copy(source.hunt_id, self.actor)
+        await self.server.audit.record(self.actor, "copy", hunt.hunt_id,
+                                       copied_from=source.hunt_id)
+        return hunt.describe()
+
+    async def archive_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Hide a stopped or paused hunt, with nothing in flight, from ``list_hunts``."""
+        hunt = await self.server.hunts.archive(self._hunt(hunt_id).hunt_id)
+        await self.server.audit.record(self.actor, "archive", hunt.hunt_id)
+        return hunt.describe()
+
+    async def delete_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Delete a hunt that is neither running nor scheduled: its rows, logs, flows, clients
+        and uploaded files, the disk space given back. ``{"hunt_id", "bytes_freed", "rows",
+        "files", "clients"}``."""
+        hunt = self._hunt(hunt_id)
+        deleted = await self.server.hunts.delete(hunt.hunt_id, self.server.datastore.uploads_dir)
+        await self.server.audit.record(self.actor, "delete", hunt.hunt_id,
+                                       description=hunt.description, **{
+                                           k: v for k, v in deleted.items() if k != "hunt_id"})
+        return deleted
 
     async def relaunch_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Re-run the clients of the hunt that ended in errors, and only those."""
@@ -577,8 +688,8 @@ class Service:
         hunt = self._hunt(hunt_id)
         query = check_query(query)
         limit = arguments.whole(limit, "limit", minimum=1, maximum=MAX_QUERY_ROWS)
-        data = StoredData(hunt.hunt_id, self._hunt_rows_by_id, self.list_hunts,
-                          self.list_clients)
+        data = StoredData(hunt.hunt_id, self._hunt_rows_by_id,
+                          lambda: self.list_hunts(all=True), self.list_clients)
         try:
             result = await run_query(query, data, limit)
         except QueryRefused as error:

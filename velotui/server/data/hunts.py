@@ -74,6 +74,32 @@ class GoAhead:
     query: str = ""
 
 
+# The settings an operator may change while a hunt runs (columns of ``hunts``).
+SETTINGS = ("rate", "client_limit", "expires", "max_errors", "max_errors_percent",
+            "description")
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """A settings change as committed: the hunt after it (None: refused, or no such hunt) and
+    how many clients it had recruited."""
+
+    hunt: HuntRecord | None
+    recruited: int
+
+
+@dataclass
+class Deleted:
+    """What deleting a hunt removed: its result rows, its clients, its flows, every database
+    record in all, and the uploads (client, flow, upload) whose files are to go."""
+
+    rows: int = 0
+    clients: int = 0
+    flows: int = 0
+    records: int = 0
+    uploads: list[tuple[str, str, int]] = field(default_factory=list)
+
+
 @dataclass
 class Reconciled:
     """What a reconciliation pass repaired, and the condition checks left to judge."""
@@ -143,12 +169,14 @@ class HuntTable:
                 "INSERT INTO hunts (hunt_id, description, query, client_condition,"
                 " server_condition, rate, client_limit, expires, timeout, max_rows,"
                 " max_upload_bytes, max_logs, max_log_bytes, max_uploads, state, created,"
-                " creator, artifacts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " creator, artifacts, start_at, max_errors, max_errors_percent, copied_from)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (hunt.hunt_id, hunt.description, hunt.query, hunt.client_condition,
                  hunt.server_condition, hunt.rate, hunt.client_limit, hunt.expires,
                  hunt.timeout, hunt.max_rows, hunt.max_upload_bytes, hunt.max_logs,
                  hunt.max_log_bytes, hunt.max_uploads, hunt.state, hunt.created, hunt.creator,
-                 hunt.artifacts),
+                 hunt.artifacts, hunt.start_at, hunt.max_errors, hunt.max_errors_percent,
+                 hunt.copied_from),
             )
 
         await self.store.write(op)
@@ -159,29 +187,136 @@ class HuntTable:
         def op(tx: Transaction) -> Row | None:
             return tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
-                " draining = 0, started = COALESCE(started, ?), start_timestamp = ?"
-                " WHERE hunt_id = ? AND state <> 'running' RETURNING *",
+                " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
+                " start_timestamp = ? WHERE hunt_id = ? AND state <> 'running' RETURNING *",
                 (started, timestamp, hunt_id),
             )
 
         row = await self.store.write(op)
         return HuntRecord.from_row(row) if row is not None else None
 
+    async def start_scheduled(self, hunt_id: str, now: float, timestamp: int
+                              ) -> HuntRecord | None:
+        """Start a scheduled hunt whose time has come; None unless it is still scheduled and
+        due (read in the transaction), so an old schedule never revives a hunt stopped or
+        paused since."""
+
+        def op(tx: Transaction) -> Row | None:
+            return tx.one(
+                "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
+                " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
+                " start_timestamp = ? WHERE hunt_id = ? AND state = 'scheduled'"
+                " AND start_at <= ? RETURNING *",
+                (now, timestamp, hunt_id, now),
+            )
+
+        row = await self.store.write(op)
+        return HuntRecord.from_row(row) if row is not None else None
+
+    async def pause(self, hunt_id: str, reason: str, now: float) -> HuntRecord | None:
+        """A running hunt stops recruiting and checking (its collections in flight go on to
+        their end), or a scheduled one drops its schedule. None when neither."""
+
+        def op(tx: Transaction) -> Row | None:
+            return tx.one(
+                "UPDATE hunts SET state = 'paused', stop_reason = ?, start_at = NULL,"
+                " stopped = ? WHERE hunt_id = ? AND state IN ('running', 'scheduled')"
+                " RETURNING *",
+                (reason, now, hunt_id),
+            )
+
+        row = await self.store.write(op)
+        return HuntRecord.from_row(row) if row is not None else None
+
+    async def update_settings(self, hunt_id: str, values: dict[str, Any]) -> SettingsChange:
+        """Change a hunt's settings (``SETTINGS`` columns) in one guarded transaction: a client
+        limit below the clients already recruited (counted in the transaction) is refused, and
+        nothing changes."""
+        unknown = set(values) - set(SETTINGS)
+        if unknown:
+            raise ValueError(f"not a hunt setting: {sorted(unknown)}")
+
+        def op(tx: Transaction) -> SettingsChange:
+            recruited = tx.one(
+                "SELECT COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ?"
+                f" AND queue IN {_RECRUITED}", (hunt_id,))["n"]
+            limit = values.get("client_limit")
+            if limit and limit < recruited:
+                return SettingsChange(None, recruited)
+            if not values:
+                row = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            else:
+                assignments = ", ".join(f"{column} = ?" for column in values)
+                row = tx.one(f"UPDATE hunts SET {assignments} WHERE hunt_id = ? RETURNING *",
+                             (*values.values(), hunt_id))
+            return SettingsChange(HuntRecord.from_row(row) if row else None, recruited)
+
+        return await self.store.write(op)
+
+    async def archive(self, hunt_id: str, now: float) -> HuntRecord | None:
+        """Archive a stopped or paused hunt with nothing in flight; None otherwise."""
+
+        def op(tx: Transaction) -> Row | None:
+            if _has_flows_in_flight(tx, hunt_id):
+                return None
+            return tx.one(
+                "UPDATE hunts SET archived = ? WHERE hunt_id = ? AND archived IS NULL"
+                " AND state IN ('stopped', 'paused') RETURNING *",
+                (now, hunt_id),
+            )
+
+        row = await self.store.write(op)
+        return HuntRecord.from_row(row) if row is not None else None
+
+    async def delete(self, hunt_id: str) -> Deleted | None:
+        """Delete every row of a hunt that is neither running nor scheduled and has nothing in
+        flight: its clients, flows, results, logs and upload records, and the hunt. Returns
+        what went (with the uploads whose files the caller removes), or None when refused."""
+
+        def op(tx: Transaction) -> Deleted | None:
+            hunt = tx.one("SELECT state FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            if hunt is None or hunt["state"] in ("running", "scheduled"):
+                return None
+            if _has_flows_in_flight(tx, hunt_id):
+                return None
+            of_hunt = "(client_id, flow_id) IN (SELECT client_id, flow_id FROM flows" \
+                      " WHERE hunt_id = ?)"
+            deleted = Deleted(
+                rows=tx.one(f"SELECT COALESCE(SUM(row_count), 0) AS n FROM flow_rows"
+                            f" WHERE {of_hunt}", (hunt_id,))["n"],
+                uploads=[(r["client_id"], r["flow_id"], r["upload_id"]) for r in tx.all(
+                    f"SELECT client_id, flow_id, upload_id FROM uploads WHERE {of_hunt}",
+                    (hunt_id,))],
+            )
+            for table in ("flow_rows", "flow_logs", "uploads"):
+                deleted.records += tx.changed(f"DELETE FROM {table} WHERE {of_hunt}",
+                                              (hunt_id,))
+            deleted.flows = tx.changed("DELETE FROM flows WHERE hunt_id = ?", (hunt_id,))
+            deleted.clients = tx.changed("DELETE FROM hunt_clients WHERE hunt_id = ?",
+                                         (hunt_id,))
+            deleted.records += deleted.flows + deleted.clients
+            deleted.records += tx.changed("DELETE FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            return deleted
+
+        return await self.store.write(op)
+
     async def stop(self, hunt_id: str, reason: str, now: float, *, cancel: bool = True
                    ) -> HuntChange | None:
         """Stop the hunt in one transaction: it recruits nobody from this commit on, and (with
         ``cancel``) every flow of it still in flight is cancelled and its client moved to
-        errors. Works on a running hunt and on one that stopped recruiting on its own but still
-        has collections in flight. None when there is nothing to stop."""
+        errors. Works on a running, paused or scheduled hunt, and on one that stopped
+        recruiting on its own but still has collections in flight. None when there is nothing
+        to stop."""
 
         def op(tx: Transaction) -> HuntChange | None:
             row = tx.one("SELECT state, draining FROM hunts WHERE hunt_id = ?", (hunt_id,))
             if row is None:
                 return None
-            if row["state"] == "running":
+            if row["state"] in ("running", "paused", "scheduled"):
                 hunt = tx.one(
                     "UPDATE hunts SET state = 'stopped', stop_reason = ?, stopped = ?,"
-                    " draining = ? WHERE hunt_id = ? AND state = 'running' RETURNING *",
+                    " draining = ?, start_at = NULL WHERE hunt_id = ?"
+                    " AND state IN ('running', 'paused', 'scheduled') RETURNING *",
                     (reason, now, 0 if cancel else 1, hunt_id),
                 )
             elif cancel and _has_flows_in_flight(tx, hunt_id):
@@ -359,12 +494,12 @@ class HuntTable:
     async def cancel_flows_of_stopped_hunts(self, now: float) -> list[FlowChange]:
         """Cancel every flow still active whose hunt was stopped (and is not letting its
         collections finish), with their queue moves: what a crash between a stop and its
-        aftermath, or an older velotui, left behind."""
+        aftermath, or an older velotui, left behind. A paused hunt's collections go on."""
 
         def op(tx: Transaction) -> list[FlowChange]:
             return end_flows(
                 tx,
-                "hunt_id IN (SELECT hunt_id FROM hunts WHERE state <> 'running'"
+                "hunt_id IN (SELECT hunt_id FROM hunts WHERE state = 'stopped'"
                 " AND draining = 0)",
                 (), Ending("cancelled", "the hunt was stopped"), now,
             )
@@ -435,10 +570,13 @@ class HuntTable:
 
 def _held_flow_judged(tx: Transaction, judged: Judged, flow: Row, now: float,
                       outcome: JudgedOutcome) -> None:
-    """A held hunt flow, judged: on to its collection (the hunt still running: it has no rate
-    or limit, or it would not have hunt flows), or ended here."""
+    """A held hunt flow, judged: on to its collection while its hunt runs with no rate and no
+    client limit (both read here: an operator may have set one since the flow was sent), or
+    ended here; a match then waits in pending to be recruited at the hunt's pace."""
     client_id, flow_id = judged.client_id, judged.condition_flow_id
-    if judged.queue == "pending" and _running(tx, judged.hunt_id):
+    unpaced = tx.one("SELECT 1 FROM hunts WHERE hunt_id = ? AND state = 'running'"
+                     " AND rate = 0 AND client_limit = 0", (judged.hunt_id,)) is not None
+    if judged.queue == "pending" and unpaced:
         tx.execute(
             "UPDATE hunt_clients SET queue = 'running', stage = 'collection', flow_id = ?,"
             " updated = ? WHERE hunt_id = ? AND client_id = ? AND queue = 'pending'",
@@ -450,7 +588,10 @@ def _held_flow_judged(tx: Transaction, judged: Judged, flow: Row, now: float,
         outcome.go.append(GoAhead(client_id, flow_id, flow["last_seq"], True, flow["query"]))
         return
     outcome.moves.append(QueueMove(judged.hunt_id, client_id, CHECKING, judged.queue))
-    if judged.queue == "pending":
+    if judged.queue == "pending" and _running(tx, judged.hunt_id):
+        ending = Ending("cancelled", "matched: the collection waits for the hunt's rate or"
+                        " limit")
+    elif judged.queue == "pending":
         ending = Ending("cancelled", "the hunt stopped before the collection could start")
     elif judged.queue == "errors":
         ending = Ending("error", judged.error)

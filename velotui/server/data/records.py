@@ -22,7 +22,9 @@ FINAL_STATES = ("finished", "error", "timeout", "cancelled")
 QUEUES = ("not_matched", "pending", "running", "completed", "results", "errors")
 CHECKING = "checking"
 RECRUITED = ("running", "completed", "results", "errors")
-HUNT_STATES = ("paused", "running", "stopped")
+HUNT_STATES = ("scheduled", "paused", "running", "stopped")
+# A hunt's error share is judged once at least this many of its recruited clients finished.
+ERROR_SHARE_MINIMUM = 20
 
 # How long past its own timeout a flow may take to report, for the trip to and from the agent.
 DEADLINE_GRACE = 10.0
@@ -178,6 +180,11 @@ class HuntRecord:
     stopped: float | None = None
     # The artifacts the query was compiled from, with their parameters (JSON text; '' for VQL).
     artifacts: str = ""
+    start_at: float | None = None
+    max_errors: int = 0
+    max_errors_percent: float = 0.0
+    archived: float | None = None
+    copied_from: str = ""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*QUEUES, CHECKING), 0))
 
     @property
@@ -189,6 +196,19 @@ class HuntRecord:
     def in_flight(self) -> int:
         """Clients whose condition check or collection has not ended."""
         return self.counts["running"] + self.counts[CHECKING]
+
+    @property
+    def error_limit_reached(self) -> bool:
+        """Whether the clients in errors reached the hunt's error limit: the count, or the
+        share of the clients recruited once enough of them finished."""
+        errors = self.counts["errors"]
+        if self.max_errors and errors >= self.max_errors:
+            return True
+        if not self.max_errors_percent:
+            return False
+        finished = self.recruited - self.counts["running"]
+        return (finished >= ERROR_SHARE_MINIMUM
+                and errors * 100 >= self.max_errors_percent * self.recruited)
 
     @property
     def limits(self) -> FlowLimits:
@@ -218,6 +238,11 @@ class HuntRecord:
             "expires": self.expires,
             "rate": self.rate,
             "limit": self.client_limit,
+            "start_at": self.start_at,
+            "max_errors": self.max_errors,
+            "max_errors_percent": self.max_errors_percent,
+            "archived": self.archived,
+            "copied_from": self.copied_from,
             **asdict(self.limits),
             "counts": {queue: self.counts[queue] for queue in QUEUES},
             "checking": self.counts[CHECKING],

@@ -6,7 +6,9 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 4: hunts record the artifacts their collection was compiled from
+# 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
+# limit, archive time and the hunt it was copied from
+SCHEMA_VERSION = 5
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -103,7 +105,15 @@ CREATE TABLE IF NOT EXISTS hunts (
     start_timestamp INTEGER NOT NULL DEFAULT 0,
     stopped REAL,
     -- The artifacts the collection runs, with their parameters (JSON; '' for raw VQL).
-    artifacts TEXT NOT NULL DEFAULT ''
+    artifacts TEXT NOT NULL DEFAULT '',
+    -- A scheduled hunt starts on its own at start_at (epoch seconds); NULL otherwise.
+    start_at REAL,
+    -- The hunt pauses itself when this many clients are in errors, or this share (%) of the
+    -- clients it recruited (0: no limit).
+    max_errors INTEGER NOT NULL DEFAULT 0,
+    max_errors_percent REAL NOT NULL DEFAULT 0,
+    archived REAL,
+    copied_from TEXT NOT NULL DEFAULT ''
 );
 
 -- One row per client a hunt has looked at; its queue is the client's place in the hunt, so the
@@ -168,4 +178,9 @@ ADDED_COLUMNS = (
     ("flows", "hold", "INTEGER NOT NULL DEFAULT 0"),
     ("flows", "stage", "TEXT NOT NULL DEFAULT ''"),
     ("hunt_clients", "condition_rows", "BLOB"),
+    ("hunts", "start_at", "REAL"),
+    ("hunts", "max_errors", "INTEGER NOT NULL DEFAULT 0"),
+    ("hunts", "max_errors_percent", "REAL NOT NULL DEFAULT 0"),
+    ("hunts", "archived", "REAL"),
+    ("hunts", "copied_from", "TEXT NOT NULL DEFAULT ''"),
 )

@@ -115,6 +115,9 @@ class Store:
     def _prepare(self) -> None:
         connection = _connect(self.path)
         try:
+            # Pages freed by deleting a hunt can be handed back to the file system (reclaim);
+            # this takes effect on a new database, an older one gains it at its first VACUUM.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(TABLES)
             _add_missing_columns(connection)
@@ -142,6 +145,17 @@ class Store:
         self._queue.put((op, future, loop))
         return await future
 
+    async def reclaim(self) -> None:
+        """Hand the database's free pages back to the file system, after the writes queued
+        before it: an incremental vacuum (a full VACUUM the first time, on a database made
+        before incremental vacuuming), then the write-ahead log truncated."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put((_RECLAIM, future, loop))
+        await future
+
     def _write_loop(self) -> None:
         connection = _connect(self.path)
         connection.execute("PRAGMA journal_mode = WAL")
@@ -153,8 +167,12 @@ class Store:
                 first = self._queue.get()
                 if first is None:
                     return
+                if first[0] is _RECLAIM:
+                    _run_outside(connection, first, _reclaim_space)
+                    continue
                 batch = [first]
                 stop = False
+                after = None
                 while len(batch) < self.MAX_BATCH:
                     try:
                         item = self._queue.get_nowait()
@@ -163,8 +181,13 @@ class Store:
                     if item is None:
                         stop = True
                         break
+                    if item[0] is _RECLAIM:
+                        after = item  # runs outside the transaction, once the batch commits
+                        break
                     batch.append(item)
                 self._commit_batch(connection, transaction, batch)
+                if after is not None:
+                    _run_outside(connection, after, _reclaim_space)
                 if stop:
                     return
         finally:
@@ -248,6 +271,30 @@ class Store:
         for connection in self._read_connections:
             await connection.close()
         self._read_connections.clear()
+
+
+_RECLAIM = object()  # a queue item's operation: reclaim free pages (outside a transaction)
+
+
+def _reclaim_space(connection: sqlite3.Connection) -> None:
+    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
+        connection.execute("PRAGMA incremental_vacuum").fetchall()
+    else:
+        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        connection.execute("VACUUM")  # rewrites the file, and makes it incremental from now
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+
+def _run_outside(connection: sqlite3.Connection, item: Any,
+                 action: Callable[[sqlite3.Connection], None]) -> None:
+    _marker, future, loop = item
+    try:
+        action(connection)
+    except Exception as error:
+        log.exception("store: reclaiming free space failed")
+        loop.call_soon_threadsafe(_resolve, future, None, error)
+    else:
+        loop.call_soon_threadsafe(_resolve, future, None, None)
 
 
 def _add_missing_columns(connection: sqlite3.Connection) -> None:
