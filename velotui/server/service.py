@@ -43,6 +43,7 @@ from velotui.server.exports import (
     export_destination,
     stream_hunt,
 )
+from velotui.server.hunt_explain import explain_client_in_hunt
 from velotui.server.hunt_rows import RowFilter, filtered_page, hunt_rows, tally
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
 from velotui.server.result_queries import QueryRefused, StoredData, UnknownHunt, run_query
@@ -713,6 +714,38 @@ class Service:
         hunt = self._hunt(hunt_id)
         limit = arguments.whole(limit, "limit", maximum=100_000)
         return to_json_value(await self.server.db.results.hunt_log(hunt.hunt_id, limit))
+
+    # Explaining a client ------------------------------------------------------------------------
+
+    async def explain_hunt_client(self, hunt_id: str, client_id: str) -> dict[str, Any]:
+        """Where a client stands in a hunt and why: ``{"hunt_id", "client_id", "status",
+        "summary", "details"}`` (see ``hunt_explain``). A client the server does not know is
+        the status ``unknown_client``; a malformed ID or an unknown hunt is refused."""
+        hunt = self._hunt(hunt_id)
+        client_id = arguments.client_id(client_id)
+        directory = self.server.directory
+        return await explain_client_in_hunt(self.server.db, hunt, client_id,
+                                            directory.get(client_id),
+                                            directory.is_online(client_id))
+
+    async def client_history(self, client_id: str, limit: int = 1000) -> dict[str, Any]:
+        """A client and what it took part in: ``{"client"`` (as ``list_clients`` gives it),
+        ``"hunts"`` (each hunt that looked at it: hunt_id, description, hunt_state, queue,
+        flow_id, state, rows, uploads, error, updated; the most recently changed first) and
+        ``"collections"`` (its own collections, of no hunt, as ``flow`` gives them, newest
+        first)``}``, at most ``limit`` of each."""
+        client_id = self._known_client(client_id)
+        limit = arguments.whole(limit, "limit", minimum=1, maximum=100_000)
+        directory = self.server.directory
+        record = directory.get(client_id)
+        assert record is not None
+        reads = self.server.db.explain
+        hunts = await reads.client_hunts(client_id, limit)
+        flows = await reads.client_collections(client_id, limit)
+        uploads = await reads.uploads(client_id, [flow.flow_id for flow in flows])
+        collections = [{**flow.describe(), "uploads": uploads[flow.flow_id]} for flow in flows]
+        return to_json_value({"client": directory.describe(record), "hunts": hunts,
+                              "collections": collections})
 
     async def estimate_hunt(self, server_condition: str = "",
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from velotui.server.data.audit import AuditTable
 from velotui.server.data.clients import ClientTable
+from velotui.server.data.explain_reads import ExplainReader
 from velotui.server.data.export_reads import ExportReader
 from velotui.server.data.flows import FlowTable
 from velotui.server.data.hunts import HuntTable
@@ -15,7 +16,7 @@ from velotui.server.data.store import Store
 
 class Database:
     """Open with ``await Database.open(path)``; every SQL statement of the server is behind
-    ``flows``, ``hunts``, ``clients``, ``audit``, ``results`` and ``exports``."""
+    ``flows``, ``hunts``, ``clients``, ``audit``, ``results``, ``exports`` and ``explain``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -25,6 +26,7 @@ class Database:
         self.audit = AuditTable(store)
         self.results = ResultReader(store)
         self.exports = ExportReader(store)
+        self.explain = ExplainReader(store)
 
     @classmethod
     async def open(cls, path: Path) -> Database:
