@@ -31,6 +31,7 @@ from velotui.clipboard import copy_json
 from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.column_chooser import ColumnChooser
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
+from velotui.screens.hunt_edit import max_errors_text
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.screens.tally import TallyScreen
 from velotui.server.errors import ServiceError
@@ -377,9 +378,13 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             f"[b]{hunt['hunt_id']}[/b]  {state}",
             f"{hunt['description'] or '(no description)'}",
             f"created {utc(hunt['created'])} UTC by {hunt['creator'] or '?'}",
-            f"started {utc(hunt['started'])}   expires {utc(hunt['expires'])}"
-            + (f"   stopped {utc(hunt['stopped'])}" if hunt.get("stopped") else ""),
-            f"rate {rate(hunt['rate'])}   client limit {hunt['limit'] or 'none'}   timeout"
+            (f"starts {utc(hunt['start_at'])}" if hunt.get("start_at")
+             else f"started {utc(hunt['started'])}") + f"   expires {utc(hunt['expires'])}"
+            + (f"   stopped {utc(hunt['stopped'])}" if hunt.get("stopped") else "")
+            + (f"   archived {utc(hunt['archived'])}" if hunt.get("archived") else ""),
+            f"rate {rate(hunt['rate'])}   client limit {hunt['limit'] or 'none'}"
+            + (f"   max errors {errors}" if (errors := max_errors_text(hunt)) != "0" else "")
+            + "   timeout"
             f" {duration(hunt['timeout'])}   max rows {hunt['max_rows'] or 'none'}   max upload"
             f" {size(hunt['max_upload_bytes']) if hunt['max_upload_bytes'] else 'none'}",
             "",

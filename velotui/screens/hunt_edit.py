@@ -26,7 +26,7 @@ from velotui.server.errors import ServiceError
 # The fields in order: (id, label, how a server's refusal about it begins).
 FIELDS = (
     ("rate", "Rate (clients/min, 0 = unlimited)", ("rate",)),
-    ("limit", "Client limit (0 = none)", ("limit", "client limit")),
+    ("limit", "Client limit (0 = none)", ("limit", "client limit", "a limit")),
     ("expires", "Expires (12h from now, or a time)", ("expires", "expiry")),
     ("max_errors", "Max errors (N, or N% of recruited)", ("max_errors", "max errors",
                                                           "max-errors", "error limit")),
