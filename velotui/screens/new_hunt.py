@@ -170,11 +170,11 @@ class NewHuntScreen(Screen[None]):
             yield Checkbox("Start now", False, id="start")
             # After "Start now", so the tab order up to it is what it always was.
             with Grid(id="schedule"):
-                yield Label("Start at (blank: now or paused; 2026-12-24T18:00, +2h)")
+                yield Label("Start at (2026-12-24T18:00, +2h)")
                 with Vertical(classes="limit"):
                     yield Input("", id="start_at")
                     yield _refusal("start_at")
-                yield Label("Max errors: pause at N clients in errors, or N% (0 = none)")
+                yield Label("Max errors (5, or 10%; 0 = none)")
                 with Vertical(classes="limit"):
                     yield Input(self._start["max_errors"], id="max_errors")
                     yield _refusal("max_errors")
