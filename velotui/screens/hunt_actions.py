@@ -95,9 +95,10 @@ class HuntActions:
             deleted = await self.app.call("delete_hunt", hunt_id=hunt_id)
             if deleted is None:
                 return
+            rows, files = deleted["rows"], deleted["files"]
             self.app.notify(
-                f"deleted {hunt_id}: {size(deleted['bytes_freed'])} freed"
-                f" ({deleted['rows']:,} rows, {deleted['files']:,} files)")
+                f"deleted {hunt_id}: {size(deleted['bytes_freed'])} freed ({rows:,}"
+                f" row{'s' if rows != 1 else ''}, {files:,} file{'s' if files != 1 else ''})")
             self.app.forget_hunt(hunt_id)
 
         self.app.push_screen(
