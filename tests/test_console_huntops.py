@@ -83,8 +83,9 @@ def test_countdown_and_the_state_cell_say_what_an_operator_must_notice() -> None
         "paused: error limit reached"
     assert state_cell({**base, "state": "scheduled", "start_at": 600}, 0) == "starts in 10m"
     assert state_cell({**base, "state": "stopped", "archived": 5.0}, 0) == "stopped, archived"
-    assert [lifetime_text(s) for s in (7 * 86400, 36 * 3600, 5400, 7 * 86400 - 20)] == \
-        ["7d", "36h", "90m", "7d"]
+    assert [lifetime_text(s) for s in (7 * 86400, 36 * 3600, 5400, 7 * 86400 - 20,
+                                       3 * 86400 + 3700, 40.4 * 86400)] == \
+        ["7d", "36h", "90m", "7d", "73h", "40d"]
 
 
 # Pause, start, stop -------------------------------------------------------------------------

@@ -588,8 +588,12 @@ _FORM_INPUTS = ("description", *_LIMIT_IDS, *_SCHEDULE_IDS)
 
 def lifetime_text(seconds: float) -> str:
     """A lifetime as the expiry field takes it, in the largest unit that says it whole to the
-    minute: ``7d``, ``36h``, ``90m``."""
+    minute (to the hour beyond two days, the day beyond thirty): ``7d``, ``36h``, ``90m``."""
     minutes = max(round(seconds / 60), 1)
+    if minutes >= 30 * 24 * 60:
+        minutes = round(minutes / (24 * 60)) * 24 * 60
+    elif minutes >= 2 * 24 * 60:
+        minutes = round(minutes / 60) * 60
     if minutes % (24 * 60) == 0:
         return f"{minutes // (24 * 60)}d"
     if minutes % 60 == 0:
