@@ -198,10 +198,10 @@ def _delete_handler(args: argparse.Namespace) -> int:
             print(f"velotui hunt delete: not on a terminal to ask: add --yes to delete"
                   f" {args.hunt_id}", file=sys.stderr)
             return 2
-        try:
-            answer = input(f"delete {args.hunt_id} with its results, logs and files? [y/N] ")
-        except EOFError:
-            answer = ""
+        # The question on standard error: standard output is for the result (--json).
+        print(f"delete {args.hunt_id} with its results, logs and files? [y/N] ", end="",
+              file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
         if answer.strip().lower() not in ("y", "yes"):
             print("not deleted", file=sys.stderr)
             return 1

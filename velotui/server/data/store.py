@@ -278,7 +278,8 @@ _RECLAIM = object()  # a queue item's operation: reclaim free pages (outside a t
 
 def _reclaim_space(connection: sqlite3.Connection) -> None:
     if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # incremental
-        connection.execute("PRAGMA incremental_vacuum").fetchall()
+        # Through executescript: it steps the pragma to its end (a cursor frees one page).
+        connection.executescript("PRAGMA incremental_vacuum;")
     else:
         connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
         connection.execute("VACUUM")  # rewrites the file, and makes it incremental from now
