@@ -118,9 +118,10 @@ class ScriptedAgent:
             flow_id=flow_id, seq=seq, rows=rows), wait)
 
     async def status(self, flow_id: str, state: str = "finished", final_rows: Any = (),
-                     wait: bool = True) -> int:
+                     wait: bool = True, error: str | None = None) -> int:
         return await self._send(flow_id, lambda seq: protocol.Status(
-            flow_id=flow_id, seq=seq, state=state, final_rows=list(final_rows)), wait)
+            flow_id=flow_id, seq=seq, state=state, final_rows=list(final_rows), error=error),
+            wait)
 
     def acked(self, flow_id: str, seq: int) -> bool:
         event = self._acks.get((flow_id, seq))

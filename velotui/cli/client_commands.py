@@ -22,9 +22,11 @@ def add_parsers(subparsers: Any) -> None:
     add_server_options(clients)
     clients.add_argument("--json", action="store_true", help="one JSON object a line")
     clients.set_defaults(handler=lambda args: run_remote(args, list_clients))
+    from velotui.cli.explain_commands import add_show_parser
     from velotui.cli.hunt_commands import add_label_parser
 
-    add_label_parser(clients.add_subparsers(dest="clients_command", metavar="ACTION"))
+    add_label_parser(actions := clients.add_subparsers(dest="clients_command", metavar="ACTION"))
+    add_show_parser(actions)
 
     collect = subparsers.add_parser(
         "collect", help="run one query on one client and print its rows",

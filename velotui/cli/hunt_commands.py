@@ -112,6 +112,9 @@ def add_parsers(subparsers: Any) -> None:
     estimate.add_argument("--client-condition", default=DEFAULT_CLIENT_CONDITION, metavar="VQL")
     estimate.add_argument("--json", action="store_true")
     estimate.set_defaults(handler=lambda args: run_remote(args, estimate_hunt))
+    from velotui.cli.explain_commands import add_explain_parser
+
+    add_explain_parser(actions)
 
     export = actions.add_parser(
         "export", help="every client's results and files as one zip, written on this machine",

@@ -136,6 +136,7 @@ class Foreman:
         now = time.time()
         records = [self._check_flow(hunt, client_id, now) for client_id in fresh]
         try:
+            await failpoints.reach("check.before_write")
             added = await self.hunts.add_checking(hunt, records)
         except BaseException:
             seen.difference_update(fresh)

@@ -46,7 +46,7 @@ def when(timestamp: float | None) -> str:
 
 def about(seconds: float) -> str:
     """A wait in round words: "40 s", "4 min", "2.5 h"."""
-    if seconds < 90:
+    if seconds < 60:
         return f"{max(round(seconds), 1)} s"
     if seconds < 90 * 60:
         return f"{round(seconds / 60)} min"
@@ -68,11 +68,10 @@ def _hunt_standing(hunt: HuntRecord) -> str:
     """Why a hunt that does not run looks at nobody new, in a few words."""
     reason = f" ({hunt.stop_reason})" if hunt.stop_reason else ""
     if hunt.state == "scheduled":
-        start_at = getattr(hunt, "start_at", None)
-        return f"the hunt is scheduled to start at {when(start_at)}" if start_at \
+        return f"the hunt is scheduled to start at {when(hunt.start_at)}" if hunt.start_at \
             else "the hunt is scheduled"
     if hunt.state == "paused" and hunt.started is None:
-        return "the hunt has not been started (it is paused)"
+        return f"the hunt has not been started ({hunt.stop_reason or 'it is paused'})"
     return f"the hunt is {hunt.state}{reason}"
 
 
@@ -177,6 +176,7 @@ async def _looked_at(db: Database, hunt: HuntRecord, client_id: str, place: Hunt
         details["error"] = place.error
         details["side"] = "server" if (place.error or "").startswith(SERVER_CONDITION_PREFIX) \
             else "client"
+        details["condition_state"] = place.condition.state if place.condition else None
         return Explanation("condition_failed", _condition_failed(hunt, place, check), details)
     checked_line = f"checked at {when(place.checked)}: {check.words}"
     if queue == "pending":
@@ -187,7 +187,10 @@ async def _looked_at(db: Database, hunt: HuntRecord, client_id: str, place: Hunt
     flow = place.collection
     details.update(_collection_details(flow, place))
     if queue == "running":
-        return Explanation("running", [_running(flow), checked_line], details)
+        lines = [_running(flow), checked_line]
+        if hunt.state == "paused":
+            lines.append(f"{_hunt_standing(hunt)}: collections already running finish")
+        return Explanation("running", lines, details)
     if queue in ("completed", "results"):
         return Explanation(queue, [_finished(flow), checked_line], details)
     details["error"] = place.error or (flow.error if flow is not None else None)
@@ -262,9 +265,13 @@ def _condition_failed(hunt: HuntRecord, place: HuntPlace, check: _ConditionOutco
     if error.startswith(SERVER_CONDITION_PREFIX):
         first = (f"the condition failed: checked at {when(place.checked)}, {check.words} and"
                  f" the server condition failed: {error.removeprefix(SERVER_CONDITION_PREFIX)}")
+    elif place.condition is not None and place.condition.state in ("cancelled", "timeout"):
+        # Ended by the server (a stop, a revoked client) or its deadline, not by the agent.
+        ended = "was cancelled" if place.condition.state == "cancelled" else "timed out"
+        first = f"the condition check {ended} (checked at {when(place.checked)}): {error}"
     else:
-        first = (f"the condition failed on the agent: checked at {when(place.checked)}, the"
-                 f" client condition failed: {error}")
+        first = (f"the client condition failed on the agent (checked at"
+                 f" {when(place.checked)}): {error}")
     return [first, f"to check it again: velotui hunt relaunch {hunt.hunt_id}"]
 
 

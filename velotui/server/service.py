@@ -734,8 +734,8 @@ class Service:
         flow_id, state, rows, uploads, error, updated; the most recently changed first) and
         ``"collections"`` (its own collections, of no hunt, as ``flow`` gives them, newest
         first)``}``, at most ``limit`` of each."""
-        client_id = self._known_client(client_id)
         limit = arguments.whole(limit, "limit", minimum=1, maximum=100_000)
+        client_id = self._known_client(client_id)
         directory = self.server.directory
         record = directory.get(client_id)
         assert record is not None

@@ -108,7 +108,10 @@ class ExplainReader:
             " hc.updated FROM hunt_clients hc JOIN hunts h ON h.hunt_id = hc.hunt_id"
             " LEFT JOIN flows f ON f.client_id = hc.client_id"
             " AND f.flow_id = COALESCE(hc.flow_id, hc.condition_flow_id)"
-            " WHERE hc.client_id = ? ORDER BY hc.updated DESC, hc.hunt_id DESC LIMIT ?",
+            # One lookup of (hunt, client) per hunt, by the primary key: hunt_clients has no
+            # index by client alone (one would slow every check the foreman records).
+            " WHERE hc.hunt_id IN (SELECT hunt_id FROM hunts) AND hc.client_id = ?"
+            " ORDER BY hc.updated DESC, hc.hunt_id DESC LIMIT ?",
             (client_id, limit),
         )
         return [dict(row) for row in rows]
