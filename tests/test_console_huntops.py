@@ -27,6 +27,7 @@ from velotui.screens.hunt_edit import HuntEditScreen
 from velotui.screens.hunts import HuntsScreen, state_cell
 from velotui.screens.new_hunt import NewHuntScreen, lifetime_text
 from velotui.server.errors import ServiceError
+from velotui.server.hunts import parse_duration
 from velotui.server_link import EmbeddedLink
 from velotui.widgets.artifact_parameters import ArtifactParameters
 from velotui.widgets.hunt_panel import HuntPanel
@@ -262,6 +263,7 @@ async def test_c_fills_the_form_from_a_hunt_and_creates_a_hunt_of_the_same_spec(
                            "server_condition": original["server_condition"]}
         assert [field(app, f) for f in ("description", "rate", "max_errors", "start_at")] == \
             [original["description"], "60", "7", ""]
+        assert field(app, "expires") == "26707d"
         assert not form.has_input  # nothing typed yet: esc would leave without asking
         await retype(pilot, "description", "copied")
         await pilot.press("ctrl+s")
@@ -272,8 +274,9 @@ async def test_c_fills_the_form_from_a_hunt_and_creates_a_hunt_of_the_same_spec(
                 "max_rows", "max_upload_bytes", "max_errors", "max_errors_percent")
         assert {k: copy[k] for k in same} == {k: original[k] for k in same}
         assert copy["description"] == "copied" and copy["state"] == "paused"
-        assert abs((copy["expires"] - copy["created"])
-                   - (original["expires"] - original["created"])) < 120
+        # Its lifetime as the form wrote it (this seeded one: ~26,707 days, to the day).
+        lifetime = lifetime_text(original["expires"] - original["created"])
+        assert abs((copy["expires"] - copy["created"]) - parse_duration(lifetime)) < 120
 
 
 async def test_c_on_an_artifact_hunt_fills_in_its_artifacts_with_their_values(
@@ -350,7 +353,7 @@ async def test_a_archives_h_shows_archived_hunts_marked_and_d_deletes_after_aski
         assert (await server_hunt(app, RUNNING))["state"] == "running"
 
 
-async def test_a_hunt_deleted_elsewhere_leaves_the_list_and_its_open_detail(
+async def test_a_hunt_deleted_here_or_elsewhere_leaves_the_list_and_its_open_detail(
     seeded: Path
 ) -> None:
     app = console(seeded)
@@ -364,6 +367,18 @@ async def test_a_hunt_deleted_elsewhere_leaves_the_list_and_its_open_detail(
         await until(pilot, lambda: isinstance(app.screen, HuntsScreen), 10, "the detail closed")
         await until(pilot, lambda: STOPPED not in listed(app), 10, "the row gone")
         assert STOPPED not in app.hunts
+
+        # D on the detail screen: asked, deleted, and the screen of a hunt gone closes.
+        await on_hunt(pilot, PAUSED)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, HuntDetailScreen), 10, "the detail")
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, HuntsScreen), 10, "the detail closed")
+        assert listed(app) == [RUNNING]
+        with pytest.raises(ServiceError):
+            await server_hunt(app, PAUSED)
 
 
 # The form's schedule and error limit ---------------------------------------------------------
