@@ -214,6 +214,8 @@ class HuntManager:
         tick. Raises HuntError for a limit below the clients already recruited."""
         hunt = self.get(hunt_id)
         change = await self.db.hunts.update_settings(hunt_id, values)
+        if change.hunt is None and not change.refused:
+            raise HuntError(f"no hunt {hunt_id!r} (see: velotui hunt list)")
         if change.hunt is None:
             raise HuntError(f"a limit of {values.get('client_limit')} is below the"
                             f" {change.recruited} clients {hunt_id} has already recruited")
@@ -226,7 +228,7 @@ class HuntManager:
     async def copy(self, hunt_id: str, creator: str) -> HuntRecord:
         """A new paused hunt with the same specification and the same lifetime from now."""
         source = self.get(hunt_id)
-        lifetime = source.expires - (source.started or source.created)
+        lifetime = source.expires - source.created  # as long as it was given
         copied = HuntRecord(
             hunt_id="", query=source.query, client_condition=source.client_condition,
             server_condition=source.server_condition, description=source.description,
@@ -263,6 +265,8 @@ class HuntManager:
         database = Path(self.db.store.path)
         before = _database_bytes(database)
         deleted = await self.db.hunts.delete(hunt_id)
+        if deleted is None and hunt.state in ("running", "scheduled"):  # started meanwhile
+            raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
         if deleted is None:
             raise HuntError(f"{hunt_id} has collections in flight: stop it (velotui hunt stop"
                             f" {hunt_id}) before deleting it")
@@ -375,6 +379,8 @@ class HuntManager:
         if hunt.error_limit_reached:
             # Its collections in flight finish; the operator relaunches, raises the limit, or
             # stops it.
+            log.warning("%s paused itself: %d clients in errors", hunt.hunt_id,
+                        hunt.counts["errors"])
             with contextlib.suppress(HuntError):
                 await self.pause(hunt.hunt_id, ERROR_LIMIT_REASON)
             return

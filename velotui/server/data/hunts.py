@@ -81,11 +81,12 @@ SETTINGS = ("rate", "client_limit", "expires", "max_errors", "max_errors_percent
 
 @dataclass(frozen=True)
 class SettingsChange:
-    """A settings change as committed: the hunt after it (None: refused, or no such hunt) and
-    how many clients it had recruited."""
+    """A settings change as committed: the hunt after it (None: no such hunt), how many clients
+    it had recruited, and whether the change was refused (a limit below those)."""
 
     hunt: HuntRecord | None
     recruited: int
+    refused: bool = False
 
 
 @dataclass
@@ -242,7 +243,7 @@ class HuntTable:
                 f" AND queue IN {_RECRUITED}", (hunt_id,))["n"]
             limit = values.get("client_limit")
             if limit and limit < recruited:
-                return SettingsChange(None, recruited)
+                return SettingsChange(None, recruited, refused=True)
             if not values:
                 row = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
             else:
