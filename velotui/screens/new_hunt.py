@@ -223,6 +223,8 @@ class NewHuntScreen(Screen[None]):
         except ServiceError as error:
             picker.set_failure(str(error))
             return
+        if self not in self.app.screen_stack:
+            return  # the form was left while the library was on its way
         picker.set_artifacts(artifacts)
         if self.copy_of is not None and self.copy_of.get("artifacts"):
             await self._fill_artifacts(artifacts, self.copy_of["artifacts"])
