@@ -83,7 +83,7 @@ class VelotuiApp(KeysInOrder):
             self.failure = f"velotui: cannot start: {error}"
             self.exit(1)
             return
-        # Archived hunts too, as watch_hunts sends them: the screens choose what to show.
+        # Archived ones too: the hunts screen hides them until H shows them.
         for hunt in await self.api.list_hunts(all=True):
             self.hunts[hunt["hunt_id"]] = hunt
         await self.update_fleet_summary()
@@ -116,11 +116,11 @@ class VelotuiApp(KeysInOrder):
             reason = "the server ended the updates"
             try:
                 async for event in self.api.watch_hunts():
-                    if event["event"] == "hunt_deleted":
-                        self.hunts.pop(event["hunt_id"], None)
-                    else:
-                        hunt = event["hunt"]
-                        self.hunts[hunt["hunt_id"]] = hunt
+                    if event.get("event") == "hunt_deleted":
+                        self.forget_hunt(str(event["hunt_id"]))
+                        continue
+                    hunt = event["hunt"]
+                    self.hunts[hunt["hunt_id"]] = hunt
                     self._hunts_dirty = True
             except ServiceError as error:
                 reason = str(error)
@@ -218,37 +218,51 @@ class VelotuiApp(KeysInOrder):
         return result
 
     async def start_hunt(self, hunt_id: str) -> None:
-        hunt = await self.call("start_hunt", f"{hunt_id} started", hunt_id=hunt_id)
-        self._remember(hunt)
+        scheduled = self.hunts.get(hunt_id, {}).get("state") == "scheduled"
+        said = f"{hunt_id} started" + (" ahead of its schedule" if scheduled else "")
+        hunt = await self.call("start_hunt", said, hunt_id=hunt_id)
+        self.remember_hunt(hunt)
 
     def confirm_stop(self, hunt_id: str) -> None:
-        """Ask first: stopping cancels every collection in flight."""
+        """Ask first: stopping cancels every collection in flight (or a scheduled start)."""
 
         async def answered(yes: bool | None) -> None:
             if yes:
                 hunt = await self.call("stop_hunt", f"{hunt_id} stopped", hunt_id=hunt_id)
-                self._remember(hunt)
+                self.remember_hunt(hunt)
 
-        self.push_screen(
-            ConfirmScreen(f"Stop {hunt_id}?",
-                          "Recruiting ends and collections in flight are cancelled."),
-            answered,
-        )
+        if self.hunts.get(hunt_id, {}).get("state") == "scheduled":
+            question, detail = f"Cancel {hunt_id}?", "Its scheduled start is cancelled: it stops."
+        else:
+            question = f"Stop {hunt_id}?"
+            detail = "Recruiting ends and collections in flight are cancelled."
+        self.push_screen(ConfirmScreen(question, detail), answered)
 
     async def relaunch_hunt(self, hunt_id: str) -> None:
         hunt = await self.call("relaunch_hunt", hunt_id=hunt_id)
         if hunt is not None:
             self.notify(f"{hunt_id}: {hunt['relaunched']} clients relaunched")
-            self._remember(hunt)
+            self.remember_hunt(hunt)
 
     def export_hunt(self, hunt_id: str) -> None:
         # The zip lands on this machine, by default in the folder the console was started in.
         default = Path.cwd() / f"{hunt_id}.zip"
         self.push_screen(ExportScreen(hunt_id, ExportOptions(path=str(default))))
 
-    def _remember(self, hunt: dict[str, Any] | None) -> None:
+    def remember_hunt(self, hunt: dict[str, Any] | None) -> None:
+        """Hold ``hunt`` as an action's answer gave it (None: the action was refused)."""
         if hunt is not None:
-            hunt = {k: v for k, v in hunt.items() if k != "relaunched"}
+            hunt = {k: v for k, v in hunt.items() if k not in ("relaunched", "changed")}
             self.hunts[hunt["hunt_id"]] = hunt
             self._hunts_dirty = True
             self._publish_hunts()
+
+    def forget_hunt(self, hunt_id: str) -> None:
+        """A hunt deleted (here or elsewhere): gone from the screens, and a detail screen
+        showing it is closed."""
+        if self.hunts.pop(hunt_id, None) is None:
+            return
+        if getattr(self.screen, "hunt_id", None) == hunt_id:
+            self.screen.dismiss(None)  # one under a dialog closes itself when shown again
+        self._hunts_dirty = True
+        self._publish_hunts()

@@ -63,3 +63,26 @@ def size(count: int) -> str:
 
 def rate(per_minute: float) -> str:
     return f"{per_minute:g}/min" if per_minute else "unlimited"
+
+
+def countdown(start_at: float | None, now: float) -> str:
+    """How long until a scheduled start, to the minute beyond an hour and to the second
+    within it: ``starts in 2d 3h``, ``starts in 1h 59m``, ``starts in 4m 10s``; ``starting``
+    once due (the server starts it within a moment)."""
+    if not start_at:
+        return "-"
+    left = int(start_at - now)  # whole seconds left: 1h 59m until it is 1h 59m away
+    if left <= 0:
+        return "starting"
+    days, rest = divmod(left, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        parts = f"{days}d {hours}h" if hours else f"{days}d"
+    elif hours:
+        parts = f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    elif minutes:
+        parts = f"{minutes}m {seconds}s" if seconds else f"{minutes}m"
+    else:
+        parts = f"{seconds}s"
+    return f"starts in {parts}"

@@ -28,7 +28,18 @@ class ConsoleCommands(Provider):
                 ("Relaunch errored clients", "re-run the clients in errors (r)",
                  screen.action_relaunch_hunt),
                 ("Export hunt", "results and files as one zip (e)", screen.action_export_hunt),
+                ("Pause hunt", "recruit nobody; collections in flight finish (p)",
+                 screen.action_pause_hunt),
+                ("Edit hunt", "rate, limit, expiry, max errors, description (u)",
+                 screen.action_edit_hunt),
+                ("Copy hunt", "a new hunt's form filled in from it (C)", screen.action_copy_hunt),
+                ("Archive hunt", "hide it from the list (A)", screen.action_archive_hunt),
+                ("Delete hunt", "with its results and files, asking first (D)",
+                 screen.action_delete_hunt),
             ]
+        if hasattr(screen, "action_toggle_archived"):
+            commands.append(("Archived hunts", "show or hide them (H)",
+                             screen.action_toggle_archived))
         if hasattr(screen, "action_switch_collection"):
             commands += [
                 ("Create hunt", "create the hunt this form describes (ctrl+s)",

@@ -31,6 +31,7 @@ from velotui.clipboard import copy_json
 from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.column_chooser import ColumnChooser
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
+from velotui.screens.hunt_edit import max_errors_text
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.screens.tally import TallyScreen
 from velotui.server.errors import ServiceError
@@ -176,6 +177,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         Binding("ctrl+r", "run_query", "Run", id="run-query"),
         Binding("i", "edit_query", "Edit", id="edit-query"),
         Binding("f", "filter", "Queue", id="filter"),
+        Binding("w", "why", "Why", id="why"),
         Binding("left_square_bracket", "page(-1)", "Prev page", id="prev-page", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", id="next-page", show=False),
         *HUNT_BINDINGS,
@@ -206,6 +208,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self._stale: set[str] = set()  # groups to load again once their load in flight ends
         self._followed_at: dict[str, float] = {}  # when each group last loaded for new counts
         self._follow_timers: dict[str, Timer] = {}
+        self._last_seen: dict[str, Any] = {}
 
     @property
     def selected_hunt_id(self) -> str | None:
@@ -213,7 +216,12 @@ class HuntDetailScreen(HuntActions, Screen[None]):
 
     @property
     def hunt(self) -> dict[str, Any]:
-        return self.app.hunts[self.hunt_id]
+        """The hunt as the app holds it; once deleted, as it was last seen (the screen closes
+        as soon as it is on top)."""
+        hunt = self.app.hunts.get(self.hunt_id)
+        if hunt is not None:
+            self._last_seen = hunt
+        return hunt or self._last_seen
 
     @property
     def active_tab(self) -> str:
@@ -295,6 +303,10 @@ class HuntDetailScreen(HuntActions, Screen[None]):
     def on_hunts_changed(self) -> None:
         self.redraw()
 
+    def on_screen_resume(self) -> None:
+        if self.hunt_id not in self.app.hunts:  # deleted while a dialog was on top
+            self.dismiss(None)
+
     def redraw(self) -> None:
         hunt = self.hunt
         active = self.active_tab
@@ -366,9 +378,13 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             f"[b]{hunt['hunt_id']}[/b]  {state}",
             f"{hunt['description'] or '(no description)'}",
             f"created {utc(hunt['created'])} UTC by {hunt['creator'] or '?'}",
-            f"started {utc(hunt['started'])}   expires {utc(hunt['expires'])}"
-            + (f"   stopped {utc(hunt['stopped'])}" if hunt.get("stopped") else ""),
-            f"rate {rate(hunt['rate'])}   client limit {hunt['limit'] or 'none'}   timeout"
+            (f"starts {utc(hunt['start_at'])}" if hunt.get("start_at")
+             else f"started {utc(hunt['started'])}") + f"   expires {utc(hunt['expires'])}"
+            + (f"   stopped {utc(hunt['stopped'])}" if hunt.get("stopped") else "")
+            + (f"   archived {utc(hunt['archived'])}" if hunt.get("archived") else ""),
+            f"rate {rate(hunt['rate'])}   client limit {hunt['limit'] or 'none'}"
+            + (f"   max errors {errors}" if (errors := max_errors_text(hunt)) != "0" else "")
+            + "   timeout"
             f" {duration(hunt['timeout'])}   max rows {hunt['max_rows'] or 'none'}   max upload"
             f" {size(hunt['max_upload_bytes']) if hunt['max_upload_bytes'] else 'none'}",
             "",
@@ -399,6 +415,7 @@ class HuntDetailScreen(HuntActions, Screen[None]):
             "copy_row": ("clients", "results", "log", "query"),
             "run_query": ("query",),
             "edit_query": ("query",),
+            "why": ("clients",),
         }.get(action)
         if tabs is None:
             return True
@@ -521,6 +538,22 @@ class HuntDetailScreen(HuntActions, Screen[None]):
         self.clients_page = 0
         self.action_tab("clients")
         self.load_clients()
+
+    @work(exclusive=True, group="why")
+    async def action_why(self) -> None:
+        """Where the selected client stands in the hunt and why, in plain words (explained
+        by the server)."""
+        from velotui.screens.client_why import ClientWhyScreen
+
+        table = self.query_one("#clients-table", LiveTable)
+        if self.active_tab != "clients" or table.row_count == 0:
+            self.notify("No client selected: the clients tab is empty.", severity="warning")
+            return
+        client_id = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        answer = await self.app.call("explain_hunt_client", hunt_id=self.hunt_id,
+                                     client_id=client_id)
+        if answer is not None and self.is_current:
+            self.app.push_screen(ClientWhyScreen(answer))
 
     @work(exclusive=True, group="clients")
     async def load_clients(self, delay: float = 0.0) -> None:

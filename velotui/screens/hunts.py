@@ -5,6 +5,10 @@ one "Done/All" cell: clients finished of those taken on, then errors, and the de
 terminals give each queue its own column, then created, rate and limit. The description is last,
 so a long one is what the screen's edge cuts. Narrower than `PANEL_BESIDE_WIDTH`, the panel goes
 under the table in its compact form instead of beside it.
+
+The state says what an operator must notice: a scheduled hunt counts down to its start (live,
+once a second), a hunt that paused itself says why. Archived hunts are left out until ``H``
+shows them, marked as archived.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from velotui.clipboard import copy_json
-from velotui.display import rate, utc
+from velotui.display import countdown, rate, utc
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
 from velotui.widgets.filter_bar import FilterBar, matches
 from velotui.widgets.hunt_panel import HuntPanel, checked_count, finished_count
@@ -46,20 +50,34 @@ def progress_cell(hunt: dict[str, Any]) -> str:
     return f"{text} {errors:,} err" if errors else text
 
 
-CELLS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "ID": lambda hunt: hunt["hunt_id"],
-    "State": lambda hunt: hunt["state"],
-    "Done/All": progress_cell,
-    "Pend": lambda hunt: str(hunt["counts"]["pending"]),
-    "Run": lambda hunt: str(hunt["counts"]["running"]),
-    "Done": lambda hunt: str(hunt["counts"]["completed"]),
-    "Res": lambda hunt: str(hunt["counts"]["results"]),
-    "Err": lambda hunt: str(hunt["counts"]["errors"]),
-    "No": lambda hunt: str(hunt["counts"]["not_matched"]),
-    "Created": lambda hunt: utc(hunt["created"]),
-    "Rate": lambda hunt: rate(hunt["rate"]),
-    "Limit": lambda hunt: str(hunt["limit"] or "-"),
-    "Description": lambda hunt: hunt["description"] or "-",
+def state_cell(hunt: dict[str, Any], now: float) -> str:
+    """The state, and what goes with it: ``starts in 1h 59m`` for a scheduled hunt, the reason
+    of a pause the operator did not ask for (``paused: error limit reached``), ``archived``."""
+    state = hunt["state"]
+    if hunt.get("archived"):
+        return f"{state}, archived"
+    if state == "scheduled":
+        return countdown(hunt.get("start_at"), now)
+    reason = str(hunt.get("stop_reason") or "")
+    if state == "paused" and reason and not reason.startswith("paused by"):
+        return f"paused: {reason}"
+    return state
+
+
+CELLS: dict[str, Callable[[dict[str, Any], float], str]] = {
+    "ID": lambda hunt, _now: hunt["hunt_id"],
+    "State": state_cell,
+    "Done/All": lambda hunt, _now: progress_cell(hunt),
+    "Pend": lambda hunt, _now: str(hunt["counts"]["pending"]),
+    "Run": lambda hunt, _now: str(hunt["counts"]["running"]),
+    "Done": lambda hunt, _now: str(hunt["counts"]["completed"]),
+    "Res": lambda hunt, _now: str(hunt["counts"]["results"]),
+    "Err": lambda hunt, _now: str(hunt["counts"]["errors"]),
+    "No": lambda hunt, _now: str(hunt["counts"]["not_matched"]),
+    "Created": lambda hunt, _now: utc(hunt["created"]),
+    "Rate": lambda hunt, _now: rate(hunt["rate"]),
+    "Limit": lambda hunt, _now: str(hunt["limit"] or "-"),
+    "Description": lambda hunt, _now: hunt["description"] or "-",
 }
 
 
@@ -73,9 +91,10 @@ def columns_for(screen_width: int) -> tuple[str, ...]:
     return COMPACT_COLUMNS
 
 
-def hunt_cells(hunt: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> list[str]:
-    """One hunt as a row of the hunts table with ``columns``."""
-    return [CELLS[column](hunt) for column in columns]
+def hunt_cells(hunt: dict[str, Any], columns: tuple[str, ...] = COLUMNS,
+               now: float = 0.0) -> list[str]:
+    """One hunt as a row of the hunts table with ``columns``, at time ``now``."""
+    return [CELLS[column](hunt, now) for column in columns]
 
 
 def hunt_matches(hunt: dict[str, Any], needle: str) -> bool:
@@ -92,6 +111,7 @@ class HuntsScreen(HuntActions, Screen[None]):
         Binding("n", "new_hunt", "New", id="new"),
         Binding("enter", "open_hunt", "Open", id="open", show=True),
         *HUNT_BINDINGS,
+        Binding("H", "toggle_archived", "Archived", id="archived", show=False),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("y", "copy", "Copy", id="copy", show=False),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
@@ -102,6 +122,7 @@ class HuntsScreen(HuntActions, Screen[None]):
         self.columns: tuple[str, ...] = COMPACT_COLUMNS
         self._filter = ""
         self._wanted: str | None = None  # a hunt to select once it is in the list
+        self.show_archived = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -118,6 +139,13 @@ class HuntsScreen(HuntActions, Screen[None]):
         self._fit_columns(self.app.size.width)
         self.redraw()
         self.query_one("#hunts", LiveTable).focus()
+        if self.app.follow:  # snapshots draw the countdown once, at their fixed time
+            self.set_interval(1.0, self._count_down)
+
+    def _count_down(self) -> None:
+        """A scheduled hunt's countdown moves on, though nothing was pushed."""
+        if any(hunt["state"] == "scheduled" for hunt in self.app.hunts.values()):
+            self.redraw()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_columns(event.size.width)
@@ -159,18 +187,27 @@ class HuntsScreen(HuntActions, Screen[None]):
                 h["hunt_id"] == wanted and not hunt_matches(h, self._filter) for h in hunts):
             self._filter = ""  # the hunt asked for is shown, whatever the filter was
             self.query_one(FilterBar).clear()
-        shown = [hunt for hunt in hunts if hunt_matches(hunt, self._filter)]
+        if wanted and not self.show_archived and any(
+                h["hunt_id"] == wanted and h.get("archived") for h in hunts):
+            self.show_archived = True  # likewise
+        listed = [hunt for hunt in hunts if self.show_archived or not hunt.get("archived")]
+        shown = [hunt for hunt in listed if hunt_matches(hunt, self._filter)]
         table = self.query_one("#hunts", LiveTable)
-        table.sync({hunt["hunt_id"]: hunt_cells(hunt, self.columns) for hunt in shown},
+        table.sync({hunt["hunt_id"]: hunt_cells(hunt, self.columns, now) for hunt in shown},
                    ordered=True)
         if wanted and wanted in table.rows:
             self._wanted = None
             table.move_cursor(row=table.get_row_index(wanted))
         empty = self.query_one("#empty", Static)
+        archived = len(hunts) - len(listed)
         if not hunts:
             message = "No hunts yet. Press n to create one, ? for every key."
+        elif not listed:
+            message = f"Every hunt is archived ({archived}): H shows them, n creates one."
         elif not shown:
             message = "No hunt matches the filter (esc clears it)."
+        elif self.show_archived and any(hunt.get("archived") for hunt in hunts):
+            message = "Archived hunts shown (H hides them)."
         else:
             message = ""
         if empty.content != message:  # redrawn many times a second during a hunt: no layout
@@ -217,6 +254,15 @@ class HuntsScreen(HuntActions, Screen[None]):
         """The selected hunt as the operator API gives it, as JSON (OSC 52)."""
         if (hunt_id := self._hunt_or_say_so()) and (hunt := self.app.hunts.get(hunt_id)):
             copy_json(self.app, hunt, what=f"hunt {hunt_id}")
+
+    def action_toggle_archived(self) -> None:
+        """Show the archived hunts too (marked as such), or hide them again."""
+        self.show_archived = not self.show_archived
+        self.redraw()
+        if not self.show_archived:
+            return
+        if not any(hunt.get("archived") for hunt in self.app.hunts.values()):
+            self.notify("No hunt is archived (A archives the selected one).")
 
     def action_clear_filter(self) -> None:
         self.query_one(FilterBar).clear()

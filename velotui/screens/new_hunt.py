@@ -7,6 +7,8 @@ something was typed). A refusal, the form's own or the server's, is written unde
 concerns, which takes the focus; it goes once the field holds a value that passes.
 ``ctrl+t`` switches the collection between a VQL query and artifacts picked from the server's
 library, which is fetched once when the form opens and searched here as the operator types.
+Opened on a hunt (``C``), the form holds that hunt's specification, to be changed and created
+as a new hunt.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from textual.widgets import (
     Static,
 )
 
+from velotui.display import countdown
 from velotui.screens.dialogs import ConfirmScreen
+from velotui.screens.hunt_edit import max_errors_problem, max_errors_text
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import (
     DEFAULT_CLIENT_CONDITION,
@@ -57,7 +61,10 @@ _REFUSED_FIELD = (
     ("the server-side condition", "server_condition"), ("description", "description"),
     ("rate", "rate"), ("limit", "limit"), ("expires", "expires"), ("timeout", "timeout"),
     ("max_rows", "max_rows"), ("max_upload_bytes", "max_upload_mb"),
+    ("start at", "start_at"), ("start now or at a time", "start_at"),
+    ("max errors", "max_errors"),
 )
+MIB = 1024 * 1024
 _EDITOR_NAMES = {"query": "collection query", "client_condition": "client-side condition",
                  "server_condition": "server-side condition"}
 
@@ -98,19 +105,25 @@ class NewHuntScreen(Screen[None]):
         Binding("q,c", "ignore", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, copy_of: dict[str, Any] | None = None) -> None:
+        """An empty form, or one holding the specification of ``copy_of`` (a hunt as the
+        operator API describes it)."""
         super().__init__()
+        self.copy_of = copy_of
+        self._start = form_values(copy_of)
         self._estimate_timer: Timer | None = None
         self._parameters_timer: Timer | None = None
         self._creating = False
         self._defaults: tuple[Any, ...] | None = None
         self._refused: set[str] = set()  # the fields with a refusal shown under them
+        self._keep_focus = False  # switching the collection's kind leaves the focus alone
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="form"):
             yield Label("Description")
-            yield Input(placeholder="what the hunt is for", id="description")
+            yield Input(self._start["description"], placeholder="what the hunt is for",
+                        id="description")
             yield _refusal("description")
             with Horizontal(id="collection-kind"):
                 yield Label("Collection")
@@ -123,44 +136,59 @@ class NewHuntScreen(Screen[None]):
                     yield RadioButton("Artifacts", id="artifacts-mode")
                 yield Label("ctrl+t switches", id="collection-hint")
             yield Label("Collection query (runs on each recruited client)", classes="vql-only")
-            yield VQLEditor("", id="query", placeholder="SELECT * FROM info()",
-                            classes="vql-only")
+            yield VQLEditor(self._start["query"], id="query",
+                            placeholder="SELECT * FROM info()", classes="vql-only")
             yield _refusal("query", classes="vql-only")
             with Vertical(id="artifacts", classes="artifacts-only"):
                 yield ArtifactPicker(id="picker")
                 yield _refusal("picker")
                 yield Static("No artifact yet: pick one above (enter adds it).", id="none-chosen")
             yield Label("Client-side condition (each agent runs it)")
-            yield VQLEditor(DEFAULT_CLIENT_CONDITION, id="client_condition")
+            yield VQLEditor(self._start["client_condition"], id="client_condition")
             yield _refusal("client_condition")
             yield Label("Server-side condition (over the agent's rows as `rows`; empty: every"
                         " client)")
             # Empty by default, as the command line's: the template is only a hint.
-            yield VQLEditor("", id="server_condition", allow_empty=True,
+            yield VQLEditor(self._start["server_condition"], id="server_condition",
+                            allow_empty=True,
                             placeholder=SERVER_CONDITION_TEMPLATE)
             yield _refusal("server_condition")
             yield Static("", id="estimate")
             with Grid(id="limits"):
-                for field_id, label, value in (
-                    ("rate", "Rate (clients/min, 0 = unlimited)", "0"),
-                    ("limit", "Client limit (0 = none)", "0"),
-                    ("expires", "Expires after (90m, 12h, 7d)", "7d"),
-                    ("timeout", "Timeout per client (s)", f"{DEFAULT_LIMITS.timeout:g}"),
-                    ("max_rows", "Max rows (0 = none)", str(DEFAULT_LIMITS.max_rows)),
-                    ("max_upload_mb", "Max upload MB (0 = none)",
-                     str(DEFAULT_LIMITS.max_upload_bytes // (1024 * 1024))),
+                for field_id, label in (
+                    ("rate", "Rate (clients/min, 0 = unlimited)"),
+                    ("limit", "Client limit (0 = none)"),
+                    ("expires", "Expires after (90m, 12h, 7d)"),
+                    ("timeout", "Timeout per client (s)"),
+                    ("max_rows", "Max rows (0 = none)"),
+                    ("max_upload_mb", "Max upload MB (0 = none)"),
                 ):
                     yield Label(label)
                     with Vertical(classes="limit"):
-                        yield Input(value, id=field_id)
+                        yield Input(self._start[field_id], id=field_id)
                         yield _refusal(field_id)
             yield Checkbox("Start now", False, id="start")
+            # After "Start now", so the tab order up to it is what it always was.
+            with Grid(id="schedule"):
+                yield Label("Start at (2026-12-24T18:00, +2h)")
+                with Vertical(classes="limit"):
+                    yield Input("", id="start_at")
+                    yield _refusal("start_at")
+                yield Label("Max errors (5, or 10%; 0 = none)")
+                with Vertical(classes="limit"):
+                    yield Input(self._start["max_errors"], id="max_errors")
+                    yield _refusal("max_errors")
         # Refusals that concern no one field: over the footer, in view whatever is scrolled.
         yield Static("", id="problem")
         yield Footer()
 
     def on_mount(self) -> None:
         self.add_class("-vql-mode")
+        if self.copy_of is not None:
+            self.sub_title = f"copy of {self.copy_of['hunt_id']}"
+            if self.copy_of.get("artifacts"):
+                self._keep_focus = True  # on the description, not the artifact search
+                self.query_one("#artifacts-mode", RadioButton).value = True
         self.query_one("#description", Input).focus()
         self._schedule_estimate()
         self.load_artifacts()
@@ -169,8 +197,7 @@ class NewHuntScreen(Screen[None]):
     def _state(self) -> tuple[Any, ...]:
         """Everything the operator can type or pick, to tell a filled-in form from a new one."""
         return (
-            tuple((i.id, i.value) for i in self.query(Input) if i.id in _LIMIT_IDS
-                  or i.id == "description"),
+            tuple((i.id, i.value) for i in self.query(Input) if i.id in _FORM_INPUTS),
             tuple((e.id, e.text) for e in self.query(VQLEditor)),
             self.query_one("#start", Checkbox).value,
             tuple((f.artifact_name, repr(f.values())) for f in self._chosen()),
@@ -196,7 +223,29 @@ class NewHuntScreen(Screen[None]):
         except ServiceError as error:
             picker.set_failure(str(error))
             return
+        if self not in self.app.screen_stack:
+            return  # the form was left while the library was on its way
         picker.set_artifacts(artifacts)
+        if self.copy_of is not None and self.copy_of.get("artifacts"):
+            await self._fill_artifacts(artifacts, self.copy_of["artifacts"])
+
+    async def _fill_artifacts(self, library: list[dict[str, Any]],
+                              chosen: list[dict[str, Any]]) -> None:
+        """The copied hunt's artifacts, each with the values it ran with; the form counts as
+        untouched afterwards (leaving it loses nothing typed)."""
+        untouched = not self.has_input
+        known = {str(artifact["name"]): artifact for artifact in library}
+        missing = [str(a["name"]) for a in chosen if str(a["name"]) not in known]
+        forms = [ArtifactParameters(known[str(a["name"])], a.get("parameters") or {})
+                 for a in chosen if str(a["name"]) in known]
+        if forms:
+            await self.query_one("#artifacts", Vertical).mount_all(forms)
+            self.query_one("#none-chosen", Static).display = False
+            self.refresh_bindings()
+        if missing:
+            self._say(f"Not in the server's library any more: {', '.join(missing)}")
+        if untouched:
+            self._defaults = self._state()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "remove_artifact":
@@ -216,6 +265,9 @@ class NewHuntScreen(Screen[None]):
         self.set_class(artifacts, "-artifacts-mode")
         self.set_class(not artifacts, "-vql-mode")
         self.refresh_bindings()
+        if self._keep_focus:
+            self._keep_focus = False
+            return
         # On to where the collection is given.
         target: Widget = self.query_one(ArtifactPicker).search if artifacts \
             else self.query_one("#query", VQLEditor)
@@ -303,7 +355,7 @@ class NewHuntScreen(Screen[None]):
         """What the form says, checked. Raises FieldRefusal for the first wrong field (or
         ParameterProblem for an artifact's parameter)."""
         collection = self._collection()
-        fields = ["client_condition", "server_condition", *_LIMIT_IDS]
+        fields = ["client_condition", "server_condition", *_LIMIT_IDS, *_SCHEDULE_IDS]
         if not collection:
             fields.insert(0, "query")
         for field_id in fields:
@@ -323,7 +375,9 @@ class NewHuntScreen(Screen[None]):
             "limit": int(field["limit"]),
             "timeout": float(field["timeout"]),
             "max_rows": int(field["max_rows"]),
-            "max_upload_bytes": int(float(field["max_upload_mb"]) * 1024 * 1024),
+            "max_upload_bytes": round(float(field["max_upload_mb"]) * MIB),
+            "start_at": field["start_at"] or None,
+            "max_errors": field["max_errors"] or 0,
         }
 
     def _field_problem(self, field_id: str) -> str | None:
@@ -338,6 +392,13 @@ class NewHuntScreen(Screen[None]):
         if field_id == "picker":
             return None if self._chosen() else \
                 "no artifact chosen: type part of a name, then enter adds it"
+        if field_id == "start_at":
+            given = self.query_one("#start_at", Input).value.strip()
+            if given and self.query_one("#start", Checkbox).value:
+                return "start now or at a time, not both: untick Start now or clear this"
+            return None  # the server reads the time
+        if field_id == "max_errors":
+            return max_errors_problem(self.query_one("#max_errors", Input).value.strip() or "0")
         if field_id not in _LIMIT_IDS:
             return None  # the description: anything goes
         text = self.query_one(f"#{field_id}", Input).value.strip()
@@ -428,8 +489,13 @@ class NewHuntScreen(Screen[None]):
             self._refused_by_server(str(error))
             return
         self.app.hunts[hunt["hunt_id"]] = hunt
-        self.app.notify(f"{hunt['hunt_id']} created" + (" and started" if values["start"]
-                                                         else " (paused: press s to start)"))
+        if hunt["state"] == "scheduled":
+            said = f": {countdown(hunt['start_at'], self.app.clock())} (s starts it now)"
+        elif values["start"]:
+            said = " and started"
+        else:
+            said = " (paused: press s to start)"
+        self.app.notify(f"{hunt['hunt_id']} created{said}")
         home = next((screen for screen in self.app.screen_stack
                      if screen is not self and hasattr(screen, "select_hunt")), None)
         self.dismiss(None)
@@ -518,6 +584,49 @@ _LIMIT_NUMBERS = {
     "max_rows": (True, "max rows"), "max_upload_mb": (False, "max upload MB"),
 }
 _LIMIT_IDS = ("rate", "limit", "expires", "timeout", "max_rows", "max_upload_mb")
+_SCHEDULE_IDS = ("start_at", "max_errors")
+_FORM_INPUTS = ("description", *_LIMIT_IDS, *_SCHEDULE_IDS)
+
+
+def lifetime_text(seconds: float) -> str:
+    """A lifetime as the expiry field takes it, in the largest unit that says it whole to the
+    minute (to the hour beyond two days, the day beyond thirty): ``7d``, ``36h``, ``90m``."""
+    minutes = max(round(seconds / 60), 1)
+    if minutes >= 30 * 24 * 60:
+        minutes = round(minutes / (24 * 60)) * 24 * 60
+    elif minutes >= 2 * 24 * 60:
+        minutes = round(minutes / 60) * 60
+    if minutes % (24 * 60) == 0:
+        return f"{minutes // (24 * 60)}d"
+    if minutes % 60 == 0:
+        return f"{minutes // 60}h"
+    return f"{minutes}m"
+
+
+def form_values(hunt: dict[str, Any] | None) -> dict[str, str]:
+    """What the form's fields open with: the defaults, or ``hunt``'s specification (its
+    expiry as the lifetime it was given; a VQL query only when it was not compiled from
+    artifacts)."""
+    if hunt is None:
+        return {
+            "description": "", "query": "", "client_condition": DEFAULT_CLIENT_CONDITION,
+            "server_condition": "", "rate": "0", "limit": "0", "expires": "7d",
+            "timeout": f"{DEFAULT_LIMITS.timeout:g}", "max_rows": str(DEFAULT_LIMITS.max_rows),
+            "max_upload_mb": str(DEFAULT_LIMITS.max_upload_bytes // MIB), "max_errors": "0",
+        }
+    return {
+        "description": str(hunt.get("description") or ""),
+        "query": "" if hunt.get("artifacts") else str(hunt.get("query") or ""),
+        "client_condition": str(hunt.get("client_condition") or ""),
+        "server_condition": str(hunt.get("server_condition") or ""),
+        "rate": f"{float(hunt.get('rate') or 0):g}",
+        "limit": str(int(hunt.get("limit") or 0)),
+        "expires": lifetime_text(float(hunt["expires"]) - float(hunt["created"])),
+        "timeout": f"{float(hunt.get('timeout') or 0):g}",
+        "max_rows": str(int(hunt.get("max_rows") or 0)),
+        "max_upload_mb": f"{int(hunt.get('max_upload_bytes') or 0) / MIB:.10g}",
+        "max_errors": max_errors_text(hunt),
+    }
 
 
 def _refusal(field_id: str, classes: str = "") -> Static:

@@ -114,9 +114,12 @@ class ArtifactParameters(Vertical):
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, ArtifactParameters.Edited) and message.form is self.form
 
-    def __init__(self, artifact: dict[str, Any]) -> None:
+    def __init__(self, artifact: dict[str, Any], values: dict[str, Any] | None = None) -> None:
+        """The form of ``artifact`` (as ``list_artifacts`` gives it), its fields holding
+        ``values`` where given (a copied hunt's), else the defaults."""
         super().__init__()
         self.artifact = artifact
+        self._given = {str(name): str(value) for name, value in (values or {}).items()}
         self.fields: dict[str, Field] = {}
         self._problems: dict[str, Static] = {}
         self.border_title = Text(str(artifact["name"]))  # drawn as it is, never as markup
@@ -143,25 +146,25 @@ class ArtifactParameters(Vertical):
 
     def _field(self, parameter: dict[str, Any]) -> ComposeResult:
         name, kind = str(parameter["name"]), str(parameter.get("type") or "string")
-        default = _initial(parameter)
+        initial = self._given.get(name, _initial(parameter))
         label = Text.assemble((str(parameter.get("friendly_name") or name), "bold"),
                               (f" ({kind})", "dim"))
         if parameter.get("description"):
             label.append(" " + " ".join(str(parameter["description"]).split()))
         field: Field
         if kind == "bool":
-            field = Checkbox(label, default.strip().upper() in TRUE_WORDS, compact=True)
+            field = Checkbox(label, initial.strip().upper() in TRUE_WORDS, compact=True)
         else:
             yield Label(label, classes="parameter-label")
             choices = [str(choice) for choice in parameter.get("choices") or []]
             if kind == "choices" and choices:
                 field = Select([(Text(choice), choice) for choice in choices],
-                               value=default if default in choices else choices[0],
+                               value=initial if initial in choices else choices[0],
                                allow_blank=False, compact=True)
-            elif kind in MULTILINE_TYPES or "\n" in default:
-                field = TextArea(default, soft_wrap=True, tab_behavior="focus", compact=True)
+            elif kind in MULTILINE_TYPES or "\n" in initial:
+                field = TextArea(initial, soft_wrap=True, tab_behavior="focus", compact=True)
             else:
-                field = Input(default, compact=True)
+                field = Input(initial, compact=True)
         self.fields[name] = field
         yield field
         problem = Static("", classes="parameter-problem")

@@ -27,7 +27,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Sparkline, Static
 
-from velotui.display import duration
+from velotui.display import countdown, duration
 
 # Completions are shown per bucket of this many seconds, for this many buckets (two minutes).
 BUCKET_SECONDS = 2.0
@@ -79,14 +79,17 @@ def checked_count(hunt: Mapping[str, Any]) -> int:
 def eta_text(hunt: Mapping[str, Any], observed_per_second: float | None) -> str:
     """What is left of the hunt, in a few words.
 
-    A paused or stopped hunt shows its state (and stop reason); a hunt with nothing pending or
+    A paused or stopped hunt shows its state (and the reason); a hunt with nothing pending or
     running shows ``done``; with a recruitment rate R per minute and P pending clients, the time
     to recruit them all (``ETA 3m20s``); without a rate, the time to finish pending and running
     clients at `observed_per_second` completions; ``ETA —`` when there is no such rate.
     """
     state = hunt.get("state")
     if state == "paused":
-        return "paused"
+        reason = str(hunt.get("stop_reason") or "").strip()
+        if not reason:
+            return "paused"
+        return reason if reason.lower().startswith("paused") else f"paused: {reason}"
     if state == "stopped":
         reason = str(hunt.get("stop_reason") or "").strip()
         if not reason:
@@ -247,7 +250,8 @@ def build_view(
         sparkline_caption=(
             f"Completions per {BUCKET_SECONDS:g}s, last {window}: {round(sum(sparkline)):,}"
         ),
-        eta=eta_text(hunt, observed),
+        eta=(countdown(hunt.get("start_at"), now) if hunt.get("state") == "scheduled"
+             else eta_text(hunt, observed)),
         rate=rate_text(hunt, observed),
     )
 
