@@ -7,6 +7,7 @@ schedule it had. The time passing while the server is down is written into the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -89,3 +90,39 @@ def test_a_schedule_that_came_due_while_the_server_was_down_starts_at_its_return
                  interval=0.2, what="the agent's results")
         assert hunts(datastore)[hunt_ids["cancelled"]]["counts"] == after[
             hunt_ids["cancelled"]]["counts"]
+
+
+def test_a_crash_between_a_deletes_commit_and_its_files_removal_removes_them_at_restart(
+    tmp_path: Path
+) -> None:
+    """The server dies right after a delete commits, before it removes the hunt's uploaded
+    files: the list of files to remove was committed with the delete, so the next start removes
+    them; nothing is left on disk that no row refers to."""
+    datastore = tmp_path / "datastore"
+    uploads = Datastore.open(datastore).uploads_dir
+    evidence = tmp_path / "evidence.bin"
+    evidence.write_bytes(b"e" * 200_000)
+    server = ServerProcess(datastore).start("delete.after_commit=exit")
+    config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
+    agent = AgentProcess(config, tmp_path / "agent").start()
+    with running(server, agent):
+        wait_for(lambda: any(c["online"] for c in call(datastore, "list_clients")), 60,
+                 interval=0.1, what="the agent online")
+        hunt_id = call(datastore, "create_hunt", start=True, query=(
+            f"SELECT upload(file='{evidence}') AS Upload FROM scope()"))["hunt_id"]
+        wait_for(lambda: hunts(datastore)[hunt_id]["counts"]["results"] == 1, 60,
+                 interval=0.2, what="the upload")
+        call(datastore, "stop_hunt", hunt_id=hunt_id)
+        files = [path for path in uploads.rglob("*") if path.is_file()]
+        assert [path.stat().st_size for path in files] == [200_000]
+
+        with contextlib.suppress(Exception):  # the server dies before it answers
+            call(datastore, "delete_hunt", hunt_id=hunt_id)
+        server.died_at("delete.after_commit")
+        assert files[0].exists()  # committed, not yet removed
+
+        server.start()
+        assert hunt_id not in hunts(datastore)
+        assert not files[0].exists()
+        with contextlib.closing(sqlite3.connect(datastore / "velotui.db")) as database:
+            assert database.execute("SELECT COUNT(*) FROM upload_removals").fetchone() == (0,)

@@ -19,6 +19,8 @@ The points (see where ``reach`` is called):
 - ``finish.after_commit``: a flow's end (and its client's queue move) is committed, memory not
   yet updated;
 - ``condition.after_judge``: a server-side condition judged, its outcome not yet stored.
+- ``delete.after_commit``: a hunt's rows are deleted (and its files listed for removal), its
+  files not yet removed;
 - ``check.before_write``: the foreman is about to record that it checks clients for a hunt (and
   to store their condition checks), nothing written yet.
 """

@@ -100,6 +100,12 @@ class HuntManager:
             self.flows.apply(changes)
         # A schedule that came due while the server was down starts now (or, expired, ends).
         await self.start_due()
+        # Files of a hunt deleted just before a crash go now.
+        leftovers = await self.db.hunts.upload_removals()
+        if leftovers:
+            files, size = await self._remove_uploads(leftovers)
+            log.warning("removed %d files (%d bytes) of hunts deleted before a restart", files,
+                        size)
         self._tasks = [
             asyncio.create_task(self._recruit_forever(), name="hunt-recruiter"),
             asyncio.create_task(self._publish_forever(), name="hunt-publisher"),
@@ -255,7 +261,7 @@ class HuntManager:
         self._changed(hunt_id)
         return hunt
 
-    async def delete(self, hunt_id: str, uploads_dir: Path) -> dict[str, Any]:
+    async def delete(self, hunt_id: str) -> dict[str, Any]:
         """Remove the hunt: its rows, logs, flows, clients and uploaded files, and give the
         space back. Raises HuntError on a running or scheduled hunt, or one with collections
         in flight. Returns what went: rows, clients, files, bytes_freed (the datastore's drop)."""
@@ -277,12 +283,19 @@ class HuntManager:
             self.foreman.hunt_deleted(hunt_id)
         self._deleted.add(hunt_id)
         self._published.set()
-        files, file_bytes = await asyncio.to_thread(_remove_uploads, uploads_dir,
-                                                    deleted.uploads)
+        await failpoints.reach("delete.after_commit")
+        files, file_bytes = await self._remove_uploads(deleted.uploads)
         await self.db.store.reclaim()
         freed = max(before - _database_bytes(database), 0) + file_bytes
         return {"hunt_id": hunt_id, "bytes_freed": freed, "rows": deleted.rows,
                 "files": files, "clients": deleted.clients}
+
+    async def _remove_uploads(self, uploads: Sequence[tuple[str, str, int]]) -> tuple[int, int]:
+        """Remove these uploads' files, then strike them from the durable list of files to
+        remove; how many files and bytes went."""
+        removed = await asyncio.to_thread(_remove_uploads, self.flows.uploads_dir, uploads)
+        await self.db.hunts.uploads_removed(uploads)
+        return removed
 
     async def stop(self, hunt_id: str, reason: str = "stopped by the operator",
                    cancel_in_flight: bool = True) -> HuntRecord:

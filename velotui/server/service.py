@@ -499,7 +499,7 @@ class Service:
         and uploaded files, the disk space given back. ``{"hunt_id", "bytes_freed", "rows",
         "files", "clients"}``."""
         hunt = self._hunt(hunt_id)
-        deleted = await self.server.hunts.delete(hunt.hunt_id, self.server.datastore.uploads_dir)
+        deleted = await self.server.hunts.delete(hunt.hunt_id)
         await self.server.audit.record(self.actor, "delete", hunt.hunt_id,
                                        description=hunt.description, **{
                                            k: v for k, v in deleted.items() if k != "hunt_id"})

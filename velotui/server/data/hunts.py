@@ -289,6 +289,9 @@ class HuntTable:
                     f"SELECT client_id, flow_id, upload_id FROM uploads WHERE {of_hunt}",
                     (hunt_id,))],
             )
+            tx.execute("INSERT INTO upload_removals (client_id, flow_id, upload_id)"
+                       f" SELECT client_id, flow_id, upload_id FROM uploads WHERE {of_hunt}",
+                       (hunt_id,))
             for table in ("flow_rows", "flow_logs", "uploads"):
                 deleted.records += tx.changed(f"DELETE FROM {table} WHERE {of_hunt}",
                                               (hunt_id,))
@@ -342,6 +345,18 @@ class HuntTable:
         """A hunt that stopped on its own has nothing left in flight."""
         await self.store.write(lambda tx: tx.execute(
             "UPDATE hunts SET draining = 0 WHERE hunt_id = ? AND draining = 1", (hunt_id,)))
+
+    async def upload_removals(self) -> list[tuple[str, str, int]]:
+        """Uploads of deleted hunts whose files may still be on disk (client, flow, upload)."""
+        rows = await self.store.fetch_all(
+            "SELECT client_id, flow_id, upload_id FROM upload_removals", pool="agents")
+        return [(r["client_id"], r["flow_id"], r["upload_id"]) for r in rows]
+
+    async def uploads_removed(self, uploads: Sequence[tuple[str, str, int]]) -> None:
+        """These uploads' files are gone from disk."""
+        await self.store.write(lambda tx: tx.executemany(
+            "DELETE FROM upload_removals WHERE client_id = ? AND flow_id = ? AND upload_id = ?",
+            list(uploads)))
 
     # Clients ------------------------------------------------------------------------------------
 

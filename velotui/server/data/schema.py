@@ -158,6 +158,16 @@ CREATE TABLE IF NOT EXISTS uploads (
     complete INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, flow_id, upload_id)
 );
+
+-- Uploaded files still to be removed from disk: a deleted hunt's, written in the transaction that
+-- deletes its rows and cleared once the files are gone, so a crash in between leaves a list to
+-- finish at the next start rather than files nothing refers to.
+CREATE TABLE IF NOT EXISTS upload_removals (
+    client_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL,
+    upload_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, flow_id, upload_id)
+);
 """
 
 # Columns added since version 1, as (table, column, definition): a datastore made by an older
