@@ -73,6 +73,10 @@ async def test_a_hunt_scheduled_set_paused_copied_archived_and_deleted(
 
     paused = await velotui("hunt", "pause", hunt_id)
     assert paused.status == 0 and "paused (paused by " in paused.out
+    plain = await velotui("hunt", "copy", hunt_id)
+    assert plain.status == 0 and plain.out.startswith("H.") and plain.out.count("\n") == 1
+    assert plain.err == f"copied {hunt_id} to {plain.out.strip()} (paused: velotui hunt start" \
+        f" {plain.out.strip()})\n"
     copied = await velotui("hunt", "copy", hunt_id, "--json")
     copy = json.loads(copied.out)
     assert copy["copied_from"] == hunt_id and copy["state"] == "paused"
@@ -81,10 +85,11 @@ async def test_a_hunt_scheduled_set_paused_copied_archived_and_deleted(
     archived = await velotui("hunt", "archive", hunt_id, "--json")
     assert json.loads(archived.out)["archived"] is not None
     listed = (await velotui("hunt", "list", "--json")).out
-    assert [json.loads(line)["hunt_id"] for line in listed.splitlines()] == [copy["hunt_id"]]
+    assert [json.loads(line)["hunt_id"] for line in listed.splitlines()] == [
+        copy["hunt_id"], plain.out.strip()]
     listed = (await velotui("hunt", "list", "--all", "--json")).out
     assert {json.loads(line)["hunt_id"] for line in listed.splitlines()} == {
-        hunt_id, copy["hunt_id"]}
+        hunt_id, plain.out.strip(), copy["hunt_id"]}
 
     # No terminal to ask on and no --yes: refused, nothing deleted.
     monkeypatch.setattr("sys.stdin", io.StringIO(""))

@@ -274,8 +274,11 @@ def _hunt_action(method: str | None) -> Any:
             if "relaunched" in hunt:
                 print(f"relaunched {hunt['relaunched']} clients of {hunt['hunt_id']}")
             if method == "copy_hunt":
+                # The new ID alone on stdout, as `hunt create` prints it, for scripts.
                 print(f"copied {args.hunt_id} to {hunt['hunt_id']} (paused: velotui hunt start"
-                      f" {hunt['hunt_id']})")
+                      f" {hunt['hunt_id']})", file=sys.stderr)
+                print(hunt["hunt_id"])
+                return 0
             sys.stdout.write(describe_hunt(hunt))
         return 0
 
