@@ -28,6 +28,7 @@ from velotui.server.data.flows import Ending
 from velotui.server.data.records import DEFAULT_LIMITS
 from velotui.server.datastore import Datastore
 from velotui.widgets.live_table import LiveTable
+from velotui.widgets.vql_editor import VQLEditor
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
 DB_01 = CLIENTS[3][0]
@@ -142,7 +143,10 @@ def test_collect_form_refuses_bad_vql(snap_compare: Any, seeded: Path) -> None:
         await pilot.pause()
         await pilot.press("ctrl+s")
         await until(pilot, lambda: app.screen.query_one("#problem").has_class("-shown"))
-        await pilot.pause(0.3)
+        # The status line under the editor waits for typing to pause: wait for it, not a time.
+        editor = app.screen.query_one("#query", VQLEditor)
+        await until(pilot, lambda: not editor.check_pending
+                    and editor.query_one("#vql-status").has_class("-invalid"))
         await steady(pilot)
 
     assert snap_compare(console(seeded, snapshot=True), run_before=steps, terminal_size=(80, 24))

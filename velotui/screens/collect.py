@@ -24,7 +24,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import (
-    Button,
     DataTable,
     Footer,
     Header,
@@ -37,12 +36,13 @@ from textual.widgets import (
 
 from velotui.clipboard import copy_json
 from velotui.display import duration, utc_seconds
+from velotui.screens.collection_form import CollectionForm
 from velotui.screens.dialogs import ConfirmScreen
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import DEFAULT_LIMITS
 from velotui.vql.values import cell_text
-from velotui.widgets.artifact_parameters import ArtifactParameters, ParameterProblem
+from velotui.widgets.artifact_parameters import ParameterProblem
 from velotui.widgets.artifact_picker import ArtifactPicker
 from velotui.widgets.live_table import NavigableTable, plain
 from velotui.widgets.vql_editor import VQLEditor
@@ -87,7 +87,7 @@ def _number(text: str, what: str, *, whole: bool) -> float:
     return value
 
 
-class CollectScreen(Screen[None]):
+class CollectScreen(CollectionForm):
     """The form for a one-off collection on ``client`` (as ``list_clients`` gives one)."""
 
     CSS_PATH = "collect.tcss"
@@ -152,81 +152,9 @@ class CollectScreen(Screen[None]):
         self.query_one("#query", VQLEditor).focus()
         self.load_artifacts()
 
-    @property
-    def artifacts_mode(self) -> bool:
-        return self.has_class("-artifacts-mode")
-
-    @work(exclusive=True, group="artifacts")
-    async def load_artifacts(self) -> None:
-        """The server's library, once, for the picker to search as the operator types."""
-        picker = self.query_one(ArtifactPicker)
-        try:
-            artifacts = await self.app.api.list_artifacts()
-        except ServiceError as error:
-            picker.set_failure(str(error))
-            return
-        picker.set_artifacts(artifacts)
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "remove_artifact":
-            return self.artifacts_mode and bool(self._chosen())
-        return True
-
-    def action_ignore(self) -> None:
-        pass
-
-    def action_switch_collection(self) -> None:
-        button = "#vql-mode" if self.artifacts_mode else "#artifacts-mode"
-        self.query_one(button, RadioButton).value = True
-
-    @on(RadioSet.Changed, "#collection")
-    def collection_changed(self, event: RadioSet.Changed) -> None:
-        artifacts = event.pressed.id == "artifacts-mode"
-        self.set_class(artifacts, "-artifacts-mode")
-        self.set_class(not artifacts, "-vql-mode")
+    def collection_switched(self, artifacts: bool) -> bool:
         self._say("")
-        self.refresh_bindings()
-        target: Widget = self.query_one(ArtifactPicker).search if artifacts \
-            else self.query_one("#query", VQLEditor)
-        target.focus()
-
-    def _chosen(self) -> list[ArtifactParameters]:
-        return list(self.query(ArtifactParameters))
-
-    @on(ArtifactPicker.Chosen)
-    async def artifact_chosen(self, event: ArtifactPicker.Chosen) -> None:
-        name = event.artifact["name"]
-        form = next((f for f in self._chosen() if f.artifact_name == name), None)
-        if form is None:
-            form = ArtifactParameters(event.artifact)
-            await self.query_one("#artifacts", Vertical).mount(form)
-            self.query_one("#none-chosen", Static).display = False
-            self._say("")
-            self.refresh_bindings()
-        first = next(iter(form.fields.values()), None)
-        (first or form).scroll_visible(animate=False)
-        if first is not None:
-            first.focus()
-
-    @on(Button.Pressed, ".remove")
-    async def remove_pressed(self, event: Button.Pressed) -> None:
-        form = next(a for a in event.button.ancestors if isinstance(a, ArtifactParameters))
-        await self._remove(form)
-
-    async def action_remove_artifact(self) -> None:
-        """Remove the artifact whose parameters hold the focus (else the last one added)."""
-        chosen = self._chosen()
-        focused = self.focused
-        form = next((f for f in chosen if focused is not None and f in focused.ancestors),
-                    chosen[-1] if chosen else None)
-        if form is not None and self.artifacts_mode:
-            await self._remove(form)
-
-    async def _remove(self, form: ArtifactParameters) -> None:
-        await form.remove()
-        self.query_one("#none-chosen", Static).display = not self._chosen()
-        self.refresh_bindings()
-        self.query_one(ArtifactPicker).search.focus()
+        return True
 
     def _say(self, text: str) -> None:
         problem = self.query_one("#problem", Static)

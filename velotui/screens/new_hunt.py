@@ -21,11 +21,9 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import (
-    Button,
     Checkbox,
     Footer,
     Header,
@@ -38,6 +36,7 @@ from textual.widgets import (
 )
 
 from velotui.display import countdown
+from velotui.screens.collection_form import CollectionForm
 from velotui.screens.dialogs import ConfirmScreen
 from velotui.screens.hunt_edit import max_errors_problem, max_errors_text
 from velotui.server.errors import ServiceError
@@ -88,7 +87,7 @@ class FieldRefusal(ValueError):
         self.field_id = field_id
 
 
-class NewHuntScreen(Screen[None]):
+class NewHuntScreen(CollectionForm):
     """The form for a new hunt."""
 
     CSS_PATH = "new_hunt.tcss"
@@ -210,24 +209,9 @@ class NewHuntScreen(Screen[None]):
 
     # The collection: VQL or artifacts ---------------------------------------------------------
 
-    @property
-    def artifacts_mode(self) -> bool:
-        return self.has_class("-artifacts-mode")
-
-    @work(exclusive=True, group="artifacts")
-    async def load_artifacts(self) -> None:
-        """The server's library, once, for the picker to search as the operator types."""
-        picker = self.query_one(ArtifactPicker)
-        try:
-            artifacts = await self.app.api.list_artifacts()
-        except ServiceError as error:
-            picker.set_failure(str(error))
-            return
-        if self not in self.app.screen_stack:
-            return  # the form was left while the library was on its way
-        picker.set_artifacts(artifacts)
+    async def artifacts_loaded(self, library: list[dict[str, Any]]) -> None:
         if self.copy_of is not None and self.copy_of.get("artifacts"):
-            await self._fill_artifacts(artifacts, self.copy_of["artifacts"])
+            await self._fill_artifacts(library, self.copy_of["artifacts"])
 
     async def _fill_artifacts(self, library: list[dict[str, Any]],
                               chosen: list[dict[str, Any]]) -> None:
@@ -247,69 +231,11 @@ class NewHuntScreen(Screen[None]):
         if untouched:
             self._defaults = self._state()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "remove_artifact":
-            return self.artifacts_mode and bool(self._chosen())
-        return True
-
-    def action_ignore(self) -> None:
-        pass
-
-    def action_switch_collection(self) -> None:
-        button = "#vql-mode" if self.artifacts_mode else "#artifacts-mode"
-        self.query_one(button, RadioButton).value = True
-
-    @on(RadioSet.Changed, "#collection")
-    def collection_changed(self, event: RadioSet.Changed) -> None:
-        artifacts = event.pressed.id == "artifacts-mode"
-        self.set_class(artifacts, "-artifacts-mode")
-        self.set_class(not artifacts, "-vql-mode")
-        self.refresh_bindings()
+    def collection_switched(self, artifacts: bool) -> bool:
         if self._keep_focus:
             self._keep_focus = False
-            return
-        # On to where the collection is given.
-        target: Widget = self.query_one(ArtifactPicker).search if artifacts \
-            else self.query_one("#query", VQLEditor)
-        target.focus()
-
-    def _chosen(self) -> list[ArtifactParameters]:
-        return list(self.query(ArtifactParameters))
-
-    @on(ArtifactPicker.Chosen)
-    async def artifact_chosen(self, event: ArtifactPicker.Chosen) -> None:
-        name = event.artifact["name"]
-        form = next((f for f in self._chosen() if f.artifact_name == name), None)
-        if form is None:
-            form = ArtifactParameters(event.artifact)
-            await self.query_one("#artifacts", Vertical).mount(form)
-            self.query_one("#none-chosen", Static).display = False
-            self._say("")
-            self.refresh_bindings()
-        first = next(iter(form.fields.values()), None)
-        (first or form).scroll_visible(animate=False)
-        if first is not None:
-            first.focus()
-
-    @on(Button.Pressed, ".remove")
-    async def remove_pressed(self, event: Button.Pressed) -> None:
-        form = next(a for a in event.button.ancestors if isinstance(a, ArtifactParameters))
-        await self._remove(form)
-
-    async def action_remove_artifact(self) -> None:
-        """Remove the artifact whose parameters hold the focus (else the last one added)."""
-        chosen = self._chosen()
-        focused = self.focused
-        form = next((f for f in chosen if focused is not None and f in focused.ancestors),
-                    chosen[-1] if chosen else None)
-        if form is not None and self.artifacts_mode:
-            await self._remove(form)
-
-    async def _remove(self, form: ArtifactParameters) -> None:
-        await form.remove()
-        self.query_one("#none-chosen", Static).display = not self._chosen()
-        self.refresh_bindings()
-        self.query_one(ArtifactPicker).search.focus()
+            return False
+        return True
 
     # Live estimate ------------------------------------------------------------------------------
 
