@@ -161,14 +161,7 @@ class Service:
         (``query``) or ``artifacts`` (``[{"name", "parameters"}]``, compiled as a hunt's are;
         the flow keeps them, so it is shown by the artifacts it runs)."""
         client_id = self._known_client(client_id)
-        chosen_artifacts = ""
-        if artifacts:
-            if str(query or "").strip():
-                raise ServiceError("give the collection as a query or as artifacts, not both")
-            collection = self._compile_artifacts(artifacts, definitions)
-            query = collection.query
-            chosen_artifacts = json.dumps(list(collection.artifacts))
-        query = check_query(query)
+        query, chosen_artifacts = self._collection(query, artifacts, definitions)
         limits = collection_limits(timeout, max_rows, max_upload_bytes, max_logs,
                                    max_log_bytes, max_uploads)
         record = await self.server.flows.schedule(client_id, query, artifacts=chosen_artifacts,
@@ -268,6 +261,18 @@ class Service:
         except (ArtifactError, CompileError) as error:
             raise ServiceError(str(error)) from None
 
+    def _collection(self, query: Any, artifacts: Any, definitions: list[dict[str, str]] | None,
+                    what: str = "query") -> tuple[str, str]:
+        """The VQL a collection runs, given as ``query`` or as ``artifacts`` (compiled here),
+        and the artifacts it was compiled from as JSON text ('' for VQL)."""
+        if not artifacts:
+            return check_query(query, what), ""
+        if str(query or "").strip():
+            raise ServiceError("give the collection as a query or as artifacts, not both")
+        collection = self._compile_artifacts(artifacts, definitions)
+        return (check_query(collection.query, what),
+                json.dumps(list(collection.artifacts)))
+
     def _compile_artifacts(self, artifacts: Any,
                            definitions: list[dict[str, str]] | None) -> Collection:
         if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts):
@@ -359,14 +364,8 @@ class Service:
         The collection is VQL (``query``) or ``artifacts`` (``[{"name", "parameters"}]``,
         compiled with the server's library and any ``definitions`` sent along, as
         ``[{"origin", "text"}]``). Refuses VQL that does not parse, naming line and column."""
-        chosen_artifacts = ""
-        if artifacts:
-            if str(query or "").strip():
-                raise ServiceError("give the collection as a query or as artifacts, not both")
-            collection = self._compile_artifacts(artifacts, definitions)
-            query = collection.query
-            chosen_artifacts = json.dumps(list(collection.artifacts))
-        query = check_query(query, "collection query")
+        query, chosen_artifacts = self._collection(query, artifacts, definitions,
+                                                   "collection query")
         client_condition = check_query(client_condition, "client-side condition")
         server_condition = arguments.text(server_condition, "the server-side condition",
                                           maximum=arguments.MAX_QUERY)
