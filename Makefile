@@ -18,11 +18,12 @@ run: $(INSTALLED)
 	$(BIN)/velotui --demo 25 --datastore .velotui-demo --listen 127.0.0.1:0
 
 # Two workers, one per core of the CI machine: tests are independent (each has its own ports,
-# folders and tmux socket). TEST_WORKERS=0 runs the suite in one process.
+# folders and tmux socket); each idle worker takes work from the other (worksteal), so a slow test
+# near the end does not leave one core idle. TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check velotui agent tests benchmarks
