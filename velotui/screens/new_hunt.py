@@ -224,6 +224,8 @@ class NewHuntScreen(CollectionForm):
                  for a in chosen if str(a["name"]) in known]
         if forms:
             await self.query_one("#artifacts", Vertical).mount_all(forms)
+            if self not in self.app.screen_stack:
+                return  # the form was created or left while its artifacts were mounted
             self.query_one("#none-chosen", Static).display = False
             self.refresh_bindings()
         if missing:
