@@ -38,6 +38,7 @@ from textual.widgets import (
 from velotui.clipboard import copy_json
 from velotui.display import duration, utc_seconds
 from velotui.screens.dialogs import ConfirmScreen
+from velotui.screens.operator_keys import role_refuses
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import DEFAULT_LIMITS
@@ -168,6 +169,8 @@ class CollectScreen(Screen[None]):
         picker.set_artifacts(artifacts)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if role_refuses(self, action):
+            return None
         if action == "remove_artifact":
             return self.artifacts_mode and bool(self._chosen())
         return True
@@ -375,6 +378,10 @@ class CollectionScreen(Screen[None]):
         log.add_columns("Time (UTC)", "Level", "Message")
         yield log
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys the operator's role may not use are greyed out (see ``operator_keys``)."""
+        return None if role_refuses(self, action) else True
 
     def on_mount(self) -> None:
         self.sub_title = f"{self.flow_id} on {client_name(self.client)}"
