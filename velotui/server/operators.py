@@ -68,7 +68,7 @@ class OperatorDirectory:
         ``first_token`` (the datastore's api_token)."""
         first = OperatorRecord(FIRST_ADMIN, "admin", token_hash(first_token), time.time(),
                                "first start")
-        await self.db.operators.add(first, "server", only_if_none=True)
+        await self.db.operators.add(first, None, only_if_none=True)
         await self._reload()
 
     async def _reload(self) -> None:

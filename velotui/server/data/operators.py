@@ -36,10 +36,11 @@ class OperatorTable:
         return [OperatorRecord(row["name"], row["role"], row["token_hash"], row["created"],
                                row["creator"]) for row in rows]
 
-    async def add(self, record: OperatorRecord, actor: str, only_if_none: bool = False
+    async def add(self, record: OperatorRecord, actor: str | None, only_if_none: bool = False
                   ) -> bool:
-        """Insert ``record`` (audited as ``actor``); False when ``only_if_none`` and some
-        operator exists already. Raises ``OperatorExists`` for a name or token taken."""
+        """Insert ``record`` (audited as ``actor``; None: the server's own first admin, no
+        operator's action); False when ``only_if_none`` and some operator exists already.
+        Raises ``OperatorExists`` for a name or token taken."""
 
         def op(tx: Transaction) -> bool:
             if only_if_none and tx.one("SELECT 1 FROM operators LIMIT 1") is not None:
@@ -52,8 +53,9 @@ class OperatorTable:
                      record.creator))
             except sqlite3.IntegrityError:
                 raise OperatorExists(record.name) from None
-            append_audit(tx, record.created, actor, "operator_add", record.name,
-                         {"role": record.role})
+            if actor is not None:
+                append_audit(tx, record.created, actor, "operator_add", record.name,
+                             {"role": record.role})
             return True
 
         return await self.store.write(op)
