@@ -183,6 +183,8 @@ async def test_the_last_admin_stays_and_bad_input_is_one_line(admin: RemoteServi
         await admin.add_operator(name="dave", role="boss")
     with pytest.raises(RemoteError, match=r"^operator name 'a b'"):
         await admin.add_operator(name="a b", role="reader")
+    with pytest.raises(RemoteError, match=r"^no operator 'zed' \(see: velotui operator list\)$"):
+        await admin.remove_operator(name="zed")
     await admin.add_operator(name="erin", role="admin")
     with pytest.raises(RemoteError, match=r"^there is already an operator 'erin'"):
         await admin.add_operator(name="erin", role="reader")

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from velotui.server.data.database import Database
-from velotui.server.data.operators import OperatorExists, OperatorRecord
+from velotui.server.data.operators import LastAdmin, OperatorExists, OperatorRecord
 from velotui.server.errors import ServiceError
 from velotui.server.roles import ROLES
 
@@ -112,28 +112,22 @@ class OperatorDirectory:
 
     async def remove(self, name: str, actor: str) -> None:
         name = check_name(name)
-        record = self._by_name.get(name)
-        if record is None:
-            raise ServiceError(f"no operator {name!r} (see: velotui operator list)")
-        if record.role == "admin" and self._admins() == 1:
-            raise ServiceError(f"{name} is the last admin; make another admin first")
-        if not await self.db.operators.remove(name, actor, time.time()):
+        try:
+            removed = await self.db.operators.remove(name, actor, time.time())
+        except LastAdmin:
+            raise ServiceError(f"{name} is the last admin; make another admin first") from None
+        if not removed:
             raise ServiceError(f"no operator {name!r} (see: velotui operator list)")
         await self._reload()
 
     async def set_role(self, name: str, role: str, actor: str) -> str:
         """Change an operator's role; returns the old one."""
         name, role = check_name(name), check_role(role)
-        record = self._by_name.get(name)
-        if record is None:
-            raise ServiceError(f"no operator {name!r} (see: velotui operator list)")
-        if record.role == "admin" and role != "admin" and self._admins() == 1:
-            raise ServiceError(f"{name} is the last admin; make another admin first")
-        old = await self.db.operators.set_role(name, role, actor, time.time())
+        try:
+            old = await self.db.operators.set_role(name, role, actor, time.time())
+        except LastAdmin:
+            raise ServiceError(f"{name} is the last admin; make another admin first") from None
         if old is None:
             raise ServiceError(f"no operator {name!r} (see: velotui operator list)")
         await self._reload()
         return old
-
-    def _admins(self) -> int:
-        return sum(record.role == "admin" for record in self._by_name.values())

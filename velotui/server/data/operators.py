@@ -24,6 +24,13 @@ class OperatorExists(Exception):
     """The name, or the token's hash, is already an operator's."""
 
 
+class LastAdmin(Exception):
+    """The change would leave no admin (nobody could manage operators any more)."""
+
+
+_OTHER_ADMINS = "SELECT count(*) AS n FROM operators WHERE role = 'admin' AND name != ?"
+
+
 class OperatorTable:
     """Every statement about operators. Each change is audited in its own transaction."""
 
@@ -61,9 +68,14 @@ class OperatorTable:
         return await self.store.write(op)
 
     async def remove(self, name: str, actor: str, now: float) -> bool:
-        """Delete the operator (audited); False when there is none of that name."""
+        """Delete the operator (audited); False when there is none of that name. Raises
+        ``LastAdmin`` for the last admin."""
 
         def op(tx: Transaction) -> bool:
+            row = tx.one("SELECT role FROM operators WHERE name = ?", (name,))
+            if row is not None and row["role"] == "admin" and \
+                    tx.one(_OTHER_ADMINS, (name,))["n"] == 0:  # type: ignore[index]
+                raise LastAdmin(name)
             if not tx.changed("DELETE FROM operators WHERE name = ?", (name,)):
                 return False
             append_audit(tx, now, actor, "operator_remove", name, {})
@@ -73,12 +85,15 @@ class OperatorTable:
 
     async def set_role(self, name: str, role: str, actor: str, now: float) -> str | None:
         """Change the operator's role (audited); its old role, or None when there is no such
-        operator."""
+        operator. Raises ``LastAdmin`` when that would leave no admin."""
 
         def op(tx: Transaction) -> str | None:
             row = tx.one("SELECT role FROM operators WHERE name = ?", (name,))
             if row is None:
                 return None
+            if row["role"] == "admin" and role != "admin" and \
+                    tx.one(_OTHER_ADMINS, (name,))["n"] == 0:  # type: ignore[index]
+                raise LastAdmin(name)
             tx.execute("UPDATE operators SET role = ? WHERE name = ?", (role, name))
             append_audit(tx, now, actor, "operator_role", name, {"old": row["role"], "new": role})
             return str(row["role"])
