@@ -5,6 +5,7 @@ applied at the next call, and the last admin kept."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
@@ -143,13 +144,21 @@ async def test_remove_refuses_an_open_connection_at_its_next_call(
         server: Server, admin: RemoteService) -> None:
     token = (await admin.add_operator(name="bob", role="hunter"))["token"]
     bob = await connect(server, token)
+    watcher = await connect(server, token)
     try:
         assert await bob.list_hunts() == []
+        hunts = watcher.watch_hunts()
+        await admin.create_hunt(query=QUERY)
+        assert (await anext(hunts))["hunt"]["state"] == "paused"  # bob's stream is live
         assert await admin.remove_operator(name="bob") == {"name": "bob", "removed": True}
         with pytest.raises(RemoteError, match=r"removed|closed"):
             await bob.list_hunts()
+        with pytest.raises(RemoteError, match=r"closed"):  # the stream ended with it
+            await asyncio.wait_for(anext(hunts), 30)  # a bound for a failure, not a timing
+        await hunts.aclose()
     finally:
         await bob.close()
+        await watcher.close()
     with pytest.raises(RemoteError):
         await connect(server, token)
     assert [o["name"] for o in await admin.list_operators()] == ["admin"]

@@ -174,6 +174,8 @@ async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
             await send({"id": request_id, "result": None})
         else:
             await send({"id": request_id, "result": await method(**params)})
+            if name == "remove_operator":  # after the answer: the caller may be the one removed
+                await service.server.shut_out_removed_operators()
     except asyncio.CancelledError:
         raise
     except ServiceError as error:

@@ -76,6 +76,8 @@ class Server:
         self._trimmer: asyncio.Task[None] | None = None
         self.agent_gate = AgentGate()
         self.result_matches = MatchCache()  # where operators' filters matched, per hunt
+        # Open operator connections, each with the hash of the token it showed.
+        self._operator_connections: dict[ServerConnection, str] = {}
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
@@ -169,6 +171,14 @@ class Server:
             return None
         return token_hash(token)
 
+    async def shut_out_removed_operators(self) -> None:
+        """Close every connection whose operator was removed: its streams end now, not at its
+        next request."""
+        for connection, credential in list(self._operator_connections.items()):
+            if self.operators.by_hash(credential) is None:
+                with contextlib.suppress(Exception):
+                    await connection.close(int(CloseCode.AUTH_FAILED), "operator removed")
+
     # Connections --------------------------------------------------------------------------------
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -205,7 +215,11 @@ class Server:
         elif path == protocol.OPERATOR_PATH:
             allow_full_frames(connection)  # its bearer token was checked at the upgrade
             credential = getattr(connection, "velotui_credential", "")
-            await serve_operator(connection, self, credential)
+            self._operator_connections[connection] = credential
+            try:
+                await serve_operator(connection, self, credential)
+            finally:
+                self._operator_connections.pop(connection, None)
 
     # Hooks for the foreman ----------------------------------------------------------------------
 
