@@ -164,7 +164,7 @@ class Server:
             raise ValueError(f"no operator {operator!r} (see: velotui operator list)")
         self.operators.add_session_token(token, operator)
 
-    def _operator_actor(self, token: str) -> str | None:
+    def _operator_credential(self, token: str) -> str | None:
         """The hash a connection showing ``token`` is bound to, or None when no operator
         has that token."""
         if not token or self.operators.by_token(token) is None:
@@ -188,11 +188,11 @@ class Server:
         if path == protocol.OPERATOR_PATH:
             header = request.headers.get("Authorization", "")
             token = header.removeprefix("Bearer ").strip()
-            actor = self._operator_actor(token)
-            if actor is None:
+            credential = self._operator_credential(token)
+            if credential is None:
                 log.warning("operator connection refused: bad token")
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
-            connection.velotui_credential = actor  # type: ignore[attr-defined]
+            connection.velotui_credential = credential  # type: ignore[attr-defined]
             return None
         return connection.respond(http.HTTPStatus.NOT_FOUND, "no such endpoint\n")
 
