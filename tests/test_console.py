@@ -183,7 +183,7 @@ async def test_labels_are_added_and_removed_by_keys(tmp_path: Path) -> None:
         await until(pilot, lambda: "Triage" not in str(table.get_row(client_id)[-1]), 10)
         audit = await app.api.audit_log()
         assert [entry["action"] for entry in audit] == ["label", "label"]
-        assert audit[0]["actor"].startswith("console:")
+        assert audit[0]["actor"] == "admin"  # the first admin: no operator is named as the user
 
 
 async def test_the_command_palette_offers_the_screens_actions(tmp_path: Path) -> None:
@@ -249,7 +249,7 @@ async def test_connect_attaches_to_a_running_server_which_outlives_the_console(
         shown = velotui("hunt", "show", hunt_id, "--json", "--datastore", str(datastore))
         assert '"state": "running"' in shown.stdout
         audit = velotui("audit", "--json", "--datastore", str(datastore)).stdout
-        assert '"action": "start"' in audit and '"actor": "operator"' in audit
+        assert '"action": "start"' in audit and '"actor": "admin"' in audit
         assert f'"sha256": "{digest}"' in audit
     finally:
         server.stop()

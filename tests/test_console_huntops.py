@@ -110,7 +110,7 @@ async def test_p_pauses_a_running_hunt_its_collections_go_on_and_s_resumes_it(
         await until(pilot, lambda: app.hunts[hunt_id]["state"] == "paused", 10, "paused")
         stored = await server_hunt(app, hunt_id)
         assert stored["state"] == "paused"
-        assert stored["stop_reason"].startswith("paused by console:")
+        assert stored["stop_reason"] == "paused by admin"
         # Paused, not stopped: what was running still runs.
         assert stored["counts"]["running"] == 2 and stored["counts"]["errors"] == 0
         assert state_shown(app, hunt_id) == "paused"  # asked for: no reason in the table

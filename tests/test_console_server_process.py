@@ -101,13 +101,13 @@ async def test_quitting_stops_the_server_process_and_its_fleet_which_yield_to_th
     assert Datastore.open(datastore).read_server_address() is None  # it stopped, cleanly
 
 
-async def test_the_audit_log_names_the_consoles_user(tmp_path: Path) -> None:
+async def test_the_audit_log_names_the_operator_the_console_acts_as(tmp_path: Path) -> None:
     app = console(seed(tmp_path / "datastore"))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await app.api.label_client(client_id=CLIENTS[0][0], add=["Triage"])
         audit = await app.api.audit_log()
-        assert audit[0]["actor"].startswith("console:")
+        assert audit[0]["actor"] == "admin"  # the first admin: no operator is named as the user
 
 
 async def test_a_console_that_cannot_start_says_why_and_leaves_nothing_running(

@@ -137,7 +137,7 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     assert "Triage" in labelled.stdout
     audit = [json.loads(line) for line in cli(server, "audit", "--json").stdout.splitlines()]
     assert [a["action"] for a in audit] == ["create", "start", "export", "stop", "label"]
-    assert {a["actor"] for a in audit} == {"operator"}
+    assert {a["actor"] for a in audit} == {"admin"}
 
 
 def test_an_export_over_a_remote_connection_lands_on_the_operators_side(seed_fleet,

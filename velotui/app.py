@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from textual import work
+from textual.actions import ActionParseResult
+from textual.actions import parse as parse_action
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.message import Message
 
 from velotui.key_order import KeysInOrder
@@ -24,6 +27,7 @@ from velotui.screens.commands import ConsoleCommands
 from velotui.screens.dialogs import ConfirmScreen, ExportOptions, ExportScreen
 from velotui.screens.help import HelpScreen
 from velotui.screens.hunts import HuntsScreen
+from velotui.screens.operator_keys import key_refusal
 from velotui.server.datastore import DatastoreError
 from velotui.server.errors import ServiceError
 from velotui.server_link import EmbeddedLink, ServerLink
@@ -64,6 +68,7 @@ class VelotuiApp(KeysInOrder):
         self.follow = follow  # False in snapshot tests: draw what is stored, no live updates
         self.api: Any = None
         self.hunts: dict[str, dict[str, Any]] = {}
+        self.operator: dict[str, Any] | None = None  # who the console acts as: {"name", "role"}
         self.failure: str | None = None
         self.reconnecting = False
         self._hunts_dirty = False
@@ -83,6 +88,7 @@ class VelotuiApp(KeysInOrder):
             self.failure = f"velotui: cannot start: {error}"
             self.exit(1)
             return
+        self.operator = (await self.api.server_info()).get("operator")
         # Archived ones too: the hunts screen hides them until H shows them.
         for hunt in await self.api.list_hunts(all=True):
             self.hunts[hunt["hunt_id"]] = hunt
@@ -103,7 +109,31 @@ class VelotuiApp(KeysInOrder):
             return  # follow_hunts reports a lost server
         if self.reconnecting:
             return
-        self.sub_title = f"{info['online']} of {info['clients']} clients online"
+        self.operator = info.get("operator", self.operator)  # a role changed meanwhile
+        self.sub_title = f"{info['online']} of {info['clients']} clients online{self.acting_as}"
+        self.screen.refresh_bindings()
+
+    @property
+    def acting_as(self) -> str:
+        """" · as NAME (role)" for the header: who the server takes this console for."""
+        if not self.operator:
+            return ""
+        return f" · as {self.operator['name']} ({self.operator['role']})"
+
+    def key_refusal(self, action: str) -> str | None:
+        """Why the operator's role may not use the key for ``action``; None when it may."""
+        return key_refusal(self.operator, action)
+
+    async def run_action(self, action: str | ActionParseResult,
+                         default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        """A key the role does not allow says so in one line rather than doing nothing."""
+        name = parse_action(action)[1] if isinstance(action, str) else action[1]
+        refused = self.key_refusal(name)
+        if refused is not None:
+            self.notify(refused, title="Not allowed", severity="warning")
+            return True
+        return await super().run_action(action, default_namespace, namespaces)
 
     async def on_unmount(self) -> None:
         await self.link.stop()

@@ -1,7 +1,7 @@
 """The server a console embeds, run as the console's child process.
 
     python -m velotui.embedded_server [--datastore DIR] [--listen HOST:PORT] [--demo N]
-                                      [--demo-processes P]
+                                      [--demo-processes P] [--operator NAME]
 
 The console (``velotui`` with no command) starts this and talks to it through the operator API,
 as ``--connect`` does: the server's agent traffic, commits, VQL and garbage collections run in a
@@ -14,6 +14,10 @@ Once listening it writes one JSON line to standard output, ``{"url", "token", "c
 input ends (the console closed it, or died) or SIGTERM, then stops its demo fleet, then
 itself, finishing its queued writes. From then on what it writes to standard error goes to
 ``<datastore>/logs/embedded.stderr``; its log to ``server.log`` there, as ``velotui serve``'s.
+
+The console acts as an operator: ``--operator NAME``, else the operator named as the local user
+if there is one, else the admin whose token is the datastore's ``api_token`` (the local user
+owns the datastore, so may act as any of its operators).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default=DEFAULT_LISTEN)
     parser.add_argument("--demo", type=int, default=0)
     parser.add_argument("--demo-processes", type=int, default=None)
+    parser.add_argument("--operator", default=None)
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)  # the database, logs, uploads and exports are its user's alone
     # The operator's keys and frames come first when the cores are short: the console is idle
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
     except (ValueError, DatastoreError, OSError) as error:
         return _refuse(str(error))
-    return asyncio.run(_run(Server(datastore, args.listen), args.demo, args.demo_processes))
+    return asyncio.run(_run(Server(datastore, args.listen), args.demo, args.demo_processes,
+                            args.operator))
 
 
 def _user() -> str:
@@ -73,12 +79,28 @@ def _user() -> str:
         return "unknown"
 
 
+def console_operator(server: Server, requested: str | None) -> str:
+    """The operator the console acts as (see the module's notes). Raises ValueError."""
+    operators = server.operators
+    if requested:
+        if operators.get(requested) is None:
+            raise ValueError(f"no operator {requested!r} (see: velotui operator list)")
+        return requested
+    if operators.get(_user()) is not None:
+        return _user()
+    first = operators.by_token(server.datastore.api_token())
+    if first is None:
+        raise ValueError("the admin of the api_token file was removed: give --operator NAME")
+    return first.name
+
+
 def _refuse(reason: str) -> int:
     print(json.dumps({"error": reason}), flush=True)
     return 1
 
 
-async def _run(server: Server, demo: int, demo_processes: int | None) -> int:
+async def _run(server: Server, demo: int, demo_processes: int | None,
+               operator: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -88,14 +110,19 @@ async def _run(server: Server, demo: int, demo_processes: int | None) -> int:
         with contextlib.suppress(Exception):
             await server.stop()
         return _refuse(f"cannot listen on {server.host}:{server.port}: {error.strerror}")
+    try:
+        acting_as = console_operator(server, operator)
+    except ValueError as error:
+        await server.stop()
+        return _refuse(str(error))
     fleet: list[subprocess.Popen[bytes]] = []
     try:
         if demo:
             processes = demo_processes or math.ceil(demo / AGENTS_PER_FLEET_PROCESS)
             fleet = start_demo_fleet(server, demo, processes)
-        # A token of the console's own, for this run: the audit log names the console's user.
+        # A token of the console's own, for this run, standing for the operator it acts as.
         token = secrets.token_urlsafe(32)
-        server.add_operator_token(token, f"console:{_user()}")
+        server.add_operator_token(token, acting_as)
         datastore = server.datastore
         print(json.dumps({"url": server.url, "agent_url": server.agent_url, "token": token,
                           "ca_pem": datastore.ca_pem()}), flush=True)

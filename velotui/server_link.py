@@ -69,6 +69,7 @@ class EmbeddedLink(ServerLink):
     listen: str = DEFAULT_LISTEN
     demo: int = 0
     demo_processes: int | None = None
+    operator: str | None = None  # who the console acts as (None: the server's default)
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     server_url: str = ""
 
@@ -79,6 +80,8 @@ class EmbeddedLink(ServerLink):
             command += ["--datastore", str(self.datastore_path)]
         if self.demo_processes is not None:
             command += ["--demo-processes", str(self.demo_processes)]
+        if self.operator:
+            command += ["--operator", self.operator]
         self.process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

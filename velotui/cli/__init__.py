@@ -11,6 +11,7 @@ from velotui.cli import (
     client_commands,
     console,
     hunt_commands,
+    operator_commands,
     query,
     server_commands,
 )
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.add_parsers(subparsers)
     hunt_commands.add_parsers(subparsers)
     artifact_commands.add_parsers(subparsers)
+    operator_commands.add_parsers(subparsers)
     return parser
 
 

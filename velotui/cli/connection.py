@@ -1,7 +1,8 @@
 """How a command finds a running server.
 
-Either ``--datastore DIR`` (the URL the server recorded there, its token and CA), or
-``--server URL --token-file F`` (with ``--ca-file``, by default ``ca.pem`` beside the token).
+Either ``--datastore DIR`` (the URL the server recorded there, its token and CA; with
+``--token-file F``, that operator's token instead), or ``--server URL --token-file F`` (with
+``--ca-file``, by default ``ca.pem`` beside the token).
 """
 
 from __future__ import annotations
@@ -46,8 +47,6 @@ async def open_remote(args: Any) -> RemoteService:
         token = _read(args.token_file, "token")
         ca_file = args.ca_file or args.token_file.parent / "ca.pem"
         return await RemoteService.connect(args.server, token, _read(ca_file, "CA certificate"))
-    if args.token_file is not None:
-        raise UsageError("--token-file goes with --server")
     datastore = existing_datastore(args.datastore)
     url = datastore.read_server_address()
     if url is None:
@@ -55,7 +54,8 @@ async def open_remote(args: Any) -> RemoteService:
             f"no server is running on {datastore.root} (start one with: velotui serve"
             f" --datastore {datastore.root})"
         )
-    return await RemoteService.connect(url, datastore.api_token(), datastore.ca_pem())
+    token = _read(args.token_file, "token") if args.token_file else datastore.api_token()
+    return await RemoteService.connect(url, token, datastore.ca_pem())
 
 
 def _read(path: Path, what: str) -> str:

@@ -27,7 +27,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        help="attach to a running `velotui serve` instead of embedding one")
     group.add_argument("--server", metavar="URL", help="with --connect: the server's URL")
     group.add_argument("--token-file", type=Path, metavar="F",
-                       help="with --connect --server: the operator API token")
+                       help="with --connect: the operator's token (default: the datastore's"
+                            " api_token, its first admin's)")
+    group.add_argument("--operator", metavar="NAME",
+                       help="the operator the embedded console acts as (default: the one named"
+                            " as the local user, else the first admin)")
     group.add_argument("--ca-file", type=Path, metavar="F",
                        help="with --connect --server: its CA (default ca.pem beside the token)")
 
@@ -36,7 +40,11 @@ def _link(args: argparse.Namespace) -> ServerLink:
     if not args.connect:
         if args.server or args.token_file:
             raise ValueError("--server and --token-file go with --connect")
-        return EmbeddedLink(datastore_path=args.datastore, listen=args.listen, demo=args.demo)
+        return EmbeddedLink(datastore_path=args.datastore, listen=args.listen, demo=args.demo,
+                            operator=args.operator)
+    if args.operator:
+        raise ValueError("--operator is for the embedded server; --connect acts as the operator"
+                         " of --token-file")
     if args.demo:
         raise ValueError("--demo needs the embedded server (leave out --connect)")
     if args.server:
@@ -50,7 +58,8 @@ def _link(args: argparse.Namespace) -> ServerLink:
     if url is None:
         raise RemoteError(f"no server is running on {datastore.root} (start one with:"
                           f" velotui serve --datastore {datastore.root})")
-    return RemoteLink(url=url, token=datastore.api_token(), ca_pem=datastore.ca_pem())
+    token = args.token_file.read_text().strip() if args.token_file else datastore.api_token()
+    return RemoteLink(url=url, token=token, ca_pem=datastore.ca_pem())
 
 
 def console_main(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from velotui.display import age, utc
 from velotui.screens.clients import labels_cell
 from velotui.screens.collect import CollectionScreen, CollectScreen
 from velotui.screens.hunt_detail import HuntDetailScreen
+from velotui.screens.operator_keys import role_refuses
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.widgets.live_table import LiveTable
 
@@ -133,6 +134,10 @@ class ClientPageScreen(Screen[None]):
         yield Static("", id="collections-heading", classes="heading")
         yield LiveTable(id="client-collections", cursor_type="row", zebra_stripes=True)
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys the operator's role may not use are greyed out (see ``operator_keys``)."""
+        return None if role_refuses(self, action) else True
 
     def on_mount(self) -> None:
         self.sub_title = f"client {self.client_id}"

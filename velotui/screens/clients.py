@@ -23,6 +23,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from velotui.clipboard import copy_json
 from velotui.display import age, utc
 from velotui.screens.dialogs import TextPrompt
+from velotui.screens.operator_keys import role_refuses
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.widgets.filter_bar import FilterBar, matches
 from velotui.widgets.live_table import LiveTable
@@ -107,6 +108,10 @@ class ClientsScreen(Screen[None]):
         yield table
         yield FilterBar(id="filter")
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys the operator's role may not use are greyed out (see ``operator_keys``)."""
+        return None if role_refuses(self, action) else True
 
     def on_mount(self) -> None:
         self._fit_columns(self.app.size.width)

@@ -304,6 +304,10 @@ class CollectionScreen(Screen[None]):
         yield log
         yield Footer()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys the operator's role may not use are greyed out (see ``operator_keys``)."""
+        return None if role_refuses(self, action) else True
+
     def on_mount(self) -> None:
         self.sub_title = f"{self.flow_id} on {client_name(self.client)}"
         self.query_one("#flow-rows").focus()

@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, RadioButton, RadioSet, Static
 
+from velotui.screens.operator_keys import role_refuses
 from velotui.server.errors import ServiceError
 from velotui.widgets.artifact_parameters import ArtifactParameters
 from velotui.widgets.artifact_picker import ArtifactPicker
@@ -47,6 +48,8 @@ class CollectionForm(Screen[None]):
         """The library has come (for a subclass to fill in chosen artifacts)."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if role_refuses(self, action):
+            return None  # greyed out: the console's operator may not
         if action == "remove_artifact":
             return self.artifacts_mode and bool(self._chosen())
         return True

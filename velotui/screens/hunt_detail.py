@@ -32,6 +32,7 @@ from velotui.display import duration, rate, size, utc, utc_seconds
 from velotui.screens.column_chooser import ColumnChooser
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
 from velotui.screens.hunt_edit import max_errors_text
+from velotui.screens.operator_keys import role_refuses
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.screens.tally import TallyScreen
 from velotui.server.errors import ServiceError
@@ -405,7 +406,10 @@ class HuntDetailScreen(HuntActions, Screen[None]):
     # Keys ---------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Keys that mean nothing in the tab shown are hidden from the footer and do nothing."""
+        """Keys that mean nothing in the tab shown are hidden from the footer and do nothing;
+        those the operator's role may not use are greyed out."""
+        if role_refuses(self, action):
+            return None
         tabs = {
             "filter_rows": ("clients", "results"),
             "page": ("clients", "results"),

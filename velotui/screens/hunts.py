@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from velotui.clipboard import copy_json
 from velotui.display import countdown, rate, utc
 from velotui.screens.hunt_actions import HUNT_BINDINGS, HuntActions
+from velotui.screens.operator_keys import role_refuses
 from velotui.widgets.filter_bar import FilterBar, matches
 from velotui.widgets.hunt_panel import HuntPanel, checked_count, finished_count
 from velotui.widgets.live_table import LiveTable
@@ -134,6 +135,10 @@ class HuntsScreen(HuntActions, Screen[None]):
         yield FilterBar(id="filter")
         yield Static("", id="empty")
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Keys the operator's role may not use are greyed out (see ``operator_keys``)."""
+        return None if role_refuses(self, action) else True
 
     def on_mount(self) -> None:
         self._fit_columns(self.app.size.width)

@@ -5,6 +5,11 @@ A request is ``{"id": n, "method": name, "params": {...}}``. A plain method answ
 and then ``{"id": n, "result": null}``. A refusal is ``{"id": n, "error": {"message": ...}}``.
 ``{"id": n, "cancel": true}`` stops a stream. Requests run concurrently.
 
+Each request acts as the operator the connection's token stands for NOW: a removed operator's
+next request is refused (and the connection closed), a changed role applies from the next
+request. A method the operator's role does not allow is refused with one line naming the role
+it needs (see ``roles``); a method not marked with a role is never served.
+
 An event that carries bytes as ``data`` (an export's ``chunk``) goes as one binary frame instead:
 the length of a JSON header (4 bytes, big-endian), the header ``{"id": n, "event": {...}}`` with
 the event's other fields, then the bytes as they are: no base64, a third fewer bytes on the wire.
@@ -20,13 +25,19 @@ import inspect
 import json
 import logging
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from velotui.server.operators import Operator
+from velotui.server.roles import allows, required_role
 from velotui.server.service import Service, ServiceError
 from velotui.vql.values import to_json_value
+from velotui.wire.protocol import CloseCode
+
+if TYPE_CHECKING:
+    from velotui.server.server import Server
 
 log = logging.getLogger(__name__)
 MAX_CONCURRENT_REQUESTS = 64
@@ -77,8 +88,20 @@ def decode_binary_event(frame: bytes) -> dict[str, Any]:
     return message
 
 
-async def serve_operator(connection: ServerConnection, service: Service) -> None:
-    """Answer requests on one operator connection until it closes."""
+def refusal(method: str, operator: Operator) -> str | None:
+    """Why ``operator`` may not call ``method`` (one line), or None when it may."""
+    needed = required_role(getattr(Service, method, None))
+    if needed is None:
+        return f"{method} is not served: it states no role"
+    if not allows(operator.role, needed):
+        return f"{method} needs the {needed} role; {operator.name} is {operator.role}"
+    return None
+
+
+async def serve_operator(connection: ServerConnection, server: Server, credential: str
+                         ) -> None:
+    """Answer requests on one operator connection until it closes; ``credential`` is the hash
+    of the token it showed."""
     tasks: dict[Any, asyncio.Task[None]] = {}
     send_lock = asyncio.Lock()
 
@@ -105,7 +128,13 @@ async def serve_operator(connection: ServerConnection, service: Service) -> None
             if len(tasks) >= MAX_CONCURRENT_REQUESTS:
                 await send({"id": request_id, "error": {"message": "too many requests at once"}})
                 continue
-            task = asyncio.create_task(_answer(service, request, send))
+            operator = server.operators.by_hash(credential)
+            if operator is None:
+                await send({"id": request_id, "error": {
+                    "message": "this token's operator was removed: the connection is closed"}})
+                await connection.close(int(CloseCode.AUTH_FAILED), "operator removed")
+                break
+            task = asyncio.create_task(_answer(Service(server, operator), request, send))
             tasks[request_id] = task
             task.add_done_callback(lambda _t, key=request_id: tasks.pop(key, None))
     except ConnectionClosed:
@@ -127,6 +156,9 @@ async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
             raise ServiceError(f"no such method {name!r}")
         if not isinstance(params, dict):
             raise ServiceError("params must be an object")
+        refused = refusal(name, service.operator)
+        if refused is not None:
+            raise ServiceError(refused)
         method = getattr(service, name)
         try:
             inspect.signature(method).bind(**params)
@@ -142,6 +174,8 @@ async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
             await send({"id": request_id, "result": None})
         else:
             await send({"id": request_id, "result": await method(**params)})
+            if name == "remove_operator":  # after the answer: the caller may be the one removed
+                await service.server.shut_out_removed_operators()
     except asyncio.CancelledError:
         raise
     except ServiceError as error:

@@ -19,7 +19,6 @@ from websockets.http11 import Request, Response
 from velotui.runtime import release_free_memory, tune_for_many_connections
 from velotui.server.artifact_library import ServerLibrary
 from velotui.server.audit import AuditLog
-from velotui.server.client_identity import secrets_equal
 from velotui.server.clients import ClientDirectory
 from velotui.server.data import Database
 from velotui.server.datastore import Datastore
@@ -28,6 +27,7 @@ from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
 from velotui.server.hunt_rows import MatchCache
 from velotui.server.operator_api import serve_operator
+from velotui.server.operators import Operator, OperatorDirectory, token_hash
 from velotui.server.service import Service
 from velotui.server.sessions import (
     HANDSHAKE_QUEUED_FRAMES,
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8443"
 TRIM_AFTER_CONNECTIONS = 100
 TRIM_CHECK_INTERVAL = 1.0
-OPERATOR_TOKEN_NAME = "operator"
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -68,9 +67,8 @@ class Server:
         self.hunts: HuntManager
         self.foreman: Foreman
         self.audit: AuditLog
+        self.operators: OperatorDirectory
         self.enrolment_secret = ""
-        self._api_token = ""
-        self._extra_tokens: dict[str, str] = {}
         self._listener: WebsocketServer | None = None
         self.url = ""
         self._connections_since_trim = 0
@@ -78,14 +76,17 @@ class Server:
         self._trimmer: asyncio.Task[None] | None = None
         self.agent_gate = AgentGate()
         self.result_matches = MatchCache()  # where operators' filters matched, per hunt
+        # Open operator connections, each with the hash of the token it showed.
+        self._operator_connections: dict[ServerConnection, str] = {}
 
     async def start(self) -> None:
         """Open the store, load state, and listen. Raises OSError if the address is taken."""
         tune_for_many_connections()
         check("SELECT * FROM scope()")  # build the VQL parser now, not in the first request
         self.enrolment_secret = self.datastore.enrolment_secret()
-        self._api_token = self.datastore.api_token()
         self.db = await Database.open(self.datastore.database_path)
+        self.operators = OperatorDirectory(self.db)
+        await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)
         await self.directory.load()
         self.flows = FlowManager(self.db, self.datastore.uploads_dir, self.directory.sessions)
@@ -147,23 +148,36 @@ class Server:
         await self.flows.close()
         await self.db.close()
 
-    def service(self, actor: str) -> Service:
-        """The operator API acting as ``actor`` (recorded in the audit log)."""
-        return Service(self, actor)
+    def service(self, operator: Operator | str) -> Service:
+        """The operator API acting as ``operator`` (recorded in the audit log). A bare name is
+        an in-process caller (a benchmark, a test) and acts as an admin; over the websocket the
+        API checks each request against the caller's current role."""
+        if isinstance(operator, str):
+            operator = Operator(operator, "admin")
+        return Service(self, operator)
 
-    def add_operator_token(self, token: str, actor: str) -> None:
-        """Also accept ``token`` on the operator API, as ``actor`` (the embedding console's own
-        token, for as long as this server runs: its audit entries name the console's user)."""
-        self._extra_tokens[token] = actor
+    def add_operator_token(self, token: str, operator: str) -> None:
+        """Also accept ``token`` on the operator API, as the operator named ``operator``, for
+        as long as this server runs (the embedding console's own token). Raises ValueError when
+        there is no such operator."""
+        if self.operators.get(operator) is None:
+            raise ValueError(f"no operator {operator!r} (see: velotui operator list)")
+        self.operators.add_session_token(token, operator)
 
-    def _operator_actor(self, token: str) -> str | None:
-        if not token:
+    def _operator_credential(self, token: str) -> str | None:
+        """The hash a connection showing ``token`` is bound to, or None when no operator
+        has that token."""
+        if not token or self.operators.by_token(token) is None:
             return None
-        actor = None
-        for known, name in ((self._api_token, OPERATOR_TOKEN_NAME), *self._extra_tokens.items()):
-            if secrets_equal(token, known):  # every one compared, in constant time each
-                actor = name
-        return actor
+        return token_hash(token)
+
+    async def shut_out_removed_operators(self) -> None:
+        """Close every connection whose operator was removed: its streams end now, not at its
+        next request."""
+        for connection, credential in list(self._operator_connections.items()):
+            if self.operators.by_hash(credential) is None:
+                with contextlib.suppress(Exception):
+                    await connection.close(int(CloseCode.AUTH_FAILED), "operator removed")
 
     # Connections --------------------------------------------------------------------------------
 
@@ -174,11 +188,11 @@ class Server:
         if path == protocol.OPERATOR_PATH:
             header = request.headers.get("Authorization", "")
             token = header.removeprefix("Bearer ").strip()
-            actor = self._operator_actor(token)
-            if actor is None:
+            credential = self._operator_credential(token)
+            if credential is None:
                 log.warning("operator connection refused: bad token")
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
-            connection.velotui_actor = actor  # type: ignore[attr-defined]
+            connection.velotui_credential = credential  # type: ignore[attr-defined]
             return None
         return connection.respond(http.HTTPStatus.NOT_FOUND, "no such endpoint\n")
 
@@ -200,8 +214,12 @@ class Server:
             await AgentSession(self, connection).run()
         elif path == protocol.OPERATOR_PATH:
             allow_full_frames(connection)  # its bearer token was checked at the upgrade
-            actor = getattr(connection, "velotui_actor", OPERATOR_TOKEN_NAME)
-            await serve_operator(connection, self.service(actor))
+            credential = getattr(connection, "velotui_credential", "")
+            self._operator_connections[connection] = credential
+            try:
+                await serve_operator(connection, self, credential)
+            finally:
+                self._operator_connections.pop(connection, None)
 
     # Hooks for the foreman ----------------------------------------------------------------------
 

@@ -46,7 +46,9 @@ from velotui.server.exports import (
 from velotui.server.hunt_explain import explain_client_in_hunt
 from velotui.server.hunt_rows import RowFilter, filtered_page, hunt_rows, tally
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, DEFAULT_EXPIRY
+from velotui.server.operators import Operator
 from velotui.server.result_queries import QueryRefused, StoredData, UnknownHunt, run_query
+from velotui.server.roles import requires
 from velotui.vql import check
 from velotui.vql.values import to_json_value
 
@@ -114,13 +116,17 @@ def collection_limits(timeout: Any, max_rows: Any, max_upload_bytes: Any, max_lo
 
 
 class Service:
-    """Operator operations, performed as ``actor``. Every argument is checked here: a request
-    is done, or refused with one line saying why."""
+    """Operator operations, performed as ``operator`` (``actor`` is its name, which the audit
+    log records). Every argument is checked here: a request is done, or refused with one line
+    saying why. Every public method states the least role that may call it (``@requires``);
+    the operator API checks it before each call."""
 
-    def __init__(self, server: Server, actor: str) -> None:
+    def __init__(self, server: Server, operator: Operator) -> None:
         self.server = server
-        self.actor = actor
+        self.operator = operator
+        self.actor = operator.name
 
+    @requires("reader")
     async def server_info(self) -> dict[str, Any]:
         directory = self.server.directory
         return {
@@ -131,10 +137,12 @@ class Service:
             "clients": len(directory.all()),
             "online": len(directory.sessions),
             "time": time.time(),
+            "operator": {"name": self.operator.name, "role": self.operator.role},
         }
 
     # Clients ------------------------------------------------------------------------------------
 
+    @requires("reader")
     async def list_clients(self) -> list[dict[str, Any]]:
         """Every known client, most recently seen first."""
         directory = self.server.directory
@@ -149,6 +157,7 @@ class Service:
 
     # Collections --------------------------------------------------------------------------------
 
+    @requires("hunter")
     async def schedule_collection(
         self, client_id: str, query: str = "", timeout: float | None = None,
         max_rows: int | None = None, max_upload_bytes: int | None = None,
@@ -173,6 +182,7 @@ class Service:
                                        **details)
         return record.describe()
 
+    @requires("hunter")
     @streaming
     async def collect(
         self, client_id: str, query: str = "", timeout: float | None = None,
@@ -192,6 +202,7 @@ class Service:
             async for event in events:
                 yield event
 
+    @requires("reader")
     @streaming
     async def follow(self, client_id: str, flow_id: str) -> AsyncIterator[dict[str, Any]]:
         """The rows and logs of a flow as they arrive, then its final ``status`` event."""
@@ -222,6 +233,7 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), 5.0)
 
+    @requires("reader")
     async def flow(self, client_id: str, flow_id: str) -> dict[str, Any]:
         """A flow's state, counts, error and uploads."""
         client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
@@ -232,6 +244,7 @@ class Service:
         described["uploads"] = await self.server.flows.uploads(client_id, flow_id)
         return described
 
+    @requires("reader")
     @streaming
     async def flow_results(self, client_id: str, flow_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every stored row of a flow, in batches: ``rows`` events."""
@@ -241,6 +254,7 @@ class Service:
         async for _seq, rows in self.server.flows.row_batches(client_id, flow_id):
             yield {"event": "rows", "rows": rows}
 
+    @requires("hunter")
     async def cancel_flow(self, client_id: str, flow_id: str) -> dict[str, Any]:
         """Cancel a flow in flight; its agent is told to stop."""
         client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
@@ -292,6 +306,7 @@ class Service:
         except CompileError as error:
             raise ServiceError(str(error)) from None
 
+    @requires("reader")
     async def list_artifacts(self, pattern: str = "") -> list[dict[str, Any]]:
         """The library's artifacts (name or description matching ``pattern``, a regular
         expression), each as a summary with its parameters."""
@@ -302,6 +317,7 @@ class Service:
             raise ServiceError(f"the pattern is not a regular expression: {error}") from None
         return [a.summary() for a in found]
 
+    @requires("reader")
     async def get_artifact(self, name: str) -> dict[str, Any]:
         """One artifact: its summary and the YAML that defines it."""
         name = arguments.text(name, "artifact name", maximum=256, empty=False)
@@ -311,6 +327,7 @@ class Service:
             raise ServiceError(str(error.args[0])) from None
         return {**artifact.summary(), "definition": artifact.text}
 
+    @requires("reader")
     async def compile_artifacts(self, artifacts: list[dict[str, Any]],
                                 definitions: list[dict[str, str]] | None = None
                                 ) -> dict[str, Any]:
@@ -319,6 +336,7 @@ class Service:
         return {"query": collection.query, "artifacts": list(collection.artifacts),
                 "sources": list(collection.sources)}
 
+    @requires("hunter")
     async def import_artifacts(self, definitions: list[dict[str, str]]) -> dict[str, Any]:
         """Add definitions (``[{"origin", "text"}]``) to the server's library, all or none:
         each must load and find every artifact it calls. Audited."""
@@ -335,6 +353,7 @@ class Service:
 
     # Hunts --------------------------------------------------------------------------------------
 
+    @requires("hunter")
     async def create_hunt(
         self,
         query: str = "",
@@ -407,6 +426,7 @@ class Service:
             return await self.start_hunt(hunt.hunt_id)
         return hunt.describe()
 
+    @requires("reader")
     async def list_hunts(self, all: bool = False) -> list[dict[str, Any]]:
         """Every hunt, newest first; archived ones only with ``all``."""
         everything = arguments.flag(all, "all")
@@ -416,6 +436,7 @@ class Service:
     def _hunt(self, hunt_id: Any) -> HuntRecord:
         return self.server.hunts.get(arguments.hunt_id(hunt_id))
 
+    @requires("reader")
     async def get_hunt(self, hunt_id: str) -> dict[str, Any]:
         """One hunt: its spec, state and counts, and why its clients in errors are there
         (``errors``: the most frequent reasons, each with its number of clients)."""
@@ -423,12 +444,14 @@ class Service:
         reasons = await self.server.db.results.error_reasons(hunt.hunt_id, 5)
         return {**hunt.describe(), "errors": to_json_value(reasons)}
 
+    @requires("hunter")
     async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Start a paused or stopped hunt, or a scheduled one early."""
         hunt = await self.server.hunts.start(self._hunt(hunt_id).hunt_id)
         await self.server.audit.record(self.actor, "start", hunt.hunt_id)
         return hunt.describe()
 
+    @requires("hunter")
     async def stop_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Stop a hunt (its collections in flight cancelled), or cancel a scheduled one."""
         hunt = self._hunt(hunt_id)
@@ -438,6 +461,7 @@ class Service:
         await self.server.audit.record(self.actor, "stop", hunt.hunt_id)
         return hunt.describe()
 
+    @requires("hunter")
     async def pause_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Pause a running hunt (its collections in flight finish) or a scheduled one (its
         schedule dropped); ``start_hunt`` resumes it."""
@@ -446,6 +470,7 @@ class Service:
         await self.server.audit.record(self.actor, "pause", hunt.hunt_id)
         return hunt.describe()
 
+    @requires("hunter")
     async def set_hunt(self, hunt_id: str, rate: Any = None, limit: Any = None,
                        expires: Any = None, max_errors: Any = None,
                        description: Any = None) -> dict[str, Any]:
@@ -479,6 +504,7 @@ class Service:
         await self.server.audit.record(self.actor, "set", hunt.hunt_id, changed=changed)
         return {**hunt.describe(), "changed": changed}
 
+    @requires("hunter")
     async def copy_hunt(self, hunt_id: str) -> dict[str, Any]:
         """A new paused hunt with the same specification (copied_from names this one)."""
         source = self._hunt(hunt_id)
@@ -487,12 +513,16 @@ class Service:
                                        copied_from=source.hunt_id)
         return hunt.describe()
 
+    @requires("hunter")
     async def archive_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Hide a stopped or paused hunt, with nothing in flight, from ``list_hunts``."""
         hunt = await self.server.hunts.archive(self._hunt(hunt_id).hunt_id)
         await self.server.audit.record(self.actor, "archive", hunt.hunt_id)
         return hunt.describe()
 
+    # Admin, not hunter: deleting destroys collected evidence for good (archiving, a hunter's,
+    # only hides it), so it is kept to the role that also administers the server.
+    @requires("admin")
     async def delete_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Delete a hunt that is neither running nor scheduled: its rows, logs, flows, clients
         and uploaded files, the disk space given back. ``{"hunt_id", "bytes_freed", "rows",
@@ -504,6 +534,7 @@ class Service:
                                            k: v for k, v in deleted.items() if k != "hunt_id"})
         return deleted
 
+    @requires("hunter")
     async def relaunch_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Re-run the clients of the hunt that ended in errors, and only those."""
         hunt = self._hunt(hunt_id)
@@ -511,6 +542,7 @@ class Service:
         await self.server.audit.record(self.actor, "relaunch", hunt.hunt_id, clients=count)
         return {**hunt.describe(), "relaunched": count}
 
+    @requires("reader")
     @streaming
     async def watch_hunts(self) -> AsyncIterator[dict[str, Any]]:
         """Every hunt, then each hunt again whenever its state or counts change."""
@@ -518,6 +550,7 @@ class Service:
             async for event in events:
                 yield event
 
+    @requires("reader")
     async def hunt_clients(self, hunt_id: str, queue: str | None = None, offset: int = 0,
                            limit: int = 1000) -> list[dict[str, Any]]:
         """The clients of a hunt with their queue and their collection's state and figures."""
@@ -528,6 +561,7 @@ class Service:
         rows = await self.server.db.results.hunt_clients(hunt.hunt_id, queue, offset, limit)
         return self._describe_hunt_clients(rows)
 
+    @requires("reader")
     async def hunt_clients_page(self, hunt_id: str, queue: str | None = None, offset: int = 0,
                                 limit: int = 100, filter: str = "") -> dict[str, Any]:
         """One page of a hunt's clients (as ``hunt_clients`` describes them) and ``total``, how
@@ -596,6 +630,7 @@ class Service:
         """Every stored row of the hunt as ``hunt_results`` gives them, one at a time."""
         return hunt_rows(self.server.db.results, hunt_id, self._member_columns)
 
+    @requires("reader")
     @streaming
     async def hunt_results(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every client's rows, each with ``ClientId``, ``Fqdn`` and ``FlowId`` first."""
@@ -604,6 +639,7 @@ class Service:
             extra = self._member_columns(batch.member)
             yield {"event": "rows", "rows": [{**extra, **row} for row in batch.rows]}
 
+    @requires("analyst")
     @streaming
     async def export_hunt(self, hunt_id: str, format: str = "json", summary: bool = False,
                           keep_on_server: str | None = None, send: bool = True
@@ -655,6 +691,7 @@ class Service:
                "entries": result.entries, "rows": result.rows, "clients": result.clients,
                "kept": kept}
 
+    @requires("reader")
     async def hunt_results_page(self, hunt_id: str, offset: int = 0, limit: int = 200,
                                 filter: str = "", column: str | None = None,
                                 value: str | None = None) -> dict[str, Any]:
@@ -679,6 +716,7 @@ class Service:
                                               self.server.result_matches)
         return {"rows": to_json_value(rows), "total": total, "offset": offset}
 
+    @requires("reader")
     async def tally_hunt_results(self, hunt_id: str, column: str, filter: str = "",
                                  limit: int = 1000) -> dict[str, Any]:
         """Every row of the hunt (those ``filter`` takes, as in ``hunt_results_page``) counted
@@ -692,6 +730,7 @@ class Service:
         wanted = _row_filter(filter, None, None)
         return await tally(self._stored_rows(hunt.hunt_id), column, wanted, limit)
 
+    @requires("analyst")
     async def query_hunt(self, hunt_id: str, query: str, limit: int = 1000) -> dict[str, Any]:
         """Run VQL on the server over stored data: ``hunt_results()`` (this hunt's rows, or
         another's with ``hunt_id=``; ``artifact=``/``source=`` pick an artifact hunt's
@@ -722,6 +761,7 @@ class Service:
             async for row in rows:
                 yield row
 
+    @requires("reader")
     async def hunt_log(self, hunt_id: str, limit: int = 1000) -> list[dict[str, Any]]:
         """Log lines and errors from the hunt's agents and its server-side judgements,
         newest last."""
@@ -731,6 +771,7 @@ class Service:
 
     # Explaining a client ------------------------------------------------------------------------
 
+    @requires("reader")
     async def explain_hunt_client(self, hunt_id: str, client_id: str) -> dict[str, Any]:
         """Where a client stands in a hunt and why: ``{"hunt_id", "client_id", "status",
         "summary", "details"}`` (see ``hunt_explain``). A client the server does not know is
@@ -742,6 +783,7 @@ class Service:
                                             directory.get(client_id),
                                             directory.is_online(client_id))
 
+    @requires("reader")
     async def client_history(self, client_id: str, limit: int = 1000) -> dict[str, Any]:
         """A client and what it took part in: ``{"client"`` (as ``list_clients`` gives it),
         ``"hunts"`` (each hunt that looked at it: hunt_id, description, hunt_state, queue,
@@ -761,6 +803,8 @@ class Service:
         return to_json_value({"client": directory.describe(record), "hunts": hunts,
                               "collections": collections})
 
+    # Analyst: it runs the operator's VQL (the server-side condition) over every client's facts.
+    @requires("analyst")
     async def estimate_hunt(self, server_condition: str = "",
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
         """How many known clients would match, judged by their last known facts: matched, total,
@@ -776,6 +820,7 @@ class Service:
 
     # Clients, audit -----------------------------------------------------------------------------
 
+    @requires("hunter")
     async def label_client(self, client_id: str, add: list[str] | None = None,
                            remove: list[str] | None = None) -> dict[str, Any]:
         """Add and remove operator-assigned labels; returns the client. Refuses to remove a
@@ -798,6 +843,8 @@ class Service:
         await self.server.audit.record(self.actor, "label", client_id, add=add, remove=remove)
         return to_json_value(self.server.directory.describe(record))
 
+    # Admin: revoking cuts an endpoint off for good; it administers the fleet, not a hunt.
+    @requires("admin")
     async def revoke_client(self, client_id: str) -> dict[str, Any]:
         """Refuse the client's key from now on: its connection is closed, its flows in flight
         end in error, and it cannot connect or enrol again with that key."""
@@ -807,9 +854,39 @@ class Service:
         await self.server.client_revoked(client_id)
         return to_json_value(self.server.directory.describe(record))
 
+    @requires("reader")
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Operator actions, oldest first."""
         return await self.server.audit.entries(arguments.whole(limit, "limit", maximum=100_000))
+
+    # Operators ----------------------------------------------------------------------------------
+
+    @requires("admin")
+    async def add_operator(self, name: str, role: str) -> dict[str, Any]:
+        """A new operator: ``{"name", "role", "token"}``. The token is shown this once; the
+        server keeps only its hash."""
+        token = await self.server.operators.add(name, role, self.actor)
+        return {"name": name, "role": role, "token": token}
+
+    @requires("admin")
+    async def list_operators(self) -> list[dict[str, Any]]:
+        """Every operator: ``{"name", "role", "created", "creator"}``, by name (no tokens)."""
+        return [{"name": record.name, "role": record.role, "created": record.created,
+                 "creator": record.creator} for record in self.server.operators.all()]
+
+    @requires("admin")
+    async def remove_operator(self, name: str) -> dict[str, Any]:
+        """Remove an operator: its token stops working at its next request. Refuses the last
+        admin."""
+        await self.server.operators.remove(name, self.actor)
+        return {"name": name, "removed": True}
+
+    @requires("admin")
+    async def set_operator_role(self, name: str, role: str) -> dict[str, Any]:
+        """Change an operator's role (from its next request on): ``{"name", "role",
+        "old_role"}``. Refuses to demote the last admin."""
+        old = await self.server.operators.set_role(name, role, self.actor)
+        return {"name": name, "role": role, "old_role": old}
 
 
 def _row_filter(filter: Any, column: Any, value: Any) -> RowFilter:

@@ -10,13 +10,15 @@ from velotui.server.data.explain_reads import ExplainReader
 from velotui.server.data.export_reads import ExportReader
 from velotui.server.data.flows import FlowTable
 from velotui.server.data.hunts import HuntTable
+from velotui.server.data.operators import OperatorTable
 from velotui.server.data.results import ResultReader
 from velotui.server.data.store import Store
 
 
 class Database:
     """Open with ``await Database.open(path)``; every SQL statement of the server is behind
-    ``flows``, ``hunts``, ``clients``, ``audit``, ``results``, ``exports`` and ``explain``."""
+    ``flows``, ``hunts``, ``clients``, ``audit``, ``operators``, ``results``, ``exports`` and
+    ``explain``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -24,6 +26,7 @@ class Database:
         self.hunts = HuntTable(store)
         self.clients = ClientTable(store)
         self.audit = AuditTable(store)
+        self.operators = OperatorTable(store)
         self.results = ResultReader(store)
         self.exports = ExportReader(store)
         self.explain = ExplainReader(store)

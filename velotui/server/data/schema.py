@@ -7,8 +7,8 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 from __future__ import annotations
 
 # 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
-# limit, archive time and the hunt it was copied from; a collection's artifacts
-SCHEMA_VERSION = 5
+# limit, archive time and the hunt it was copied from; a collection's artifacts; 6: operators
+SCHEMA_VERSION = 6
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -145,6 +145,15 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     target TEXT NOT NULL DEFAULT '',
     details TEXT NOT NULL DEFAULT '{}'
+);
+
+-- The people who use the operator API: each has a role and a token, kept only as its SHA-256.
+CREATE TABLE IF NOT EXISTS operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL,
+    creator TEXT NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS uploads (
