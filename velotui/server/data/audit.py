@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from velotui.server import failpoints
+
 if TYPE_CHECKING:
     from velotui.server.data.store import Store, Transaction
 
@@ -86,6 +88,7 @@ def append_audit(tx: Transaction, entry: AuditEntry, *, outcome: str = "allowed"
                          json.loads(details_text), outcome, reason)
     tx.execute("UPDATE audit SET hash = ? WHERE id = ?", (digest, row["id"]))
     tx.announce("audit")
+    failpoints.reach_in_writer("audit.before_commit")
     return int(row["id"])
 
 

@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from velotui.server import failpoints
 from velotui.server.data.audit import chain_unchained
 from velotui.server.data.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 
@@ -245,6 +246,8 @@ class Store:
             connection.execute("COMMIT")
             self.commits += 1
             self.operations += len(batch)
+            if "audit" in announced:
+                failpoints.reach_in_writer("audit.after_commit")
             if announced:
                 self._wake(announced)
         except Exception as error:  # the commit itself failed: nothing of the batch happened
