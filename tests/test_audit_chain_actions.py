@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.scripted_agent import ScriptedAgent
-from velotui.server.audit import ACTIONS
+from velotui.server.audit import ACTIONS, hunt_spec_hash
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.server import Server
 from velotui.server.service import Service
@@ -93,6 +93,7 @@ async def test_every_action_writes_exactly_one_record(server: Server, api: Remot
 
     record = await expect("copy", copy_hunt)
     assert record["target"] == copy["hunt_id"] and record["details"]["copied_from"] == hunt_id
+    assert record["details"]["spec_hash"] == hunt_spec_hash(server.hunts.get(copy["hunt_id"]))
     await expect("archive", lambda: api.archive_hunt(hunt_id=hunt_id), hunt_id)
     await expect("query_hunt", lambda: api.query_hunt(hunt_id=hunt_id, query=QUERY), hunt_id)
     await expect("export", lambda: drain(api.export_hunt(hunt_id=hunt_id)), hunt_id)

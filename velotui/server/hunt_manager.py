@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
+from velotui.server.audit import hunt_spec_hash
 from velotui.server.data import (
     AuditEntry,
     Database,
@@ -256,6 +257,8 @@ class HuntManager:
             max_errors_percent=source.max_errors_percent, copied_from=source.hunt_id,
             **asdict(source.limits),
         )
+        if audit is not None:  # the copy's own specification (its expiry is its own)
+            audit = replace(audit, details={**audit.details, "spec_hash": hunt_spec_hash(copied)})
         return await self.create(copied, audit)
 
     async def archive(self, hunt_id: str, audit: AuditEntry | None = None) -> HuntRecord:
