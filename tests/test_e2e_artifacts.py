@@ -200,6 +200,9 @@ def test_imported_definitions_join_the_servers_library_all_or_none(fleet: Server
     assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == [
         "Custom.Test.Echo", "Custom.Test.Hosts"]
     audit = [json.loads(line) for line in cli(fleet, "audit", "--json").stdout.splitlines()]
+    refused = [entry for entry in audit if entry["outcome"] == "refused"]
+    assert refused and {entry["action"] for entry in refused} == {"import_artifacts"}
+    audit = [entry for entry in audit if entry["outcome"] == "allowed"]  # the import that held
     assert audit[0]["action"] == "import_artifacts"
     assert audit[0]["details"]["artifacts"] == ["Custom.Test.Echo", "Custom.Test.Hosts"]
 

@@ -136,7 +136,9 @@ def test_the_seed_scenario_from_the_command_line(seed_fleet) -> None:
     assert labelled.returncode == 0, labelled.stderr
     assert "Triage" in labelled.stdout
     audit = [json.loads(line) for line in cli(server, "audit", "--json").stdout.splitlines()]
-    assert [a["action"] for a in audit] == ["create", "start", "export", "stop", "label"]
+    assert [(a["action"], a["outcome"]) for a in audit] == [
+        ("create", "allowed"), ("start", "allowed"), ("export", "allowed"),
+        ("stop", "allowed"), ("stop", "refused"), ("label", "allowed")]  # the refused stop too
     assert {a["actor"] for a in audit} == {"admin"}
 
 

@@ -1,4 +1,4 @@
-"""``velotui hunt ...``, ``velotui clients label`` and ``velotui audit``."""
+"""``velotui hunt ...`` and ``velotui clients label`` (``velotui audit``: audit_commands)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from velotui.cli import audit_commands
 from velotui.cli.artifact_options import (
     add_artifact_options,
     artifact_collection,
@@ -128,11 +129,7 @@ def add_parsers(subparsers: Any) -> None:
                              " NAME.zip (a name, not a path); alone, keep it there only")
     export.set_defaults(handler=_export_handler)
 
-    audit = subparsers.add_parser("audit", help="every operator action, with time and who")
-    add_server_options(audit)
-    audit.add_argument("--json", action="store_true")
-    audit.add_argument("--limit", type=int, default=1000, metavar="N")
-    audit.set_defaults(handler=lambda args: run_remote(args, show_audit))
+    audit_commands.add_parser(subparsers)
 
 
 def _add_tuning_parsers(actions: Any) -> None:
@@ -550,17 +547,4 @@ async def label_client(remote: RemoteService, args: argparse.Namespace) -> int:
     remove = [change[1:] for change in args.changes if change[0] == "-"]
     client = await remote.label_client(client_id=args.client_id, add=add, remove=remove)
     print(f"{client['client_id']}: {', '.join(client['labels']) or '(no labels)'}")
-    return 0
-
-
-async def show_audit(remote: RemoteService, args: argparse.Namespace) -> int:
-    entries = await remote.audit_log(limit=args.limit)
-    if args.json:
-        for entry in entries:
-            print(json.dumps(entry))
-        return 0
-    rows = [{"Time": _when(e["time"]), "Who": e["actor"], "Action": e["action"],
-             "Target": e["target"],
-             "Details": json.dumps(e["details"]) if e["details"] else ""} for e in entries]
-    sys.stdout.write(render_table(rows) if rows else "no operator actions yet\n")
     return 0

@@ -38,6 +38,7 @@ from velotui.clipboard import copy_json
 from velotui.display import duration, utc_seconds
 from velotui.screens.collection_form import CollectionForm
 from velotui.screens.dialogs import ConfirmScreen
+from velotui.screens.operator_keys import role_refuses
 from velotui.screens.row_detail import RowDetailScreen
 from velotui.server.errors import ServiceError
 from velotui.server.hunts import DEFAULT_LIMITS

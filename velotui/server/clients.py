@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from velotui.server.data import ClientRecord, Database
+from velotui.server.data import AuditEntry, ClientRecord, Database
 from velotui.server.data.clients import KeyMismatch, facts_json
 
 __all__ = ["ClientDirectory", "ClientRecord", "KeyMismatch"]
@@ -69,22 +69,23 @@ class ClientDirectory:
             record.last_hunt_timestamp = last_hunt_timestamp
         await self.db.clients.touch(client_id, now, record.last_hunt_timestamp)
 
-    async def set_operator_labels(self, client_id: str, labels: list[str]) -> ClientRecord:
+    async def set_operator_labels(self, client_id: str, labels: list[str],
+                                  audit: AuditEntry | None = None) -> ClientRecord:
         """Replace the labels the operator gave the client. Raises KeyError for an unknown ID."""
         record = self._records.get(client_id)
         if record is None:
             raise KeyError(client_id)
-        await self.db.clients.set_operator_labels(client_id, labels)
+        await self.db.clients.set_operator_labels(client_id, labels, audit)
         record.operator_labels = list(labels)
         return record
 
-    async def revoke(self, client_id: str) -> ClientRecord:
+    async def revoke(self, client_id: str, audit: AuditEntry | None = None) -> ClientRecord:
         """Refuse the client's key from now on. Raises KeyError for an unknown ID."""
         record = self._records.get(client_id)
         if record is None:
             raise KeyError(client_id)
         now = time.time()
-        if await self.db.clients.revoke(client_id, now):
+        if await self.db.clients.revoke(client_id, now, audit):
             record.revoked = now
         return record
 

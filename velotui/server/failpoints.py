@@ -23,6 +23,11 @@ The points (see where ``reach`` is called):
   files not yet removed;
 - ``check.before_write``: the foreman is about to record that it checks clients for a hunt (and
   to store their condition checks), nothing written yet.
+- ``audit.before_commit``: an operator action's audit record is written in the transaction of
+  the action's own writes, not yet committed (reached on the writer thread: ``exit`` or
+  ``off`` only, see ``reach_in_writer``);
+- ``audit.after_commit``: a transaction holding an audit record (and its action) has committed,
+  nobody told yet (on the writer thread too).
 """
 
 from __future__ import annotations
@@ -145,3 +150,20 @@ async def reach(name: str) -> None:
         await asyncio.sleep(step.seconds)
     sys.stderr.write(f"velotui failpoint {name}: resumed\n")
     sys.stderr.flush()
+
+
+def reach_in_writer(name: str) -> None:
+    """The store's writer thread passes failpoint ``name`` (inside or just after a
+    transaction, where nothing may await): only ``exit`` acts; a barrier, sleep or hold is
+    not for this thread and is passed by."""
+    if not _armed:
+        return
+    action = _armed.get(name)
+    if action is None or isinstance(action, Barrier):
+        return
+    step = action.next_step()
+    if step is None or step.kind != "exit":
+        return
+    sys.stderr.write(f"velotui failpoint {name}: exit\n")
+    sys.stderr.flush()
+    os._exit(EXIT_STATUS)

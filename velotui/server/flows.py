@@ -19,12 +19,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from velotui.server import failpoints
-from velotui.server.data import Database, FlowChange, FlowRecord
+from velotui.server.data import AuditEntry, Database, FlowChange, FlowRecord
 from velotui.server.data.flows import Ending, Ingested, UploadChunk
 from velotui.server.data.records import DEADLINE_GRACE, DEFAULT_LIMITS
 from velotui.server.ids import new_flow_id
@@ -160,10 +160,14 @@ class FlowManager:
             if count % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a console in the same loop stays responsive
 
-    async def schedule(self, client_id: str, query: str, **options: Any) -> FlowRecord:
-        """Store one flow and hand it to its agent now if it is connected (see ``prepare``)."""
+    async def schedule(self, client_id: str, query: str, audit: AuditEntry | None = None,
+                       **options: Any) -> FlowRecord:
+        """Store one flow and hand it to its agent now if it is connected (see ``prepare``);
+        ``audit`` (its target gains the flow's ID) is recorded with it."""
         record = self.prepare(client_id, query, **options)
-        await self.db.flows.insert([record])
+        if audit is not None:
+            audit = replace(audit, target=f"{audit.target}/{record.flow_id}")
+        await self.db.flows.insert([record], audit)
         await self.adopt([record])
         return record
 
@@ -381,18 +385,18 @@ class FlowManager:
 
     # Ending flows from the server's side --------------------------------------------------------
 
-    async def cancel(self, client_id: str, flow_id: str, reason: str = "cancelled by the operator"
-                     ) -> FlowRecord | None:
+    async def cancel(self, client_id: str, flow_id: str, reason: str = "cancelled by the operator",
+                     audit: AuditEntry | None = None) -> FlowRecord | None:
         """End an unfinished flow as cancelled and tell its agent to stop; None when it is
         not in flight."""
         record = self.active.get((client_id, flow_id))
         if record is None:
             return None
-        changes = await self.end_many([record], "cancelled", reason)
+        changes = await self.end_many([record], "cancelled", reason, audit)
         return changes[0].record if changes else None
 
-    async def end_many(self, records: Sequence[FlowRecord], state: str, error: str
-                       ) -> list[FlowChange]:
+    async def end_many(self, records: Sequence[FlowRecord], state: str, error: str,
+                       audit: AuditEntry | None = None) -> list[FlowChange]:
         """End unfinished flows in ``state`` in one write, and tell their agents to stop.
         Returns what ended (a flow that ended otherwise meanwhile is left as it ended)."""
         keys = [r.key for r in records if r.active]
@@ -402,7 +406,7 @@ class FlowManager:
         try:
             if state == "cancelled":
                 await failpoints.reach("cancel.before_commit")
-            changes = await self.db.flows.end(keys, Ending(state, error), time.time())
+            changes = await self.db.flows.end(keys, Ending(state, error), time.time(), audit)
             await failpoints.reach("finish.after_commit")
             self.apply(changes)
         finally:

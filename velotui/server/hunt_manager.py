@@ -17,12 +17,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
-from velotui.server.data import Database, FlowChange, FlowRecord, HuntRecord, QueueMove
+from velotui.server.audit import hunt_spec_hash
+from velotui.server.data import (
+    AuditEntry,
+    Database,
+    FlowChange,
+    FlowRecord,
+    HuntRecord,
+    QueueMove,
+)
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
@@ -138,18 +146,20 @@ class HuntManager:
 
     # Lifecycle ----------------------------------------------------------------------------------
 
-    async def create(self, hunt: HuntRecord) -> HuntRecord:
+    async def create(self, hunt: HuntRecord, audit: AuditEntry | None = None) -> HuntRecord:
         """Store a new hunt, paused, or scheduled when it has a ``start_at``; ``hunt.hunt_id``
-        is assigned here."""
+        is assigned here (and is the target of ``audit``, recorded with it)."""
         hunt.hunt_id = new_hunt_id()
         hunt.state = "scheduled" if hunt.start_at is not None else "paused"
         hunt.created = self.wall_clock()
-        await self.db.hunts.create(hunt)
+        if audit is not None:
+            audit = replace(audit, target=hunt.hunt_id)
+        await self.db.hunts.create(hunt, audit)
         self.hunts[hunt.hunt_id] = hunt
         self._changed(hunt.hunt_id)
         return hunt
 
-    async def start(self, hunt_id: str) -> HuntRecord:
+    async def start(self, hunt_id: str, audit: AuditEntry | None = None) -> HuntRecord:
         """Start (or start again, or start a scheduled hunt early) a hunt. Raises HuntError if
         it runs already, has expired, or is still at its error limit."""
         hunt = self.get(hunt_id)
@@ -163,7 +173,7 @@ class HuntManager:
                 f"{hunt_id} is at its error limit ({hunt.counts['errors']} clients in errors):"
                 f" raise it (velotui hunt set {hunt_id} --max-errors N) or relaunch the clients"
                 " in errors (velotui hunt relaunch)")
-        stored = await self.db.hunts.start(hunt_id, now, self._next_timestamp(now))
+        stored = await self.db.hunts.start(hunt_id, now, self._next_timestamp(now), audit)
         if stored is None:
             raise HuntError(f"{hunt_id} is already running")
         self._started(hunt, stored)
@@ -202,11 +212,12 @@ class HuntManager:
                 started.append(hunt.hunt_id)
         return started
 
-    async def pause(self, hunt_id: str, reason: str) -> HuntRecord:
+    async def pause(self, hunt_id: str, reason: str, audit: AuditEntry | None = None
+                    ) -> HuntRecord:
         """Stop recruiting and checking; collections in flight go on to their end. A scheduled
         hunt drops its schedule. Raises HuntError on a hunt neither running nor scheduled."""
         hunt = self.get(hunt_id)
-        stored = await self.db.hunts.pause(hunt_id, reason, self.wall_clock())
+        stored = await self.db.hunts.pause(hunt_id, reason, self.wall_clock(), audit)
         if stored is None:
             raise HuntError(f"{hunt_id} is {hunt.state}: only a running or scheduled hunt"
                             " can be paused")
@@ -214,12 +225,13 @@ class HuntManager:
         self._changed(hunt_id)
         return hunt
 
-    async def update_settings(self, hunt_id: str, values: dict[str, Any]) -> HuntRecord:
+    async def update_settings(self, hunt_id: str, values: dict[str, Any],
+                              audit: AuditEntry | None = None) -> HuntRecord:
         """Change a hunt's settings (rate, client_limit, expires, max_errors,
         max_errors_percent, description) at once: a new rate is used from the recruiter's next
         tick. Raises HuntError for a limit below the clients already recruited."""
         hunt = self.get(hunt_id)
-        change = await self.db.hunts.update_settings(hunt_id, values)
+        change = await self.db.hunts.update_settings(hunt_id, values, audit)
         if change.hunt is None and not change.refused:
             raise HuntError(f"no hunt {hunt_id!r} (see: velotui hunt list)")
         if change.hunt is None:
@@ -231,7 +243,8 @@ class HuntManager:
         self._wake.set()
         return hunt
 
-    async def copy(self, hunt_id: str, creator: str) -> HuntRecord:
+    async def copy(self, hunt_id: str, creator: str, audit: AuditEntry | None = None
+                   ) -> HuntRecord:
         """A new paused hunt with the same specification and the same lifetime from now."""
         source = self.get(hunt_id)
         lifetime = source.expires - source.created  # as long as it was given
@@ -244,13 +257,15 @@ class HuntManager:
             max_errors_percent=source.max_errors_percent, copied_from=source.hunt_id,
             **asdict(source.limits),
         )
-        return await self.create(copied)
+        if audit is not None:  # the copy's own specification (its expiry is its own)
+            audit = replace(audit, details={**audit.details, "spec_hash": hunt_spec_hash(copied)})
+        return await self.create(copied, audit)
 
-    async def archive(self, hunt_id: str) -> HuntRecord:
+    async def archive(self, hunt_id: str, audit: AuditEntry | None = None) -> HuntRecord:
         """Hide a finished hunt from the default list. Raises HuntError unless it is stopped or
         paused with nothing in flight."""
         hunt = self.get(hunt_id)
-        stored = await self.db.hunts.archive(hunt_id, self.wall_clock())
+        stored = await self.db.hunts.archive(hunt_id, self.wall_clock(), audit)
         if stored is None:
             if hunt.archived is not None:
                 raise HuntError(f"{hunt_id} is archived already")
@@ -261,7 +276,7 @@ class HuntManager:
         self._changed(hunt_id)
         return hunt
 
-    async def delete(self, hunt_id: str) -> dict[str, Any]:
+    async def delete(self, hunt_id: str, audit: AuditEntry | None = None) -> dict[str, Any]:
         """Remove the hunt: its rows, logs, flows, clients and uploaded files, and give the
         space back. Raises HuntError on a running or scheduled hunt, or one with collections
         in flight. Returns what went: rows, clients, files, bytes_freed (the datastore's drop)."""
@@ -270,7 +285,7 @@ class HuntManager:
             raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
         database = Path(self.db.store.path)
         before = _database_bytes(database)
-        deleted = await self.db.hunts.delete(hunt_id)
+        deleted = await self.db.hunts.delete(hunt_id, audit)
         if deleted is None and hunt.state in ("running", "scheduled"):  # started meanwhile
             raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
         if deleted is None:
@@ -298,7 +313,8 @@ class HuntManager:
         return removed
 
     async def stop(self, hunt_id: str, reason: str = "stopped by the operator",
-                   cancel_in_flight: bool = True) -> HuntRecord:
+                   cancel_in_flight: bool = True, audit: AuditEntry | None = None
+                   ) -> HuntRecord:
         """Stop recruiting and (unless the hunt stops itself at its client limit) cancel every
         flow of the hunt still in flight, all in one transaction. Works on a running hunt, and
         on one that stopped recruiting on its own but has collections in flight. Raises
@@ -308,7 +324,7 @@ class HuntManager:
             if cancel_in_flight:
                 await failpoints.reach("cancel.before_commit")
             change = await self.db.hunts.stop(hunt_id, reason, self.wall_clock(),
-                                              cancel=cancel_in_flight)
+                                              cancel=cancel_in_flight, audit=audit)
             if change is None:
                 raise HuntError(f"{hunt_id} is not running ({hunt.state}) and has nothing"
                                 " in flight")
@@ -319,7 +335,7 @@ class HuntManager:
         await self.flows.tell_agents(change.ended)
         return hunt
 
-    async def relaunch(self, hunt_id: str) -> int:
+    async def relaunch(self, hunt_id: str, audit: AuditEntry | None = None) -> int:
         """Run again the collections of the clients in errors, and only those; starts the hunt
         if it is not running. Returns how many clients were put back."""
         hunt = self.get(hunt_id)
@@ -330,7 +346,7 @@ class HuntManager:
             raise HuntError(f"{hunt_id} expired at {time.ctime(hunt.expires)}")
         collection = [r["client_id"] for r in rows if r["stage"] == "collection"]
         condition = [r for r in rows if r["stage"] != "collection"]
-        moves = await self.db.hunts.requeue_errors(hunt_id, collection, time.time())
+        moves = await self.db.hunts.requeue_errors(hunt_id, collection, time.time(), audit)
         self.apply_moves(moves)
         moved = len(moves)
         if condition and self.foreman is not None:

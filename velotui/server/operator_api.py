@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from velotui.server.audit import refusal_entry
 from velotui.server.operators import Operator
 from velotui.server.roles import allows, required_role
 from velotui.server.service import Service, ServiceError
@@ -179,12 +180,27 @@ async def _answer(service: Service, request: dict[str, Any], send: Any) -> None:
     except asyncio.CancelledError:
         raise
     except ServiceError as error:
+        await _record_refusal(service, name, params, str(error))
         await _send_error(send, request_id, str(error))
     except ConnectionClosed:
         pass
     except Exception as error:
         log.exception("operator request %s failed", name)
         await _send_error(send, request_id, f"internal error: {error.__class__.__name__}: {error}")
+
+
+async def _record_refusal(service: Service, name: Any, params: Any, reason: str) -> None:
+    """Record, in its own transaction and before the answer, the refusal of a call that would
+    have acted (a read refused is not recorded)."""
+    if not isinstance(name, str) or not isinstance(params, dict):
+        return
+    entry = refusal_entry(service.actor, name, params)
+    if entry is None:
+        return
+    try:
+        await service.server.audit.refused(entry, reason)
+    except Exception:  # the refusal still reaches the operator
+        log.exception("recording the refusal of %s failed", name)
 
 
 async def _send_error(send: Any, request_id: Any, message: str) -> None:

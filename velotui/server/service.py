@@ -30,8 +30,9 @@ from velotui.artifacts import (
 from velotui.artifacts.parameters import as_text
 from velotui.server import arguments
 from velotui.server.artifact_library import load_definitions, with_definitions
+from velotui.server.audit import hunt_spec_hash
 from velotui.server.conditions import estimate
-from velotui.server.data import CHECKING, QUEUES, HuntRecord
+from velotui.server.data import CHECKING, QUEUES, AuditEntry, HuntRecord
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
 from velotui.server.data.results import HuntMember
 from velotui.server.errors import ServiceError
@@ -173,13 +174,12 @@ class Service:
         query, chosen_artifacts = self._collection(query, artifacts, definitions)
         limits = collection_limits(timeout, max_rows, max_upload_bytes, max_logs,
                                    max_log_bytes, max_uploads)
-        record = await self.server.flows.schedule(client_id, query, artifacts=chosen_artifacts,
-                                                  **asdict(limits))
         details: dict[str, Any] = {"query": query}
         if chosen_artifacts:
             details["artifacts"] = json.loads(chosen_artifacts)
-        await self.server.audit.record(self.actor, "collect", f"{client_id}/{record.flow_id}",
-                                       **details)
+        record = await self.server.flows.schedule(
+            client_id, query, audit=self._entry("collect", client_id, **details),
+            artifacts=chosen_artifacts, **asdict(limits))
         return record.describe()
 
     @requires("hunter")
@@ -258,10 +258,10 @@ class Service:
     async def cancel_flow(self, client_id: str, flow_id: str) -> dict[str, Any]:
         """Cancel a flow in flight; its agent is told to stop."""
         client_id, flow_id = arguments.client_id(client_id), arguments.flow_id(flow_id)
-        record = await self.server.flows.cancel(client_id, flow_id)
+        record = await self.server.flows.cancel(
+            client_id, flow_id, audit=self._entry("cancel", f"{client_id}/{flow_id}"))
         if record is None:
             raise ServiceError(f"flow {flow_id} on {client_id} is not running")
-        await self.server.audit.record(self.actor, "cancel", f"{client_id}/{flow_id}")
         return record.describe()
 
     # Artifacts ----------------------------------------------------------------------------------
@@ -347,8 +347,9 @@ class Service:
             names = self.server.artifacts.import_definitions(loaded)
         except (ArtifactError, CompileError) as error:
             raise ServiceError(str(error)) from None
-        await self.server.audit.record(self.actor, "import_artifacts", ",".join(names),
-                                       artifacts=names)
+        # The definitions are files, not rows: recorded in a transaction of its own
+        await self.server.audit.record(self._entry("import_artifacts", ",".join(names),
+                                                   artifacts=names))
         return {"imported": names}
 
     # Hunts --------------------------------------------------------------------------------------
@@ -413,7 +414,6 @@ class Service:
             creator=self.actor, artifacts=chosen_artifacts, start_at=scheduled,
             max_errors=error_count, max_errors_percent=error_share, **asdict(limits),
         )
-        hunt = await self.server.hunts.create(hunt)
         details: dict[str, Any] = {"description": hunt.description, "query": query}
         if chosen_artifacts:
             details["artifacts"] = json.loads(chosen_artifacts)
@@ -421,7 +421,7 @@ class Service:
             details["start_at"] = scheduled
         if error_count or error_share:
             details["max_errors"] = _error_limit_text(hunt)
-        await self.server.audit.record(self.actor, "create", hunt.hunt_id, **details)
+        hunt = await self.server.hunts.create(hunt, self._hunt_entry("create", hunt, **details))
         if start:
             return await self.start_hunt(hunt.hunt_id)
         return hunt.describe()
@@ -447,8 +447,8 @@ class Service:
     @requires("hunter")
     async def start_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Start a paused or stopped hunt, or a scheduled one early."""
-        hunt = await self.server.hunts.start(self._hunt(hunt_id).hunt_id)
-        await self.server.audit.record(self.actor, "start", hunt.hunt_id)
+        hunt = self._hunt(hunt_id)
+        hunt = await self.server.hunts.start(hunt.hunt_id, self._hunt_entry("start", hunt))
         return hunt.describe()
 
     @requires("hunter")
@@ -457,17 +457,17 @@ class Service:
         hunt = self._hunt(hunt_id)
         reason = (f"cancelled before its start by {self.actor}" if hunt.state == "scheduled"
                   else f"stopped by {self.actor}")
-        hunt = await self.server.hunts.stop(hunt.hunt_id, reason)
-        await self.server.audit.record(self.actor, "stop", hunt.hunt_id)
+        hunt = await self.server.hunts.stop(hunt.hunt_id, reason,
+                                            audit=self._hunt_entry("stop", hunt))
         return hunt.describe()
 
     @requires("hunter")
     async def pause_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Pause a running hunt (its collections in flight finish) or a scheduled one (its
         schedule dropped); ``start_hunt`` resumes it."""
-        hunt = await self.server.hunts.pause(self._hunt(hunt_id).hunt_id,
-                                             f"paused by {self.actor}")
-        await self.server.audit.record(self.actor, "pause", hunt.hunt_id)
+        hunt = self._hunt(hunt_id)
+        hunt = await self.server.hunts.pause(hunt.hunt_id, f"paused by {self.actor}",
+                                             self._hunt_entry("pause", hunt))
         return hunt.describe()
 
     @requires("hunter")
@@ -498,26 +498,31 @@ class Service:
             raise ServiceError("nothing to change: give a rate, limit, expiry, max errors or"
                                " description")
         before = _settings(hunt)
-        hunt = await self.server.hunts.update_settings(hunt.hunt_id, values)
+        # What the change will be, recorded in the transaction that makes it
+        planned = dataclasses.replace(hunt, **values)
+        expected = _settings(planned)
+        planned_changes = {key: [before[key], expected[key]] for key in expected
+                           if before[key] != expected[key]}
+        hunt = await self.server.hunts.update_settings(
+            hunt.hunt_id, values, self._hunt_entry("set", planned, changed=planned_changes))
         after = _settings(hunt)
         changed = {key: [before[key], after[key]] for key in after if before[key] != after[key]}
-        await self.server.audit.record(self.actor, "set", hunt.hunt_id, changed=changed)
         return {**hunt.describe(), "changed": changed}
 
     @requires("hunter")
     async def copy_hunt(self, hunt_id: str) -> dict[str, Any]:
         """A new paused hunt with the same specification (copied_from names this one)."""
         source = self._hunt(hunt_id)
-        hunt = await self.server.hunts.copy(source.hunt_id, self.actor)
-        await self.server.audit.record(self.actor, "copy", hunt.hunt_id,
-                                       copied_from=source.hunt_id)
+        hunt = await self.server.hunts.copy(
+            source.hunt_id, self.actor,
+            self._hunt_entry("copy", source, copied_from=source.hunt_id))
         return hunt.describe()
 
     @requires("hunter")
     async def archive_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Hide a stopped or paused hunt, with nothing in flight, from ``list_hunts``."""
-        hunt = await self.server.hunts.archive(self._hunt(hunt_id).hunt_id)
-        await self.server.audit.record(self.actor, "archive", hunt.hunt_id)
+        hunt = self._hunt(hunt_id)
+        hunt = await self.server.hunts.archive(hunt.hunt_id, self._hunt_entry("archive", hunt))
         return hunt.describe()
 
     # Admin, not hunter: deleting destroys collected evidence for good (archiving, a hunter's,
@@ -528,18 +533,15 @@ class Service:
         and uploaded files, the disk space given back. ``{"hunt_id", "bytes_freed", "rows",
         "files", "clients"}``."""
         hunt = self._hunt(hunt_id)
-        deleted = await self.server.hunts.delete(hunt.hunt_id)
-        await self.server.audit.record(self.actor, "delete", hunt.hunt_id,
-                                       description=hunt.description, **{
-                                           k: v for k, v in deleted.items() if k != "hunt_id"})
+        deleted = await self.server.hunts.delete(
+            hunt.hunt_id, self._hunt_entry("delete", hunt, description=hunt.description))
         return deleted
 
     @requires("hunter")
     async def relaunch_hunt(self, hunt_id: str) -> dict[str, Any]:
         """Re-run the clients of the hunt that ended in errors, and only those."""
         hunt = self._hunt(hunt_id)
-        count = await self.server.hunts.relaunch(hunt.hunt_id)
-        await self.server.audit.record(self.actor, "relaunch", hunt.hunt_id, clients=count)
+        count = await self.server.hunts.relaunch(hunt.hunt_id, self._hunt_entry("relaunch", hunt))
         return {**hunt.describe(), "relaunched": count}
 
     @requires("reader")
@@ -684,9 +686,10 @@ class Service:
         except ExportError as error:
             raise ServiceError(str(error)) from None
         kept = str(result.path) if result.path is not None else None
-        await self.server.audit.record(self.actor, "export", hunt_id, format=format,
-                                       summary=summary, sent=bool(send), kept=kept,
-                                       bytes=result.bytes, sha256=result.sha256)
+        # An export writes no rows: its record has a transaction of its own, before the answer
+        await self.server.audit.record(self._entry(
+            "export", hunt_id, format=format, summary=summary, sent=bool(send), kept=kept,
+            bytes=result.bytes, sha256=result.sha256))
         yield {"event": "done", "bytes": result.bytes, "sha256": result.sha256,
                "entries": result.entries, "rows": result.rows, "clients": result.clients,
                "kept": kept}
@@ -746,12 +749,11 @@ class Service:
                           lambda: self.list_hunts(all=True), self.list_clients)
         try:
             result = await run_query(query, data, limit)
-        except QueryRefused as error:
-            await self.server.audit.record(self.actor, "query_hunt", hunt.hunt_id, query=query,
-                                           refused=str(error))
+        except QueryRefused as error:  # recorded as refused by the operator API
             raise ServiceError(str(error)) from None
-        await self.server.audit.record(self.actor, "query_hunt", hunt.hunt_id, query=query,
-                                       rows=len(result.rows), truncated=result.truncated)
+        await self.server.audit.record(self._entry(
+            "query_hunt", hunt.hunt_id, query=query, rows=len(result.rows),
+            truncated=result.truncated))
         return {"rows": result.rows, "truncated": result.truncated, "limit": limit}
 
     async def _hunt_rows_by_id(self, hunt_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -839,8 +841,8 @@ class Service:
         for label in add:
             if label not in labels:
                 labels.append(label)
-        record = await self.server.directory.set_operator_labels(client_id, labels)
-        await self.server.audit.record(self.actor, "label", client_id, add=add, remove=remove)
+        record = await self.server.directory.set_operator_labels(
+            client_id, labels, self._entry("label", client_id, add=add, remove=remove))
         return to_json_value(self.server.directory.describe(record))
 
     # Admin: revoking cuts an endpoint off for good; it administers the fleet, not a hunt.
@@ -849,8 +851,7 @@ class Service:
         """Refuse the client's key from now on: its connection is closed, its flows in flight
         end in error, and it cannot connect or enrol again with that key."""
         client_id = self._known_client(client_id)
-        record = await self.server.directory.revoke(client_id)
-        await self.server.audit.record(self.actor, "revoke", client_id)
+        record = await self.server.directory.revoke(client_id, self._entry("revoke", client_id))
         await self.server.client_revoked(client_id)
         return to_json_value(self.server.directory.describe(record))
 
@@ -887,6 +888,36 @@ class Service:
         "old_role"}``. Refuses to demote the last admin."""
         old = await self.server.operators.set_role(name, role, self.actor)
         return {"name": name, "role": role, "old_role": old}
+
+    @requires("reader")
+    async def verify_audit(self) -> dict[str, Any]:
+        """Check the audit log's hash chain: ``{"intact", "records"`` (checked before the
+        first broken one, or all), ``"broken_at"`` (that record's id, or null) and
+        ``"problem"`` (what is wrong with it)``}``."""
+        check = await self.server.audit.verify()
+        return {"intact": check.intact, "records": check.records,
+                "broken_at": check.broken_at, "problem": check.problem}
+
+    @requires("reader")
+    @streaming
+    async def follow_audit(self, after: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Each audit record as it commits (those after record ``after`` first, when given),
+        as ``audit_log`` shows them, with ``"event": "audit"``."""
+        if after is not None:
+            after = arguments.whole(after, "after")
+        async with contextlib.aclosing(self.server.audit.follow(after)) as entries:
+            async for entry in entries:
+                yield {"event": "audit", **entry}
+
+    # Audit records of the actions above -----------------------------------------------------
+
+    def _entry(self, action: str, target: str = "", **details: Any) -> AuditEntry:
+        return AuditEntry(self.actor, action, target, details)
+
+    def _hunt_entry(self, action: str, hunt: HuntRecord, **details: Any) -> AuditEntry:
+        """A hunt action's record: with the specification's hash it acted on."""
+        return AuditEntry(self.actor, action, hunt.hunt_id,
+                          {**details, "spec_hash": hunt_spec_hash(hunt)})
 
 
 def _row_filter(filter: Any, column: Any, value: Any) -> RowFilter:

@@ -1,6 +1,7 @@
 """The data layer: the schema, every SQL statement of the server, typed records, and guarded
 state changes. Nothing else in the server writes SQL (a test says so)."""
 
+from velotui.server.data.audit import AuditEntry
 from velotui.server.data.database import Database
 from velotui.server.data.records import (
     ACTIVE_STATES,
@@ -18,7 +19,7 @@ from velotui.server.data.records import (
 from velotui.server.data.store import StoreClosed
 
 __all__ = [
-    "ACTIVE_STATES", "CHECKING", "FINAL_STATES", "QUEUES", "RECRUITED", "ClientRecord",
-    "Database", "FlowChange", "FlowRecord", "HuntChange", "HuntRecord", "QueueMove",
-    "StoreClosed",
+    "ACTIVE_STATES", "CHECKING", "FINAL_STATES", "QUEUES", "RECRUITED", "AuditEntry",
+    "ClientRecord", "Database", "FlowChange", "FlowRecord", "HuntChange", "HuntRecord",
+    "QueueMove", "StoreClosed",
 ]

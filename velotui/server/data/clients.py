@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.records import ClientRecord
 from velotui.server.data.store import Store, Transaction
 
@@ -56,19 +57,31 @@ class ClientTable:
             (now, last_hunt_timestamp, client_id),
         ))
 
-    async def set_operator_labels(self, client_id: str, labels: list[str]) -> None:
+    async def set_operator_labels(self, client_id: str, labels: list[str],
+                                  audit: AuditEntry | None = None) -> None:
         text = json.dumps(labels)
-        await self.store.write(lambda tx: tx.execute(
-            "UPDATE clients SET operator_labels = ? WHERE client_id = ?", (text, client_id)))
 
-    async def revoke(self, client_id: str, now: float) -> bool:
-        """Refuse the client's key from now on; False when it was revoked already."""
+        def op(tx: Transaction) -> None:
+            tx.execute("UPDATE clients SET operator_labels = ? WHERE client_id = ?",
+                       (text, client_id))
+            if audit is not None:
+                append_audit(tx, audit)
+
+        await self.store.write(op)
+
+    async def revoke(self, client_id: str, now: float, audit: AuditEntry | None = None
+                     ) -> bool:
+        """Refuse the client's key from now on; False when it was revoked already (the
+        operator's action is recorded either way: it was asked and holds)."""
 
         def op(tx: Transaction) -> bool:
-            return bool(tx.changed(
+            changed = bool(tx.changed(
                 "UPDATE clients SET revoked = ? WHERE client_id = ? AND revoked IS NULL",
                 (now, client_id),
             ))
+            if audit is not None:
+                append_audit(tx, audit)
+            return changed
 
         return await self.store.write(op)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.records import (
     ACTIVE_STATES,
     CHECKING,
@@ -166,9 +167,16 @@ class FlowTable:
 
     # Scheduling and delivery --------------------------------------------------------------------
 
-    async def insert(self, records: Sequence[FlowRecord]) -> None:
-        """Store new flows (a collection not part of a hunt)."""
-        await self.store.write(lambda tx: insert_flows(tx, records))
+    async def insert(self, records: Sequence[FlowRecord], audit: AuditEntry | None = None
+                     ) -> None:
+        """Store new flows (a collection not part of a hunt), with the operator's record."""
+
+        def op(tx: Transaction) -> None:
+            insert_flows(tx, records)
+            if audit is not None:
+                append_audit(tx, audit)
+
+        await self.store.write(op)
 
     async def mark_running(self, client_id: str, flow_id: str, now: float) -> FlowRecord | None:
         """The flow as it is handed to its agent: ``running`` (started now if it was queued);
@@ -184,15 +192,18 @@ class FlowTable:
         row = await self.store.write(op)
         return FlowRecord.from_row(row) if row is not None else None
 
-    async def end(self, keys: Sequence[tuple[str, str]], ending: Ending, now: float
-                  ) -> list[FlowChange]:
-        """End these flows (those still active) in one transaction; what ended."""
+    async def end(self, keys: Sequence[tuple[str, str]], ending: Ending, now: float,
+                  audit: AuditEntry | None = None) -> list[FlowChange]:
+        """End these flows (those still active) in one transaction; what ended. ``audit``
+        (an operator's cancel) is recorded only when something ended."""
 
         def op(tx: Transaction) -> list[FlowChange]:
             changes: list[FlowChange] = []
             for client_id, flow_id in keys:
                 changes += end_flows(tx, "client_id = ? AND flow_id = ?", (client_id, flow_id),
                                      ending, now)
+            if changes and audit is not None:
+                append_audit(tx, audit)
             return changes
 
         return await self.store.write(op)

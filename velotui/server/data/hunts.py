@@ -9,9 +9,10 @@ queues name the queue (and flow) a client must still be in, so a stale caller mo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.flows import (
     Ending,
     end_flows,
@@ -164,7 +165,7 @@ class HuntTable:
 
     # A hunt's life ------------------------------------------------------------------------------
 
-    async def create(self, hunt: HuntRecord) -> None:
+    async def create(self, hunt: HuntRecord, audit: AuditEntry | None = None) -> None:
         def op(tx: Transaction) -> None:
             tx.execute(
                 "INSERT INTO hunts (hunt_id, description, query, client_condition,"
@@ -179,19 +180,21 @@ class HuntTable:
                  hunt.artifacts, hunt.start_at, hunt.max_errors, hunt.max_errors_percent,
                  hunt.copied_from),
             )
+            _audit(tx, audit)
 
         await self.store.write(op)
 
-    async def start(self, hunt_id: str, started: float, timestamp: int) -> HuntRecord | None:
+    async def start(self, hunt_id: str, started: float, timestamp: int,
+                    audit: AuditEntry | None = None) -> HuntRecord | None:
         """Run the hunt (again) from ``timestamp``; None if it is running already."""
 
         def op(tx: Transaction) -> Row | None:
-            return tx.one(
+            return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
                 " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
                 " start_timestamp = ? WHERE hunt_id = ? AND state <> 'running' RETURNING *",
                 (started, timestamp, hunt_id),
-            )
+            ))
 
         row = await self.store.write(op)
         return HuntRecord.from_row(row) if row is not None else None
@@ -214,22 +217,24 @@ class HuntTable:
         row = await self.store.write(op)
         return HuntRecord.from_row(row) if row is not None else None
 
-    async def pause(self, hunt_id: str, reason: str, now: float) -> HuntRecord | None:
+    async def pause(self, hunt_id: str, reason: str, now: float,
+                    audit: AuditEntry | None = None) -> HuntRecord | None:
         """A running hunt stops recruiting and checking (its collections in flight go on to
         their end), or a scheduled one drops its schedule. None when neither."""
 
         def op(tx: Transaction) -> Row | None:
-            return tx.one(
+            return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET state = 'paused', stop_reason = ?, start_at = NULL,"
                 " stopped = ? WHERE hunt_id = ? AND state IN ('running', 'scheduled')"
                 " RETURNING *",
                 (reason, now, hunt_id),
-            )
+            ))
 
         row = await self.store.write(op)
         return HuntRecord.from_row(row) if row is not None else None
 
-    async def update_settings(self, hunt_id: str, values: dict[str, Any]) -> SettingsChange:
+    async def update_settings(self, hunt_id: str, values: dict[str, Any],
+                              audit: AuditEntry | None = None) -> SettingsChange:
         """Change a hunt's settings (``SETTINGS`` columns) in one guarded transaction: a client
         limit below the clients already recruited (counted in the transaction) is refused, and
         nothing changes."""
@@ -250,26 +255,29 @@ class HuntTable:
                 assignments = ", ".join(f"{column} = ?" for column in values)
                 row = tx.one(f"UPDATE hunts SET {assignments} WHERE hunt_id = ? RETURNING *",
                              (*values.values(), hunt_id))
+            if row is not None:
+                _audit(tx, audit)
             return SettingsChange(HuntRecord.from_row(row) if row else None, recruited)
 
         return await self.store.write(op)
 
-    async def archive(self, hunt_id: str, now: float) -> HuntRecord | None:
+    async def archive(self, hunt_id: str, now: float, audit: AuditEntry | None = None
+                      ) -> HuntRecord | None:
         """Archive a stopped or paused hunt with nothing in flight; None otherwise."""
 
         def op(tx: Transaction) -> Row | None:
             if _has_flows_in_flight(tx, hunt_id):
                 return None
-            return tx.one(
+            return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET archived = ? WHERE hunt_id = ? AND archived IS NULL"
                 " AND state IN ('stopped', 'paused') RETURNING *",
                 (now, hunt_id),
-            )
+            ))
 
         row = await self.store.write(op)
         return HuntRecord.from_row(row) if row is not None else None
 
-    async def delete(self, hunt_id: str) -> Deleted | None:
+    async def delete(self, hunt_id: str, audit: AuditEntry | None = None) -> Deleted | None:
         """Delete every row of a hunt that is neither running nor scheduled and has nothing in
         flight: its clients, flows, results, logs and upload records, and the hunt. Returns
         what went (with the uploads whose files the caller removes), or None when refused."""
@@ -300,12 +308,16 @@ class HuntTable:
                                          (hunt_id,))
             deleted.records += deleted.flows + deleted.clients
             deleted.records += tx.changed("DELETE FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            if audit is not None:
+                _audit(tx, replace(audit, details={**audit.details, "rows": deleted.rows,
+                                                   "clients": deleted.clients,
+                                                   "files": len(deleted.uploads)}))
             return deleted
 
         return await self.store.write(op)
 
-    async def stop(self, hunt_id: str, reason: str, now: float, *, cancel: bool = True
-                   ) -> HuntChange | None:
+    async def stop(self, hunt_id: str, reason: str, now: float, *, cancel: bool = True,
+                   audit: AuditEntry | None = None) -> HuntChange | None:
         """Stop the hunt in one transaction: it recruits nobody from this commit on, and (with
         ``cancel``) every flow of it still in flight is cancelled and its client moved to
         errors. Works on a running, paused or scheduled hunt, and on one that stopped
@@ -337,6 +349,7 @@ class HuntTable:
                 change.ended = end_flows(
                     tx, "hunt_id = ?", (hunt_id,),
                     Ending("cancelled", f"the hunt was stopped: {reason}"), now)
+            _audit(tx, audit)
             return change
 
         return await self.store.write(op)
@@ -447,8 +460,8 @@ class HuntTable:
             return None
         return unpack_rows(row["condition_rows"])
 
-    async def requeue_errors(self, hunt_id: str, client_ids: Sequence[str], now: float
-                             ) -> list[QueueMove]:
+    async def requeue_errors(self, hunt_id: str, client_ids: Sequence[str], now: float,
+                             audit: AuditEntry | None = None) -> list[QueueMove]:
         """Put clients whose collection failed back in pending (relaunch)."""
 
         def op(tx: Transaction) -> list[QueueMove]:
@@ -461,6 +474,7 @@ class HuntTable:
                     (now, hunt_id, client_id),
                 ):
                     moves.append(QueueMove(hunt_id, client_id, "errors", "pending"))
+            _audit(tx, audit)
             return moves
 
         return await self.store.write(op)
@@ -628,3 +642,16 @@ def _has_flows_in_flight(tx: Transaction, hunt_id: str) -> bool:
         "SELECT 1 FROM flows WHERE hunt_id = ? AND state IN ('queued', 'running') LIMIT 1",
         (hunt_id,),
     ) is not None
+
+
+def _audit(tx: Transaction, audit: AuditEntry | None) -> None:
+    """Record the operator's action in the transaction that performs it."""
+    if audit is not None:
+        append_audit(tx, audit)
+
+
+def _audited(tx: Transaction, audit: AuditEntry | None, row: Row | None) -> Row | None:
+    """``row``, the guarded change's result; the action is recorded only when it happened."""
+    if row is not None:
+        _audit(tx, audit)
+    return row

@@ -7,7 +7,8 @@ no SQLite-only column types, upserts with ``ON CONFLICT``, ``RETURNING`` for gua
 from __future__ import annotations
 
 # 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
-# limit, archive time and the hunt it was copied from; a collection's artifacts; 6: operators
+# limit, archive time and the hunt it was copied from; a collection's artifacts; 6: operators;
+# audit records are hash-chained and hold their outcome (allowed or refused)
 SCHEMA_VERSION = 6
 
 TABLES = """
@@ -144,7 +145,13 @@ CREATE TABLE IF NOT EXISTS audit (
     actor TEXT NOT NULL,
     action TEXT NOT NULL,
     target TEXT NOT NULL DEFAULT '',
-    details TEXT NOT NULL DEFAULT '{}'
+    details TEXT NOT NULL DEFAULT '{}',
+    -- 'allowed', or 'refused' with the one-line reason
+    outcome TEXT NOT NULL DEFAULT 'allowed',
+    reason TEXT,
+    -- The hash chain (see data/audit.py): the previous record's hash and this one's.
+    previous TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT ''
 );
 
 -- The people who use the operator API: each has a role and a token, kept only as its SHA-256.
@@ -205,4 +212,8 @@ ADDED_COLUMNS = (
     ("hunts", "archived", "REAL"),
     ("hunts", "copied_from", "TEXT NOT NULL DEFAULT ''"),
     ("flows", "artifacts", "TEXT NOT NULL DEFAULT ''"),
+    ("audit", "outcome", "TEXT NOT NULL DEFAULT 'allowed'"),
+    ("audit", "reason", "TEXT"),
+    ("audit", "previous", "TEXT NOT NULL DEFAULT ''"),
+    ("audit", "hash", "TEXT NOT NULL DEFAULT ''"),
 )

@@ -29,6 +29,8 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from velotui.server import failpoints
+from velotui.server.data.audit import chain_unchained
 from velotui.server.data.schema import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,15 @@ class Transaction:
     another backend: rows come back as mappings, ``changed`` says how many rows a statement
     touched."""
 
-    __slots__ = ("_connection",)
+    __slots__ = ("_connection", "announced")
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self.announced: set[str] = set()
+
+    def announce(self, topic: str) -> None:
+        """Wake whoever waits on ``topic`` (``Store.changed``) once this transaction commits."""
+        self.announced.add(topic)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self._connection.execute(sql, params)
@@ -100,6 +107,8 @@ class Store:
         self._closed = False
         self.commits = 0  # for benchmarks and tests: how many transactions were committed
         self.operations = 0
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters_lock = threading.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -121,6 +130,7 @@ class Store:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(TABLES)
             _add_missing_columns(connection)
+            chain_unchained(connection)  # audit records of an older velotui
             connection.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -144,6 +154,27 @@ class Store:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((op, future, loop))
         return await future
+
+    def changed(self, topic: str) -> asyncio.Event:
+        """An event set once a transaction announcing ``topic`` commits after this call (take
+        it before reading, so nothing committed in between is missed)."""
+        event = asyncio.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(topic, []).append((asyncio.get_running_loop(), event))
+        return event
+
+    def forget(self, topic: str, event: asyncio.Event) -> None:
+        """Stop waking ``event`` (its waiter gave up)."""
+        with self._waiters_lock:
+            waiters = self._waiters.get(topic, [])
+            self._waiters[topic] = [w for w in waiters if w[1] is not event]
+
+    def _wake(self, topics: set[str]) -> None:
+        with self._waiters_lock:
+            woken = [w for topic in topics for w in self._waiters.pop(topic, [])]
+        for loop, event in woken:
+            with contextlib.suppress(RuntimeError):  # its loop closed
+                loop.call_soon_threadsafe(event.set)
 
     async def reclaim(self) -> None:
         """Hand the database's free pages back to the file system, after the writes queued
@@ -196,10 +227,12 @@ class Store:
     def _commit_batch(self, connection: sqlite3.Connection, transaction: Transaction,
                       batch: list[Any]) -> None:
         outcomes: list[tuple[Any, Any, BaseException | None]] = []
+        announced: set[str] = set()
         try:
             connection.execute("BEGIN IMMEDIATE")
             for op, future, loop in batch:
                 connection.execute("SAVEPOINT op")
+                transaction.announced = set()
                 try:
                     result = op(transaction)
                 except Exception as error:  # handed back to the caller, not swallowed
@@ -208,10 +241,15 @@ class Store:
                     outcomes.append(((future, loop), None, error))
                 else:
                     connection.execute("RELEASE op")
+                    announced |= transaction.announced
                     outcomes.append(((future, loop), result, None))
             connection.execute("COMMIT")
             self.commits += 1
             self.operations += len(batch)
+            if "audit" in announced:
+                failpoints.reach_in_writer("audit.after_commit")
+            if announced:
+                self._wake(announced)
         except Exception as error:  # the commit itself failed: nothing of the batch happened
             log.exception("store: a group commit failed")
             try:
