@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from velotui.server.data.audit import append_audit
 from velotui.server.data.records import ApprovalRecord, HuntRecord
 from velotui.server.data.store import Row, Store, Transaction
 from velotui.server.errors import ServiceError
@@ -24,17 +22,6 @@ AWAITING_APPROVAL = "awaiting approval"
 
 class ApprovalRefused(ServiceError):
     """A start, request or decision the approval rules refuse; the message says why."""
-
-
-@dataclass(frozen=True)
-class Audited:
-    """The audit record an action writes in its own transaction."""
-
-    time: float
-    actor: str
-    action: str
-    target: str
-    details: dict[str, Any]
 
 
 def setting(tx: Transaction, key: str, default: Any) -> Any:
@@ -76,12 +63,6 @@ def approval_refusal(tx: Transaction, hunt: Row, now: float) -> str | None:
     return None
 
 
-def _audit(tx: Transaction, audited: Audited | None) -> None:
-    if audited is not None:
-        append_audit(tx, audited.time, audited.actor, audited.action, audited.target,
-                     audited.details)
-
-
 class SettingsTable:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -91,8 +72,8 @@ class SettingsTable:
         rows = await self.store.fetch_all("SELECT key, value FROM settings ORDER BY key")
         return {row["key"]: json.loads(row["value"]) for row in rows}
 
-    async def set(self, key: str, value: Any, audited: Audited | None = None) -> None:
-        """Store a setting, with its audit record in the same transaction."""
+    async def set(self, key: str, value: Any) -> None:
+        """Store a setting."""
 
         def op(tx: Transaction) -> None:
             tx.execute(
@@ -100,7 +81,6 @@ class SettingsTable:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
-            _audit(tx, audited)
 
         await self.store.write(op)
 
@@ -116,8 +96,8 @@ class ApprovalTable:
             " WHERE b.hunt_id = a.hunt_id)")
         return {row["hunt_id"]: ApprovalRecord.from_row(row) for row in rows}
 
-    async def request(self, hunt_id: str, requester: str, reason: str, now: float,
-                      audited: Audited | None = None) -> ApprovalRecord:
+    async def request(self, hunt_id: str, requester: str, reason: str, now: float
+                      ) -> ApprovalRecord:
         """A new request to approve the hunt's current specification. Raises ApprovalRefused
         when one is pending for it already, or the hunt is gone."""
 
@@ -135,15 +115,12 @@ class ApprovalTable:
                 " decision) VALUES (?,?,?,?,?, 'pending') RETURNING *",
                 (hunt_id, current, requester, reason, now),
             )
-            _audit(tx, audited and Audited(audited.time, audited.actor, audited.action,
-                                           audited.target,
-                                           {**audited.details, "spec_hash": current}))
             return ApprovalRecord.from_row(row)
 
         return await self.store.write(op)
 
     async def decide(self, hunt_id: str, decider: str, approve: bool, reason: str, now: float,
-                     lifetime: float, audited: Audited | None = None) -> ApprovalRecord:
+                     lifetime: float) -> ApprovalRecord:
         """Approve (valid for ``lifetime`` seconds) or reject the hunt's pending request, as
         ``decider``. Raises ApprovalRefused when nothing is pending, the specification changed
         since the request, or the decider created the hunt or asked for the approval."""
@@ -174,10 +151,16 @@ class ApprovalTable:
             )
             if row is None:  # decided by someone else in between
                 raise ApprovalRefused(f"{hunt_id}'s request was decided already")
-            _audit(tx, audited and Audited(audited.time, audited.actor, audited.action,
-                                           audited.target,
-                                           {**audited.details, "spec_hash": current}))
             return ApprovalRecord.from_row(row)
+
+        return await self.store.write(op)
+
+    async def start_refusal(self, hunt_id: str, now: float) -> str | None:
+        """Why the hunt may not start now (see ``approval_refusal``), or None."""
+
+        def op(tx: Transaction) -> str | None:
+            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            return None if hunt is None else approval_refusal(tx, hunt, now)
 
         return await self.store.write(op)
 
