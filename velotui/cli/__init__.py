@@ -7,6 +7,7 @@ import os
 import sys
 
 from velotui.cli import (
+    approval_commands,
     artifact_commands,
     client_commands,
     console,
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.add_parsers(subparsers)
     hunt_commands.add_parsers(subparsers)
     artifact_commands.add_parsers(subparsers)
+    approval_commands.add_settings_parser(subparsers)
     return parser
 
 
