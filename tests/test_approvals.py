@@ -218,6 +218,7 @@ def test_spec_hash_covers_the_specification_not_the_description(server: Server) 
     hunt.rate = 10.0  # the same number
     assert spec_hash(hunt) == first
     for name, value in [("server_condition", "SELECT * FROM rows"), ("max_uploads", 3),
+                        ("max_errors", 5), ("artifacts", "[{\"name\": \"X\"}]"),
                         ("expires", 2e9), ("max_errors_percent", 5.0)]:
         changed = HuntRecord(**{**hunt.__dict__, name: value})
         assert spec_hash(changed) != first, name
