@@ -71,8 +71,10 @@ async def test_start_needs_an_approval_only_when_required(server: Server, alice:
     other = await alice.create_hunt(query=QUERY)
     with pytest.raises(ServiceError, match="needs an approval"):
         await alice.start_hunt(other["hunt_id"])
-    with pytest.raises(ServiceError, match="needs an approval"):
+    listed = len(await alice.list_hunts())
+    with pytest.raises(ServiceError, match="approvals are required: create the hunt without"):
         await alice.create_hunt(query=QUERY, start=True)
+    assert len(await alice.list_hunts()) == listed  # refused before anything was created
     await alice.request_approval(other["hunt_id"])
     with pytest.raises(ServiceError, match="awaiting approval"):
         await alice.start_hunt(other["hunt_id"])

@@ -380,6 +380,9 @@ class Service:
                                    max_log_bytes, max_uploads)
         description = arguments.text(description, "description", maximum=4096)
         start = arguments.flag(start, "start")
+        if start and self.server.settings.approvals_required:
+            raise ServiceError("approvals are required: create the hunt without starting it,"
+                               " then ask for its approval (velotui hunt request-approval ID)")
         error_count, error_share = arguments.error_limit(max_errors)
         now = time.time()
         expiry = now + lifetime
