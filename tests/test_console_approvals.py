@@ -88,5 +88,11 @@ async def test_an_approver_approves_and_rejects_by_key(tmp_path: Path) -> None:
 
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, HuntsScreen), 10, "back to hunts")
+        # The command palette opens the same screen.
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "Approvals")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ApprovalsScreen), 10, "by palette")
+        await pilot.press("escape")
         started = await app.api.start_hunt(hunt_id=first)
         assert started["state"] == "running"

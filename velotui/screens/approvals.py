@@ -103,7 +103,7 @@ class ApprovalsScreen(Screen[None]):
         self._show_selected()
 
     @property
-    def selected_hunt_id(self) -> str | None:
+    def selected_request(self) -> str | None:
         table = self.query_one("#approvals", LiveTable)
         if table.row_count == 0:
             return None
@@ -114,7 +114,7 @@ class ApprovalsScreen(Screen[None]):
         return str(key.value) if key.value is not None else None
 
     def _show_selected(self) -> None:
-        hunt = self.app.hunts.get(self.selected_hunt_id or "")
+        hunt = self.app.hunts.get(self.selected_request or "")
         text = specification_text(hunt) if hunt is not None else ""
         spec = self.query_one("#approval-spec", Static)
         spec.update(text)
@@ -123,7 +123,7 @@ class ApprovalsScreen(Screen[None]):
         self._show_selected()
 
     def _selected_or_say_so(self) -> str | None:
-        hunt_id = self.selected_hunt_id
+        hunt_id = self.selected_request
         if hunt_id is None:
             self.app.notify("No hunt is awaiting approval.", severity="warning")
         return hunt_id
