@@ -21,8 +21,8 @@ APPROVAL_MODES = ("required", "off")
 def checked_setting(key: Any, value: Any) -> tuple[str, Any]:
     """The setting and its value as stored; raises ServiceError naming what is wrong.
     ``excluded_labels`` takes a list or comma-separated text ("" clears it)."""
-    if key not in DEFAULTS:
-        raise ServiceError(f"no setting {key!r} (settings: {', '.join(DEFAULTS)})")
+    if not isinstance(key, str) or key not in DEFAULTS:
+        raise ServiceError(f"no setting {key!r:.100} (settings: {', '.join(DEFAULTS)})")
     if key == "approvals":
         if value not in APPROVAL_MODES:
             raise ServiceError(f"approvals is required or off, not {value!r}")
