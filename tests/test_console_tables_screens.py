@@ -271,7 +271,7 @@ async def test_y_copies_the_selected_hunt_as_json(tmp_path: Path) -> None:
         hunt = json.loads(copied)
         assert hunt["hunt_id"] == NEWEST_FIRST[1]
         assert hunt == json.loads(json.dumps(app.hunts[NEWEST_FIRST[1]], default=str))
-        assert notices(app)[-1] == f"copied hunt {NEWEST_FIRST[1]} ({len(copied)} characters)"
+        assert notices(app)[-1] == f"copied hunt {NEWEST_FIRST[1]} ({len(copied):,} characters)"
 
 
 async def test_clients_filter_detail_and_copy(tmp_path: Path) -> None:

@@ -271,10 +271,12 @@ async def test_estimate_judges_known_clients_by_their_last_facts(server: Server,
                                                                  api: Service) -> None:
     await seed_fleet(fleet)
     result = await api.estimate_hunt(server_condition=SEED_SERVER_CONDITION)
-    assert result == {"matched": 2, "total": 6, "undetermined": 0, "errored": 0, "errors": []}
+    assert result == {"matched": 2, "total": 6, "undetermined": 0, "errored": 0, "errors": [],
+                      "excluded": 0}
     result = await api.estimate_hunt(server_condition="",
                                      client_condition="SELECT * FROM pslist()")
-    assert result == {"matched": 0, "total": 6, "undetermined": 6, "errored": 0, "errors": []}
+    assert result == {"matched": 0, "total": 6, "undetermined": 6, "errored": 0, "errors": [],
+                      "excluded": 0}
 
 
 async def test_every_operator_action_is_audited(server: Server, fleet: Fleet,

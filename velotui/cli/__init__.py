@@ -7,6 +7,7 @@ import os
 import sys
 
 from velotui.cli import (
+    approval_commands,
     artifact_commands,
     client_commands,
     console,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     hunt_commands.add_parsers(subparsers)
     artifact_commands.add_parsers(subparsers)
     operator_commands.add_parsers(subparsers)
+    approval_commands.add_settings_parser(subparsers)
     return parser
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from velotui.cli import audit_commands
+from velotui.cli.approval_commands import add_approval_parsers, approval_text
 from velotui.cli.artifact_options import (
     add_artifact_options,
     artifact_collection,
@@ -81,6 +82,7 @@ def add_parsers(subparsers: Any) -> None:
         action.add_argument("--json", action="store_true")
         action.set_defaults(handler=_hunt_action(method))
     _add_tuning_parsers(actions)
+    add_approval_parsers(actions)
 
     results = actions.add_parser("results", help="every client's rows")
     add_server_options(results)
@@ -309,9 +311,15 @@ def _state_text(hunt: dict[str, Any]) -> str:
         state += f" (starts in {_in(hunt['start_at'] - time.time())})"
     elif state == "paused" and hunt.get("stop_reason"):
         state += f" ({hunt['stop_reason']})"
+    if _awaiting_approval(hunt) and "awaiting approval" not in state:
+        state += ", awaiting approval"
     if hunt.get("archived"):
         state += ", archived"
     return state
+
+
+def _awaiting_approval(hunt: dict[str, Any]) -> bool:
+    return (hunt.get("approval") or {}).get("state") == "pending"
 
 
 def _error_limit(hunt: dict[str, Any]) -> str:
@@ -337,6 +345,8 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
     state = hunt["state"] + (f" ({hunt['stop_reason']})" if hunt.get("stop_reason") else "")
     if hunt.get("archived"):
         state += f", archived {_when(hunt['archived'])}"
+    if _awaiting_approval(hunt) and "awaiting approval" not in state:
+        state += ", awaiting approval"
     lines = [
         f"{hunt['hunt_id']}  {state}  {hunt['description']}",
         f"created {_when(hunt['created'])} by {hunt['creator'] or '?'}; started"
@@ -347,6 +357,9 @@ def describe_hunt(hunt: dict[str, Any]) -> str:
                      f" {_in(hunt['start_at'] - time.time())})")
     if hunt.get("copied_from"):
         lines.append(f"copied from {hunt['copied_from']}")
+    if hunt.get("approval") and hunt["approval"]["state"] != "none":
+        lines.append(f"approval: {approval_text(hunt['approval'])}; specification"
+                     f" {hunt['spec_hash'][:16]}")
     lines += [
         f"rate {hunt['rate']:g}/min" if hunt["rate"] else "rate unlimited",
         f"max errors {_error_limit(hunt)}",
@@ -440,6 +453,8 @@ async def estimate_hunt(remote: RemoteService, args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         line = f"matches {result['matched']} of {result['total']} known clients"
+        if result.get("excluded"):
+            line += f" ({result['excluded']} excluded by their labels)"
         if result["undetermined"]:
             line += (f" ({result['undetermined']} cannot be judged from their last known facts)")
         if result.get("errored"):

@@ -40,6 +40,14 @@ class ConsoleCommands(Provider):
         if hasattr(screen, "action_toggle_archived"):
             commands.append(("Archived hunts", "show or hide them (H)",
                              screen.action_toggle_archived))
+        if hasattr(screen, "action_approvals"):
+            commands.append(("Approvals", "hunts awaiting approval, to approve or reject (P)",
+                             screen.action_approvals))
+        if hasattr(screen, "action_approve"):
+            commands += [
+                ("Approve hunt", "approve the selected hunt as it is (a)", screen.action_approve),
+                ("Reject hunt", "reject it, with a reason (R)", screen.action_reject),
+            ]
         if hasattr(screen, "action_switch_collection"):
             commands += [
                 ("Create hunt", "create the hunt this form describes (ctrl+s)",

@@ -7,8 +7,9 @@ so a long one is what the screen's edge cuts. Narrower than `PANEL_BESIDE_WIDTH`
 under the table in its compact form instead of beside it.
 
 The state says what an operator must notice: a scheduled hunt counts down to its start (live,
-once a second), a hunt that paused itself says why. Archived hunts are left out until ``H``
-shows them, marked as archived.
+once a second), a hunt that paused itself says why, one whose approval was asked for says it
+awaits it (``P`` lists those). Archived hunts are left out until ``H`` shows them, marked as
+archived.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def state_cell(hunt: dict[str, Any], now: float) -> str:
     state = hunt["state"]
     if hunt.get("archived"):
         return f"{state}, archived"
+    if (hunt.get("approval") or {}).get("state") == "pending":
+        return "awaiting approval"
     if state == "scheduled":
         return countdown(hunt.get("start_at"), now)
     reason = str(hunt.get("stop_reason") or "")
@@ -113,6 +116,7 @@ class HuntsScreen(HuntActions, Screen[None]):
         Binding("enter", "open_hunt", "Open", id="open", show=True),
         *HUNT_BINDINGS,
         Binding("H", "toggle_archived", "Archived", id="archived", show=False),
+        Binding("P", "approvals", "Approvals", id="approvals", show=False),
         Binding("slash", "filter", "Filter", id="filter"),
         Binding("y", "copy", "Copy", id="copy", show=False),
         Binding("escape", "clear_filter", "Clear filter", id="clear-filter", show=False),
@@ -271,6 +275,12 @@ class HuntsScreen(HuntActions, Screen[None]):
 
     def action_clear_filter(self) -> None:
         self.query_one(FilterBar).clear()
+
+    def action_approvals(self) -> None:
+        """The hunts awaiting approval, each with its whole specification."""
+        from velotui.screens.approvals import ApprovalsScreen
+
+        self.app.push_screen(ApprovalsScreen())
 
     def action_new_hunt(self) -> None:
         from velotui.screens.new_hunt import NewHuntScreen

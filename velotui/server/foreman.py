@@ -33,6 +33,7 @@ from velotui.wire import protocol
 
 if TYPE_CHECKING:
     from velotui.server.sessions import AgentSession
+    from velotui.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 NOTIFY_BATCH = 500
@@ -44,11 +45,12 @@ JUDGE_BATCH = 500
 class Foreman:
     """Decides which clients take part in running hunts."""
 
-    def __init__(self, hunts: HuntManager, flows: FlowManager, directory: ClientDirectory
-                 ) -> None:
+    def __init__(self, hunts: HuntManager, flows: FlowManager, directory: ClientDirectory,
+                 settings: ServerSettings | None = None) -> None:
         self.hunts = hunts
         self.flows = flows
         self.directory = directory
+        self.settings = settings  # None: no labels are excluded
         self.checked: dict[str, set[str]] = {}  # hunt -> clients ever checked for it
         self._conditions: dict[str, ServerCondition] = {}
         self._started: asyncio.Queue[HuntRecord] = asyncio.Queue()
@@ -133,6 +135,11 @@ class Foreman:
         if not fresh or hunt.state != "running":
             return 0
         seen.update(fresh)  # before awaiting, so a concurrent check-in cannot launch it twice
+        # A client with an excluded label is passed over for good by a hunt that does not name
+        # the label: never checked, never recruited.
+        fresh = [c for c in fresh if not self._excluded(hunt, c)]
+        if not fresh:
+            return 0
         now = time.time()
         records = [self._check_flow(hunt, client_id, now) for client_id in fresh]
         try:
@@ -147,6 +154,13 @@ class Foreman:
             seen.difference_update({r.client_id for r in records} - {r.client_id for r in added})
         await self.flows.adopt(added)
         return len(added)
+
+    def _excluded(self, hunt: HuntRecord, client_id: str) -> bool:
+        if self.settings is None or not self.settings.excluded_labels:
+            return False
+        record = self.directory.get(client_id)
+        return record is not None and self.settings.excluded_by(
+            record.labels, hunt.client_condition, hunt.server_condition) is not None
 
     async def recheck(self, hunt: HuntRecord, clients: list[tuple[str, int]]) -> int:
         """Run the condition again for clients whose check failed: (client, attempt) each."""

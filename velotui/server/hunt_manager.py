@@ -31,6 +31,7 @@ from velotui.server.data import (
     HuntRecord,
     QueueMove,
 )
+from velotui.server.data.approvals import ApprovalRefused
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
@@ -98,7 +99,9 @@ class HuntManager:
     async def load(self) -> None:
         """Hunts and their exact counts from the database; flows of stopped hunts cancelled,
         disagreements repaired; then recruiting starts."""
+        approvals = await self.db.approvals.latest()
         for hunt in await self.db.hunts.load():
+            hunt.approval = approvals.get(hunt.hunt_id)
             self.hunts[hunt.hunt_id] = hunt
             self._last_start_timestamp = max(self._last_start_timestamp, hunt.start_timestamp)
         # A crash after a stop's commit must not leave any of its flows to be delivered.
@@ -161,7 +164,8 @@ class HuntManager:
 
     async def start(self, hunt_id: str, audit: AuditEntry | None = None) -> HuntRecord:
         """Start (or start again, or start a scheduled hunt early) a hunt. Raises HuntError if
-        it runs already, has expired, or is still at its error limit."""
+        it runs already, has expired, or is still at its error limit; ApprovalRefused if it
+        needs an approval it does not have (judged in the transaction that starts it)."""
         hunt = self.get(hunt_id)
         if hunt.state == "running":
             raise HuntError(f"{hunt_id} is already running")
@@ -207,9 +211,16 @@ class HuntManager:
                 continue
             stored = await self.db.hunts.start_scheduled(hunt.hunt_id, now,
                                                          self._next_timestamp(now))
-            if stored is not None:  # None: stopped, paused or started since it was read
-                self._started(hunt, stored)
-                started.append(hunt.hunt_id)
+            if stored is None:  # stopped, paused or started since it was read
+                continue
+            if stored.state != "running":  # paused: awaiting approval
+                log.warning("%s reached its start time without approval: paused",
+                            hunt.hunt_id)
+                self._copy_stored(hunt, stored)
+                self._changed(hunt.hunt_id)
+                continue
+            self._started(hunt, stored)
+            started.append(hunt.hunt_id)
         return started
 
     async def pause(self, hunt_id: str, reason: str, audit: AuditEntry | None = None
@@ -344,6 +355,11 @@ class HuntManager:
             raise HuntError(f"{hunt_id} has no clients in errors")
         if hunt.state != "running" and self.wall_clock() >= hunt.expires:
             raise HuntError(f"{hunt_id} expired at {time.ctime(hunt.expires)}")
+        if hunt.state != "running":
+            # It will start: refuse before anything is put back, not after.
+            refusal = await self.db.approvals.start_refusal(hunt_id, self.wall_clock())
+            if refusal is not None:
+                raise ApprovalRefused(refusal)
         collection = [r["client_id"] for r in rows if r["stage"] == "collection"]
         condition = [r for r in rows if r["stage"] != "collection"]
         moves = await self.db.hunts.requeue_errors(hunt_id, collection, time.time(), audit)
@@ -377,9 +393,31 @@ class HuntManager:
 
     @staticmethod
     def _copy_stored(hunt: HuntRecord, stored: HuntRecord) -> None:
-        counts = hunt.counts
+        counts, approval = hunt.counts, hunt.approval
         hunt.__dict__.update(stored.__dict__)
-        hunt.counts = counts
+        hunt.counts, hunt.approval = counts, approval
+
+    # Approvals ----------------------------------------------------------------------------------
+
+    async def request_approval(self, hunt_id: str, requester: str, reason: str) -> HuntRecord:
+        """Ask for the hunt's current specification to be approved. Raises ApprovalRefused
+        when a request is pending already."""
+        hunt = self.get(hunt_id)
+        hunt.approval = await self.db.approvals.request(hunt_id, requester, reason,
+                                                        self.wall_clock())
+        self._changed(hunt_id)
+        return hunt
+
+    async def decide_approval(self, hunt_id: str, decider: str, approve: bool, reason: str,
+                              lifetime: float) -> HuntRecord:
+        """Approve (for ``lifetime`` seconds) or reject the hunt's pending request. Raises
+        ApprovalRefused when nothing valid is pending or the decider is the hunt's creator or
+        the requester."""
+        hunt = self.get(hunt_id)
+        hunt.approval = await self.db.approvals.decide(hunt_id, decider, approve, reason,
+                                                       self.wall_clock(), lifetime)
+        self._changed(hunt_id)
+        return hunt
 
     # Recruitment --------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from velotui.server.sessions import (
     AgentSession,
     allow_full_frames,
 )
+from velotui.server.settings import ServerSettings
 from velotui.server.tls import server_ssl_context
 from velotui.vql import check
 from velotui.wire import protocol
@@ -68,6 +69,7 @@ class Server:
         self.foreman: Foreman
         self.audit: AuditLog
         self.operators: OperatorDirectory
+        self.settings: ServerSettings
         self.enrolment_secret = ""
         self._listener: WebsocketServer | None = None
         self.url = ""
@@ -92,8 +94,10 @@ class Server:
         self.flows = FlowManager(self.db, self.datastore.uploads_dir, self.directory.sessions)
         await self.flows.load()
         self.audit = AuditLog(self.db)
+        self.settings = ServerSettings(self.db)
+        await self.settings.load()
         self.hunts = HuntManager(self.db, self.flows)
-        self.foreman = Foreman(self.hunts, self.flows, self.directory)
+        self.foreman = Foreman(self.hunts, self.flows, self.directory, self.settings)
         await self.hunts.load()
         await self.foreman.load()
         self.hunts.start_reconciling()

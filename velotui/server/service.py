@@ -398,6 +398,9 @@ class Service:
                                    max_log_bytes, max_uploads)
         description = arguments.text(description, "description", maximum=4096)
         start = arguments.flag(start, "start")
+        if start and self.server.settings.approvals_required:
+            raise ServiceError("approvals are required: create the hunt without starting it,"
+                               " then ask for its approval (velotui hunt request-approval ID)")
         error_count, error_share = arguments.error_limit(max_errors)
         now = time.time()
         expiry = now + lifetime
@@ -811,14 +814,21 @@ class Service:
                             client_condition: str = DEFAULT_CLIENT_CONDITION) -> dict[str, Any]:
         """How many known clients would match, judged by their last known facts: matched, total,
         undetermined (their conditions need more than those facts), errored (the server-side
-        condition gave an error) and errors (the first few distinct reasons, one line each)."""
+        condition gave an error), errors (the first few distinct reasons, one line each) and
+        excluded (clients with an excluded label neither condition names: never recruited)."""
         client_condition = check_query(client_condition, "client-side condition")
         server_condition = arguments.text(server_condition, "the server-side condition",
                                           maximum=arguments.MAX_QUERY)
         if server_condition.strip():
             check_query(server_condition, "server-side condition")
-        result = await estimate(self.server.directory.all(), client_condition, server_condition)
-        return result.describe()
+        settings = self.server.settings
+        clients = self.server.directory.all()
+        eligible = [c for c in clients
+                    if settings.excluded_by(c.labels, client_condition, server_condition) is None]
+        result = await estimate(eligible, client_condition, server_condition)
+        # The total stays every known client: the excluded ones are counted apart.
+        return {**result.describe(), "total": len(clients),
+                "excluded": len(clients) - len(eligible)}
 
     # Clients, audit -----------------------------------------------------------------------------
 
@@ -854,6 +864,71 @@ class Service:
         record = await self.server.directory.revoke(client_id, self._entry("revoke", client_id))
         await self.server.client_revoked(client_id)
         return to_json_value(self.server.directory.describe(record))
+
+    # Settings and approvals ---------------------------------------------------------------------
+
+    @requires("reader")
+    async def get_settings(self) -> dict[str, Any]:
+        """Every setting in force: approvals ("required"/"off"), approval_hours,
+        excluded_labels."""
+        return dict(self.server.settings.values)
+
+    @requires("admin")
+    async def set_setting(self, key: str, value: Any) -> dict[str, Any]:
+        """Change a setting (audited as "setting" with the old and new value); every setting
+        in force after it."""
+        before = self.server.settings.values.get(key) if isinstance(key, str) else None
+        value = await self.server.settings.set(key, value)
+        await self.server.audit.record(self._entry("setting", key, old=before, new=value))
+        return dict(self.server.settings.values)
+
+    @requires("hunter")
+    async def request_approval(self, hunt_id: str, reason: str = "") -> dict[str, Any]:
+        """Ask another operator to approve the hunt's current specification; the hunt."""
+        hunt = self._hunt(hunt_id)
+        reason = arguments.text(reason, "reason", maximum=4096)
+        hunt = await self.server.hunts.request_approval(hunt.hunt_id, self.actor, reason)
+        await self.server.audit.record(self._entry("request_approval", hunt.hunt_id,
+                                                   reason=reason, spec_hash=hunt.spec_hash))
+        return hunt.describe()
+
+    @requires("approver")
+    async def approve_hunt(self, hunt_id: str) -> dict[str, Any]:
+        """Approve the hunt's pending request (valid for approval_hours); the hunt. Refused to
+        the hunt's creator and to the requester."""
+        hunt = self._hunt(hunt_id)
+        hunt = await self.server.hunts.decide_approval(
+            hunt.hunt_id, self.actor, True, "", self.server.settings.approval_seconds)
+        await self.server.audit.record(self._entry("approve", hunt.hunt_id,
+                                                   spec_hash=hunt.spec_hash))
+        return hunt.describe()
+
+    @requires("approver")
+    async def reject_hunt(self, hunt_id: str, reason: str) -> dict[str, Any]:
+        """Reject the hunt's pending request, saying why; the hunt."""
+        hunt = self._hunt(hunt_id)
+        reason = arguments.text(reason, "reason", maximum=4096)
+        if not reason.strip():
+            raise ServiceError("a rejection needs a reason (for the hunt's author)")
+        hunt = await self.server.hunts.decide_approval(hunt.hunt_id, self.actor, False,
+                                                       reason, 0.0)
+        await self.server.audit.record(self._entry("reject", hunt.hunt_id, reason=reason,
+                                                   spec_hash=hunt.spec_hash))
+        return hunt.describe()
+
+    @requires("reader")
+    async def list_approvals(self, pending_only: bool = True) -> list[dict[str, Any]]:
+        """Each hunt's newest approval request, newest first (pending ones only unless told),
+        each as the hunt dict (its full specification, hidden condition included) with
+        ``approval``."""
+        pending_only = arguments.flag(pending_only, "pending_only")
+        hunts = self.server.hunts.hunts
+        found = []
+        for request in await self.server.db.approvals.requests(pending_only):
+            hunt = hunts.get(request.hunt_id)
+            if hunt is not None and (not pending_only or hunt.approval_state() == "pending"):
+                found.append(hunt.describe())
+        return found
 
     @requires("reader")
     async def audit_log(self, limit: int = 1000) -> list[dict[str, Any]]:

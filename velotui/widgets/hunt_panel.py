@@ -241,7 +241,9 @@ def build_view(
     return PanelView(
         empty=False,
         title=str(hunt.get("hunt_id") or ""),
-        state=str(hunt.get("state") or ""),
+        state=str(hunt.get("state") or "") + (
+            ", awaiting approval"
+            if (hunt.get("approval") or {}).get("state") == "pending" else ""),
         description=str(hunt.get("description") or "(no description)"),
         counts=tuple(f"{_count(hunt, queue):,}" for queue, _label in QUEUE_LABELS),
         finished=finished_count(hunt),

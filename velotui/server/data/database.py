@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from velotui.server.data.approvals import ApprovalTable, SettingsTable
 from velotui.server.data.audit import AuditTable
 from velotui.server.data.clients import ClientTable
 from velotui.server.data.explain_reads import ExplainReader
@@ -17,8 +18,8 @@ from velotui.server.data.store import Store
 
 class Database:
     """Open with ``await Database.open(path)``; every SQL statement of the server is behind
-    ``flows``, ``hunts``, ``clients``, ``audit``, ``operators``, ``results``, ``exports`` and
-    ``explain``."""
+    ``flows``, ``hunts``, ``clients``, ``audit``, ``operators``, ``settings``, ``approvals``,
+    ``results``, ``exports`` and ``explain``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -27,6 +28,8 @@ class Database:
         self.clients = ClientTable(store)
         self.audit = AuditTable(store)
         self.operators = OperatorTable(store)
+        self.settings = SettingsTable(store)
+        self.approvals = ApprovalTable(store)
         self.results = ResultReader(store)
         self.exports = ExportReader(store)
         self.explain = ExplainReader(store)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from velotui.server.data.approvals import AWAITING_APPROVAL, ApprovalRefused, approval_refusal
 from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.flows import (
     Ending,
@@ -186,9 +187,18 @@ class HuntTable:
 
     async def start(self, hunt_id: str, started: float, timestamp: int,
                     audit: AuditEntry | None = None) -> HuntRecord | None:
-        """Run the hunt (again) from ``timestamp``; None if it is running already."""
+        """Run the hunt (again) from ``timestamp``; None if it is running already. Raises
+        ApprovalRefused when approvals are required and it has no valid one (judged in the
+        transaction that starts it)."""
 
         def op(tx: Transaction) -> Row | None:
+            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ? AND state <> 'running'",
+                          (hunt_id,))
+            if hunt is None:
+                return None
+            refusal = approval_refusal(tx, hunt, started)
+            if refusal is not None:
+                raise ApprovalRefused(refusal)
             return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
                 " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
@@ -203,9 +213,21 @@ class HuntTable:
                               ) -> HuntRecord | None:
         """Start a scheduled hunt whose time has come; None unless it is still scheduled and
         due (read in the transaction), so an old schedule never revives a hunt stopped or
-        paused since."""
+        paused since. Without the approval it needs, it is paused instead ("awaiting
+        approval"): the record returned says which."""
 
         def op(tx: Transaction) -> Row | None:
+            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ? AND state = 'scheduled'"
+                          " AND start_at <= ?", (hunt_id, now))
+            if hunt is None:
+                return None
+            if approval_refusal(tx, hunt, now) is not None:
+                # Its time came without a valid approval: it waits, paused, for one.
+                return tx.one(
+                    "UPDATE hunts SET state = 'paused', stop_reason = ?, start_at = NULL,"
+                    " stopped = ? WHERE hunt_id = ? AND state = 'scheduled' RETURNING *",
+                    (AWAITING_APPROVAL, now, hunt_id),
+                )
             return tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
                 " draining = 0, start_at = NULL, started = COALESCE(started, ?),"

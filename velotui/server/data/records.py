@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from velotui.server.data.store import Row
+from velotui.server.hunt_spec import spec_hash
 from velotui.wire.protocol import ProtocolError, json_value_items
 
 ACTIVE_STATES = ("queued", "running")
@@ -155,6 +156,60 @@ class FlowRecord:
         }
 
 
+APPROVAL_STATES = ("none", "pending", "approved", "rejected", "expired", "void")
+
+
+@dataclass
+class ApprovalRecord:
+    """A request to approve a hunt, and its decision once there is one."""
+
+    id: int
+    hunt_id: str
+    spec_hash: str
+    requester: str
+    reason: str
+    requested: float
+    decided_by: str | None = None
+    decided: float | None = None
+    decision: str = "pending"  # 'pending', 'approved' or 'rejected'
+    decision_reason: str | None = None
+    expires: float | None = None
+
+    def state(self, current_hash: str, now: float) -> str:
+        """Where it stands for a hunt whose specification hashes to ``current_hash``: void
+        once the specification changed since the request, expired once past its expiry."""
+        if self.decision == "rejected":
+            return "rejected"
+        if self.spec_hash != current_hash:
+            return "void"
+        if self.decision == "approved" and self.expires is not None and now >= self.expires:
+            return "expired"
+        return self.decision
+
+    @classmethod
+    def from_row(cls, row: Row) -> ApprovalRecord:
+        return cls(**_stored(cls, row))
+
+    def describe(self, current_hash: str, now: float) -> dict[str, Any]:
+        """The approval as a hunt dict shows it."""
+        return {
+            "state": self.state(current_hash, now),
+            "spec_hash": self.spec_hash,
+            "requester": self.requester,
+            "requested": self.requested,
+            "decided_by": self.decided_by,
+            "decided": self.decided,
+            "expires": self.expires,
+            "reason": self.decision_reason if self.decision != "pending" else self.reason,
+            "request_reason": self.reason,
+        }
+
+
+NO_APPROVAL = {"state": "none", "spec_hash": None, "requester": None, "requested": None,
+               "decided_by": None, "decided": None, "expires": None, "reason": None,
+               "request_reason": None}
+
+
 @dataclass
 class HuntRecord:
     """A hunt as stored, with its counts (a GROUP BY over its clients) alongside."""
@@ -189,6 +244,8 @@ class HuntRecord:
     archived: float | None = None
     copied_from: str = ""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*QUEUES, CHECKING), 0))
+    # In memory only: the hunt's newest approval request (None: never requested).
+    approval: ApprovalRecord | None = field(default=None, repr=False, compare=False)
 
     @property
     def recruited(self) -> int:
@@ -223,8 +280,22 @@ class HuntRecord:
     def from_row(cls, row: Row) -> HuntRecord:
         return cls(**_stored(cls, row), draining=bool(row["draining"]))
 
+    @property
+    def spec_hash(self) -> str:
+        """The SHA-256 of the hunt's specification (what an approval is bound to)."""
+        return spec_hash(self)
+
+    def approval_state(self, now: float | None = None) -> str:
+        """'none', 'pending', 'approved', 'rejected', 'expired' or 'void'."""
+        if self.approval is None:
+            return "none"
+        return self.approval.state(self.spec_hash, time.time() if now is None else now)
+
     def describe(self) -> dict[str, Any]:
         """The hunt as the operator API shows it."""
+        current = self.spec_hash
+        approval = (NO_APPROVAL if self.approval is None
+                    else self.approval.describe(current, time.time()))
         return {
             "hunt_id": self.hunt_id,
             "state": self.state,
@@ -249,6 +320,8 @@ class HuntRecord:
             **asdict(self.limits),
             "counts": {queue: self.counts[queue] for queue in QUEUES},
             "checking": self.counts[CHECKING],
+            "spec_hash": current,
+            "approval": dict(approval),
         }
 
 

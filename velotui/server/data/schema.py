@@ -8,7 +8,8 @@ from __future__ import annotations
 
 # 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
 # limit, archive time and the hunt it was copied from; a collection's artifacts; 6: operators;
-# audit records are hash-chained and hold their outcome (allowed or refused)
+# audit records are hash-chained and hold their outcome (allowed or refused); server settings
+# and hunts' approvals
 SCHEMA_VERSION = 6
 
 TABLES = """
@@ -162,6 +163,27 @@ CREATE TABLE IF NOT EXISTS operators (
     created REAL NOT NULL,
     creator TEXT NOT NULL
 );
+
+-- Server settings an operator changes (approvals, approval_hours, excluded_labels): JSON values.
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- Requests to approve a hunt and their decisions; a hunt's newest row is the one that counts.
+-- Each is bound to the hunt's specification hash when requested: a hunt whose hash changed since
+-- has a void approval.
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hunt_id TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    requester TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    requested REAL NOT NULL,
+    decided_by TEXT,
+    decided REAL,
+    decision TEXT NOT NULL DEFAULT 'pending',
+    decision_reason TEXT,
+    expires REAL
+);
+CREATE INDEX IF NOT EXISTS approvals_by_hunt ON approvals (hunt_id, id);
 
 CREATE TABLE IF NOT EXISTS uploads (
     client_id TEXT NOT NULL,
