@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from velotui.server.data.audit import append_audit
+from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.store import Store, Transaction
 
 
@@ -61,8 +61,8 @@ class OperatorTable:
             except sqlite3.IntegrityError:
                 raise OperatorExists(record.name) from None
             if actor is not None:
-                append_audit(tx, record.created, actor, "operator_add", record.name,
-                             {"role": record.role})
+                append_audit(tx, AuditEntry(actor, "operator_add", record.name,
+                                            {"role": record.role}), now=record.created)
             return True
 
         return await self.store.write(op)
@@ -78,7 +78,7 @@ class OperatorTable:
                 raise LastAdmin(name)
             if not tx.changed("DELETE FROM operators WHERE name = ?", (name,)):
                 return False
-            append_audit(tx, now, actor, "operator_remove", name, {})
+            append_audit(tx, AuditEntry(actor, "operator_remove", name, {}), now=now)
             return True
 
         return await self.store.write(op)
@@ -95,7 +95,8 @@ class OperatorTable:
                     tx.one(_OTHER_ADMINS, (name,))["n"] == 0:  # type: ignore[index]
                 raise LastAdmin(name)
             tx.execute("UPDATE operators SET role = ? WHERE name = ?", (role, name))
-            append_audit(tx, now, actor, "operator_role", name, {"old": row["role"], "new": role})
+            append_audit(tx, AuditEntry(actor, "operator_role", name,
+                                        {"old": row["role"], "new": role}), now=now)
             return str(row["role"])
 
         return await self.store.write(op)
