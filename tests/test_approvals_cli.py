@@ -59,7 +59,7 @@ async def test_settings_requests_approvals_and_rejections(server: Server,
     own = created.out.strip()
     assert "needs an approval" in one_line_refusal(await velotui("hunt", "start", own))
     requested = await velotui("hunt", "request-approval", own, "--reason", "incident 7")
-    assert requested.out == f"{own}: awaiting approval (requested by operator)\n"
+    assert requested.out == f"{own}: awaiting approval (requested by admin)\n"
     assert "nobody approves their own hunt" in one_line_refusal(
         await velotui("hunt", "approve", own))
     listed = await velotui("hunt", "list")
@@ -71,7 +71,7 @@ async def test_settings_requests_approvals_and_rejections(server: Server,
     theirs = (await ann.create_hunt(query=QUERY))["hunt_id"]
     await ann.request_approval(theirs)
     approved = await velotui("hunt", "approve", theirs)
-    assert approved.status == 0 and approved.out.startswith(f"{theirs}: approved by operator")
+    assert approved.status == 0 and approved.out.startswith(f"{theirs}: approved by admin")
     started = await velotui("hunt", "start", theirs)
     assert started.status == 0, started.err
     assert server.hunts.get(theirs).state == "running"
@@ -83,7 +83,12 @@ async def test_settings_requests_approvals_and_rejections(server: Server,
         await velotui("hunt", "reject", rejected_id, "--reason", " "))
     rejected = await velotui("hunt", "reject", rejected_id, "--reason", "too broad", "--json")
     assert json.loads(rejected.out)["approval"]["state"] == "rejected"
-    assert "rejected by operator: too broad" in one_line_refusal(
+    assert "rejected by admin: too broad" in one_line_refusal(
         await velotui("hunt", "start", rejected_id))
-    actions = [entry["action"] for entry in await ann.audit_log()]
-    assert actions.count("setting") == 2 and "approve" in actions and "reject" in actions
+    audit = await ann.audit_log()
+    settings = [(entry["outcome"], entry["target"]) for entry in audit
+                if entry["action"] == "setting"]
+    assert settings == [("allowed", "approvals"), ("refused", "approvals"),
+                        ("allowed", "excluded_labels")]
+    actions = [entry["action"] for entry in audit if entry["outcome"] == "allowed"]
+    assert "approve" in actions and "reject" in actions

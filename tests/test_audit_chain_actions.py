@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.scripted_agent import ScriptedAgent
-from velotui.server.audit import ACTIONS, hunt_spec_hash
+from velotui.server.audit import ACTIONS
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.server import Server
 from velotui.server.service import Service
@@ -93,7 +93,7 @@ async def test_every_action_writes_exactly_one_record(server: Server, api: Remot
 
     record = await expect("copy", copy_hunt)
     assert record["target"] == copy["hunt_id"] and record["details"]["copied_from"] == hunt_id
-    assert record["details"]["spec_hash"] == hunt_spec_hash(server.hunts.get(copy["hunt_id"]))
+    assert record["details"]["spec_hash"] == server.hunts.get(copy["hunt_id"]).spec_hash
     await expect("archive", lambda: api.archive_hunt(hunt_id=hunt_id), hunt_id)
     await expect("query_hunt", lambda: api.query_hunt(hunt_id=hunt_id, query=QUERY), hunt_id)
     await expect("export", lambda: drain(api.export_hunt(hunt_id=hunt_id)), hunt_id)
@@ -120,11 +120,41 @@ async def test_every_action_writes_exactly_one_record(server: Server, api: Remot
     await expect("label", lambda: api.label_client(client_id=client_id, add=["x"]), client_id)
     await expect("revoke", lambda: api.revoke_client(client_id=client_id), client_id)
 
+    # Settings, operators and four-eyes approval (the approval by a second operator)
+    record = await expect("setting", lambda: api.set_setting(key="approvals",
+                                                             value="required"), "approvals")
+    assert record["details"] == {"old": "off", "new": "required"}
+    added: dict[str, Any] = {}
+
+    async def add_operator() -> None:
+        added.update(await api.add_operator(name="vera", role="approver"))
+
+    record = await expect("operator_add", add_operator, "vera")
+    assert "token" not in str(record["details"]) and added["token"] not in str(record)
+    gated = (await api.create_hunt(query=QUERY, description="four eyes"))["hunt_id"]
+    gated_hash = server.hunts.get(gated).spec_hash
+    record = await expect("request_approval",
+                          lambda: api.request_approval(hunt_id=gated, reason="triage"), gated)
+    assert record["details"] == {"reason": "triage", "spec_hash": gated_hash}
+    async with await RemoteService.connect(server.url, added["token"],
+                                           server.datastore.ca_pem()) as vera:
+        record = await expect("approve", lambda: vera.approve_hunt(hunt_id=gated), gated)
+        assert (record["actor"], record["details"]) == ("vera", {"spec_hash": gated_hash})
+        await api.set_hunt(hunt_id=gated, rate=7)  # voids it: a new request, rejected
+        await api.request_approval(hunt_id=gated)
+        record = await expect("reject", lambda: vera.reject_hunt(hunt_id=gated,
+                                                                 reason="too fast"), gated)
+        assert record["details"]["spec_hash"] == server.hunts.get(gated).spec_hash != gated_hash
+    record = await expect("operator_role",
+                          lambda: api.set_operator_role(name="vera", role="reader"), "vera")
+    assert record["details"] == {"old": "approver", "new": "reader"}
+    await expect("operator_remove", lambda: api.remove_operator(name="vera"), "vera")
+
     # Every action the service has that this server can perform here was met (relaunch needs
     # clients in errors: its refusal is below; importing artifacts is its own test)
     local = {action for method, (action, _) in ACTIONS.items() if hasattr(Service, method)}
     assert local - seen == {"relaunch", "import_artifacts"}
-    assert len(actors) == 1 and "" not in actors  # the operator who acted
+    assert actors == {"admin", "vera"}  # the operator who acted, each time
     assert (await api.verify_audit())["intact"]
 
 

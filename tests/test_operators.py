@@ -116,6 +116,12 @@ async def test_allowed_calls_do_their_work_and_refused_ones_change_nothing(
         audit = await admin.audit_log()
         assert {(a["actor"], a["action"]) for a in audit} >= {
             ("admin", "operator_add"), ("hugo", "create"), ("hugo", "stop"), ("admin", "delete")}
+        # The role refusals are audited too, as refused, with the line the operator saw
+        refusals = [(a["actor"], a["action"], a["reason"]) for a in audit
+                    if a["outcome"] == "refused"]
+        assert refusals == [
+            ("rita", "create", "create_hunt needs the hunter role; rita is reader"),
+            ("hugo", "delete", "delete_hunt needs the admin role; hugo is hunter")]
     finally:
         await reader.close()
         await hunter.close()

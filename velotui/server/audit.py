@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from velotui.server.data import AuditEntry, Database, HuntRecord
+from velotui.server.data import AuditEntry, Database
 from velotui.server.data.audit import ChainCheck
 
 # The Service methods that act (everything that is not a pure read), with the action their
@@ -39,30 +37,16 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "label_client": ("label", "client_id"),
     "revoke_client": ("revoke", "client_id"),
     # the other parts' actions (operators, settings, approvals), recorded when refused too
-    "add_operator": ("add_operator", "name"),
-    "remove_operator": ("remove_operator", "name"),
-    "set_operator_role": ("set_operator_role", "name"),
-    "set_setting": ("set_setting", "key"),
+    "add_operator": ("operator_add", "name"),
+    "remove_operator": ("operator_remove", "name"),
+    "set_operator_role": ("operator_role", "name"),
+    "set_setting": ("setting", "key"),
     "request_approval": ("request_approval", "hunt_id"),
     "approve_hunt": ("approve", "hunt_id"),
     "reject_hunt": ("reject", "hunt_id"),
 }
 # Parameters a refusal's record leaves out: bulky, and not what was asked
 _UNRECORDED = frozenset({"definitions"})
-_SPEC_FIELDS = ("query", "artifacts", "client_condition", "server_condition", "rate",
-                "client_limit", "expires", "timeout", "max_rows", "max_upload_bytes", "max_logs",
-                "max_log_bytes", "max_uploads", "max_errors", "max_errors_percent")
-
-
-def hunt_spec_hash(hunt: HuntRecord) -> str:
-    """SHA-256 hex of the canonical JSON of the hunt's specification, as issue 13's contract
-    defines ``spec_hash`` (the approvals part's ``hunt_spec.spec_hash`` replaces this once
-    merged)."""
-    spec = {name: getattr(hunt, name) for name in _SPEC_FIELDS}
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def refusal_entry(actor: str, method: str, params: dict[str, Any]) -> AuditEntry | None:
     """The record of a refused call of ``method`` (None: a read, which is not recorded)."""
     known = ACTIONS.get(method)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
-from velotui.server.audit import hunt_spec_hash
 from velotui.server.data import (
     AuditEntry,
     Database,
@@ -269,7 +268,7 @@ class HuntManager:
             **asdict(source.limits),
         )
         if audit is not None:  # the copy's own specification (its expiry is its own)
-            audit = replace(audit, details={**audit.details, "spec_hash": hunt_spec_hash(copied)})
+            audit = replace(audit, details={**audit.details, "spec_hash": copied.spec_hash})
         return await self.create(copied, audit)
 
     async def archive(self, hunt_id: str, audit: AuditEntry | None = None) -> HuntRecord:
@@ -399,23 +398,24 @@ class HuntManager:
 
     # Approvals ----------------------------------------------------------------------------------
 
-    async def request_approval(self, hunt_id: str, requester: str, reason: str) -> HuntRecord:
+    async def request_approval(self, hunt_id: str, requester: str, reason: str,
+                               audit: AuditEntry | None = None) -> HuntRecord:
         """Ask for the hunt's current specification to be approved. Raises ApprovalRefused
         when a request is pending already."""
         hunt = self.get(hunt_id)
         hunt.approval = await self.db.approvals.request(hunt_id, requester, reason,
-                                                        self.wall_clock())
+                                                        self.wall_clock(), audit)
         self._changed(hunt_id)
         return hunt
 
     async def decide_approval(self, hunt_id: str, decider: str, approve: bool, reason: str,
-                              lifetime: float) -> HuntRecord:
+                              lifetime: float, audit: AuditEntry | None = None) -> HuntRecord:
         """Approve (for ``lifetime`` seconds) or reject the hunt's pending request. Raises
         ApprovalRefused when nothing valid is pending or the decider is the hunt's creator or
         the requester."""
         hunt = self.get(hunt_id)
         hunt.approval = await self.db.approvals.decide(hunt_id, decider, approve, reason,
-                                                       self.wall_clock(), lifetime)
+                                                       self.wall_clock(), lifetime, audit)
         self._changed(hunt_id)
         return hunt
 

@@ -30,7 +30,6 @@ from velotui.artifacts import (
 from velotui.artifacts.parameters import as_text
 from velotui.server import arguments
 from velotui.server.artifact_library import load_definitions, with_definitions
-from velotui.server.audit import hunt_spec_hash
 from velotui.server.conditions import estimate
 from velotui.server.data import CHECKING, QUEUES, AuditEntry, HuntRecord
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
@@ -877,9 +876,7 @@ class Service:
     async def set_setting(self, key: str, value: Any) -> dict[str, Any]:
         """Change a setting (audited as "setting" with the old and new value); every setting
         in force after it."""
-        before = self.server.settings.values.get(key) if isinstance(key, str) else None
-        value = await self.server.settings.set(key, value)
-        await self.server.audit.record(self._entry("setting", key, old=before, new=value))
+        await self.server.settings.set(key, value, self._entry("setting"))
         return dict(self.server.settings.values)
 
     @requires("hunter")
@@ -887,9 +884,9 @@ class Service:
         """Ask another operator to approve the hunt's current specification; the hunt."""
         hunt = self._hunt(hunt_id)
         reason = arguments.text(reason, "reason", maximum=4096)
-        hunt = await self.server.hunts.request_approval(hunt.hunt_id, self.actor, reason)
-        await self.server.audit.record(self._entry("request_approval", hunt.hunt_id,
-                                                   reason=reason, spec_hash=hunt.spec_hash))
+        hunt = await self.server.hunts.request_approval(
+            hunt.hunt_id, self.actor, reason,
+            self._entry("request_approval", hunt.hunt_id, reason=reason))
         return hunt.describe()
 
     @requires("approver")
@@ -898,9 +895,8 @@ class Service:
         the hunt's creator and to the requester."""
         hunt = self._hunt(hunt_id)
         hunt = await self.server.hunts.decide_approval(
-            hunt.hunt_id, self.actor, True, "", self.server.settings.approval_seconds)
-        await self.server.audit.record(self._entry("approve", hunt.hunt_id,
-                                                   spec_hash=hunt.spec_hash))
+            hunt.hunt_id, self.actor, True, "", self.server.settings.approval_seconds,
+            self._entry("approve", hunt.hunt_id))
         return hunt.describe()
 
     @requires("approver")
@@ -910,10 +906,9 @@ class Service:
         reason = arguments.text(reason, "reason", maximum=4096)
         if not reason.strip():
             raise ServiceError("a rejection needs a reason (for the hunt's author)")
-        hunt = await self.server.hunts.decide_approval(hunt.hunt_id, self.actor, False,
-                                                       reason, 0.0)
-        await self.server.audit.record(self._entry("reject", hunt.hunt_id, reason=reason,
-                                                   spec_hash=hunt.spec_hash))
+        hunt = await self.server.hunts.decide_approval(
+            hunt.hunt_id, self.actor, False, reason, 0.0,
+            self._entry("reject", hunt.hunt_id, reason=reason))
         return hunt.describe()
 
     @requires("reader")
@@ -992,7 +987,7 @@ class Service:
     def _hunt_entry(self, action: str, hunt: HuntRecord, **details: Any) -> AuditEntry:
         """A hunt action's record: with the specification's hash it acted on."""
         return AuditEntry(self.actor, action, hunt.hunt_id,
-                          {**details, "spec_hash": hunt_spec_hash(hunt)})
+                          {**details, "spec_hash": hunt.spec_hash})
 
 
 def _row_filter(filter: Any, column: Any, value: Any) -> RowFilter:

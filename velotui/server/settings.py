@@ -8,10 +8,11 @@ after the store has written the change.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from velotui.server import arguments
-from velotui.server.data import Database
+from velotui.server.data import AuditEntry, Database
 from velotui.server.errors import ServiceError
 
 DEFAULTS: dict[str, Any] = {"approvals": "off", "approval_hours": 24.0, "excluded_labels": []}
@@ -53,10 +54,14 @@ class ServerSettings:
         stored = await self.db.settings.all()
         self.values = {**DEFAULTS, **{k: v for k, v in stored.items() if k in DEFAULTS}}
 
-    async def set(self, key: Any, value: Any) -> Any:
-        """Store a checked setting; its value as stored."""
+    async def set(self, key: Any, value: Any, audit: AuditEntry | None = None) -> Any:
+        """Store a checked setting (with its audit record, which gains the key, the old and
+        the new value); its value as stored."""
         key, value = checked_setting(key, value)
-        await self.db.settings.set(key, value)
+        if audit is not None:
+            audit = replace(audit, target=key, details={
+                **audit.details, "old": self.values.get(key), "new": value})
+        await self.db.settings.set(key, value, audit)
         self.values[key] = value
         return value
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
+from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.records import ApprovalRecord, HuntRecord
 from velotui.server.data.store import Row, Store, Transaction
 from velotui.server.errors import ServiceError
@@ -72,10 +74,13 @@ class SettingsTable:
         rows = await self.store.fetch_all("SELECT key, value FROM settings ORDER BY key")
         return {row["key"]: json.loads(row["value"]) for row in rows}
 
-    async def set(self, key: str, value: Any) -> None:
-        """Store a setting."""
+    async def set(self, key: str, value: Any, audit: AuditEntry | None = None) -> None:
+        """Store a setting, with its audit record in the same transaction."""
 
         def op(tx: Transaction) -> None:
+            if audit is not None:  # the old value as stored, when it was (else the default's)
+                old = setting(tx, key, audit.details.get("old"))
+                append_audit(tx, replace(audit, details={**audit.details, "old": old}))
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -96,8 +101,8 @@ class ApprovalTable:
             " WHERE b.hunt_id = a.hunt_id)")
         return {row["hunt_id"]: ApprovalRecord.from_row(row) for row in rows}
 
-    async def request(self, hunt_id: str, requester: str, reason: str, now: float
-                      ) -> ApprovalRecord:
+    async def request(self, hunt_id: str, requester: str, reason: str, now: float,
+                      audit: AuditEntry | None = None) -> ApprovalRecord:
         """A new request to approve the hunt's current specification. Raises ApprovalRefused
         when one is pending for it already, or the hunt is gone."""
 
@@ -115,12 +120,13 @@ class ApprovalTable:
                 " decision) VALUES (?,?,?,?,?, 'pending') RETURNING *",
                 (hunt_id, current, requester, reason, now),
             )
+            _audit_with_spec(tx, audit, current)
             return ApprovalRecord.from_row(row)
 
         return await self.store.write(op)
 
     async def decide(self, hunt_id: str, decider: str, approve: bool, reason: str, now: float,
-                     lifetime: float) -> ApprovalRecord:
+                     lifetime: float, audit: AuditEntry | None = None) -> ApprovalRecord:
         """Approve (valid for ``lifetime`` seconds) or reject the hunt's pending request, as
         ``decider``. Raises ApprovalRefused when nothing is pending, the specification changed
         since the request, or the decider created the hunt or asked for the approval."""
@@ -151,6 +157,7 @@ class ApprovalTable:
             )
             if row is None:  # decided by someone else in between
                 raise ApprovalRefused(f"{hunt_id}'s request was decided already")
+            _audit_with_spec(tx, audit, current)
             return ApprovalRecord.from_row(row)
 
         return await self.store.write(op)
@@ -171,3 +178,9 @@ class ApprovalTable:
             "SELECT a.* FROM approvals a WHERE a.id = (SELECT MAX(b.id) FROM approvals b"
             f" WHERE b.hunt_id = a.hunt_id){where} ORDER BY a.id DESC")
         return [ApprovalRecord.from_row(row) for row in rows]
+
+
+def _audit_with_spec(tx: Transaction, audit: AuditEntry | None, current: str) -> None:
+    """Write the action's record, naming the specification it acted on."""
+    if audit is not None:
+        append_audit(tx, replace(audit, details={**audit.details, "spec_hash": current}))
