@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.keys import _character_to_key
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
+from textual.widgets import DataTable, Input, TextArea
 
 from tests import fleet
 from tests.console_seed import NOW
@@ -48,10 +48,22 @@ async def ready(pilot: Pilot[Any]) -> None:
 
 
 async def steady(pilot: Pilot[Any]) -> None:
-    """No blinking cursor (snapshots must not depend on the moment they are taken)."""
+    """No blinking cursor, and every table's column widths fitted to the rows it was given
+    (snapshots must not depend on the moment they are taken)."""
     for screen in pilot.app.screen_stack:
         for widget in screen.query("Input, TextArea"):
             if isinstance(widget, Input | TextArea):
                 widget.cursor_blink = False
     await pilot.pause()
+    await until(pilot, lambda: all(_table_fitted(table) for screen in pilot.app.screen_stack
+                                   for table in screen.query(DataTable)),
+                10, "the tables' widths fitted")
+    await pilot.pause()
     await asyncio.sleep(0)
+
+
+def _table_fitted(table: DataTable[Any]) -> bool:
+    """Whether a DataTable has measured the rows and cells it was given: it does so when it
+    is next idle, which a loaded machine may not reach before a snapshot is taken (textual is
+    pinned, so these two attributes stay as they are)."""
+    return not table._require_update_dimensions and not table._updated_cells

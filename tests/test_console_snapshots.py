@@ -88,7 +88,10 @@ async def _refused(pilot: Pilot[Any]) -> None:
     await until(pilot, lambda: _text(pilot, "#estimate").startswith("matches"), 30, "estimate")
     await pilot.press("ctrl+s")
     await until(pilot, lambda: _text(pilot, "#query-refusal").startswith("Not created"), 10)
-    await pilot.pause(0.3)  # the reason shows under the empty query, in view
+    form = pilot.app.screen.query_one("#form")
+    refusal = pilot.app.screen.query_one("#query-refusal")
+    await until(pilot, lambda: form.scrollable_content_region.contains_region(refusal.region),
+                10, "the reason under the empty query, in view")
 
 
 def test_new_hunt_refused_in_place(snap_compare: Any, seeded: Path) -> None:

@@ -37,7 +37,10 @@ async def _timeout_refused(pilot: Pilot[Any]) -> None:
     pilot.app.screen.query_one("#timeout", Input).value = "soon"
     await pilot.press("ctrl+s")
     await until(pilot, lambda: _text(pilot, "#timeout-refusal").startswith("Not created"), 10)
-    await pilot.pause(0.3)  # scrolled to the field and its refusal
+    form = pilot.app.screen.query_one("#form")
+    refusal = pilot.app.screen.query_one("#timeout-refusal")
+    await until(pilot, lambda: form.scrollable_content_region.contains_region(refusal.region),
+                10, "the form scrolled to the refusal")
     await steady(pilot)
 
 
