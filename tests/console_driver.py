@@ -58,8 +58,22 @@ async def steady(pilot: Pilot[Any]) -> None:
     await until(pilot, lambda: all(_table_fitted(table) for screen in pilot.app.screen_stack
                                    for table in screen.query(DataTable)),
                 10, "the tables' widths fitted")
-    await pilot.pause()
-    await asyncio.sleep(0)
+    await _settled(pilot)
+
+
+async def _settled(pilot: Pilot[Any], frames: int = 200) -> None:
+    """Until two frames in a row are the same: whatever was still to happen after the last
+    event (a scroll after the next refresh, a table measured when idle) has happened. A screen
+    that never settles (something animated) is left after ``frames`` frames, for the snapshot
+    to show."""
+    previous = None
+    for _ in range(frames):
+        await pilot.pause()
+        await asyncio.sleep(0)
+        frame = pilot.app.export_screenshot()
+        if frame == previous:
+            return
+        previous = frame
 
 
 def _table_fitted(table: DataTable[Any]) -> bool:
