@@ -104,6 +104,20 @@ async def test_rows_read_by_name_and_by_position_as_sqlite_rows_do(postgres_url:
     await store.close()
 
 
+async def test_text_comes_back_as_given_even_with_nul_which_postgresql_text_cannot_hold(
+        postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url)
+    odd = ["a\x00b", "\U0010ffff0", "\x00\U0010ffff\x00", "plain", "\U0010ffff"]
+    for n, text in enumerate(odd):
+        await store.write(lambda tx, n=n, text=text: tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)", (f"odd{n}", text)))
+    rows = await store.fetch_all("SELECT key, value FROM meta WHERE key LIKE 'odd%' ORDER BY key")
+    assert [row["value"] for row in rows] == odd
+    found = await store.fetch_one("SELECT key FROM meta WHERE value = ?", ("a\x00b",))
+    assert found["key"] == "odd0"
+    await store.close()
+
+
 def test_placeholders_become_psycopgs_outside_quotes_only() -> None:
     assert translate("SELECT ? WHERE a LIKE 'k%?' AND b = ?") == \
         "SELECT %s WHERE a LIKE 'k%%?' AND b = %s"
