@@ -298,7 +298,8 @@ def test_serve_with_a_database_records_it_and_keeps_its_data_there(
     assert version == str(SCHEMA_VERSION)
 
 
-def test_serve_on_an_unreachable_database_says_so_in_one_line_and_records_nothing(tmp_path: Path) -> None:
+def test_serve_on_an_unreachable_database_says_so_in_one_line_and_records_nothing(
+        tmp_path: Path) -> None:
     url = f"postgresql://velotui:secret@127.0.0.1:{free_port()}/velotui"
     finished = subprocess.run(
         [VELOTUI, "serve", "--datastore", str(tmp_path / "datastore"), "--listen",
