@@ -16,12 +16,14 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from velotui.data_folders import user_data_folder
 from velotui.durable_files import temp_file_pattern, write_file_atomically
 from velotui.server import tls
+from velotui.server.data.database import POSTGRESQL_SCHEMES
 
 DATASTORE_ENV_VAR = "VELOTUI_DATASTORE"
 APP_FOLDER_NAME = "velotui"
@@ -38,6 +40,9 @@ ENROLMENT_SECRET_NAME = "enrolment_secret"
 API_TOKEN_NAME = "api_token"
 SERVER_ADDRESS_NAME = "server.json"
 DATABASE_NAME = "velotui.db"
+# Where the datastore's parts are when not in the folder: {"database": "postgresql://..."}
+# (absent: SQLite in DATABASE_NAME), {"uploads": "/shared/path"} (absent: the uploads folder).
+SETTINGS_NAME = "datastore.json"
 LOCK_NAME = ".lock"
 
 # Files that only the initialisation writes, always while holding the lock; their leftover
@@ -94,6 +99,54 @@ class Datastore:
     @property
     def database_path(self) -> Path:
         return self.root / DATABASE_NAME
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_NAME
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL database this datastore uses; None: SQLite, ``database_path``."""
+        url = self.read_settings().get("database")
+        return url if isinstance(url, str) and url else None
+
+    def database_target(self) -> Path | str:
+        """What ``Database.open`` takes: the PostgreSQL URL, else the SQLite file's path."""
+        return self.database_url() or self.database_path
+
+    def set_database_url(self, url: str | None) -> None:
+        """Record the PostgreSQL database every later command on this datastore uses (None or
+        "sqlite": back to the SQLite file). Raises ValueError for anything else."""
+        url = checked_database_url(url)
+        with _exclusive_lock(self.root / LOCK_NAME):
+            settings = self.read_settings()
+            if url is None:
+                settings.pop("database", None)
+            else:
+                settings["database"] = url
+            self.write_settings(settings)
+
+    def read_settings(self) -> dict[str, Any]:
+        """The whole of ``datastore.json`` ({} when there is none). Raises DatastoreError when
+        it is not a JSON object."""
+        try:
+            text = self.settings_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            settings = json.loads(text)
+        except ValueError as error:
+            raise DatastoreError(f"{self.settings_path} is not JSON: {error}") from None
+        if not isinstance(settings, dict):
+            raise DatastoreError(f"{self.settings_path} is not a JSON object")
+        return settings
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        """Replace ``datastore.json`` with ``settings`` (atomically; for the server's user
+        alone: a database URL may hold a password). Callers that change one key hold the
+        datastore's lock around reading and writing (``set_database_url``)."""
+        write_file_atomically(self.settings_path,
+                              (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode(),
+                              SECRET_MODE)
 
     @property
     def uploads_dir(self) -> Path:
@@ -289,6 +342,17 @@ class Datastore:
             for leftover in self.root.glob(temp_file_pattern(self.root / name)):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+
+def checked_database_url(url: str | None) -> str | None:
+    """A database as ``--database`` names it: a PostgreSQL URL, or None for SQLite (None, ""
+    or "sqlite"). Raises ValueError (one line) for anything else."""
+    if url in (None, "", "sqlite"):
+        return None
+    if not url.startswith(POSTGRESQL_SCHEMES):
+        raise ValueError(f"not a PostgreSQL URL: {url!r} (postgresql://USER@HOST:PORT/DB,"
+                         " or 'sqlite')")
+    return url
 
 
 def _machine_hostnames() -> list[str]:
