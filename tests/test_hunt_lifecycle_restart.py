@@ -99,7 +99,7 @@ def test_a_crash_between_a_deletes_commit_and_its_files_removal_removes_them_at_
     files: the list of files to remove was committed with the delete, so the next start removes
     them; nothing is left on disk that no row refers to."""
     datastore = tmp_path / "datastore"
-    uploads = Datastore.open(datastore).uploads_dir
+    uploads = Datastore.open(datastore).uploads_location()
     evidence = tmp_path / "evidence.bin"
     evidence.write_bytes(b"e" * 200_000)
     server = ServerProcess(datastore).start("delete.after_commit=exit")

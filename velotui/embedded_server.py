@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
         configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
+        server = Server(datastore, args.listen)
     except (ValueError, DatastoreError, OSError) as error:
         return _refuse(str(error))
-    return asyncio.run(_run(Server(datastore, args.listen), args.demo, args.demo_processes,
-                            args.operator))
+    return asyncio.run(_run(server, args.demo, args.demo_processes, args.operator))
 
 
 def _user() -> str:

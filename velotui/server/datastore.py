@@ -1,5 +1,9 @@
 """The datastore folder: where the server keeps its keys, secrets, database, uploads and exports.
 
+Its settings file, ``datastore.json``, says where what may live elsewhere is (``"uploads"``: a
+folder, perhaps shared by several frontends; absent keys mean the defaults inside the folder), so
+every later command on the datastore finds it.
+
 The first open creates the CA, the server certificate, the enrolment secret and the operator API
 token; every later open reuses them, because agents pin this CA and carry this secret in their
 config. Every file is written atomically (temporary file in the same folder, fsync, rename), so a
@@ -16,6 +20,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -38,6 +43,8 @@ ENROLMENT_SECRET_NAME = "enrolment_secret"
 API_TOKEN_NAME = "api_token"
 SERVER_ADDRESS_NAME = "server.json"
 DATABASE_NAME = "velotui.db"
+SETTINGS_NAME = "datastore.json"
+UPLOADS_NAME = "uploads"
 LOCK_NAME = ".lock"
 
 # Files that only the initialisation writes, always while holding the lock; their leftover
@@ -96,8 +103,19 @@ class Datastore:
         return self.root / DATABASE_NAME
 
     @property
-    def uploads_dir(self) -> Path:
-        return self.root / "uploads"
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_NAME
+
+    def uploads_location(self) -> Path:
+        """The uploads folder: ``"uploads"`` in the settings (relative to the datastore when
+        not absolute), else ``uploads`` in the datastore. Raises DatastoreError when the
+        settings are damaged."""
+        configured = self.read_settings().get("uploads")
+        if configured is None:
+            return self.root / UPLOADS_NAME
+        if not isinstance(configured, str) or not configured.strip():
+            raise DatastoreError(f'{self.settings_path}: "uploads" must be a folder path')
+        return self.root / Path(configured).expanduser()
 
     @property
     def exports_dir(self) -> Path:
@@ -139,6 +157,43 @@ class Datastore:
     @property
     def api_token_path(self) -> Path:
         return self.root / API_TOKEN_NAME
+
+    # Settings.
+
+    def read_settings(self) -> dict[str, Any]:
+        """The whole settings file (``{}`` when there is none). Raises DatastoreError when it is
+        not a JSON object."""
+        try:
+            text = self.settings_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise DatastoreError(f"cannot read {self.settings_path}: {error.strerror}") from None
+        try:
+            settings = json.loads(text)
+        except ValueError:
+            settings = None
+        if not isinstance(settings, dict):
+            raise DatastoreError(f"{self.settings_path} is not a JSON object: fix or remove it")
+        return settings
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        """Replace the whole settings file atomically. Readers see the old file or the new."""
+        text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+        write_file_atomically(self.settings_path, text.encode("utf-8"), SECRET_MODE)
+
+    def record_uploads_location(self, folder: Path) -> Path:
+        """Keep uploads in ``folder`` from now on (created when missing); the absolute path
+        recorded. Files already in the old location stay there. Raises OSError when the folder
+        cannot be created, DatastoreError when the settings are damaged."""
+        folder = folder.expanduser().absolute()
+        folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        # Read and write under the lock, so another command recording another key keeps it.
+        with _exclusive_lock(self.root / LOCK_NAME):
+            settings = self.read_settings()
+            settings["uploads"] = str(folder)
+            self.write_settings(settings)
+        return folder
 
     # Contents.
 
@@ -227,7 +282,7 @@ class Datastore:
 
     def _initialise(self) -> None:
         _make_private_folder(self.root)
-        for folder in (self.uploads_dir, self.exports_dir, self.logs_dir):
+        for folder in (self.root / UPLOADS_NAME, self.exports_dir, self.logs_dir):
             _make_private_folder(folder)
         self._make_database_private()
         # Two processes opening a fresh datastore at once (console and `velotui serve`) must not
