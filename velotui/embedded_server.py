@@ -1,7 +1,7 @@
 """The server a console embeds, run as the console's child process.
 
     python -m velotui.embedded_server [--datastore DIR] [--listen HOST:PORT] [--demo N]
-                                      [--demo-processes P] [--operator NAME]
+                                      [--demo-processes P] [--operator NAME] [--database URL]
 
 The console (``velotui`` with no command) starts this and talks to it through the operator API,
 as ``--connect`` does: the server's agent traffic, commits, VQL and garbage collections run in a
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from velotui.cli.server_commands import PRIVATE_UMASK, configure_logging
+from velotui.server.data import DatabaseUnreachable
 from velotui.server.datastore import Datastore, DatastoreError
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
 from velotui.server.sessions import AgentGate
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=int, default=0)
     parser.add_argument("--demo-processes", type=int, default=None)
     parser.add_argument("--operator", default=None)
+    parser.add_argument("--database", default=None)
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)  # the database, logs, uploads and exports are its user's alone
     # The operator's keys and frames come first when the cores are short: the console is idle
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
+        if args.database is not None:
+            datastore.set_database_url(args.database)
         configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
         server = Server(datastore, args.listen)
     except (ValueError, DatastoreError, OSError) as error:
@@ -106,6 +110,8 @@ async def _run(server: Server, demo: int, demo_processes: int | None,
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await server.start()
+    except DatabaseUnreachable as error:
+        return _refuse(str(error))
     except OSError as error:
         with contextlib.suppress(Exception):
             await server.stop()

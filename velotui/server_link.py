@@ -70,6 +70,7 @@ class EmbeddedLink(ServerLink):
     demo: int = 0
     demo_processes: int | None = None
     operator: str | None = None  # who the console acts as (None: the server's default)
+    database: str | None = None  # a PostgreSQL URL to record in the datastore (None: as it is)
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     server_url: str = ""
 
@@ -82,6 +83,8 @@ class EmbeddedLink(ServerLink):
             command += ["--demo-processes", str(self.demo_processes)]
         if self.operator:
             command += ["--operator", self.operator]
+        if self.database is not None:
+            command += ["--database", self.database]
         self.process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

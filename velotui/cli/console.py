@@ -34,6 +34,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                             " as the local user, else the first admin)")
     group.add_argument("--ca-file", type=Path, metavar="F",
                        help="with --connect --server: its CA (default ca.pem beside the token)")
+    group.add_argument("--database", metavar="URL",
+                       help="the embedded server keeps the datastore's database in PostgreSQL"
+                            " (postgresql://USER@HOST:PORT/DB; recorded in the datastore)")
 
 
 def _link(args: argparse.Namespace) -> ServerLink:
@@ -41,7 +44,9 @@ def _link(args: argparse.Namespace) -> ServerLink:
         if args.server or args.token_file:
             raise ValueError("--server and --token-file go with --connect")
         return EmbeddedLink(datastore_path=args.datastore, listen=args.listen, demo=args.demo,
-                            operator=args.operator)
+                            operator=args.operator, database=args.database)
+    if args.database is not None:
+        raise ValueError("--database is for the embedded server (or velotui serve)")
     if args.operator:
         raise ValueError("--operator is for the embedded server; --connect acts as the operator"
                          " of --token-file")

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from velotui.cli.connection import add_datastore_option
+from velotui.server.data import DatabaseUnreachable
 from velotui.server.datastore import Datastore, DatastoreError
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
 from velotui.server.server_log import server_log_handlers
@@ -33,6 +34,7 @@ def add_parsers(subparsers: Any) -> None:
                        help="keep uploaded files in this folder from now on (recorded in the "
                        "datastore; a folder shared by several frontends)")
     serve.add_argument("--verbose", action="store_true", help="log debugging detail")
+    add_database_option(serve)
     serve.set_defaults(handler=serve_main)
 
     config = subparsers.add_parser(
@@ -50,6 +52,14 @@ def add_parsers(subparsers: Any) -> None:
     config.set_defaults(handler=agent_config_main)
 
 
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database", metavar="URL",
+        help="keep the datastore's database in PostgreSQL (postgresql://USER@HOST:PORT/DB;"
+        " 'sqlite': back to the datastore's own file); recorded in the datastore, so every"
+        " later command on it uses it")
+
+
 def configure_logging(datastore: Datastore, verbose: bool, to_stderr: bool = True) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, force=True,
@@ -63,6 +73,8 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         host, _port = parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
+        if args.database is not None:
+            datastore.set_database_url(args.database)
         uploads = _uploads_location(datastore, args.uploads)
     except (ValueError, DatastoreError) as error:
         print(f"velotui serve: {error}", file=sys.stderr)
@@ -99,6 +111,9 @@ async def _serve(server: Server) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
+    except DatabaseUnreachable as error:
+        print(f"velotui serve: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         print(f"velotui serve: cannot listen on {server.host}:{server.port}: {error.strerror}",
               file=sys.stderr)

@@ -27,6 +27,7 @@ from cryptography import x509
 from velotui.data_folders import user_data_folder
 from velotui.durable_files import temp_file_pattern, write_file_atomically
 from velotui.server import tls
+from velotui.server.data.database import POSTGRESQL_SCHEMES
 
 DATASTORE_ENV_VAR = "VELOTUI_DATASTORE"
 APP_FOLDER_NAME = "velotui"
@@ -43,6 +44,8 @@ ENROLMENT_SECRET_NAME = "enrolment_secret"
 API_TOKEN_NAME = "api_token"
 SERVER_ADDRESS_NAME = "server.json"
 DATABASE_NAME = "velotui.db"
+# Where the datastore's parts are when not in the folder: {"database": "postgresql://..."}
+# (absent: SQLite in DATABASE_NAME), {"uploads": "/shared/path"} (absent: UPLOADS_NAME in it).
 SETTINGS_NAME = "datastore.json"
 UPLOADS_NAME = "uploads"
 LOCK_NAME = ".lock"
@@ -106,17 +109,6 @@ class Datastore:
     def settings_path(self) -> Path:
         return self.root / SETTINGS_NAME
 
-    def uploads_location(self) -> Path:
-        """The uploads folder: ``"uploads"`` in the settings (relative to the datastore when
-        not absolute), else ``uploads`` in the datastore. Raises DatastoreError when the
-        settings are damaged."""
-        configured = self.read_settings().get("uploads")
-        if configured is None:
-            return self.root / UPLOADS_NAME
-        if not isinstance(configured, str) or not configured.strip():
-            raise DatastoreError(f'{self.settings_path}: "uploads" must be a folder path')
-        return self.root / Path(configured).expanduser()
-
     @property
     def exports_dir(self) -> Path:
         return self.root / "exports"
@@ -158,29 +150,66 @@ class Datastore:
     def api_token_path(self) -> Path:
         return self.root / API_TOKEN_NAME
 
-    # Settings.
+    # Settings (datastore.json).
+
+    def uploads_location(self) -> Path:
+        """The uploads folder: ``"uploads"`` in the settings (relative to the datastore when
+        not absolute), else ``uploads`` in the datastore. Raises DatastoreError when the
+        settings are damaged."""
+        configured = self.read_settings().get("uploads")
+        if configured is None:
+            return self.root / UPLOADS_NAME
+        if not isinstance(configured, str) or not configured.strip():
+            raise DatastoreError(f'{self.settings_path}: "uploads" must be a folder path')
+        return self.root / Path(configured).expanduser()
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL database this datastore uses; None: SQLite, ``database_path``."""
+        url = self.read_settings().get("database")
+        return url if isinstance(url, str) and url else None
+
+    def database_target(self) -> Path | str:
+        """What ``Database.open`` takes: the PostgreSQL URL, else the SQLite file's path."""
+        return self.database_url() or self.database_path
+
+    def set_database_url(self, url: str | None) -> None:
+        """Record the PostgreSQL database every later command on this datastore uses (None or
+        "sqlite": back to the SQLite file). Raises ValueError for anything else."""
+        if url in (None, "", "sqlite"):
+            url = None
+        elif not url.startswith(POSTGRESQL_SCHEMES):
+            raise ValueError(f"not a PostgreSQL URL: {url!r} (postgresql://USER@HOST:PORT/DB,"
+                             " or 'sqlite')")
+        with _exclusive_lock(self.root / LOCK_NAME):
+            settings = self.read_settings()
+            if url is None:
+                settings.pop("database", None)
+            else:
+                settings["database"] = url
+            self.write_settings(settings)
 
     def read_settings(self) -> dict[str, Any]:
-        """The whole settings file (``{}`` when there is none). Raises DatastoreError when it is
-        not a JSON object."""
+        """The whole of ``datastore.json`` ({} when there is none). Raises DatastoreError when
+        it is not a JSON object."""
         try:
             text = self.settings_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
-        except OSError as error:
-            raise DatastoreError(f"cannot read {self.settings_path}: {error.strerror}") from None
         try:
             settings = json.loads(text)
-        except ValueError:
-            settings = None
+        except ValueError as error:
+            raise DatastoreError(f"{self.settings_path} is not JSON: {error}") from None
         if not isinstance(settings, dict):
-            raise DatastoreError(f"{self.settings_path} is not a JSON object: fix or remove it")
+            raise DatastoreError(f"{self.settings_path} is not a JSON object")
         return settings
 
     def write_settings(self, settings: dict[str, Any]) -> None:
-        """Replace the whole settings file atomically. Readers see the old file or the new."""
-        text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
-        write_file_atomically(self.settings_path, text.encode("utf-8"), SECRET_MODE)
+        """Replace ``datastore.json`` with ``settings`` (atomically; for the server's user
+        alone: a database URL may hold a password). Callers that change one key hold the
+        datastore's lock around reading and writing (``set_database_url``)."""
+        write_file_atomically(self.settings_path,
+                              (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode(),
+                              SECRET_MODE)
 
     def record_uploads_location(self, folder: Path) -> Path:
         """Keep uploads in ``folder`` from now on (created when missing); the absolute path

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
@@ -293,8 +292,7 @@ class HuntManager:
         hunt = self.get(hunt_id)
         if hunt.state in ("running", "scheduled"):
             raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
-        database = Path(self.db.store.path)
-        before = _database_bytes(database)
+        before = await self.db.store.size()
         deleted = await self.db.hunts.delete(hunt_id, audit)
         if deleted is None and hunt.state in ("running", "scheduled"):  # started meanwhile
             raise HuntError(f"{hunt_id} is {hunt.state}: stop it before deleting it")
@@ -311,7 +309,7 @@ class HuntManager:
         await failpoints.reach("delete.after_commit")
         files, file_bytes = await self._remove_uploads(deleted.uploads)
         await self.db.store.reclaim()
-        freed = max(before - _database_bytes(database), 0) + file_bytes
+        freed = max(before - await self.db.store.size(), 0) + file_bytes
         return {"hunt_id": hunt_id, "bytes_freed": freed, "rows": deleted.rows,
                 "files": files, "clients": deleted.clients}
 
@@ -594,12 +592,3 @@ class HuntManager:
 
 def _event_hunt(event: dict[str, Any]) -> str:
     return event["hunt_id"] if event["event"] == "hunt_deleted" else event["hunt"]["hunt_id"]
-
-
-def _database_bytes(database: Path) -> int:
-    """The database's size on disk, with its write-ahead log."""
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += Path(f"{database}{suffix}").stat().st_size
-    return total

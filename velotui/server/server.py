@@ -84,11 +84,12 @@ class Server:
         self._operator_connections: dict[ServerConnection, str] = {}
 
     async def start(self) -> None:
-        """Open the store, load state, and listen. Raises OSError if the address is taken."""
+        """Open the store, load state, and listen. Raises OSError if the address is taken,
+        DatabaseUnreachable when the datastore's PostgreSQL cannot be opened."""
         tune_for_many_connections()
         check("SELECT * FROM scope()")  # build the VQL parser now, not in the first request
         self.enrolment_secret = self.datastore.enrolment_secret()
-        self.db = await Database.open(self.datastore.database_path)
+        self.db = await Database.open(self.datastore.database_target())
         self.operators = OperatorDirectory(self.db)
         await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)

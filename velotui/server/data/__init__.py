@@ -2,7 +2,7 @@
 state changes. Nothing else in the server writes SQL (a test says so)."""
 
 from velotui.server.data.audit import AuditEntry
-from velotui.server.data.database import Database
+from velotui.server.data.database import Database, DatabaseUnreachable
 from velotui.server.data.records import (
     ACTIVE_STATES,
     CHECKING,
@@ -20,6 +20,6 @@ from velotui.server.data.store import StoreClosed
 
 __all__ = [
     "ACTIVE_STATES", "CHECKING", "FINAL_STATES", "QUEUES", "RECRUITED", "AuditEntry",
-    "ClientRecord", "Database", "FlowChange", "FlowRecord", "HuntChange", "HuntRecord",
-    "QueueMove", "StoreClosed",
+    "ClientRecord", "Database", "DatabaseUnreachable", "FlowChange", "FlowRecord", "HuntChange",
+    "HuntRecord", "QueueMove", "StoreClosed",
 ]

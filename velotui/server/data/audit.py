@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time as clock
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,28 +91,20 @@ def append_audit(tx: Transaction, entry: AuditEntry, *, outcome: str = "allowed"
     return int(row["id"])
 
 
-def chain_unchained(connection: sqlite3.Connection) -> int:
+def chain_unchained(tx: Transaction) -> int:
     """Chain the records an older velotui wrote without hashes (an upgrade), in id order,
-    after the last chained one; how many. Runs before the store opens for writing."""
-    rows = connection.execute(f"SELECT {_COLUMNS} FROM audit WHERE hash = '' ORDER BY id"
-                              ).fetchall()
+    after the last chained one; how many. Runs in the transaction that opens the store."""
+    rows = tx.all(f"SELECT {_COLUMNS} FROM audit WHERE hash = '' ORDER BY id")
     if not rows:
         return 0
-    last = connection.execute(
-        "SELECT hash FROM audit WHERE hash <> '' AND id < ? ORDER BY id DESC LIMIT 1",
-        (rows[0]["id"],)).fetchone()
+    last = tx.one("SELECT hash FROM audit WHERE hash <> '' AND id < ? ORDER BY id DESC LIMIT 1",
+                  (rows[0]["id"],))
     previous = last["hash"] if last is not None else GENESIS
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        for row in rows:
-            digest = _row_hash(previous, row)
-            connection.execute("UPDATE audit SET previous = ?, hash = ? WHERE id = ?",
-                               (previous, digest, row["id"]))
-            previous = digest
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
+    for row in rows:
+        digest = _row_hash(previous, row)
+        tx.execute("UPDATE audit SET previous = ?, hash = ? WHERE id = ?",
+                   (previous, digest, row["id"]))
+        previous = digest
     return len(rows)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from velotui.server.data.audit import AuditEntry, append_audit
@@ -58,7 +57,7 @@ class OperatorTable:
                     " VALUES (?, ?, ?, ?, ?)",
                     (record.name, record.role, record.token_hash, record.created,
                      record.creator))
-            except sqlite3.IntegrityError:
+            except tx.IntegrityError:
                 raise OperatorExists(record.name) from None
             if actor is not None:
                 append_audit(tx, AuditEntry(actor, "operator_add", record.name,

@@ -52,6 +52,9 @@ class Transaction:
     touched."""
 
     __slots__ = ("_connection", "announced")
+    dialect = "sqlite"
+    # What a statement raises on a broken constraint (a duplicate key), for an op to catch.
+    IntegrityError: type[Exception] = sqlite3.IntegrityError
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -90,12 +93,61 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class Store:
+class TopicWaiters:
+    """Who waits for which topic to change (``changed``), woken from any thread (``wake``)."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._waiters_lock = threading.Lock()
+
+    def changed(self, topic: str) -> asyncio.Event:
+        """An event set once a transaction announcing ``topic`` commits after this call (take
+        it before reading, so nothing committed in between is missed)."""
+        event = asyncio.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(topic, []).append((asyncio.get_running_loop(), event))
+        return event
+
+    def forget(self, topic: str, event: asyncio.Event) -> None:
+        """Stop waking ``event`` (its waiter gave up)."""
+        with self._waiters_lock:
+            waiters = self._waiters.get(topic, [])
+            self._waiters[topic] = [w for w in waiters if w[1] is not event]
+
+    def _wake(self, topics: set[str]) -> None:
+        with self._waiters_lock:
+            woken = [w for topic in topics for w in self._waiters.pop(topic, [])]
+        for loop, event in woken:
+            with contextlib.suppress(RuntimeError):  # its loop closed
+                loop.call_soon_threadsafe(event.set)
+
+
+def take_batch(pending: queue.SimpleQueue[Any], first: Any, limit: int
+               ) -> tuple[list[Any], Any, bool]:
+    """The operations waiting behind ``first`` (up to ``limit`` in all) for one group commit;
+    a reclaim met on the way (to run once the batch commits), and whether ``close`` was."""
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            item = pending.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, None, True
+        if item[0] is _RECLAIM:
+            return batch, item, False
+        batch.append(item)
+    return batch, None, False
+
+
+class Store(TopicWaiters):
     """The database of one datastore. Open with ``await Store.open(path)``."""
 
     MAX_BATCH = 512
+    dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer_thread: threading.Thread | None = None
@@ -107,8 +159,6 @@ class Store:
         self._closed = False
         self.commits = 0  # for benchmarks and tests: how many transactions were committed
         self.operations = 0
-        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
-        self._waiters_lock = threading.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -130,7 +180,9 @@ class Store:
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(TABLES)
             _add_missing_columns(connection)
-            chain_unchained(connection)  # audit records of an older velotui
+            connection.execute("BEGIN IMMEDIATE")
+            chain_unchained(Transaction(connection))  # audit records of an older velotui
+            connection.execute("COMMIT")
             connection.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -154,27 +206,6 @@ class Store:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put((op, future, loop))
         return await future
-
-    def changed(self, topic: str) -> asyncio.Event:
-        """An event set once a transaction announcing ``topic`` commits after this call (take
-        it before reading, so nothing committed in between is missed)."""
-        event = asyncio.Event()
-        with self._waiters_lock:
-            self._waiters.setdefault(topic, []).append((asyncio.get_running_loop(), event))
-        return event
-
-    def forget(self, topic: str, event: asyncio.Event) -> None:
-        """Stop waking ``event`` (its waiter gave up)."""
-        with self._waiters_lock:
-            waiters = self._waiters.get(topic, [])
-            self._waiters[topic] = [w for w in waiters if w[1] is not event]
-
-    def _wake(self, topics: set[str]) -> None:
-        with self._waiters_lock:
-            woken = [w for topic in topics for w in self._waiters.pop(topic, [])]
-        for loop, event in woken:
-            with contextlib.suppress(RuntimeError):  # its loop closed
-                loop.call_soon_threadsafe(event.set)
 
     async def reclaim(self) -> None:
         """Hand the database's free pages back to the file system, after the writes queued
@@ -201,21 +232,8 @@ class Store:
                 if first[0] is _RECLAIM:
                     _run_outside(connection, first, _reclaim_space)
                     continue
-                batch = [first]
-                stop = False
-                after = None
-                while len(batch) < self.MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    if item[0] is _RECLAIM:
-                        after = item  # runs outside the transaction, once the batch commits
-                        break
-                    batch.append(item)
+                # A reclaim met on the way runs outside the transaction, once the batch commits.
+                batch, after, stop = take_batch(self._queue, first, self.MAX_BATCH)
                 self._commit_batch(connection, transaction, batch)
                 if after is not None:
                     _run_outside(connection, after, _reclaim_space)
@@ -259,6 +277,14 @@ class Store:
             outcomes = [((future, loop), None, error) for _op, future, loop in batch]
         for (future, loop), result, error in outcomes:
             loop.call_soon_threadsafe(_resolve, future, result, error)
+
+    async def size(self) -> int:
+        """The database's size on disk in bytes, with its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
 
     # Reading ------------------------------------------------------------------------------------
 
