@@ -1,4 +1,6 @@
-"""Shared fixtures: a real server on loopback over a real datastore in a temporary folder."""
+"""Shared fixtures: a real server on loopback over a real datastore in a temporary folder, its
+database SQLite, or (in modules marked ``both_backends``) each of SQLite and a real PostgreSQL in
+turn."""
 
 from __future__ import annotations
 
@@ -8,14 +10,47 @@ from pathlib import Path
 import pytest
 
 from tests.fleet import Fleet
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from velotui.server.datastore import Datastore
 from velotui.server.server import Server
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test marked both_backends (a module's pytestmark) runs once per database.
+    if "backend" in metafunc.fixturenames and \
+            metafunc.definition.get_closest_marker("both_backends") is not None:
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database under the test's datastore: "sqlite", unless the test is marked
+    ``both_backends`` (then "sqlite" and "postgresql" in turn)."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL database of the test's datastore (a fresh one), or None for SQLite."""
+    if backend == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return None
+
+
+def open_datastore(root: Path, database_url: str | None = None) -> Datastore:
+    """The datastore at ``root``, its database at ``database_url`` when one is given."""
+    datastore = Datastore.open(root)
+    if database_url is not None:
+        datastore.set_database_url(database_url)
+    return datastore
+
+
+@pytest.fixture
+async def server(tmp_path: Path, database_url: str | None) -> AsyncIterator[Server]:
     """A started server (TLS, port chosen by the OS) on a fresh datastore."""
-    running = Server(Datastore.open(tmp_path / "datastore"), "127.0.0.1:0")
+    running = Server(open_datastore(tmp_path / "datastore", database_url), "127.0.0.1:0")
     await running.start()
     try:
         yield running

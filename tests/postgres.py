@@ -19,11 +19,13 @@ import itertools
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +148,18 @@ def create_database(server: PostgresServer) -> str:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a fresh, empty database for this test alone."""
     return create_database(postgres_server)
+
+
+def execute_by_hand(datastore: Any, sql: str, params: Sequence[Any] = ()) -> None:
+    """Change a stopped server's database behind its back (what an older velotui, or a crash,
+    could leave), whichever database its datastore uses; ``sql`` with ``?`` placeholders."""
+    url = datastore.database_url()
+    if url is None:
+        with contextlib.closing(sqlite3.connect(datastore.database_path)) as connection, \
+                connection:
+            connection.execute(sql, params)
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(sql.replace("?", "%s"), params)

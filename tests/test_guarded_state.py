@@ -5,20 +5,22 @@ whose every frame is recorded, and each race held open at its named failpoint by
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import open_datastore
 from tests.fleet import until
+from tests.postgres import execute_by_hand
 from tests.scripted_agent import ScriptedAgent
 from velotui.server import failpoints
-from velotui.server.datastore import Datastore
 from velotui.server.server import Server
 from velotui.server.service import Service
 from velotui.wire import protocol
+
+pytestmark = pytest.mark.both_backends
 
 LINUX = {"OS": "linux", "Fqdn": "a.example", "Hostname": "a", "Labels": []}
 
@@ -292,8 +294,9 @@ async def test_a_revoked_client_is_cut_off_and_refused_from_then_on(
     await agents[1].status(other["flow_id"], final_rows=[{"One": 1}])
 
 
-async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path) -> None:
-    datastore = Datastore.open(tmp_path / "datastore")
+async def test_a_datastore_left_inconsistent_is_repaired_at_start(
+        tmp_path: Path, database_url: str | None) -> None:
+    datastore = open_datastore(tmp_path / "datastore", database_url)
     first = Server(datastore, "127.0.0.1:0")
     await first.start()
     agents = [await ScriptedAgent(first, tmp_path / f"agent-{n}", LINUX).connect()
@@ -313,12 +316,11 @@ async def test_a_datastore_left_inconsistent_is_repaired_at_start(tmp_path: Path
     # commit (the hunt's state) landed without its second (the cancels), and a collection
     # that ended while its client's queue still said running.
     ended_client = agents[0].client_id
-    with sqlite3.connect(datastore.database_path) as connection:
-        connection.execute("UPDATE hunts SET state = 'stopped', stop_reason = 'by hand'"
-                           " WHERE hunt_id = ?", (stopped,))
-        connection.execute("UPDATE flows SET state = 'finished', finished = 1, rows = 0"
-                           " WHERE client_id = ? AND flow_id = ?",
-                           (ended_client, later[ended_client].flow_id))
+    execute_by_hand(datastore, "UPDATE hunts SET state = 'stopped', stop_reason = 'by hand'"
+                    " WHERE hunt_id = ?", (stopped,))
+    execute_by_hand(datastore, "UPDATE flows SET state = 'finished', finished = 1, rows = 0"
+                    " WHERE client_id = ? AND flow_id = ?",
+                    (ended_client, later[ended_client].flow_id))
     second = Server(datastore, "127.0.0.1:0")
     await second.start()
     try:

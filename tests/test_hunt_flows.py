@@ -18,6 +18,8 @@ from velotui.server.server import Server
 from velotui.server.service import Service
 from velotui.wire import protocol
 
+pytestmark = pytest.mark.both_backends
+
 LINUX = {"OS": "linux", "Hostname": "web-1", "Fqdn": "web-1.example"}
 WINDOWS = {"OS": "windows", "Hostname": "desk-1", "Fqdn": "desk-1.example"}
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import open_datastore
 from tests.fleet import SEED_FACTS, SEED_SERVER_CONDITION, Fleet, until
 from tests.scripted_agent import ScriptedAgent
 from velotui.server import failpoints
@@ -24,6 +25,8 @@ from velotui.server.errors import ServiceError
 from velotui.server.server import Server
 from velotui.server.service import Service
 from velotui.wire import protocol
+
+pytestmark = pytest.mark.both_backends
 
 LINUX = {"OS": "linux", "Fqdn": "a.example", "Hostname": "a", "Labels": []}
 HOUR = 3600.0
@@ -217,10 +220,11 @@ async def test_pause_is_refused_unless_running_or_scheduled(api: Service) -> Non
         await api.pause_hunt(hunt["hunt_id"])
 
 
-async def test_a_paused_hunts_collections_survive_a_restart(tmp_path: Path) -> None:
+async def test_a_paused_hunts_collections_survive_a_restart(tmp_path: Path,
+                                                             database_url: str | None) -> None:
     """Loading hunts cancels the flows a stopped hunt left in flight, never a paused one's."""
     datastore = tmp_path / "datastore"
-    server = Server(Datastore.open(datastore), "127.0.0.1:0")
+    server = Server(open_datastore(datastore, database_url), "127.0.0.1:0")
     await server.start()
     [agent] = await scripted(server, tmp_path, 1)
     try:

@@ -16,6 +16,8 @@ import pytest
 from velotui.cli import main
 from velotui.server.server import Server
 
+pytestmark = pytest.mark.both_backends
+
 
 class Run:
     """A finished command: its status and what it printed."""

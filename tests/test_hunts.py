@@ -16,6 +16,8 @@ from velotui.server.hunt_manager import RecruitmentBudget
 from velotui.server.server import Server
 from velotui.server.service import Service
 
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def api(server: Server) -> Service:

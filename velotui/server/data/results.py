@@ -215,6 +215,7 @@ class ResultReader:
             " hc.error FROM hunt_clients hc JOIN flows f ON f.client_id = hc.client_id"
             " AND f.flow_id = hc.condition_flow_id WHERE hc.hunt_id = ? AND hc.queue = 'errors'"
             " AND hc.stage = 'condition' AND f.state = 'finished' AND hc.error IS NOT NULL)"
+            " AS lines"
             " ORDER BY time DESC LIMIT ?",
             (hunt_id, hunt_id, hunt_id, limit),
         )
