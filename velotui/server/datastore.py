@@ -264,6 +264,22 @@ class Datastore:
         url = document.get("url") if isinstance(document, dict) else None
         return url if isinstance(url, str) and url else None
 
+    def running_server_pid(self) -> int | None:
+        """The process id of the server that recorded its address here, when that process is
+        still alive (a server killed outright leaves its record behind); else None."""
+        try:
+            document = json.loads(self.server_address_file.read_text(encoding="utf-8"))
+            pid = int(document["pid"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid  # alive, another user's
+        return pid
+
     def clear_server_address(self) -> None:
         """Forget the recorded URL (a server calls this as it stops)."""
         with contextlib.suppress(FileNotFoundError):
