@@ -94,8 +94,8 @@ ALPHA_UPLOADS = [(upload_id, name, upload_bytes(upload_id))
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Database]:
-    opened = await Database.open(tmp_path / "velotui.db")
+async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[Database]:
+    opened = await Database.open(database_url or tmp_path / "velotui.db")
     try:
         yield opened
     finally:
@@ -182,6 +182,7 @@ def uploaded_names(archive: zipfile.ZipFile, folder: str) -> list[str]:
 # Layout -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize(
     ("fmt", "kinds"), [("json", ("jsonl",)), ("csv", ("csv",)), ("both", ("jsonl", "csv"))]
 )
@@ -209,6 +210,7 @@ async def test_the_zip_holds_exactly_the_specified_entries(
     assert result.bytes == destination.stat().st_size
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize(("fmt", "kinds"), [("json", ("jsonl",)), ("both", ("jsonl", "csv"))])
 async def test_a_summary_has_no_client_folders(
     fleet: Database, uploads: FolderUploads, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
@@ -223,6 +225,7 @@ async def test_a_summary_has_no_client_folders(
     assert (result.clients, result.rows, result.entries) == (3, 4, 1 + len(kinds))
 
 
+@pytest.mark.both_backends
 async def test_a_hunt_without_collections_exports_its_description_and_empty_results(
     store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -241,6 +244,7 @@ async def test_a_hunt_without_collections_exports_its_description_and_empty_resu
 # Contents ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_backends
 async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
     fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -273,6 +277,7 @@ async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
     assert before <= hunt["export"]["time"] <= time.time()
 
 
+@pytest.mark.both_backends
 async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows(
     fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -298,6 +303,7 @@ async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows
     assert beta == BETA_ROWS[0]
 
 
+@pytest.mark.both_backends
 async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_order(
     fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -319,6 +325,7 @@ async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_or
     assert beta == [["Path", "Size", "Pid"], ["/etc/hosts", "120", "9"]]
 
 
+@pytest.mark.both_backends
 async def test_client_json_and_log_describe_the_client_and_its_flow(
     fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -363,6 +370,7 @@ def assert_safe_entry(name: str) -> None:
     assert not any(is_reserved_name(part) for part in parts), name
 
 
+@pytest.mark.both_backends
 async def test_hostile_upload_names_are_made_safe_and_the_bytes_kept(
     fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
@@ -507,6 +515,7 @@ async def collect_stream(parts: AsyncIterator[Any]) -> tuple[list[ExportChunk],
     return chunks, reports, result
 
 
+@pytest.mark.both_backends
 async def test_a_streamed_export_is_the_whole_zip_in_order_with_its_sha256(
     store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:

@@ -22,6 +22,8 @@ from velotui.server.server import Server
 from velotui.server.service import Service
 from velotui.wire import protocol
 
+pytestmark = pytest.mark.both_backends
+
 LINUX = {"OS": "linux", "Hostname": "web-1", "Fqdn": "web-1.example"}
 QUICK = "SELECT 1 AS One FROM scope()"
 

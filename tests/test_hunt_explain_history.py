@@ -19,6 +19,8 @@ from velotui.server.errors import ServiceError
 from velotui.server.server import Server
 from velotui.server.service import Service
 
+pytestmark = pytest.mark.both_backends
+
 QUICK = "SELECT 1 AS One FROM scope()"
 WEB = {"OS": "linux", "Hostname": "web-1", "Fqdn": "web-1.example"}
 NOT_WINDOWS = "SELECT * FROM rows WHERE OS = 'windows'"

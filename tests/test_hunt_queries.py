@@ -33,6 +33,8 @@ from velotui.server.result_queries import QueryRefused, StoredData, run_query
 from velotui.server.server import Server
 from velotui.server.service import Service, ServiceError
 
+pytestmark = pytest.mark.both_backends
+
 
 @dataclass
 class Running:
@@ -42,8 +44,8 @@ class Running:
 
 
 @pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Running]:
-    datastore = await build_datastore(tmp_path / "datastore")
+async def running(tmp_path: Path, database_url: str | None) -> AsyncIterator[Running]:
+    datastore = await build_datastore(tmp_path / "datastore", database_url)
     server = Server(datastore, "127.0.0.1:0")
     await server.start()
     remote = await RemoteService.connect(server.url, datastore.api_token(), datastore.ca_pem())
@@ -134,12 +136,12 @@ async def test_a_column_without_a_value_is_refused(running: Running) -> None:
         await running.service.hunt_results_page(hunt_id=HUNT, column="User")
 
 
-async def test_a_filter_remembered_between_pages_sees_rows_stored_since(tmp_path: Path
-                                                                      ) -> None:
+async def test_a_filter_remembered_between_pages_sees_rows_stored_since(
+        tmp_path: Path, database_url: str | None) -> None:
     """Paging a filter reads the hunt once and remembers where it matched; rows stored after
     that (a client finishing later) are in the next page and the total all the same."""
-    datastore = await build_datastore(tmp_path / "datastore")
-    db = await Database.open(datastore.database_path)
+    datastore = await build_datastore(tmp_path / "datastore", database_url)
+    db = await Database.open(datastore.database_target())
     try:
         cache = MatchCache()
         wanted = RowFilter("proc-3")
@@ -170,12 +172,12 @@ async def test_a_filter_remembered_between_pages_sees_rows_stored_since(tmp_path
 
 
 async def test_scans_and_pages_cross_read_groups_of_many_small_and_a_few_big_batches(
-    tmp_path: Path
+    tmp_path: Path, database_url: str | None
 ) -> None:
     """Agents send what they have when they have it: one client's rows in hundreds of
     one-row batches (more than one read takes), another's in batches of a megabyte (more
     bytes than one read takes). Every row is read once, in order, and any page is exact."""
-    db = await Database.open(tmp_path / "velotui.db")
+    db = await Database.open(database_url or tmp_path / "velotui.db")
     try:
         build = DataBuilder(db)
         now = time.time()

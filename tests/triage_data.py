@@ -48,9 +48,12 @@ def expected_rows() -> list[dict[str, Any]]:
     return rows
 
 
-async def build_datastore(root: Path) -> Datastore:
+async def build_datastore(root: Path, database_url: str | None = None) -> Datastore:
+    """A datastore holding the triage hunts (its database at ``database_url``, when given)."""
     datastore = Datastore.open(root)
-    db = await Database.open(datastore.database_path)
+    if database_url is not None:
+        datastore.set_database_url(database_url)
+    db = await Database.open(datastore.database_target())
     build = DataBuilder(db, FolderUploads(datastore.uploads_location()))
     now = time.time()
     for client_id, (hostname, _rows) in CLIENTS.items():

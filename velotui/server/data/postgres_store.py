@@ -8,7 +8,8 @@ the data layer's synchronous operations run as they are. Reads: two asyncio conn
 
 The data layer writes its SQL once, with ``?`` placeholders; here they become psycopg's ``%s``.
 Rows behave as ``sqlite3.Row`` does (by name and by index), and values come back as SQLite gives
-them: aggregates over integers (PostgreSQL's NUMERIC) as int, booleans bound as 0 and 1.
+them: aggregates over integers (PostgreSQL's NUMERIC) as int, booleans bound as 0 and 1, text
+holding NUL as it was given.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import asyncio
 import functools
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.adapt import Dumper, Loader
+from psycopg.types.string import StrDumperUnknown, TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from velotui.server import failpoints
@@ -113,9 +116,34 @@ class _BoolAsInteger(Dumper):
         return b"1" if obj else b"0"
 
 
+# PostgreSQL's text cannot hold NUL, which SQLite's can (an agent's upload name or log line may):
+# NUL is written as ESCAPE "0" and ESCAPE itself (a noncharacter no text carries) doubled, and
+# read back as it was, so that what is stored is what was given on both databases.
+_ESCAPE = "\U0010ffff"
+_ESCAPED = re.compile(_ESCAPE + "(.)", re.DOTALL)
+
+
+class _TextDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> Any:
+        if "\x00" in obj or _ESCAPE in obj:
+            obj = obj.replace(_ESCAPE, _ESCAPE * 2).replace("\x00", _ESCAPE + "0")
+        return super().dump(obj)
+
+
+class _TextLoader(TextLoader):
+    def load(self, data: Any) -> Any:
+        text = super().load(data)
+        if _ESCAPE in text:
+            return _ESCAPED.sub(lambda m: "\x00" if m.group(1) == "0" else m.group(1), text)
+        return text
+
+
 def _adapt(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
     connection.adapters.register_loader("numeric", _NumberLoader)
     connection.adapters.register_dumper(bool, _BoolAsInteger)
+    connection.adapters.register_dumper(str, _TextDumper)
+    for name in ("text", "varchar"):
+        connection.adapters.register_loader(name, _TextLoader)
     connection.row_factory = _row_factory  # type: ignore[assignment]
 
 
