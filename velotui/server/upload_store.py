@@ -61,9 +61,6 @@ class UploadStore(Protocol):
         """Remove these uploads (those already gone are skipped); how many and how many bytes
         went."""
 
-    def describe(self) -> str:
-        """Where the uploads are, for logs and messages."""
-
 
 class FolderUploads:
     """Uploads as files in a folder: ``<root>/<client_id>/<flow_id>/<upload_id>``."""
@@ -127,6 +124,3 @@ class FolderUploads:
                 with contextlib.suppress(OSError):  # not empty: another flow's files are there
                     empty.rmdir()
         return files, size
-
-    def describe(self) -> str:
-        return str(self.root)
