@@ -150,16 +150,17 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return create_database(postgres_server)
 
 
-def execute_by_hand(datastore: Any, sql: str, params: Sequence[Any] = ()) -> None:
-    """Change a stopped server's database behind its back (what an older velotui, or a crash,
-    could leave), whichever database its datastore uses; ``sql`` with ``?`` placeholders."""
+def execute_by_hand(datastore: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """Read or change a stopped server's database behind its back (what an older velotui, or a
+    crash, could leave), whichever database its datastore uses; ``sql`` with ``?``
+    placeholders. The rows it returned, as tuples."""
     url = datastore.database_url()
     if url is None:
         with contextlib.closing(sqlite3.connect(datastore.database_path)) as connection, \
                 connection:
-            connection.execute(sql, params)
-        return
+            return connection.execute(sql, params).fetchall()
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(sql.replace("?", "%s"), params)
+        cursor = connection.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []

@@ -19,6 +19,8 @@ from velotui.server.hunt_spec import spec_hash
 from velotui.server.server import Server
 from velotui.server.service import Service
 
+pytestmark = pytest.mark.both_backends
+
 HOUR = 3600.0
 QUERY = "SELECT 1 AS One FROM scope()"
 LINUX = {"OS": "linux", "Fqdn": "a.example", "Hostname": "a", "Labels": []}

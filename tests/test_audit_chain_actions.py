@@ -18,6 +18,8 @@ from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.server import Server
 from velotui.server.service import Service
 
+pytestmark = pytest.mark.both_backends
+
 LINUX = {"OS": "linux", "Fqdn": "a.example", "Hostname": "a", "Labels": []}
 QUERY = "SELECT 1 AS One FROM scope()"
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from tests.conftest import open_datastore
+from tests.postgres import execute_by_hand
 from tests.processes import (
     AgentProcess,
     ServerProcess,
@@ -23,7 +26,8 @@ from tests.processes import (
     write_agent_config,
 )
 from velotui.cli.connection import open_remote
-from velotui.server.datastore import Datastore
+
+pytestmark = pytest.mark.both_backends
 
 
 def call(datastore: Path, method: str, **params: Any) -> Any:
@@ -44,10 +48,10 @@ def hunts(datastore: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_a_schedule_that_came_due_while_the_server_was_down_starts_at_its_return(
-    tmp_path: Path
+    tmp_path: Path, database_url: str | None
 ) -> None:
     datastore = tmp_path / "datastore"
-    Datastore.open(datastore)
+    store = open_datastore(datastore, database_url)
     server = ServerProcess(datastore).start()
     config = write_agent_config(datastore, server.url, tmp_path / "agent.json")
     document = json.loads(config.read_text())
@@ -69,11 +73,9 @@ def test_a_schedule_that_came_due_while_the_server_was_down_starts_at_its_return
         # Time passes while the server is down: each schedule is now due (the cancelled hunt
         # given its old schedule back, as a stale record would hold it), one hunt expired.
         now = time.time()
-        with sqlite3.connect(datastore / "velotui.db") as database:
-            database.execute("UPDATE hunts SET start_at = ?", (now - 60,))
-            database.execute("UPDATE hunts SET expires = ? WHERE hunt_id = ?",
-                             (now - 30, hunt_ids["expired"]))
-        database.close()
+        execute_by_hand(store, "UPDATE hunts SET start_at = ?", (now - 60,))
+        execute_by_hand(store, "UPDATE hunts SET expires = ? WHERE hunt_id = ?",
+                        (now - 30, hunt_ids["expired"]))
 
         server.start()
         after = hunts(datastore)
@@ -93,13 +95,14 @@ def test_a_schedule_that_came_due_while_the_server_was_down_starts_at_its_return
 
 
 def test_a_crash_between_a_deletes_commit_and_its_files_removal_removes_them_at_restart(
-    tmp_path: Path
+    tmp_path: Path, database_url: str | None
 ) -> None:
     """The server dies right after a delete commits, before it removes the hunt's uploaded
     files: the list of files to remove was committed with the delete, so the next start removes
     them; nothing is left on disk that no row refers to."""
     datastore = tmp_path / "datastore"
-    uploads = Datastore.open(datastore).uploads_location()
+    store = open_datastore(datastore, database_url)
+    uploads = store.uploads_location()
     evidence = tmp_path / "evidence.bin"
     evidence.write_bytes(b"e" * 200_000)
     server = ServerProcess(datastore).start("delete.after_commit=exit")
@@ -124,5 +127,4 @@ def test_a_crash_between_a_deletes_commit_and_its_files_removal_removes_them_at_
         server.start()
         assert hunt_id not in hunts(datastore)
         assert not files[0].exists()
-        with contextlib.closing(sqlite3.connect(datastore / "velotui.db")) as database:
-            assert database.execute("SELECT COUNT(*) FROM upload_removals").fetchone() == (0,)
+        assert execute_by_hand(store, "SELECT COUNT(*) FROM upload_removals") == [(0,)]

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.postgres import execute_by_hand
 from velotui.server.operator_api import METHODS
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.roles import ROLES, allows, required_role
 from velotui.server.server import Server
 from velotui.server.service import Service
+
+pytestmark = pytest.mark.both_backends
 
 QUERY = "SELECT * FROM info()"
 
@@ -132,15 +134,15 @@ async def test_tokens_are_stored_only_as_hashes(server: Server, admin: RemoteSer
               for n in range(3)]
     tokens.append(server.datastore.api_token())
     await server.db.close()  # everything on disk, the write-ahead log folded in
-    database = server.datastore.database_path
-    stored = b"".join(Path(f"{database}{suffix}").read_bytes()
-                      for suffix in ("", "-wal") if Path(f"{database}{suffix}").exists())
-    for token in tokens:
-        assert token.encode() not in stored
-    with sqlite3.connect(database) as connection:
-        hashes = {row[0]: row[1] for row in connection.execute(
-            "SELECT name, token_hash FROM operators")}
-    server.db = await type(server.db).open(database)  # for the fixture's stop
+    if server.db.store.dialect == "sqlite":
+        database = server.datastore.database_path
+        stored = b"".join(Path(f"{database}{suffix}").read_bytes()
+                          for suffix in ("", "-wal") if Path(f"{database}{suffix}").exists())
+        for token in tokens:
+            assert token.encode() not in stored
+    hashes = dict(execute_by_hand(server.datastore, "SELECT name, token_hash FROM operators"))
+    # for the fixture's stop
+    server.db = await type(server.db).open(server.datastore.database_target())
     assert hashes == {
         "admin": hashlib.sha256(tokens[3].encode()).hexdigest(),
         **{f"op{n}": hashlib.sha256(tokens[n].encode()).hexdigest() for n in range(3)}}

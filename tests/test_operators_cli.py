@@ -85,7 +85,9 @@ def test_operator_commands_end_to_end(serve: ServerProcess, tmp_path: Path) -> N
     assert last.returncode == 1
     assert "admin is the last admin; make another admin first" in last.stderr
     audit = [json.loads(line) for line in run(serve, "audit", "--json").stdout.splitlines()]
-    assert [(a["actor"], a["action"], a["target"]) for a in audit
+    assert [(a["actor"], a["action"], a["target"], a["outcome"]) for a in audit
             if a["action"].startswith("operator")] == [
-        ("admin", "operator_add", "alice"), ("admin", "operator_add", "bob"),
-        ("admin", "operator_role", "alice"), ("admin", "operator_remove", "alice")]
+        ("admin", "operator_add", "alice", "allowed"), ("admin", "operator_add", "bob", "allowed"),
+        ("admin", "operator_role", "alice", "allowed"),
+        ("admin", "operator_remove", "alice", "allowed"),
+        ("admin", "operator_remove", "admin", "refused")]  # the last admin stays

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import open_datastore
 from tests.data_builder import DataBuilder
 from tests.postgres import PostgresServer, create_database
+from tests.processes import VELOTUI, ServerProcess, free_port, wait_for
 from velotui.cli import main as velotui_main
 from velotui.server.data import Database, DatabaseUnreachable
 from velotui.server.data.audit import AuditEntry
@@ -271,3 +273,39 @@ async def test_a_server_on_a_datastore_that_names_postgresql_keeps_nothing_in_sq
         with sqlite3.connect(sqlite_file) as connection:
             assert connection.execute(
                 "SELECT name FROM sqlite_master WHERE name = 'hunts'").fetchall() == []
+
+
+def test_serve_with_a_database_records_it_and_keeps_its_data_there(
+        postgres_server: PostgresServer, tmp_path: Path) -> None:
+    url = create_database(postgres_server)
+    datastore = tmp_path / "datastore"
+    server = ServerProcess(datastore)
+    log = open(server.log_path, "ab")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [VELOTUI, "serve", "--datastore", str(datastore), "--listen",
+         f"127.0.0.1:{server.port}", "--database", url],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: (datastore / "server.json").exists(), 60, what="the server to listen")
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    assert Datastore(datastore).database_url() == url
+    with psycopg.connect(url) as connection:
+        [(version,)] = connection.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    assert version == str(SCHEMA_VERSION)
+
+
+def test_serve_on_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    url = f"postgresql://velotui:secret@127.0.0.1:{free_port()}/velotui"
+    finished = subprocess.run(
+        [VELOTUI, "serve", "--datastore", str(tmp_path / "datastore"), "--listen",
+         "127.0.0.1:0", "--database", url], capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1
+    said = finished.stderr.strip().splitlines()
+    assert len(said) == 1 and "Traceback" not in finished.stderr
+    assert said[0].startswith("velotui serve: cannot open the PostgreSQL database"
+                              " postgresql://velotui:***@127.0.0.1:")
+    assert "secret" not in finished.stderr

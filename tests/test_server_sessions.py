@@ -23,6 +23,8 @@ from velotui.server.token_bucket import TokenBucket
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
 
+pytestmark = pytest.mark.both_backends
+
 
 async def closed_with(connection, timeout: float = 10) -> tuple[int, str]:
     """Wait for the server to close ``connection``; its close code and reason."""
