@@ -1,9 +1,5 @@
 """The datastore folder: where the server keeps its keys, secrets, database, uploads and exports.
 
-Its settings file, ``datastore.json``, says where what may live elsewhere is (``"uploads"``: a
-folder, perhaps shared by several frontends; absent keys mean the defaults inside the folder), so
-every later command on the datastore finds it.
-
 The first open creates the CA, the server certificate, the enrolment secret and the operator API
 token; every later open reuses them, because agents pin this CA and carry this secret in their
 config. Every file is written atomically (temporary file in the same folder, fsync, rename), so a
@@ -109,49 +105,6 @@ class Datastore:
     def settings_path(self) -> Path:
         return self.root / SETTINGS_NAME
 
-    @property
-    def exports_dir(self) -> Path:
-        return self.root / "exports"
-
-    @property
-    def artifacts_dir(self) -> Path:
-        """Artifact definitions imported into this server's library, one YAML file each."""
-        return self.root / "artifacts"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def server_address_file(self) -> Path:
-        return self.root / SERVER_ADDRESS_NAME
-
-    @property
-    def ca_cert_path(self) -> Path:
-        return self.root / CA_CERT_NAME
-
-    @property
-    def ca_key_path(self) -> Path:
-        return self.root / CA_KEY_NAME
-
-    @property
-    def server_cert_path(self) -> Path:
-        return self.root / SERVER_CERT_NAME
-
-    @property
-    def server_key_path(self) -> Path:
-        return self.root / SERVER_KEY_NAME
-
-    @property
-    def enrolment_secret_path(self) -> Path:
-        return self.root / ENROLMENT_SECRET_NAME
-
-    @property
-    def api_token_path(self) -> Path:
-        return self.root / API_TOKEN_NAME
-
-    # Settings (datastore.json).
-
     def uploads_location(self) -> Path:
         """The uploads folder: ``"uploads"`` in the settings (relative to the datastore when
         not absolute), else ``uploads`` in the datastore. Raises DatastoreError when the
@@ -223,6 +176,47 @@ class Datastore:
             settings["uploads"] = str(folder)
             self.write_settings(settings)
         return folder
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Artifact definitions imported into this server's library, one YAML file each."""
+        return self.root / "artifacts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def server_address_file(self) -> Path:
+        return self.root / SERVER_ADDRESS_NAME
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.root / CA_CERT_NAME
+
+    @property
+    def ca_key_path(self) -> Path:
+        return self.root / CA_KEY_NAME
+
+    @property
+    def server_cert_path(self) -> Path:
+        return self.root / SERVER_CERT_NAME
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.root / SERVER_KEY_NAME
+
+    @property
+    def enrolment_secret_path(self) -> Path:
+        return self.root / ENROLMENT_SECRET_NAME
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.root / API_TOKEN_NAME
 
     # Contents.
 
