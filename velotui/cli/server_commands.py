@@ -75,7 +75,7 @@ def serve_main(args: argparse.Namespace) -> int:
         datastore = Datastore.open(args.datastore)
         if args.database is not None:
             datastore.set_database_url(args.database)
-        uploads = _uploads_location(datastore, args.uploads)
+        _uploads_location(datastore, args.uploads)
     except (ValueError, DatastoreError) as error:
         print(f"velotui serve: {error}", file=sys.stderr)
         return 2
@@ -83,7 +83,6 @@ def serve_main(args: argparse.Namespace) -> int:
     if datastore.ensure_server_names([host]):
         logging.info("server certificate re-issued to include %s", host)
     server = Server(datastore, args.listen)
-    logging.info("uploads in %s", uploads)
     return asyncio.run(_serve(server))
 
 
