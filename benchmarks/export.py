@@ -170,7 +170,7 @@ async def run(megabytes: int, agents: int, folder: Path,
 
         built = folder / "built.zip"
         began = time.perf_counter()
-        result = await export_hunt(server.db, datastore.uploads_dir, hunt_id, built)
+        result = await export_hunt(server.db, server.upload_store, hunt_id, built)
         seconds = time.perf_counter() - began
         figures["zip_bytes"] = result.bytes
         figures["build"] = {"seconds": round(seconds, 3),

@@ -12,6 +12,7 @@ from tests.data_builder import DataBuilder
 from velotui.server.data import Database
 from velotui.server.data.flows import Ending
 from velotui.server.datastore import Datastore
+from velotui.server.upload_store import FolderUploads
 
 NOW = 1_795_000_000.0  # the console's clock in snapshot tests: 2026-11-18 08:26:40 UTC
 FAR_FUTURE = 4_102_444_800.0  # 2100: seeded hunts never expire under a real clock
@@ -61,7 +62,7 @@ async def _write(datastore: Datastore) -> None:
     """Everything through the data layer's own statements, as the server makes it, with the
     clock fixed."""
     db = await Database.open(datastore.database_path)
-    build = DataBuilder(db, datastore.uploads_dir)
+    build = DataBuilder(db, FolderUploads(datastore.uploads_location()))
     for index, (client_id, host, fqdn, os_name, labels) in enumerate(CLIENTS):
         facts = {"Hostname": host, "Fqdn": fqdn, "OS": os_name, "Architecture": "amd64"}
         await build.client(client_id, facts, first_seen=NOW - 86400 * (index + 1),

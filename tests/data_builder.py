@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 from velotui.server.data import Database, FlowRecord, HuntRecord
@@ -17,15 +16,15 @@ from velotui.server.data.hunts import Candidate, Judged
 from velotui.server.data.records import DEFAULT_LIMITS, FlowLimits
 from velotui.server.hunts import DEFAULT_CLIENT_CONDITION
 from velotui.server.ids import condition_flow_id, hunt_flow_id
-from velotui.server.uploads import file_sha256, upload_path, write_chunk
+from velotui.server.upload_store import UploadStore, upload_key
 
 FINISHED = Ending("finished")
 
 
 class DataBuilder:
-    def __init__(self, db: Database, uploads_dir: Path | None = None) -> None:
+    def __init__(self, db: Database, uploads: UploadStore | None = None) -> None:
         self.db = db
-        self.uploads_dir = uploads_dir
+        self.uploads = uploads
 
     async def client(self, client_id: str, facts: dict[str, Any], *, first_seen: float,
                      last_seen: float, agent_labels: Sequence[str] = (),
@@ -108,11 +107,10 @@ class DataBuilder:
 
     def _upload(self, client_id: str, flow_id: str, upload_id: int, name: str, data: bytes
                 ) -> UploadChunk:
-        assert self.uploads_dir is not None, "uploads need the uploads folder"
-        path = upload_path(self.uploads_dir, client_id, flow_id, upload_id)
-        write_chunk(path, 0, data)
-        return UploadChunk(upload_id, name, 0, len(data), True,
-                           str(path.relative_to(self.uploads_dir)), file_sha256(path))
+        assert self.uploads is not None, "uploads need the uploads store"
+        key = upload_key(client_id, flow_id, upload_id)
+        self.uploads.write_chunk(key, 0, data)
+        return UploadChunk(upload_id, name, 0, len(data), True, key, self.uploads.finish(key))
 
 
 def _flow(client_id: str, flow_id: str, hunt_id: str, kind: str, created: float,

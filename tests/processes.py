@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +53,11 @@ def terminate(process: subprocess.Popen[bytes] | None) -> None:
 class ServerProcess:
     """`velotui serve` on a fixed port, so it can be killed and restarted at the same address."""
 
-    def __init__(self, datastore: Path, port: int | None = None) -> None:
+    def __init__(self, datastore: Path, port: int | None = None, args: Sequence[str] = ()
+                 ) -> None:
         self.datastore = datastore
         self.port = port or free_port()
+        self.args = list(args)  # more options of `velotui serve`, at every start
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = datastore.parent / f"serve-{self.port}.log"
 
@@ -74,7 +76,7 @@ class ServerProcess:
             env["VELOTUI_FAILPOINTS"] = failpoints
         self.process = subprocess.Popen(
             [VELOTUI, "serve", "--datastore", str(self.datastore), "--listen",
-             f"127.0.0.1:{self.port}"],
+             f"127.0.0.1:{self.port}", *self.args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
         )
         wait_for(lambda: self._listening(address_file), what="the server to listen")

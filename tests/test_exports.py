@@ -49,7 +49,7 @@ from velotui.server.hunts import DEFAULT_CLIENT_CONDITION, QUEUES
 from velotui.server.ids import hunt_flow_id
 from velotui.server.remote import RemoteError, RemoteService
 from velotui.server.server import Server
-from velotui.server.uploads import upload_path
+from velotui.server.upload_store import FolderUploads, upload_key
 
 HUNT_ID = "H.0000000000ABC"
 FLOW = hunt_flow_id(HUNT_ID)
@@ -103,10 +103,10 @@ async def store(tmp_path: Path, database_url: str | None) -> AsyncIterator[Datab
 
 
 @pytest.fixture
-def uploads_dir(tmp_path: Path) -> Path:
+def uploads(tmp_path: Path) -> FolderUploads:
     folder = tmp_path / "uploads"
     folder.mkdir()
-    return folder
+    return FolderUploads(folder)
 
 
 async def the_hunt(build: DataBuilder, limits: FlowLimits = HUNT_LIMITS) -> None:
@@ -116,12 +116,12 @@ async def the_hunt(build: DataBuilder, limits: FlowLimits = HUNT_LIMITS) -> None
                      expires=NOW + 7 * 86400, creator="alice", limits=limits)
 
 
-async def build_fleet(db: Database, uploads_dir: Path, *,
+async def build_fleet(db: Database, uploads: FolderUploads, *,
                       alpha_extra: list[tuple[int, str, bytes]] | None = None,
                       limits: FlowLimits = HUNT_LIMITS) -> Database:
     """A hunt over five clients: alpha (rows, logs, hostile uploads), beta (relaunched, other
     columns, no Fqdn), a client with no facts and no rows, one not matched, one pending."""
-    build = DataBuilder(db, uploads_dir)
+    build = DataBuilder(db, uploads)
     await the_hunt(build, limits)
     for client_id, facts, labels in (
         ("C.alpha1", {"Hostname": "alpha", "Fqdn": "alpha.corp.example", "OS": "linux"},
@@ -150,13 +150,13 @@ async def build_fleet(db: Database, uploads_dir: Path, *,
     await build.collect(HUNT_ID, "C.nofact", created=NOW + 2, started=NOW + 3,
                         finished=NOW + 20)
     # The file of one upload went missing after it was recorded.
-    upload_path(uploads_dir, "C.beta22", FLOW_2, 0).unlink()
+    uploads.path(upload_key("C.beta22", FLOW_2, 0)).unlink()
     return db
 
 
 @pytest.fixture
-async def fleet(store: Database, uploads_dir: Path) -> Database:
-    return await build_fleet(store, uploads_dir)
+async def fleet(store: Database, uploads: FolderUploads) -> Database:
+    return await build_fleet(store, uploads)
 
 
 def client_entries(folder: str, kinds: tuple[str, ...], uploads: list[str] = ()) -> set[str]:
@@ -187,10 +187,10 @@ def uploaded_names(archive: zipfile.ZipFile, folder: str) -> list[str]:
     ("fmt", "kinds"), [("json", ("jsonl",)), ("csv", ("csv",)), ("both", ("jsonl", "csv"))]
 )
 async def test_the_zip_holds_exactly_the_specified_entries(
-    fleet: Database, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
+    fleet: Database, uploads: FolderUploads, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
 ) -> None:
     destination = tmp_path / "export.zip"
-    result = await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt=fmt)
+    result = await export_hunt(fleet, uploads, HUNT_ID, destination, fmt=fmt)
 
     with zipfile.ZipFile(destination) as archive:
         names = archive.namelist()
@@ -213,10 +213,10 @@ async def test_the_zip_holds_exactly_the_specified_entries(
 @pytest.mark.both_backends
 @pytest.mark.parametrize(("fmt", "kinds"), [("json", ("jsonl",)), ("both", ("jsonl", "csv"))])
 async def test_a_summary_has_no_client_folders(
-    fleet: Database, uploads_dir: Path, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
+    fleet: Database, uploads: FolderUploads, tmp_path: Path, fmt: str, kinds: tuple[str, ...]
 ) -> None:
     destination = tmp_path / "summary.zip"
-    result = await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt=fmt, summary=True)
+    result = await export_hunt(fleet, uploads, HUNT_ID, destination, fmt=fmt, summary=True)
 
     with zipfile.ZipFile(destination) as archive:
         assert set(archive.namelist()) == {"hunt.json"} | {f"results/All.{k}" for k in kinds}
@@ -227,11 +227,11 @@ async def test_a_summary_has_no_client_folders(
 
 @pytest.mark.both_backends
 async def test_a_hunt_without_collections_exports_its_description_and_empty_results(
-    store: Database, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
-    await the_hunt(DataBuilder(store, uploads_dir))
+    await the_hunt(DataBuilder(store, uploads))
     destination = tmp_path / "empty.zip"
-    result = await export_hunt(store, uploads_dir, HUNT_ID, destination, fmt="both")
+    result = await export_hunt(store, uploads, HUNT_ID, destination, fmt="both")
 
     with zipfile.ZipFile(destination) as archive:
         assert set(archive.namelist()) == {"hunt.json", "results/All.jsonl", "results/All.csv"}
@@ -246,11 +246,11 @@ async def test_a_hunt_without_collections_exports_its_description_and_empty_resu
 
 @pytest.mark.both_backends
 async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     before = time.time()
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt="csv")
+    await export_hunt(fleet, uploads, HUNT_ID, destination, fmt="csv")
 
     with zipfile.ZipFile(destination) as archive:
         hunt = json.loads(archive.read("hunt.json"))
@@ -279,10 +279,10 @@ async def test_hunt_json_describes_the_hunt_its_counts_timings_and_the_export(
 
 @pytest.mark.both_backends
 async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
+    await export_hunt(fleet, uploads, HUNT_ID, destination)
 
     with zipfile.ZipFile(destination) as archive:
         rows = read_jsonl(archive, "results/All.jsonl")
@@ -305,10 +305,10 @@ async def test_all_jsonl_carries_client_fqdn_and_flow_first_then_the_stored_rows
 
 @pytest.mark.both_backends
 async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_order(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt="csv")
+    await export_hunt(fleet, uploads, HUNT_ID, destination, fmt="csv")
 
     with zipfile.ZipFile(destination) as archive:
         table = read_csv(archive, "results/All.csv")
@@ -327,10 +327,10 @@ async def test_csv_header_is_the_union_of_every_clients_columns_in_first_seen_or
 
 @pytest.mark.both_backends
 async def test_client_json_and_log_describe_the_client_and_its_flow(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
+    await export_hunt(fleet, uploads, HUNT_ID, destination)
 
     with zipfile.ZipFile(destination) as archive:
         alpha = json.loads(archive.read("alpha-C.alpha1/client.json"))
@@ -372,10 +372,10 @@ def assert_safe_entry(name: str) -> None:
 
 @pytest.mark.both_backends
 async def test_hostile_upload_names_are_made_safe_and_the_bytes_kept(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination)
+    await export_hunt(fleet, uploads, HUNT_ID, destination)
 
     with zipfile.ZipFile(destination) as archive:
         for name in archive.namelist():
@@ -474,7 +474,7 @@ def test_an_export_name_that_is_not_a_plain_zip_file_name_is_refused(
 
 
 async def test_an_existing_file_is_replaced_only_when_it_is_an_earlier_export(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     exports = tmp_path / "exports"
     exports.mkdir()
@@ -488,15 +488,15 @@ async def test_an_existing_file_is_replaced_only_when_it_is_an_earlier_export(
         with pytest.raises(ExportError, match="exists and is not an earlier export"):
             export_destination(exports, name)
         with pytest.raises(ExportError, match="exists and is not an earlier export"):
-            await export_hunt(fleet, uploads_dir, HUNT_ID, exports / name)
+            await export_hunt(fleet, uploads, HUNT_ID, exports / name)
     with pytest.raises(ExportError, match="exists and is not an earlier export"):
-        await export_hunt(fleet, uploads_dir, HUNT_ID, database)
+        await export_hunt(fleet, uploads, HUNT_ID, database)
     assert (exports / "notes.zip").read_text() == "not a zip"
     assert (exports / "linked.zip").is_symlink()
 
-    first = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", summary=True)
+    first = await export_hunt(fleet, uploads, HUNT_ID, exports / "H.zip", summary=True)
     assert export_destination(exports, "H.zip") == exports / "H.zip"
-    second = await export_hunt(fleet, uploads_dir, HUNT_ID, exports / "H.zip", fmt="both")
+    second = await export_hunt(fleet, uploads, HUNT_ID, exports / "H.zip", fmt="both")
     assert second.entries > first.entries
     assert hashlib.sha256((exports / "H.zip").read_bytes()).hexdigest() == second.sha256
 
@@ -517,14 +517,14 @@ async def collect_stream(parts: AsyncIterator[Any]) -> tuple[list[ExportChunk],
 
 @pytest.mark.both_backends
 async def test_a_streamed_export_is_the_whole_zip_in_order_with_its_sha256(
-    store: Database, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     big = os.urandom(1_500_000)  # random, so the zip is several chunks whatever the compression
-    fleet = await build_fleet(store, uploads_dir, alpha_extra=[(99, "memory.raw", big)],
+    fleet = await build_fleet(store, uploads, alpha_extra=[(99, "memory.raw", big)],
                               limits=DEFAULT_LIMITS)
     kept = tmp_path / "kept.zip"
     chunks, reports, result = await collect_stream(
-        stream_hunt(fleet, uploads_dir, HUNT_ID, fmt="both", keep=kept)
+        stream_hunt(fleet, uploads, HUNT_ID, fmt="both", keep=kept)
     )
 
     data = b"".join(chunk.data for chunk in chunks)
@@ -544,22 +544,22 @@ async def test_a_streamed_export_is_the_whole_zip_in_order_with_its_sha256(
 
 
 async def test_a_streamed_export_that_keeps_nothing_writes_nothing(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     before = sorted(tmp_path.rglob("*"))
-    chunks, _reports, result = await collect_stream(stream_hunt(fleet, uploads_dir, HUNT_ID))
+    chunks, _reports, result = await collect_stream(stream_hunt(fleet, uploads, HUNT_ID))
     assert result.path is None
     assert zipfile.ZipFile(io.BytesIO(b"".join(c.data for c in chunks))).testzip() is None
     assert sorted(tmp_path.rglob("*")) == before
 
 
 async def test_a_stream_closed_early_keeps_nothing(
-    store: Database, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
-    fleet = await build_fleet(store, uploads_dir, limits=DEFAULT_LIMITS,
+    fleet = await build_fleet(store, uploads, limits=DEFAULT_LIMITS,
                               alpha_extra=[(99, "memory.raw", os.urandom(3_000_000))])
     kept = tmp_path / "kept.zip"
-    parts = stream_hunt(fleet, uploads_dir, HUNT_ID, keep=kept)
+    parts = stream_hunt(fleet, uploads, HUNT_ID, keep=kept)
     async for part in parts:
         if isinstance(part, ExportChunk):
             break
@@ -572,34 +572,34 @@ async def test_a_stream_closed_early_keeps_nothing(
 
 
 async def test_an_unknown_hunt_raises_export_error(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     with pytest.raises(ExportError, match=r"H\.NOSUCHHUNT"):
-        await export_hunt(fleet, uploads_dir, "H.NOSUCHHUNT", destination)
+        await export_hunt(fleet, uploads, "H.NOSUCHHUNT", destination)
     assert list(tmp_path.glob("*.zip")) == []
 
 
 async def test_an_unknown_format_raises_value_error(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     with pytest.raises(ValueError, match="xml"):
-        await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "export.zip", fmt="xml")
+        await export_hunt(fleet, uploads, HUNT_ID, tmp_path / "export.zip", fmt="xml")
     assert not (tmp_path / "export.zip").exists()
 
 
 async def test_a_destination_folder_that_does_not_exist_raises_export_error(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     with pytest.raises(ExportError, match="not a folder"):
-        await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "missing" / "export.zip")
+        await export_hunt(fleet, uploads, HUNT_ID, tmp_path / "missing" / "export.zip")
 
 
 async def test_an_interrupted_export_leaves_the_destination_as_it_was(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
-    await export_hunt(fleet, uploads_dir, HUNT_ID, destination, summary=True)
+    await export_hunt(fleet, uploads, HUNT_ID, destination, summary=True)
     previous = destination.read_bytes()
     seen: list[ExportProgress] = []
 
@@ -609,7 +609,7 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
             raise RuntimeError("operator pulled the plug")
 
     with pytest.raises(RuntimeError, match="pulled the plug"):
-        await export_hunt(fleet, uploads_dir, HUNT_ID, destination,
+        await export_hunt(fleet, uploads, HUNT_ID, destination,
                           progress=fail_after_first_client)
     assert seen  # it did get under way
     assert destination.read_bytes() == previous
@@ -619,7 +619,7 @@ async def test_an_interrupted_export_leaves_the_destination_as_it_was(
 
 
 async def test_a_cancelled_export_leaves_no_file(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     destination = tmp_path / "export.zip"
     first_client = asyncio.Event()
@@ -629,7 +629,7 @@ async def test_a_cancelled_export_leaves_no_file(
             first_client.set()
 
     task = asyncio.create_task(
-        export_hunt(fleet, uploads_dir, HUNT_ID, destination, fmt="both", progress=on_progress)
+        export_hunt(fleet, uploads, HUNT_ID, destination, fmt="both", progress=on_progress)
     )
     await first_client.wait()
     task.cancel()
@@ -643,10 +643,10 @@ async def test_a_cancelled_export_leaves_no_file(
 
 
 async def test_progress_is_reported_per_client_and_ends_with_the_result(
-    fleet: Database, uploads_dir: Path, tmp_path: Path
+    fleet: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     reports: list[ExportProgress] = []
-    result = await export_hunt(fleet, uploads_dir, HUNT_ID, tmp_path / "export.zip",
+    result = await export_hunt(fleet, uploads, HUNT_ID, tmp_path / "export.zip",
                                fmt="both", progress=reports.append)
 
     assert {report.clients_total for report in reports} == {3}
@@ -668,11 +668,11 @@ BIG_BATCH = 1000
 
 
 async def test_a_big_export_completes_in_flat_memory(
-    store: Database, uploads_dir: Path, tmp_path: Path
+    store: Database, uploads: FolderUploads, tmp_path: Path
 ) -> None:
     filler = "x" * 200
 
-    build = DataBuilder(store, uploads_dir)
+    build = DataBuilder(store, uploads)
     await the_hunt(build, DEFAULT_LIMITS)
     for number in range(BIG_CLIENTS):
         client_id = f"C.big{number:04d}"
@@ -693,7 +693,7 @@ async def test_a_big_export_completes_in_flat_memory(
     try:
         # CSV: the path with two passes over the rows. A summary: the folders' rows go the
         # same way, and tracing every allocation makes each pass slow.
-        result = await export_hunt(store, uploads_dir, HUNT_ID, destination, fmt="csv",
+        result = await export_hunt(store, uploads, HUNT_ID, destination, fmt="csv",
                                    summary=True)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
@@ -804,7 +804,7 @@ async def test_a_reader_that_stops_holds_the_export_up_instead_of_filling_memory
     uploads = [os.urandom(6_000_000) for _ in range(8)]  # random: the zip is as big, 48 MB
 
     store = await Database.open(datastore.database_path)
-    build = DataBuilder(store, datastore.uploads_dir)
+    build = DataBuilder(store, FolderUploads(datastore.uploads_location()))
     await the_hunt(build, DEFAULT_LIMITS)
     await build.client("C.big", {"Hostname": "big"}, first_seen=NOW, last_seen=NOW)
     await build.check(HUNT_ID, "C.big", matched=True, at=NOW + 1)

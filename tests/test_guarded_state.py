@@ -217,7 +217,7 @@ async def test_log_lines_and_files_beyond_a_flows_limits_are_not_stored(
     assert stored.state == "error" and "upload limit of 2 files" in stored.error
     assert [u["upload_id"] for u in await server.flows.uploads(agent.client_id, flow_id)] == [0, 1]
     await agent.wait_for(lambda m: isinstance(m, protocol.Cancel) and m.flow_id == flow_id)
-    assert not (server.datastore.uploads_dir / agent.client_id / flow_id / "2").exists()
+    assert not (server.datastore.uploads_location() / agent.client_id / flow_id / "2").exists()
 
 
 async def test_collections_get_finite_limits_by_default(api: Service,

@@ -23,7 +23,7 @@ from velotui.server.data.store import Store
 from velotui.server.errors import ServiceError
 from velotui.server.server import Server
 from velotui.server.service import Service
-from velotui.server.uploads import upload_path
+from velotui.server.upload_store import upload_key
 
 pytestmark = pytest.mark.both_backends
 
@@ -138,8 +138,8 @@ async def test_delete_removes_every_row_and_file_and_gives_the_space_back(
     hunt = await collected_hunt(api, agents, batches=10)
     hunt_id = hunt["hunt_id"]
     kept_rows = await rows_of(server, kept["hunt_id"])
-    files = [upload_path(server.datastore.uploads_dir, agent.client_id,
-                         f"F.{hunt_id[2:]}.H", 1) for agent in agents]
+    files = [server.upload_store.path(upload_key(agent.client_id, f"F.{hunt_id[2:]}.H", 1))
+             for agent in agents]
     assert all(path.stat().st_size == len(UPLOAD) for path in files)
     events: list[dict[str, Any]] = []
 

@@ -102,7 +102,7 @@ def test_a_crash_between_a_deletes_commit_and_its_files_removal_removes_them_at_
     them; nothing is left on disk that no row refers to."""
     datastore = tmp_path / "datastore"
     store = open_datastore(datastore, database_url)
-    uploads = store.uploads_dir
+    uploads = store.uploads_location()
     evidence = tmp_path / "evidence.bin"
     evidence.write_bytes(b"e" * 200_000)
     server = ServerProcess(datastore).start("delete.after_commit=exit")

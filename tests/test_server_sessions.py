@@ -201,7 +201,7 @@ async def test_the_server_enforces_the_upload_limit_itself(server: Server,
     assert isinstance(await receive(connection), protocol.Cancel)
     record = await server.flows.get(welcome.client_id, flow.flow_id)
     assert record.state == "error" and "upload limit of 10 bytes" in record.error
-    assert not (server.datastore.uploads_dir / welcome.client_id).exists()
+    assert not (server.datastore.uploads_location() / welcome.client_id).exists()
     await connection.close()
 
 
@@ -219,9 +219,9 @@ async def test_uploads_land_under_server_chosen_paths(server: Server, tmp_path: 
         offset += len(chunk)
     uploads = await server.flows.uploads(welcome.client_id, flow.flow_id)
     assert len(uploads) == 1
-    stored = server.datastore.uploads_dir / uploads[0]["path"]
+    stored = server.datastore.uploads_location() / uploads[0]["path"]
     assert stored.read_bytes() == b"".join(chunks)
-    assert stored.resolve().is_relative_to(server.datastore.uploads_dir.resolve())
+    assert stored.resolve().is_relative_to(server.datastore.uploads_location().resolve())
     assert uploads[0]["name"] == "../../../tmp/evil"  # metadata only
     import hashlib
 
@@ -465,7 +465,7 @@ async def test_a_failure_handling_a_message_closes_that_connection_with_internal
     unlucky_id = AgentIdentity.load_or_create(tmp_path / "unlucky").client_id
     # A file where the client's upload folder goes: storing the chunk fails (as a full or
     # broken disk would), with an error that is not the agent's fault.
-    (server.datastore.uploads_dir / unlucky_id).write_bytes(b"")
+    (server.datastore.uploads_location() / unlucky_id).write_bytes(b"")
     with caplog.at_level(logging.INFO, logger="velotui.server.sessions"):
         await unlucky.send(protocol.encode(protocol.Upload(
             flow_id=unlucky_flow, seq=1, name="a.txt", data=b"data", eof=True)))

@@ -183,7 +183,7 @@ def test_first_open_creates_keys_and_secrets(tmp_path):
     assert len(base64.urlsafe_b64decode(store.enrolment_secret() + "=")) == 32
     assert len(store.api_token()) >= 32
     assert store.api_token() != store.enrolment_secret()
-    for folder in (store.uploads_dir, store.exports_dir, store.logs_dir):
+    for folder in (store.uploads_location(), store.exports_dir, store.logs_dir):
         assert folder.is_dir() and folder.parent == root
     assert store.database_path == root / "velotui.db"
     assert store.server_address_file == root / "server.json"
@@ -205,7 +205,7 @@ def test_first_open_keeps_secrets_private(tmp_path):
         store.api_token_path,
     ):
         assert file_mode(path) == 0o600, path.name
-    for folder in (store.uploads_dir, store.exports_dir, store.logs_dir):
+    for folder in (store.uploads_location(), store.exports_dir, store.logs_dir):
         assert file_mode(folder) == 0o700
 
 

@@ -12,6 +12,7 @@ from tests.data_builder import DataBuilder
 from velotui.server.data import Database
 from velotui.server.datastore import Datastore
 from velotui.server.ids import hunt_flow_id
+from velotui.server.upload_store import FolderUploads
 
 HUNT = "H.0000000000TRI"
 ARTIFACT_HUNT = "H.0000000000ART"
@@ -53,7 +54,7 @@ async def build_datastore(root: Path, database_url: str | None = None) -> Datast
     if database_url is not None:
         datastore.set_database_url(database_url)
     db = await Database.open(datastore.database_target())
-    build = DataBuilder(db, datastore.uploads_dir)
+    build = DataBuilder(db, FolderUploads(datastore.uploads_location()))
     now = time.time()
     for client_id, (hostname, _rows) in CLIENTS.items():
         await build.client(client_id, {"Hostname": hostname, "Fqdn": f"{hostname}.corp.example",

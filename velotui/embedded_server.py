@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         datastore = Datastore.open(args.datastore)
         checked_database_url(args.database)
         configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
+        server = Server(datastore, args.listen, database=args.database)
     except (ValueError, DatastoreError, OSError) as error:
         return _refuse(str(error))
-    server = Server(datastore, args.listen, database=args.database)
     return asyncio.run(_run(server, args.demo, args.demo_processes, args.operator))
 
 

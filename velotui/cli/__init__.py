@@ -11,6 +11,7 @@ from velotui.cli import (
     artifact_commands,
     client_commands,
     console,
+    datastore_commands,
     hunt_commands,
     operator_commands,
     query,
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     query.add_parser(subparsers)
     server_commands.add_parsers(subparsers)
+    datastore_commands.add_parsers(subparsers)
     client_commands.add_parsers(subparsers)
     hunt_commands.add_parsers(subparsers)
     artifact_commands.add_parsers(subparsers)

@@ -30,6 +30,9 @@ def add_parsers(subparsers: Any) -> None:
     add_datastore_option(serve)
     serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                        help=f"address to listen on (default {DEFAULT_LISTEN})")
+    serve.add_argument("--uploads", type=Path, default=None, metavar="PATH",
+                       help="keep uploaded files in this folder from now on (recorded in the "
+                       "datastore; a folder shared by several frontends)")
     serve.add_argument("--verbose", action="store_true", help="log debugging detail")
     add_database_option(serve)
     serve.set_defaults(handler=serve_main)
@@ -74,6 +77,7 @@ def serve_main(args: argparse.Namespace) -> int:
         host, _port = parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
         checked_database_url(args.database)
+        _uploads_location(datastore, args.uploads)
     except (ValueError, DatastoreError) as error:
         print(f"velotui serve: {error}", file=sys.stderr)
         return 2
@@ -82,6 +86,23 @@ def serve_main(args: argparse.Namespace) -> int:
         logging.info("server certificate re-issued to include %s", host)
     server = Server(datastore, args.listen, database=args.database)
     return asyncio.run(_serve(server))
+
+
+def _uploads_location(datastore: Datastore, requested: Path | None) -> Path:
+    """Record ``requested`` (when given) as the datastore's uploads folder; the folder in use.
+    Raises DatastoreError when it cannot be created or is not there."""
+    if requested is not None:
+        try:
+            return datastore.record_uploads_location(requested)
+        except OSError as error:
+            raise DatastoreError(f"cannot use {requested} for uploads: {error.strerror}"
+                                 ) from None
+    location = datastore.uploads_location()
+    if not location.is_dir():
+        # A shared folder gone (not mounted, renamed): making it anew would split the uploads.
+        raise DatastoreError(f"the uploads folder {location} is not there (mount it, or give"
+                             " --uploads)")
+    return location
 
 
 async def _serve(server: Server) -> int:

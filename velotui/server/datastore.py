@@ -41,8 +41,9 @@ API_TOKEN_NAME = "api_token"
 SERVER_ADDRESS_NAME = "server.json"
 DATABASE_NAME = "velotui.db"
 # Where the datastore's parts are when not in the folder: {"database": "postgresql://..."}
-# (absent: SQLite in DATABASE_NAME), {"uploads": "/shared/path"} (absent: the uploads folder).
+# (absent: SQLite in DATABASE_NAME), {"uploads": "/shared/path"} (absent: UPLOADS_NAME in it).
 SETTINGS_NAME = "datastore.json"
+UPLOADS_NAME = "uploads"
 LOCK_NAME = ".lock"
 
 # Files that only the initialisation writes, always while holding the lock; their leftover
@@ -104,6 +105,17 @@ class Datastore:
     def settings_path(self) -> Path:
         return self.root / SETTINGS_NAME
 
+    def uploads_location(self) -> Path:
+        """The uploads folder: ``"uploads"`` in the settings (relative to the datastore when
+        not absolute), else ``uploads`` in the datastore. Raises DatastoreError when the
+        settings are damaged."""
+        configured = self.read_settings().get("uploads")
+        if configured is None:
+            return self.root / UPLOADS_NAME
+        if not isinstance(configured, str) or not configured.strip():
+            raise DatastoreError(f'{self.settings_path}: "uploads" must be a folder path')
+        return self.root / Path(configured).expanduser()
+
     def database_url(self) -> str | None:
         """The PostgreSQL database this datastore uses; None: SQLite, ``database_path``."""
         url = self.read_settings().get("database")
@@ -148,9 +160,18 @@ class Datastore:
                               (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode(),
                               SECRET_MODE)
 
-    @property
-    def uploads_dir(self) -> Path:
-        return self.root / "uploads"
+    def record_uploads_location(self, folder: Path) -> Path:
+        """Keep uploads in ``folder`` from now on (created when missing); the absolute path
+        recorded. Files already in the old location stay there. Raises OSError when the folder
+        cannot be created, DatastoreError when the settings are damaged."""
+        folder = folder.expanduser().absolute()
+        folder.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+        # Read and write under the lock, so another command recording another key keeps it.
+        with _exclusive_lock(self.root / LOCK_NAME):
+            settings = self.read_settings()
+            settings["uploads"] = str(folder)
+            self.write_settings(settings)
+        return folder
 
     @property
     def exports_dir(self) -> Path:
@@ -233,6 +254,22 @@ class Datastore:
         url = document.get("url") if isinstance(document, dict) else None
         return url if isinstance(url, str) and url else None
 
+    def running_server_pid(self) -> int | None:
+        """The process id of the server that recorded its address here, when that process is
+        still alive (a server killed outright leaves its record behind); else None."""
+        try:
+            document = json.loads(self.server_address_file.read_text(encoding="utf-8"))
+            pid = int(document["pid"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid  # alive, another user's
+        return pid
+
     def clear_server_address(self) -> None:
         """Forget the recorded URL (a server calls this as it stops)."""
         with contextlib.suppress(FileNotFoundError):
@@ -280,7 +317,7 @@ class Datastore:
 
     def _initialise(self) -> None:
         _make_private_folder(self.root)
-        for folder in (self.uploads_dir, self.exports_dir, self.logs_dir):
+        for folder in (self.root / UPLOADS_NAME, self.exports_dir, self.logs_dir):
             _make_private_folder(folder)
         self._make_database_private()
         # Two processes opening a fresh datastore at once (console and `velotui serve`) must not

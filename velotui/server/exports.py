@@ -58,6 +58,7 @@ from velotui.durable_files import fsync_folder
 from velotui.server.data import CHECKING, QUEUES, Database, HuntRecord
 from velotui.server.data.export_reads import ExportReader
 from velotui.server.data.flows import unpack_rows
+from velotui.server.upload_store import UploadStore
 from velotui.vql.values import cell_text, to_json_value
 
 T = TypeVar("T")
@@ -541,8 +542,8 @@ class _ZipWorker:
         if count_rows:
             self.rows += rows
 
-    def _open_source(self, path: Path, size: int) -> None:
-        self._source = open(path, "rb")  # noqa: SIM115 - closed by _close_source or _discard
+    def _open_source(self, uploads: UploadStore, key: str, size: int) -> None:
+        self._source = uploads.open(key)  # closed by _close_source or _discard
         self._source_left = size
 
     def _copy_chunk(self) -> None:
@@ -862,14 +863,7 @@ async def _write_client_log(worker: _ZipWorker, reads: ExportReader, member: _Me
     return lines
 
 
-def _stored_size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
-
-
-async def _write_client_uploads(worker: _ZipWorker, reads: ExportReader, uploads_dir: Path,
+async def _write_client_uploads(worker: _ZipWorker, reads: ExportReader, uploads: UploadStore,
                                 member: _Member, reporter: _Reporter) -> list[dict[str, Any]]:
     """Copy each upload of the member's flow into ``uploads/``; returns the index."""
     index: list[dict[str, Any]] = []
@@ -885,12 +879,12 @@ async def _write_client_uploads(worker: _ZipWorker, reads: ExportReader, uploads
             "error": None,
         }
         index.append(item)
-        relative = Path(row["path"])
-        if relative.is_absolute() or ".." in relative.parts:
+        key = row["path"]
+        try:
+            on_disk = await asyncio.to_thread(uploads.size, key)
+        except ValueError:
             item["error"] = "the stored path is outside the uploads folder"
             continue
-        source = uploads_dir / relative
-        on_disk = await asyncio.to_thread(_stored_size, source)
         if on_disk is None:
             item["error"] = "the stored file is missing"
             continue
@@ -902,7 +896,7 @@ async def _write_client_uploads(worker: _ZipWorker, reads: ExportReader, uploads
         item["entry"] = f"uploads/{name}"
         item["size"] = size
         await worker.submit(worker._open_entry, f"{member.folder}/uploads/{name}")
-        await worker.submit(worker._open_source, source, size)
+        await worker.submit(worker._open_source, uploads, key, size)
         for _ in range(-(-size // COPY_CHUNK_BYTES)):
             await worker.submit(worker._copy_chunk)
             reporter.maybe_report()
@@ -1020,7 +1014,7 @@ def _check_format(fmt: str) -> None:
 
 async def export_hunt(
     db: Database,
-    uploads_dir: Path,
+    uploads: UploadStore,
     hunt_id: str,
     destination: Path,
     *,
@@ -1043,13 +1037,13 @@ async def export_hunt(
     destination = Path(destination)
     await asyncio.to_thread(check_destination, destination)
     output = _ZipOutput(keep=destination, send=False)
-    return await _write_zip(db, uploads_dir, hunt_id, output, fmt=fmt, summary=summary,
+    return await _write_zip(db, uploads, hunt_id, output, fmt=fmt, summary=summary,
                             progress=progress)
 
 
 async def stream_hunt(
     db: Database,
-    uploads_dir: Path,
+    uploads: UploadStore,
     hunt_id: str,
     *,
     fmt: str = "json",
@@ -1077,7 +1071,7 @@ async def stream_hunt(
         latest[:] = [progress]
         output.changed.set()
 
-    job = asyncio.create_task(_write_zip(db, uploads_dir, hunt_id, output, fmt=fmt,
+    job = asyncio.create_task(_write_zip(db, uploads, hunt_id, output, fmt=fmt,
                                          summary=summary, progress=report))
     job.add_done_callback(lambda _job: output.changed.set())
     try:
@@ -1105,7 +1099,7 @@ async def stream_hunt(
 
 async def _write_zip(
     db: Database,
-    uploads_dir: Path,
+    uploads: UploadStore,
     hunt_id: str,
     output: _ZipOutput,
     *,
@@ -1157,7 +1151,7 @@ async def _write_zip(
                 for kind in kinds:
                     await _write_client_results(worker, reads, member, cutoff, kind, reporter)
                 log_lines = await _write_client_log(worker, reads, member)
-                index = await _write_client_uploads(worker, reads, uploads_dir, member, reporter)
+                index = await _write_client_uploads(worker, reads, uploads, member, reporter)
                 await worker.write_json(f"{member.folder}/uploads.json", index)
                 await worker.write_json(
                     f"{member.folder}/client.json",

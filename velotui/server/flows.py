@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 from velotui.server import failpoints
@@ -28,7 +26,7 @@ from velotui.server.data import AuditEntry, Database, FlowChange, FlowRecord
 from velotui.server.data.flows import Ending, Ingested, UploadChunk
 from velotui.server.data.records import DEADLINE_GRACE, DEFAULT_LIMITS
 from velotui.server.ids import new_flow_id
-from velotui.server.uploads import file_sha256, upload_path, write_chunk
+from velotui.server.upload_store import UploadStore, upload_key
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode, ProtocolError
 
@@ -58,10 +56,10 @@ class _InFlight:
 class FlowManager:
     """Schedules flows, delivers them to agents, and applies what agents send back."""
 
-    def __init__(self, db: Database, uploads_dir: Path, sessions: dict[str, Any],
+    def __init__(self, db: Database, upload_store: UploadStore, sessions: dict[str, Any],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
-        self.uploads_dir = uploads_dir
+        self.upload_store = upload_store
         self.sessions = sessions  # client_id -> live session (shared with the client directory)
         self.clock = clock
         self.active: dict[tuple[str, str], FlowRecord] = {}
@@ -344,14 +342,15 @@ class FlowManager:
             # and the writer only says what it is (ended, or never scheduled).
             return await self.db.flows.ingest_upload(client_id, message.flow_id, message.seq,
                                                      None, now)
-        path = upload_path(self.uploads_dir, client_id, message.flow_id, message.upload_id)
+        key = upload_key(client_id, message.flow_id, message.upload_id)
         chunk = UploadChunk(message.upload_id, message.name, message.offset, len(message.data),
-                            message.eof, str(path.relative_to(self.uploads_dir)), None)
+                            message.eof, key, None)
         if self._chunk_fits(record, in_flight, message):
-            await asyncio.to_thread(write_chunk, path, message.offset, message.data)
+            await asyncio.to_thread(self.upload_store.write_chunk, key, message.offset,
+                                    message.data)
             sha256 = None
             if message.eof:
-                sha256 = await asyncio.to_thread(file_sha256, path)
+                sha256 = await asyncio.to_thread(self.upload_store.finish, key)
                 if message.sha256 and message.sha256.lower() != sha256:
                     log.warning("%s %s upload %s: the agent's SHA-256 differs from the bytes"
                                 " received", client_id, message.flow_id, message.upload_id)
@@ -368,7 +367,7 @@ class FlowManager:
                                                     message.eof)
         elif written:  # not recorded after all: the file ends where the record says it does
             with contextlib.suppress(OSError):
-                os.truncate(path, message.offset)
+                await asyncio.to_thread(self.upload_store.cut, key, message.offset)
         return result
 
     def _chunk_fits(self, record: FlowRecord, in_flight: _InFlight,

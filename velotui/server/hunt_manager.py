@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from velotui.server import failpoints
@@ -35,7 +34,7 @@ from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
 from velotui.server.token_bucket import TokenBucket
-from velotui.server.uploads import upload_path
+from velotui.server.upload_store import upload_key
 
 if TYPE_CHECKING:
     from velotui.server.foreman import Foreman
@@ -317,7 +316,9 @@ class HuntManager:
     async def _remove_uploads(self, uploads: Sequence[tuple[str, str, int]]) -> tuple[int, int]:
         """Remove these uploads' files, then strike them from the durable list of files to
         remove; how many files and bytes went."""
-        removed = await asyncio.to_thread(_remove_uploads, self.flows.uploads_dir, uploads)
+        keys = [upload_key(client_id, flow_id, upload_id)
+                for client_id, flow_id, upload_id in uploads]
+        removed = await asyncio.to_thread(self.flows.upload_store.remove, keys)
         await self.db.hunts.uploads_removed(uploads)
         return removed
 
@@ -591,24 +592,3 @@ class HuntManager:
 
 def _event_hunt(event: dict[str, Any]) -> str:
     return event["hunt_id"] if event["event"] == "hunt_deleted" else event["hunt"]["hunt_id"]
-
-
-def _remove_uploads(root: Path, uploads: Sequence[tuple[str, str, int]]) -> tuple[int, int]:
-    """Remove the files of these uploads (and the folders they leave empty); how many files
-    and bytes went."""
-    files = size = 0
-    folders = set()
-    for client_id, flow_id, upload_id in uploads:
-        path = upload_path(root, client_id, flow_id, upload_id)
-        try:
-            size += path.stat().st_size
-            path.unlink()
-            files += 1
-        except FileNotFoundError:
-            continue
-        folders.add(path.parent)
-    for folder in folders:
-        for empty in (folder, folder.parent):
-            with contextlib.suppress(OSError):  # not empty: another flow's files are there
-                empty.rmdir()
-    return files, size

@@ -37,6 +37,7 @@ from velotui.server.sessions import (
 )
 from velotui.server.settings import ServerSettings
 from velotui.server.tls import server_ssl_context
+from velotui.server.upload_store import FolderUploads, UploadStore
 from velotui.vql import check
 from velotui.wire import protocol
 from velotui.wire.protocol import CloseCode
@@ -66,6 +67,7 @@ class Server:
         self.database = database
         self.host, self.port = parse_listen(listen)
         self.artifacts = ServerLibrary(datastore.artifacts_dir)
+        self.upload_store: UploadStore = FolderUploads(datastore.uploads_location())
         self.db: Database
         self.directory: ClientDirectory
         self.flows: FlowManager
@@ -101,7 +103,7 @@ class Server:
         await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)
         await self.directory.load()
-        self.flows = FlowManager(self.db, self.datastore.uploads_dir, self.directory.sessions)
+        self.flows = FlowManager(self.db, self.upload_store, self.directory.sessions)
         await self.flows.load()
         self.audit = AuditLog(self.db)
         self.settings = ServerSettings(self.db)

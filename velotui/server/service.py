@@ -675,7 +675,7 @@ class Service:
                                                self.server.datastore.exports_dir,
                                                keep_on_server)
             async with contextlib.aclosing(stream_hunt(
-                self.server.db, self.server.datastore.uploads_dir, hunt_id, fmt=format,
+                self.server.db, self.server.upload_store, hunt_id, fmt=format,
                 summary=summary, keep=keep, send=bool(send),
             )) as parts:
                 async for part in parts:
