@@ -4,6 +4,8 @@ turn."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -55,7 +57,28 @@ async def server(tmp_path: Path, database_url: str | None) -> AsyncIterator[Serv
     try:
         yield running
     finally:
-        await running.stop()
+        await stop_or_say_what_hangs(running)
+
+
+STOP_GUARD = 120.0  # seconds; a stop takes well under one: this only turns a hang into a report
+
+
+async def stop_or_say_what_hangs(server: Server) -> None:
+    """Stop ``server``; if that hangs, fail with the stack of every task still waiting (a
+    hang seen once on a loaded machine left the whole suite waiting instead)."""
+    stopping = asyncio.ensure_future(server.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=STOP_GUARD)
+    if stopping in done:
+        stopping.result()
+        return
+    report = io.StringIO()
+    for task in asyncio.all_tasks():
+        if task is not asyncio.current_task():
+            report.write(f"--- {task.get_name()}\n")
+            task.print_stack(limit=20, file=report)
+    stopping.cancel()
+    pytest.fail(f"the server's stop hung for {STOP_GUARD:.0f} s; its tasks:\n"
+                f"{report.getvalue()}", pytrace=False)
 
 
 @pytest.fixture
