@@ -31,10 +31,11 @@ from velotui.server.data import (
     QueueMove,
 )
 from velotui.server.data.approvals import ApprovalRefused
+from velotui.server.data.hunts import Candidate
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
-from velotui.server.token_bucket import TokenBucket
+from velotui.server.token_bucket import recruitment_bucket
 from velotui.server.uploads import upload_path
 
 if TYPE_CHECKING:
@@ -59,8 +60,7 @@ class RecruitmentBudget:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        per_second = rate / 60.0
-        self._bucket = TokenBucket(per_second, max(1.0, per_second)) if rate > 0 else None
+        self._bucket = recruitment_bucket(rate)
 
     def take(self, now: float, wanted: int) -> int:
         """How many of ``wanted`` clients may be recruited at ``now``; those are spent."""
@@ -81,7 +81,6 @@ class HuntManager:
         # Schedules and expiry are on the wall clock (an operator writes them as times).
         self.wall_clock = wall_clock
         self.hunts: dict[str, HuntRecord] = {}
-        self._budgets: dict[str, RecruitmentBudget] = {}
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._published = asyncio.Event()
@@ -190,7 +189,6 @@ class HuntManager:
     def _started(self, hunt: HuntRecord, stored: HuntRecord) -> None:
         self._last_start_timestamp = max(self._last_start_timestamp, stored.start_timestamp)
         self._copy_stored(hunt, stored)
-        self._budgets.pop(hunt.hunt_id, None)
         self._changed(hunt.hunt_id)
         if self.foreman is not None:
             self.foreman.hunt_started(hunt)
@@ -248,7 +246,6 @@ class HuntManager:
             raise HuntError(f"a limit of {values.get('client_limit')} is below the"
                             f" {change.recruited} clients {hunt_id} has already recruited")
         self._copy_stored(hunt, change.hunt)
-        self._budgets.pop(hunt_id, None)  # the new rate, from now
         self._changed(hunt_id)
         self._wake.set()
         return hunt
@@ -301,7 +298,6 @@ class HuntManager:
             raise HuntError(f"{hunt_id} has collections in flight: stop it (velotui hunt stop"
                             f" {hunt_id}) before deleting it")
         self.hunts.pop(hunt_id, None)
-        self._budgets.pop(hunt_id, None)
         self._suspected_drift.pop(hunt_id, None)
         if self.foreman is not None:
             self.foreman.hunt_deleted(hunt_id)
@@ -453,36 +449,29 @@ class HuntManager:
         wanted = min(hunt.counts["pending"], RECRUIT_BATCH)
         if hunt.client_limit:
             wanted = min(wanted, hunt.client_limit - hunt.recruited)
-        allowed = 0
         if wanted > 0:
-            budget = self._budgets.get(hunt.hunt_id)
-            if budget is None:
-                budget = self._budgets[hunt.hunt_id] = RecruitmentBudget(hunt.rate)
-            allowed = budget.take(self.clock(), wanted)
-        if allowed > 0:
-            await self._recruit(hunt, allowed)
+            await self._recruit(hunt, wanted)
         if hunt.client_limit and hunt.recruited >= hunt.client_limit and hunt.state == "running":
-            await self.stop(hunt.hunt_id, "client limit reached", cancel_in_flight=False)
+            with contextlib.suppress(HuntError):  # another frontend stopped it first
+                await self.stop(hunt.hunt_id, "client limit reached", cancel_in_flight=False)
 
-    async def _recruit(self, hunt: HuntRecord, count: int) -> None:
-        candidates = await self.db.hunts.pending(hunt.hunt_id, count)
-        if not candidates:
-            return
+    async def _recruit(self, hunt: HuntRecord, wanted: int) -> None:
+        """Recruit up to ``wanted`` pending clients: the data layer claims them within the
+        hunt's limit and its one rate budget (shared by every frontend), in one transaction."""
         now = time.time()
         limits = hunt.limits
-        flows = {
-            candidate.client_id: self.flows.prepare(
+
+        def make_flow(candidate: Candidate) -> FlowRecord:
+            return self.flows.prepare(
                 candidate.client_id, hunt.query, timeout=limits.timeout,
                 max_rows=limits.max_rows, max_upload_bytes=limits.max_upload_bytes,
                 max_logs=limits.max_logs, max_log_bytes=limits.max_log_bytes,
                 max_uploads=limits.max_uploads, hunt_id=hunt.hunt_id, kind="collection",
                 flow_id=hunt_flow_id(hunt.hunt_id, candidate.attempt + 1), now=now,
             )
-            for candidate in candidates
-        }
+
         await failpoints.reach("recruit.before_write")
-        change = await self.db.hunts.recruit(hunt.hunt_id, hunt.client_limit, candidates, flows,
-                                             now)
+        change = await self.db.hunts.recruit(hunt.hunt_id, wanted, make_flow, now)
         if change is None:
             return  # the hunt stopped meanwhile: nobody was recruited
         self.apply_moves(change.moves)
