@@ -6,7 +6,7 @@ could have stored, and counts always agree with flows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,7 @@ class DataBuilder:
                            str(path.relative_to(self.uploads_dir)), file_sha256(path))
 
 
-def collection_flow(hunt_id: str, created: float):  # noqa: ANN201 (a maker of flows)
+def collection_flow(hunt_id: str, created: float) -> Callable[[Candidate], FlowRecord]:
     """What the recruiter gives the data layer: the collection flow of a claimed client."""
     return lambda candidate: _flow(candidate.client_id,
                                    hunt_flow_id(hunt_id, candidate.attempt + 1), hunt_id,
