@@ -32,6 +32,8 @@ from velotui.server.data import (
 )
 from velotui.server.data.approvals import ApprovalRefused
 from velotui.server.data.hunts import Candidate
+from velotui.server.data.store import EVERYTHING
+from velotui.server.data.topics import COUNTS, HUNT
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
@@ -89,6 +91,12 @@ class HuntManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_start_timestamp = 0
         self._suspected_drift: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        # What other frontends changed (heard through the store), read again soon, coalesced.
+        self._heard_hunts: set[str] = set()
+        self._heard_counts: set[str] = set()
+        self._heard_everything = False
+        self._heard = asyncio.Event()
+        self._moves_applied: dict[str, int] = {}  # per hunt: to tell a read raced a move
         self.foreman: Foreman | None = None  # set by the server once both exist
         flows.on_changes(self._flows_changed)
 
@@ -115,9 +123,11 @@ class HuntManager:
             files, size = await self._remove_uploads(leftovers)
             log.warning("removed %d files (%d bytes) of hunts deleted before a restart", files,
                         size)
+        self.db.store.listen(self._heard_from_others)
         self._tasks = [
             asyncio.create_task(self._recruit_forever(), name="hunt-recruiter"),
             asyncio.create_task(self._publish_forever(), name="hunt-publisher"),
+            asyncio.create_task(self._follow_forever(), name="hunt-follower"),
         ]
 
     def start_reconciling(self) -> None:
@@ -375,6 +385,7 @@ class HuntManager:
             hunt = self.hunts.get(move.hunt_id)
             if hunt is None:
                 continue
+            self._moves_applied[move.hunt_id] = self._moves_applied.get(move.hunt_id, 0) + 1
             if move.old:
                 hunt.counts[move.old] -= 1
             hunt.counts[move.new] += 1
@@ -390,6 +401,115 @@ class HuntManager:
         counts, approval = hunt.counts, hunt.approval
         hunt.__dict__.update(stored.__dict__)
         hunt.counts, hunt.approval = counts, approval
+
+    # Other frontends ---------------------------------------------------------------------------
+
+    def _heard_from_others(self, topics: set[str]) -> None:
+        """Another frontend committed changes to these hunts or their counts: read them again
+        (soon, coalesced; the tables are the truth)."""
+        for topic in topics:
+            if topic == EVERYTHING:
+                self._heard_everything = True
+            elif topic.startswith(HUNT):
+                self._heard_hunts.add(topic[len(HUNT):])
+            elif topic.startswith(COUNTS):
+                self._heard_counts.add(topic[len(COUNTS):])
+        self._heard.set()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            await self._heard.wait()
+            self._heard.clear()
+            try:
+                await self.follow_others()
+            except Exception:  # heard again at the next change; reconciliation repairs counts
+                log.exception("following other frontends' hunt changes failed")
+
+    async def follow_others(self) -> None:
+        """Read again what other frontends changed: hunts (a new one, a start, pause, stop,
+        edit or delete) and counts."""
+        everything, self._heard_everything = self._heard_everything, False
+        hunt_ids, self._heard_hunts = self._heard_hunts, set()
+        count_ids, self._heard_counts = self._heard_counts, set()
+        if everything:
+            stored = {hunt.hunt_id: hunt for hunt in await self.db.hunts.load()}
+            hunt_ids = set(stored) | set(self.hunts)
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, stored.get(hunt_id))
+        else:
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, await self.db.hunts.get(hunt_id))
+        await self.read_counts(sorted((count_ids | hunt_ids) & set(self.hunts)))
+
+    async def _follow_hunt(self, hunt_id: str, stored: HuntRecord | None) -> None:
+        hunt = self.hunts.get(hunt_id)
+        if stored is None:  # deleted elsewhere
+            if hunt is not None and hunt_id not in self._deleted:
+                self.hunts.pop(hunt_id, None)
+                self._suspected_drift.pop(hunt_id, None)
+                if self.foreman is not None:
+                    self.foreman.hunt_deleted(hunt_id)
+                self._deleted.add(hunt_id)
+                self._published.set()
+            return
+        approval = (await self.db.approvals.latest()).get(hunt_id)
+        if hunt is None:
+            hunt = self.hunts[hunt_id] = stored
+            was_running, started_at = False, 0
+        else:
+            was_running, started_at = hunt.state == "running", hunt.start_timestamp
+            self._copy_stored(hunt, stored)
+        hunt.approval = approval
+        if hunt.state == "running" and (not was_running or hunt.start_timestamp != started_at):
+            # Started elsewhere: this frontend's connected clients are checked here.
+            self._last_start_timestamp = max(self._last_start_timestamp, hunt.start_timestamp)
+            if self.foreman is not None:
+                self.foreman.hunt_started(hunt)
+            self._wake.set()
+        self._changed(hunt_id)
+
+    async def read_counts(self, hunt_ids: Sequence[str]) -> None:
+        """These hunts' counts, exactly as the table has them now. A read that a move
+        committed here raced is read again (memory follows this frontend's moves as they
+        commit; the table holds everyone's)."""
+        pending = [hunt_id for hunt_id in hunt_ids if hunt_id in self.hunts]
+        for _attempt in range(3):
+            if not pending:
+                return
+            before = {hunt_id: self._moves_applied.get(hunt_id, 0) for hunt_id in pending}
+            stored = await self.db.hunts.counts_of(pending)
+            raced = []
+            for hunt_id in pending:
+                hunt = self.hunts.get(hunt_id)
+                if hunt is None:
+                    continue
+                if self._moves_applied.get(hunt_id, 0) != before[hunt_id]:
+                    raced.append(hunt_id)
+                    continue
+                table = {queue: stored.get(hunt_id, {}).get(queue, 0) for queue in hunt.counts}
+                if table != hunt.counts:
+                    hunt.counts.update(table)
+                    self._changed(hunt_id)
+            pending = raced
+        if pending:  # busy here: try again after the next round of changes
+            self._heard_counts.update(pending)
+            self._heard.set()
+
+    async def exact(self, hunt_ids: Sequence[str] | None = None) -> None:
+        """Before the API answers with counts: on a database several frontends share, read
+        these hunts (None: every hunt, new ones included) and their counts from the tables,
+        so every frontend answers the same. Nothing to do on SQLite (one process)."""
+        if self.db.store.dialect == "sqlite":
+            return
+        if hunt_ids is None:
+            stored = {hunt.hunt_id: hunt for hunt in await self.db.hunts.load()}
+            for hunt_id in set(stored) - set(self.hunts):
+                await self._follow_hunt(hunt_id, stored[hunt_id])
+            hunt_ids = list(self.hunts)
+        else:
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, await self.db.hunts.get(hunt_id))
+        await self.read_counts(hunt_ids)
 
     # Approvals ----------------------------------------------------------------------------------
 

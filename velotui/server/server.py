@@ -151,6 +151,7 @@ class Server:
         await self.foreman.close()
         await self.hunts.close()
         await self.flows.close()
+        await self.directory.close()
         await self.db.close()
 
     def service(self, operator: Operator | str) -> Service:

@@ -364,6 +364,19 @@ class FlowTable:
                                           pool="agents")
         return [FlowRecord.from_row(row) for row in rows]
 
+    async def active_of(self, client_ids: Sequence[str]) -> dict[str, list[FlowRecord]]:
+        """The flows not yet ended of these clients, by client."""
+        found: dict[str, list[FlowRecord]] = {}
+        for start in range(0, len(client_ids), 500):
+            chunk = list(client_ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            for row in await self.store.fetch_all(
+                f"SELECT * FROM flows WHERE client_id IN ({marks}) AND state IN {ACTIVE}",
+                tuple(chunk), pool="agents",
+            ):
+                found.setdefault(row["client_id"], []).append(FlowRecord.from_row(row))
+        return found
+
     async def get(self, client_id: str, flow_id: str, *, pool: Pool = "operators"
                   ) -> FlowRecord | None:
         row = await self.store.fetch_one(

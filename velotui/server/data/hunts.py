@@ -141,6 +141,32 @@ class HuntTable:
             found.setdefault(row["hunt_id"], {})[row["queue"]] = row["n"]
         return found
 
+    async def get(self, hunt_id: str) -> HuntRecord | None:
+        """One hunt with its exact counts (None: there is none), read for a frontend that
+        heard it changed elsewhere."""
+        row = await self.store.fetch_one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,),
+                                         pool="agents")
+        if row is None:
+            return None
+        hunt = HuntRecord.from_row(row)
+        hunt.counts.update((await self.counts_of([hunt_id])).get(hunt_id, {}))
+        return hunt
+
+    async def counts_of(self, hunt_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """These hunts' counts of clients per queue, from the table (a queue with nobody in it
+        is absent)."""
+        if not hunt_ids:
+            return {}
+        found: dict[str, dict[str, int]] = {}
+        marks = ", ".join("?" for _ in hunt_ids)
+        for row in await self.store.fetch_all(
+            "SELECT hunt_id, queue, COUNT(*) AS n FROM hunt_clients"
+            f" WHERE hunt_id IN ({marks}) GROUP BY hunt_id, queue",
+            tuple(hunt_ids), pool="agents",
+        ):
+            found.setdefault(row["hunt_id"], {})[row["queue"]] = row["n"]
+        return found
+
     async def checked_clients(self) -> dict[str, set[str]]:
         """For each hunt, every client it has ever looked at."""
         found: dict[str, set[str]] = {}

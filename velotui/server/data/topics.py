@@ -3,7 +3,8 @@ in memory looks at the table again: in this process (``Store.changed``) and, on 
 every other frontend on the database (NOTIFY, heard by ``Store.listen``).
 
 ``hunt:<id>``: the hunt's row changed (created, started, paused, stopped, edited, approved,
-deleted). ``counts:<id>``: clients moved between the hunt's queues. ``client:<id>``: a flow of the
+deleted). ``clientinfo:<id>``: the client's record (enrolled, facts, labels, revoked).
+``counts:<id>``: clients moved between the hunt's queues. ``client:<id>``: a flow of the
 client was stored or ended (whoever holds the client's connection delivers or cancels it).
 """
 
@@ -17,6 +18,7 @@ from velotui.server.data.records import QueueMove
 HUNT = "hunt:"
 COUNTS = "counts:"
 CLIENT = "client:"
+CLIENT_RECORD = "clientinfo:"
 
 
 def hunt_topic(hunt_id: str) -> str:
@@ -29,6 +31,10 @@ def counts_topic(hunt_id: str) -> str:
 
 def client_topic(client_id: str) -> str:
     return CLIENT + client_id
+
+
+def client_record_topic(client_id: str) -> str:
+    return CLIENT_RECORD + client_id
 
 
 def announce_moves(tx: Any, moves: Iterable[QueueMove]) -> None:
