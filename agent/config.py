@@ -1,5 +1,6 @@
-"""The agent's config file: where the server is, which CA to trust, how to enrol, which labels,
-and how much unacknowledged data the agent may keep on disk.
+"""The agent's config file: where the server is (one URL, or several frontends to fail over
+between), which CA to trust, how to enrol, which labels, and how much unacknowledged data the
+agent may keep on disk.
 
 The server writes it (``velotui agent-config`` calls ``AgentConfig(...).save(path)``); the agent
 reads it with ``AgentConfig.load(path)``. It is JSON, holds the enrolment secret, and so is
@@ -30,7 +31,10 @@ MIN_OUTBOX_MAX_BYTES = 4 * 1024 * 1024
 class AgentConfig:
     """What an agent needs to reach and trust its server.
 
-    Raises ValueError on construction when a field is missing its meaning (see ``check``).
+    ``server_urls`` lists every server (frontend) the agent may use; ``server_url`` is the first
+    of them, kept so that an agent older than the list still finds a server. Either may be given
+    alone: the other is filled in. Raises ValueError on construction when a field is missing its
+    meaning (see ``check``).
     """
 
     server_url: str
@@ -43,6 +47,8 @@ class AgentConfig:
     outbox_max_bytes: int = DEFAULT_OUTBOX_MAX_BYTES
     # True: the execve() plugin refuses to run programs on this host (as Velociraptor's setting).
     prevent_execve: bool = False
+    # Several frontends on one database: the agent picks one at random and fails over.
+    server_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # The server's datastore holds the CA as bytes; the file holds text.
@@ -50,22 +56,26 @@ class AgentConfig:
             self.ca_pem = bytes(self.ca_pem).decode("ascii", errors="replace")
         if isinstance(self.labels, tuple):
             self.labels = list(self.labels)
+        if isinstance(self.server_urls, tuple):
+            self.server_urls = list(self.server_urls)
+        if isinstance(self.server_urls, list) and isinstance(self.server_url, str):
+            if not self.server_urls and self.server_url:
+                self.server_urls = [self.server_url]
+            elif self.server_urls and not self.server_url and isinstance(self.server_urls[0], str):
+                self.server_url = self.server_urls[0]
+            self.server_urls = list(dict.fromkeys(self.server_urls))
         self.check()
 
     def check(self) -> None:
         """Raise ValueError naming the first field that is wrong, and how."""
-        if not isinstance(self.server_url, str) or not self.server_url.strip():
-            raise ValueError("server_url must be a wss:// URL")
-        parts = urlsplit(self.server_url.strip())
-        if parts.scheme != "wss":
-            # The pinned CA is the agent's only trust: plain ws:// would throw it away.
-            raise ValueError(f"server_url must start with wss://, not {self.server_url!r}")
-        try:
-            parts.port  # noqa: B018  # raises ValueError for a port that is not a number
-        except ValueError:
-            raise ValueError(f"server_url has a bad port: {self.server_url!r}") from None
-        if not parts.hostname:
-            raise ValueError(f"server_url names no host: {self.server_url!r}")
+        if not isinstance(self.server_urls, list) or not self.server_urls:
+            raise ValueError("server_urls must be a list of wss:// URLs")
+        for url in self.server_urls:
+            _check_server_url("server_urls", url)
+        _check_server_url("server_url", self.server_url)
+        if agent_endpoint(self.server_url) not in self.connect_urls:
+            # Older agents read only server_url: it must be one of the servers listed.
+            raise ValueError(f"server_url {self.server_url!r} is not one of server_urls")
         if not isinstance(self.ca_pem, str) or "-----BEGIN CERTIFICATE-----" not in self.ca_pem:
             raise ValueError("ca_pem must hold the server's CA certificate in PEM form")
         if not isinstance(self.enrolment_secret, str):
@@ -95,10 +105,13 @@ class AgentConfig:
     @property
     def connect_url(self) -> str:
         """The URL to connect to: ``server_url``, with the agent endpoint's path if it has none."""
-        parts = urlsplit(self.server_url.strip())
-        if parts.path in ("", "/"):
-            parts = parts._replace(path=AGENT_PATH)
-        return urlunsplit(parts)
+        return agent_endpoint(self.server_url)
+
+    @property
+    def connect_urls(self) -> list[str]:
+        """Every server's URL to connect to (``server_urls``, each with the agent endpoint's
+        path if it has none), in the config's order, without repeats."""
+        return list(dict.fromkeys(agent_endpoint(url) for url in self.server_urls))
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -112,9 +125,12 @@ class AgentConfig:
         if not isinstance(data, dict):
             raise ValueError(f"agent config {path}: expected a JSON object")
         missing = [name for name in _REQUIRED_FIELDS if name not in data]
+        if "server_url" not in data and "server_urls" not in data:
+            missing.insert(0, "server_url")
         if missing:
             raise ValueError(f"agent config {path}: missing {', '.join(missing)}")
         known = {name: data[name] for name in _FIELD_NAMES if name in data}
+        known.setdefault("server_url", "")  # filled in from server_urls
         try:
             return cls(**known)
         except ValueError as error:
@@ -128,9 +144,33 @@ class AgentConfig:
         write_file_atomically(Path(path), text.encode("utf-8"), CONFIG_FILE_MODE)
 
 
-_REQUIRED_FIELDS = ("server_url", "ca_pem", "enrolment_secret")
+def agent_endpoint(url: str) -> str:
+    """``url`` with the agent endpoint's path when it has none."""
+    parts = urlsplit(url.strip())
+    if parts.path in ("", "/"):
+        parts = parts._replace(path=AGENT_PATH)
+    return urlunsplit(parts)
+
+
+def _check_server_url(name: str, url: Any) -> None:
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(f"{name} must be a wss:// URL")
+    parts = urlsplit(url.strip())
+    if parts.scheme != "wss":
+        # The pinned CA is the agent's only trust: plain ws:// would throw it away.
+        raise ValueError(f"{name} must start with wss://, not {url!r}")
+    try:
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{name} has a bad port: {url!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"{name} names no host: {url!r}")
+
+
+_REQUIRED_FIELDS = ("ca_pem", "enrolment_secret")
 _FIELD_NAMES = (
     "server_url",
+    "server_urls",
     "ca_pem",
     "enrolment_secret",
     "labels",

@@ -1,6 +1,7 @@
 """``velotui-agent``: run one agent, or a simulated fleet of them, until told to stop.
 
-    velotui-agent --config FILE [--state DIR] [--simulate N] [--facts FILE] [--verbose]
+    velotui-agent --config FILE [--server URL]... [--state DIR] [--simulate N] [--facts FILE]
+                  [--verbose]
 
 ``--simulate N`` runs N agents in this process, each with its own key and state under
 ``<state>/sim-0000``, ``sim-0001``..., its own connection and simulated host facts; everything
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import ssl
@@ -45,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config", required=True, metavar="FILE", help="the agent config the server wrote"
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        metavar="URL",
+        help="a server to use instead of the config's (repeatable: the agent starts at a random "
+        "one and fails over to the others)",
     )
     parser.add_argument(
         "--state",
@@ -105,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         config = AgentConfig.load(args.config)
+        if args.server:
+            config = dataclasses.replace(config, server_url="", server_urls=args.server)
         ssl_context = pinned_client_ssl_context(config.ca_pem)
         facts_list = load_facts_file(args.facts) if args.facts else None
     except ValueError as error:

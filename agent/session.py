@@ -20,7 +20,6 @@ import random
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -35,6 +34,7 @@ from agent.outbox import Outbox
 from agent.outbox_file import StoredFlow
 from agent.plugins import client_registry
 from agent.plugins.info import host_info
+from agent.reconnect import ConnectionOutcome, ReconnectSchedule
 from agent.state import AgentState
 from velotui.vql import to_json_value
 from velotui.wire.protocol import (
@@ -62,18 +62,11 @@ from velotui.wire.protocol import (
 )
 from velotui.wire.tls import pinned_client_ssl_context
 
-BACKOFF_BASE = 0.5
-# A session that lasted this long was a real one: the next failure starts the backoff afresh.
-BACKOFF_RESET_AFTER = 30.0
 HANDSHAKE_TIMEOUT = 30.0
 OPEN_TIMEOUT = 30.0
 CLOSE_TIMEOUT = 5.0
 MAX_HELLO_FLOWS = 1024
 MAX_HELLO_LABELS = 256
-
-# Close codes after which trying again soon cannot help: wait the longest delay instead.
-_GIVE_IT_TIME = {CloseCode.AUTH_FAILED, CloseCode.UNSUPPORTED_VERSION, CloseCode.REPLACED,
-                 CloseCode.TRY_AGAIN_LATER, CloseCode.INTERNAL}
 
 log = logging.getLogger(__name__)
 
@@ -89,36 +82,6 @@ def agent_version() -> str:
         return "0+unknown"
 
 
-def backoff_delay(
-    attempt: int,
-    *,
-    base: float = BACKOFF_BASE,
-    cap: float = 60.0,
-    rng: random.Random | None = None,
-) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry).
-
-    Exponential backoff with full jitter: uniform between 0 and min(cap, base * 2**attempt), so
-    a fleet that lost its server at one moment does not return at one moment.
-    """
-    ceiling = min(cap, base * 2 ** min(max(attempt, 0), 62))
-    return (rng or random).uniform(0.0, ceiling)
-
-
-def reconnect_delay(outcome: ConnectionOutcome, attempt: int, max_backoff: float,
-                    rng: random.Random) -> float:
-    """Seconds to wait after ``outcome`` before connecting again."""
-    if outcome.retry_hint is not None:
-        # Busy for now, and it said when to come back: about then, jittered so that a fleet
-        # refused at once is spread out, never past the longest wait.
-        return min(outcome.retry_hint * rng.uniform(0.5, 1.5), max_backoff)
-    if outcome.close_code in _GIVE_IT_TIME:
-        # Hammering a server that refused us helps no one: wait about the longest delay,
-        # jittered so that a fleet refused at once does not return at once.
-        return max_backoff * rng.uniform(0.5, 1.0)
-    return backoff_delay(attempt, cap=max_backoff, rng=rng)
-
-
 def close_code_text(code: int | None) -> str:
     """A close code with its name, like ``4003 AUTH_FAILED``."""
     if code is None:
@@ -127,17 +90,6 @@ def close_code_text(code: int | None) -> str:
         return f"{code} {CloseCode(code).name}"
     except ValueError:
         return str(code)
-
-
-@dataclass
-class ConnectionOutcome:
-    """How one connection attempt ended, which decides the wait before the next."""
-
-    authenticated: bool = False
-    session_seconds: float = 0.0
-    close_code: int | None = None
-    problem: str = ""
-    retry_hint: float | None = None  # when a server busy for now asked to come back
 
 
 class AgentSession:
@@ -174,46 +126,51 @@ class AgentSession:
         self.labels: list[str] = list(self.registry.variables()["config"]["Labels"])
         self._ssl_context = ssl_context or pinned_client_ssl_context(config.ca_pem)
         self._rng = rng or random.Random()
+        # Which server URL to try next and when (failover between frontends, with backoff).
+        self.schedule = ReconnectSchedule(config.connect_urls, config.max_backoff, self._rng)
         self._flows: dict[str, FlowRunner] = {}
         # Go-aheads (their queries) for held hunt flows that arrived before the flow was resumed
         # after a restart.
         self._go_ahead: dict[str, str] = {}
         self._flow_tasks: set[asyncio.Task[Any]] = set()
         self._check_in_now = asyncio.Event()
-        self._last_problem = ""
+        # The last problem met at each server URL: the same one again is logged quietly.
+        self._last_problems: dict[str, str] = {}
         self.log = _AgentLog(log, self.name)
 
     # The reconnect loop ----------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        """Continue the flows the outbox kept, then stay connected, reconnecting with backoff,
-        until cancelled; then stop every flow (the outbox keeps them) and close the outbox."""
-        attempt = 0
+        """Continue the flows the outbox kept, then stay connected until cancelled: after each
+        failed or lost connection, move on to the next server URL and connect again after a
+        backoff (see ``agent.reconnect``). Then stop every flow (the outbox keeps them) and
+        close the outbox."""
         try:
             await self.resume_flows()
+            urls = self.schedule.rotation.order
+            if len(urls) > 1:
+                self.log.info("%d servers; trying %s first", len(urls), self.schedule.url)
             while True:
                 outcome = await self.connect_once()
-                if outcome.session_seconds > BACKOFF_RESET_AFTER:
-                    attempt = 0
-                delay = reconnect_delay(outcome, attempt, self.config.max_backoff, self._rng)
-                if outcome.retry_hint is None and outcome.close_code not in _GIVE_IT_TIME:
-                    attempt += 1
-                self.log.info("reconnecting in %.1f s", delay)
-                await asyncio.sleep(delay)
+                attempt = self.schedule.after(outcome)
+                self.log.info("reconnecting to %s in %.1f s", attempt.url, attempt.delay)
+                await asyncio.sleep(attempt.delay)
         finally:
             await self._stop_flows()
             await self.outbox.close()
 
     async def connect_once(self) -> ConnectionOutcome:
-        """Connect, authenticate and serve until the connection ends; say how it ended.
+        """Connect to the schedule's current server URL, authenticate and serve until the
+        connection ends; say how it ended.
 
         Connection failures are logged and reported, never raised; cancellation closes the
         connection with GOING_AWAY and propagates.
         """
-        outcome = ConnectionOutcome()
+        url = self.schedule.url
+        outcome = ConnectionOutcome(url=url)
         try:
             async with connect(
-                self.config.connect_url,
+                url,
                 ssl=self._ssl_context,
                 max_size=MAX_FRAME_BYTES,
                 compression=None,
@@ -225,23 +182,24 @@ class AgentSession:
                 await self._serve(connection, outcome)
         except ConnectionClosed as closed:
             if closed.rcvd is None:
-                outcome.problem = "the connection was lost"
+                outcome.problem = f"the connection to {url} was lost"
             else:
                 outcome.close_code = closed.rcvd.code
                 if closed.rcvd.code == CloseCode.TRY_AGAIN_LATER:
                     outcome.retry_hint = retry_hint(closed.rcvd.reason)
                 outcome.problem = (
-                    f"the server closed the connection ({close_code_text(closed.rcvd.code)}"
+                    f"the server at {url} closed the connection"
+                    f" ({close_code_text(closed.rcvd.code)}"
                     + (f": {closed.rcvd.reason})" if closed.rcvd.reason else ")")
                 )
         except ProtocolError as error:
-            outcome.problem = f"the server broke the protocol: {error.reason}"
+            outcome.problem = f"the server at {url} broke the protocol: {error.reason}"
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
-            outcome.problem = f"cannot connect to {self.config.connect_url}: {_describe(error)}"
+            outcome.problem = f"cannot connect to {url}: {_describe(error)}"
         except Exception:
             # A bug must not end the agent for good: log it in full and try again later.
             self.log.exception("the connection failed unexpectedly")
-            outcome.problem = "the connection failed unexpectedly"
+            outcome.problem = f"the connection to {url} failed unexpectedly"
         self._report(outcome)
         return outcome
 
@@ -256,12 +214,12 @@ class AgentSession:
                 outcome.problem,
                 self.state.folder,
             )
-        elif outcome.problem != self._last_problem or outcome.authenticated:
+        elif outcome.problem != self._last_problems.get(outcome.url) or outcome.authenticated:
             self.log.warning("%s", outcome.problem)
         else:
             # The same failure again and again: once at warning level is enough.
             self.log.info("%s", outcome.problem)
-        self._last_problem = outcome.problem
+        self._last_problems[outcome.url] = outcome.problem
 
     async def _serve(self, connection: ClientConnection, outcome: ConnectionOutcome) -> None:
         try:
@@ -270,11 +228,12 @@ class AgentSession:
             except TimeoutError:
                 raise ProtocolError("no answer to the handshake") from None
             outcome.authenticated = True
-            self._last_problem = ""
+            self._last_problems.clear()
             self.outbox.server_connected = True
             started = time.monotonic()
             self.log.info(
-                "connected as %s%s",
+                "connected to %s as %s%s",
+                outcome.url,
                 welcome.client_id,
                 " (newly enrolled)" if welcome.enrolled else "",
             )

@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import InvalidHandshake
 
-from agent.session import backoff_delay
+from agent.reconnect import backoff_delay
 from benchmarks.harness import churn, print_event, raise_open_files_limit, settled_rss_bytes
 from velotui.runtime import tune_for_many_connections
 from velotui.server.sessions import AGENT_QUEUED_FRAMES

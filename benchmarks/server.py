@@ -96,7 +96,7 @@ from typing import Any
 import psutil
 
 from agent.plugins.facts import simulated_facts
-from agent.session import BACKOFF_RESET_AFTER
+from agent.reconnect import BACKOFF_RESET_AFTER
 from benchmarks.harness import (
     BenchmarkError,
     agent_command,

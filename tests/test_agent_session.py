@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import AgentConfig
-from agent.session import AgentSession, ConnectionOutcome, backoff_delay, reconnect_delay
+from agent.reconnect import ConnectionOutcome, backoff_delay, reconnect_delay
+from agent.session import AgentSession
 from agent.state import AgentState
 from velotui.server.tls import (
     create_certificate_authority,

@@ -36,12 +36,15 @@ def add_parsers(subparsers: Any) -> None:
 
     config = subparsers.add_parser(
         "agent-config", help="write a configuration file for agents",
-        description="Write an agent configuration: the server URL, the pinned CA, the enrolment "
-        "secret and the agent's labels.",
+        description="Write an agent configuration: the server URL(s), the pinned CA, the "
+        "enrolment secret and the agent's labels. With several servers (frontends on one "
+        "database), each agent starts at a random one and fails over to the others.",
     )
     add_datastore_option(config)
-    config.add_argument("--server-url", required=True, metavar="URL",
-                        help="where agents reach the server, e.g. wss://hunt.example.org:8443")
+    config.add_argument("--server-url", "--server", dest="server_urls", action="append",
+                        required=True, metavar="URL",
+                        help="where agents reach the server, e.g. wss://hunt.example.org:8443;"
+                        " repeat it for each frontend")
     config.add_argument("--label", action="append", default=[], help="a label (repeatable)")
     config.add_argument("--prevent-execve", action="store_true",
                         help="agents refuse execve(): no collection runs programs on them")
@@ -109,29 +112,41 @@ async def _serve(server: Server) -> int:
 def agent_config_main(args: argparse.Namespace) -> int:
     from agent.config import AgentConfig
 
-    url = args.server_url.rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme != "wss" or not parts.hostname:
-        print("velotui agent-config: --server-url must look like wss://HOST:PORT",
-              file=sys.stderr)
-        return 2
-    if not parts.path:
-        url += AGENT_PATH
+    urls: list[str] = []
+    hostnames: list[str] = []
+    for given in args.server_urls:
+        url = given.rstrip("/")
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018  # raises ValueError for a port that is not a number
+        except ValueError:
+            parts = parts._replace(scheme="")
+        if parts.scheme != "wss" or not parts.hostname:
+            print(f"velotui agent-config: --server-url must look like wss://HOST:PORT,"
+                  f" not {given!r}", file=sys.stderr)
+            return 2
+        if not parts.path:
+            url += AGENT_PATH
+        urls.append(url)
+        hostnames.append(parts.hostname)
+    urls = list(dict.fromkeys(urls))
+    hostnames = list(dict.fromkeys(hostnames))
     try:
         datastore = Datastore.open(args.datastore)
     except DatastoreError as error:
         print(f"velotui agent-config: {error}", file=sys.stderr)
         return 1
-    if datastore.ensure_server_names([parts.hostname]):
-        print(f"velotui agent-config: the server certificate now covers {parts.hostname};"
+    if datastore.ensure_server_names(hostnames):
+        print(f"velotui agent-config: the server certificate now covers {', '.join(hostnames)};"
               " restart a running server to use it", file=sys.stderr)
     config = AgentConfig(
-        server_url=url,
+        server_url=urls[0],
+        server_urls=urls,
         ca_pem=datastore.ca_pem(),
         enrolment_secret=datastore.enrolment_secret(),
         labels=list(dict.fromkeys(args.label)),
         prevent_execve=args.prevent_execve,
     )
     config.save(args.output)
-    print(f"wrote {args.output} for {url}", file=sys.stderr)
+    print(f"wrote {args.output} for {', '.join(urls)}", file=sys.stderr)
     return 0
