@@ -298,7 +298,8 @@ def test_serve_with_a_database_records_it_and_keeps_its_data_there(
     assert version == str(SCHEMA_VERSION)
 
 
-def test_serve_on_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+def test_serve_on_an_unreachable_database_says_so_in_one_line_and_records_nothing(
+        tmp_path: Path) -> None:
     url = f"postgresql://velotui:secret@127.0.0.1:{free_port()}/velotui"
     finished = subprocess.run(
         [VELOTUI, "serve", "--datastore", str(tmp_path / "datastore"), "--listen",
@@ -309,3 +310,5 @@ def test_serve_on_an_unreachable_database_says_so_in_one_line(tmp_path: Path) ->
     assert said[0].startswith("velotui serve: cannot open the PostgreSQL database"
                               " postgresql://velotui:***@127.0.0.1:")
     assert "secret" not in finished.stderr
+    # A database that never opened is not recorded: the datastore stays as it was.
+    assert Datastore(tmp_path / "datastore").database_url() is None

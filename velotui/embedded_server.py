@@ -39,7 +39,7 @@ from typing import Any
 
 from velotui.cli.server_commands import PRIVATE_UMASK, configure_logging
 from velotui.server.data import DatabaseUnreachable
-from velotui.server.datastore import Datastore, DatastoreError
+from velotui.server.datastore import Datastore, DatastoreError, checked_database_url
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
 from velotui.server.sessions import AgentGate
 
@@ -67,13 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
-        if args.database is not None:
-            datastore.set_database_url(args.database)
+        checked_database_url(args.database)
         configure_logging(datastore, verbose=False, to_stderr=False)  # server.log only
     except (ValueError, DatastoreError, OSError) as error:
         return _refuse(str(error))
-    return asyncio.run(_run(Server(datastore, args.listen), args.demo, args.demo_processes,
-                            args.operator))
+    server = Server(datastore, args.listen, database=args.database)
+    return asyncio.run(_run(server, args.demo, args.demo_processes, args.operator))
 
 
 def _user() -> str:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from velotui.cli.connection import add_datastore_option
 from velotui.server.data import DatabaseUnreachable
-from velotui.server.datastore import Datastore, DatastoreError
+from velotui.server.datastore import Datastore, DatastoreError, checked_database_url
 from velotui.server.server import DEFAULT_LISTEN, Server, parse_listen
 from velotui.server.server_log import server_log_handlers
 from velotui.wire.protocol import AGENT_PATH
@@ -73,15 +73,14 @@ def serve_main(args: argparse.Namespace) -> int:
     try:
         host, _port = parse_listen(args.listen)
         datastore = Datastore.open(args.datastore)
-        if args.database is not None:
-            datastore.set_database_url(args.database)
+        checked_database_url(args.database)
     except (ValueError, DatastoreError) as error:
         print(f"velotui serve: {error}", file=sys.stderr)
         return 2
     configure_logging(datastore, args.verbose)
     if datastore.ensure_server_names([host]):
         logging.info("server certificate re-issued to include %s", host)
-    server = Server(datastore, args.listen)
+    server = Server(datastore, args.listen, database=args.database)
     return asyncio.run(_serve(server))
 
 

@@ -117,11 +117,7 @@ class Datastore:
     def set_database_url(self, url: str | None) -> None:
         """Record the PostgreSQL database every later command on this datastore uses (None or
         "sqlite": back to the SQLite file). Raises ValueError for anything else."""
-        if url in (None, "", "sqlite"):
-            url = None
-        elif not url.startswith(POSTGRESQL_SCHEMES):
-            raise ValueError(f"not a PostgreSQL URL: {url!r} (postgresql://USER@HOST:PORT/DB,"
-                             " or 'sqlite')")
+        url = checked_database_url(url)
         with _exclusive_lock(self.root / LOCK_NAME):
             settings = self.read_settings()
             if url is None:
@@ -380,6 +376,17 @@ class Datastore:
             for leftover in self.root.glob(temp_file_pattern(self.root / name)):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+
+def checked_database_url(url: str | None) -> str | None:
+    """A database as ``--database`` names it: a PostgreSQL URL, or None for SQLite (None, ""
+    or "sqlite"). Raises ValueError (one line) for anything else."""
+    if url in (None, "", "sqlite"):
+        return None
+    if not url.startswith(POSTGRESQL_SCHEMES):
+        raise ValueError(f"not a PostgreSQL URL: {url!r} (postgresql://USER@HOST:PORT/DB,"
+                         " or 'sqlite')")
+    return url
 
 
 def _machine_hostnames() -> list[str]:

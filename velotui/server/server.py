@@ -21,7 +21,7 @@ from velotui.server.artifact_library import ServerLibrary
 from velotui.server.audit import AuditLog
 from velotui.server.clients import ClientDirectory
 from velotui.server.data import Database
-from velotui.server.datastore import Datastore
+from velotui.server.datastore import Datastore, checked_database_url
 from velotui.server.flows import FlowManager
 from velotui.server.foreman import Foreman
 from velotui.server.hunt_manager import HuntManager
@@ -58,8 +58,12 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class Server:
     """Everything the server runs, started and stopped as one."""
 
-    def __init__(self, datastore: Datastore, listen: str = DEFAULT_LISTEN) -> None:
+    def __init__(self, datastore: Datastore, listen: str = DEFAULT_LISTEN,
+                 database: str | None = None) -> None:
         self.datastore = datastore
+        # A database to move the datastore to (a PostgreSQL URL, or "sqlite"): recorded in the
+        # datastore once it opened, so that a mistyped URL never sticks.
+        self.database = database
         self.host, self.port = parse_listen(listen)
         self.artifacts = ServerLibrary(datastore.artifacts_dir)
         self.db: Database
@@ -87,7 +91,12 @@ class Server:
         tune_for_many_connections()
         check("SELECT * FROM scope()")  # build the VQL parser now, not in the first request
         self.enrolment_secret = self.datastore.enrolment_secret()
-        self.db = await Database.open(self.datastore.database_target())
+        if self.database is None:
+            self.db = await Database.open(self.datastore.database_target())
+        else:
+            url = checked_database_url(self.database)
+            self.db = await Database.open(url or self.datastore.database_path)
+            self.datastore.set_database_url(url)
         self.operators = OperatorDirectory(self.db)
         await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)
