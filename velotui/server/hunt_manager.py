@@ -335,7 +335,11 @@ class HuntManager:
         on one that stopped recruiting on its own but has collections in flight. Raises
         HuntError when there is nothing to stop."""
         hunt = self.get(hunt_id)
-        async with self.flows.holding_hunt(hunt_id):
+        # Only a stop that cancels holds the hunt's flows back: one that lets them finish (its
+        # client limit) must not drop a hand-over made meanwhile (another frontend's recruit).
+        holding = self.flows.holding_hunt(hunt_id) if cancel_in_flight \
+            else contextlib.nullcontext()
+        async with holding:
             if cancel_in_flight:
                 await failpoints.reach("cancel.before_commit")
             change = await self.db.hunts.stop(hunt_id, reason, self.wall_clock(),

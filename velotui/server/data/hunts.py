@@ -405,6 +405,8 @@ class HuntTable:
                 )
             else:
                 return None
+            if hunt is None:  # stopped by another frontend since it was read
+                return None
             tx.announce(hunt_topic(hunt_id))
             change = HuntChange(HuntRecord.from_row(hunt))
             if cancel:
