@@ -24,8 +24,8 @@ from velotui.server.remote import RemoteService
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.name != "posix", reason="SIGKILL")]
 
-GUARD = float(os.environ.get("FRONTENDS_TEST_GUARD", "180"))  # seconds before a hanging step fails; never a measure of speed
-AGENTS = int(os.environ.get("FRONTENDS_TEST_AGENTS", "200"))
+GUARD = 180.0  # seconds before a hanging step fails; never a measure of speed
+AGENTS = 200
 ROWS_EACH = 5
 FINAL = ("not_matched", "completed", "results", "errors")
 
