@@ -269,11 +269,14 @@ class FlowManager:
     async def client_connected(self, session: Any, running_on_agent: list[str]) -> None:
         """A client came (back): flows it lost end in error, the rest are (re)delivered."""
         client_id = session.client_id
+        in_flight = self.in_flight_of(client_id)
         if self.db.store.dialect != "sqlite":
             # Other frontends may have stored, moved on or ended its flows while it was away.
-            await self.refresh_clients([client_id], tell_agents=False)
+            # (Flows stored here meanwhile were handed over as they were stored.)
+            taken_in = await self.refresh_clients([client_id], tell_agents=False)
+            in_flight = [record for record in in_flight
+                         if self.active.get(record.key) is record] + taken_in
         running = set(running_on_agent)
-        in_flight = self.in_flight_of(client_id)
         for flow_id in running - {record.flow_id for record in in_flight}:
             # Ended here while the agent was away (a stop, a cancel, a restart of ours): the
             # agent is told to stop it; whatever it still sends is acknowledged and dropped.
@@ -469,14 +472,15 @@ class FlowManager:
                 log.exception("following other frontends' flows failed")
 
     async def refresh_clients(self, client_ids: Sequence[str], *, tell_agents: bool = True
-                              ) -> None:
+                              ) -> list[FlowRecord]:
         """Make memory follow the table for these clients' flows: a flow ended elsewhere
         leaves the set in flight (its agent, if connected here, is told to stop it); a flow
         stored elsewhere for a client connected here is taken in and handed over. Without
         ``tell_agents`` (the client is connecting now) nothing is sent, and what memory has
-        is brought up to what the table says."""
+        is brought up to what the table says. Returns the flows taken in."""
+        taken_in: list[FlowRecord] = []
         if not client_ids:
-            return
+            return taken_in
         read_after = self._taken_in  # flows taken in later may be newer than what is read
         stored = await self.db.flows.active_of(client_ids)
         for client_id in client_ids:
@@ -504,8 +508,10 @@ class FlowManager:
                     continue
                 record.set_deadline(self.clock())
                 self._add_active(record)
+                taken_in.append(record)
                 if tell_agents:
                     await self.deliver(session, record)
+        return taken_in
 
     @contextlib.asynccontextmanager
     async def holding_hunt(self, hunt_id: str) -> AsyncIterator[None]:
