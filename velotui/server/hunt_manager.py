@@ -560,7 +560,8 @@ class HuntManager:
 
     async def _tend(self, hunt: HuntRecord) -> None:
         if self.wall_clock() >= hunt.expires:
-            await self.stop(hunt.hunt_id, "expired")
+            with contextlib.suppress(HuntError):  # another frontend stopped it first
+                await self.stop(hunt.hunt_id, "expired")
             return
         if hunt.error_limit_reached:
             # Its collections in flight finish; the operator relaunches, raises the limit, or
