@@ -129,3 +129,14 @@ async def test_a_collection_stored_on_one_frontend_is_delivered_by_the_other(
 
     done = await eventually(finished, what="the collection to finish")
     assert done.rows == 1
+
+
+async def test_a_client_revoked_on_one_frontend_is_shut_out_by_the_other(
+        frontends: tuple[Server, Server], fleets: tuple[Fleet, Fleet]) -> None:
+    first, second = frontends
+    [client_id] = await start_agents(fleets[1], "b", 1)
+    await until(lambda: first.directory.get(client_id) is not None, 30, "the client known")
+    await first.service("alice").revoke_client(client_id)
+    # The frontend holding its connection closes it, and refuses it when it comes back.
+    await until(lambda: not second.directory.is_online(client_id), 30, "the session closed")
+    assert second.directory.get(client_id).revoked is not None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from velotui.server.data import AuditEntry, ClientRecord, Database
@@ -35,6 +36,9 @@ class ClientDirectory:
         self._heard_everything = False
         self._heard = asyncio.Event()
         self._follow_task: asyncio.Task[None] | None = None
+        # Called when another frontend revoked a client connected here (the server closes its
+        # session and ends its flows).
+        self.on_revoked: Callable[[str], Awaitable[None]] | None = None
 
     async def load(self) -> None:
         self._records = {record.client_id: record for record in await self.db.clients.load()}
@@ -71,8 +75,19 @@ class ClientDirectory:
                 log.exception("following other frontends' clients failed")
                 continue
             for record in stored:
-                if record.client_id not in self.sessions:  # one connected here is ours
+                local = self._records.get(record.client_id)
+                if record.client_id not in self.sessions or local is None:
                     self._records[record.client_id] = record
+                    continue
+                # Connected here: its record here is the newest, but a revocation elsewhere
+                # holds from now on.
+                if record.revoked is not None and local.revoked is None:
+                    local.revoked = record.revoked
+                    if self.on_revoked is not None:
+                        try:
+                            await self.on_revoked(record.client_id)
+                        except Exception:
+                            log.exception("closing revoked client %s failed", record.client_id)
 
     def get(self, client_id: str) -> ClientRecord | None:
         return self._records.get(client_id)

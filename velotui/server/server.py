@@ -100,6 +100,7 @@ class Server:
         self.operators = OperatorDirectory(self.db)
         await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)
+        self.directory.on_revoked = self.client_revoked  # revoked on another frontend
         await self.directory.load()
         self.flows = FlowManager(self.db, self.datastore.uploads_dir, self.directory.sessions)
         await self.flows.load()

@@ -175,6 +175,18 @@ class HuntTable:
             found.setdefault(row["hunt_id"], set()).add(row["client_id"])
         return found
 
+    async def checked_among(self, hunt_id: str, client_ids: Sequence[str]) -> set[str]:
+        """Which of these clients the hunt has looked at already (on any frontend)."""
+        found: set[str] = set()
+        for start in range(0, len(client_ids), 500):
+            chunk = list(client_ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.store.fetch_all(
+                f"SELECT client_id FROM hunt_clients WHERE hunt_id = ? AND client_id IN ({marks})",
+                (hunt_id, *chunk), pool="agents")
+            found.update(row["client_id"] for row in rows)
+        return found
+
     async def pending(self, hunt_id: str, limit: int) -> list[Candidate]:
         """The oldest pending clients of a hunt, at most ``limit``."""
         rows = await self.store.fetch_all(
