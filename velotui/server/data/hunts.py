@@ -568,13 +568,14 @@ class HuntTable:
     async def recruit(self, hunt_id: str, wanted: int,
                       make_flow: Callable[[Candidate], FlowRecord], now: float,
                       candidates: Sequence[Candidate] | None = None) -> HuntChange | None:
-        """Move up to ``wanted`` pending clients (oldest first; or only ``candidates``) to
-        running with their collection flows (``make_flow`` makes each, in the writer), in one
-        transaction, only while the hunt is running, within its client limit and within its
-        one recruitment budget (all read in the transaction; each client only if it is still
-        pending at the attempt read). Several frontends recruit one hunt one after the other
-        (its row is locked for the transaction on PostgreSQL; SQLite's writer is alone), each
-        pending client claimed once. None when the hunt no longer runs."""
+        """Move up to ``wanted`` pending clients (oldest first, within the hunt's one
+        recruitment budget; or only ``candidates``, as their caller paced them) to running with
+        their collection flows (``make_flow`` makes each, in the writer), in one transaction,
+        only while the hunt is running and within its client limit (both read in the
+        transaction; each client only if it is still pending at the attempt read). Several
+        frontends recruit one hunt one after the other (its row is locked for the transaction
+        on PostgreSQL; SQLite's writer is alone), each pending client claimed once. None when
+        the hunt no longer runs."""
 
         def op(tx: Transaction) -> HuntChange | None:
             locked = " FOR UPDATE" if tx.dialect == "postgresql" else ""
@@ -591,7 +592,9 @@ class HuntTable:
                     (hunt_id,),
                 )
                 room = min(room, max(hunt["client_limit"] - recruited["n"], 0))
-            budget = recruitment_bucket(hunt["rate"])
+            # Named candidates are recruited as their caller paced them (a test's data
+            # builder); claimed ones within the hunt's budget.
+            budget = recruitment_bucket(hunt["rate"]) if candidates is None else None
             if budget is not None:
                 budget.restore(hunt["rate_tokens"], hunt["rate_refilled"])
                 room = budget.take(room, now)  # given back below for whom was not recruited
