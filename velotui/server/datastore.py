@@ -242,11 +242,22 @@ class Datastore:
         return _url_in(self.server_address_file)
 
     def frontend_addresses(self) -> list[str]:
-        """The URLs of every running server of this datastore that recorded one."""
+        """The URLs of every running server of this datastore that recorded one (a server of
+        this host that died without clearing its file is left out)."""
+        return sorted(url for path in self._live_frontend_files()
+                      if (url := _url_in(path)) is not None)
+
+    def _live_frontend_files(self) -> list[Path]:
         if not self.frontends_dir.is_dir():
             return []
-        return sorted(url for path in self.frontends_dir.glob("*.json")
-                      if (url := _url_in(path)) is not None)
+        here = socket.gethostname()
+        live = []
+        for path in sorted(self.frontends_dir.glob("*.json")):
+            host, _, pid = path.stem.rpartition("-")
+            if host == here and pid.isdigit() and not _process_exists(int(pid)):
+                continue
+            live.append(path)
+        return live
 
     def clear_server_address(self) -> None:
         """Forget this server's URL (a server calls this as it stops); ``server.json`` then
@@ -262,9 +273,7 @@ class Datastore:
                 and named.get("host", socket.gethostname()) == socket.gethostname()
             if not ours:
                 return  # another frontend's
-            others = sorted(self.frontends_dir.glob("*.json")) \
-                if self.frontends_dir.is_dir() else []
-            for other in others:
+            for other in self._live_frontend_files():
                 with contextlib.suppress(OSError):
                     write_file_atomically(self.server_address_file, other.read_bytes(),
                                           SECRET_MODE)
@@ -403,6 +412,16 @@ def _machine_hostnames() -> list[str]:
         if name and name not in names:
             names.append(name)
     return names
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: it exists
+        return True
+    return True
 
 
 def _url_in(path: Path) -> str | None:
