@@ -67,6 +67,7 @@ SCHEMA_LOCK = 0x76656C6F  # "velo"
 CHANNEL = "velotui"
 PAYLOAD_BYTES = 7000
 LISTEN_RETRY_MAX = 5.0
+LISTEN_OPEN_TIMEOUT = 30.0
 
 
 def notification_payloads(origin: str, topics: Iterable[str]) -> list[str]:
@@ -308,7 +309,12 @@ class PostgresStore(TopicWaiters):
         store._listen_task = asyncio.create_task(store._listen_forever(),
                                                  name="velotui-store-listener")
         # Listening before anyone relies on hearing others: nothing committed later is missed.
-        await store._listening.wait()
+        try:
+            await asyncio.wait_for(store._listening.wait(), LISTEN_OPEN_TIMEOUT)
+        except TimeoutError:
+            await store.close()
+            raise psycopg.OperationalError(
+                f"could not LISTEN within {LISTEN_OPEN_TIMEOUT:g} s") from None
         return store
 
     # Hearing other frontends --------------------------------------------------------------------
