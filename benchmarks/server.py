@@ -1064,6 +1064,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="profile the server's event loop during the first hunt of each"
                         " kind and the ingest hunt, and the fleet's whole life, with cProfile,"
                         " in DIR; slows everything down")
+    parser.add_argument("--database", metavar="URL",
+                        help="with --frontends: the PostgreSQL database the frontends share"
+                        " (postgresql://USER@HOST:PORT/DB)")
+    parser.add_argument("--frontends", type=int, metavar="K",
+                        help="instead of the phases above: K velotui serve frontends on"
+                        " --database against one on SQLite, the same fleet and hunts on each"
+                        " (hunt time and ingest; see benchmarks/frontends.py)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="report where the Python heap grows as agents connect (slows"
                         " connecting and inflates kb_per_agent: a diagnosis, not a figure)")
@@ -1100,7 +1107,10 @@ def options_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> O
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when every phase finished, 1 when one failed, 2 for wrong usage."""
     parser = build_parser()
-    options = options_from(parser.parse_args(argv), parser)
+    args = parser.parse_args(argv)
+    options = options_from(args, parser)
+    if args.frontends is not None:
+        return _main_frontends(args, options, parser)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limit = raise_open_files_limit()
@@ -1124,6 +1134,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             kill_now(child)
         shutil.rmtree(folder, ignore_errors=True)
     print_figures(values, options)
+    return 0
+
+
+def _main_frontends(args: argparse.Namespace, options: Options,
+                    parser: argparse.ArgumentParser) -> int:
+    from benchmarks.frontends import print_frontends, run_frontends
+
+    if args.frontends < 1 or not args.database or \
+            not args.database.startswith(("postgresql://", "postgres://")):
+        parser.error("--frontends K needs K >= 1 and --database postgresql://...")
+    raise_open_files_limit()
+    folder = Path(tempfile.mkdtemp(prefix="velotui-bench-frontends-"))
+    children: list[subprocess.Popen[Any]] = []
+    ingest_clients = min(options.ingest_clients, options.agents)
+    try:
+        values = asyncio.run(run_frontends(
+            args.database, args.frontends, options.agents, ingest_clients, options.ingest_rows,
+            options.agents_per_process, options.connect_timeout + options.hunt_timeout,
+            folder, children))
+    except BenchmarkError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted", file=sys.stderr)
+        return 1
+    finally:
+        for child in children:
+            kill_now(child)
+        shutil.rmtree(folder, ignore_errors=True)
+    print_frontends(values)
     return 0
 
 

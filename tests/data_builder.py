@@ -6,7 +6,7 @@ could have stored, and counts always agree with flows."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -76,9 +76,8 @@ class DataBuilder:
         assert hunt is not None
         flow = _flow(client_id, hunt_flow_id(hunt_id, attempt), hunt_id, "collection", created,
                      hunt.limits)
-        change = await self.db.hunts.recruit(hunt_id, hunt.client_limit,
-                                             [Candidate(client_id, attempt - 1)],
-                                             {client_id: flow}, created)
+        change = await self.db.hunts.recruit(hunt_id, 1, lambda _candidate: flow, created,
+                                             [Candidate(client_id, attempt - 1)])
         assert change is not None and change.recruited, f"{client_id} was not pending"
         await self.db.flows.mark_running(client_id, flow.flow_id, started)
         seq = 0
@@ -111,6 +110,13 @@ class DataBuilder:
         key = upload_key(client_id, flow_id, upload_id)
         self.uploads.write_chunk(key, 0, data)
         return UploadChunk(upload_id, name, 0, len(data), True, key, self.uploads.finish(key))
+
+
+def collection_flow(hunt_id: str, created: float) -> Callable[[Candidate], FlowRecord]:
+    """What the recruiter gives the data layer: the collection flow of a claimed client."""
+    return lambda candidate: _flow(candidate.client_id,
+                                   hunt_flow_id(hunt_id, candidate.attempt + 1), hunt_id,
+                                   "collection", created, DEFAULT_LIMITS)
 
 
 def _flow(client_id: str, flow_id: str, hunt_id: str, kind: str, created: float,

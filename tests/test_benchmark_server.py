@@ -46,3 +46,30 @@ def test_the_server_benchmark_reports_every_figure_as_a_number(tmp_path: Path) -
                                        "memory_ratio_churn", "reconnect_vs_bare"}
     # Everything it started is gone: no process of its own and no folder left behind.
     assert not list(tmp_path.glob("velotui-bench-*"))
+
+
+@pytest.mark.slow
+def test_the_frontends_benchmark_compares_postgresql_frontends_with_sqlite(
+        tmp_path: Path, postgres_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.server", "--database", postgres_url,
+         "--frontends", "2", "--agents", "20", "--ingest-clients", "6", "--ingest-rows", "50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    sqlite, postgresql = figures["sqlite_1"], figures["postgresql_2"]
+    assert sum(sqlite["agents_per_frontend"]) == sum(postgresql["agents_per_frontend"]) == 20
+    assert len(postgresql["agents_per_frontend"]) == 2
+    for side in (sqlite, postgresql):
+        assert side["hunt_seconds"] > 0 and side["ingest_rows_per_s"] > 0
+    assert set(figures["ratios"]) == {"hunt_seconds", "ingest_rows_per_s"}
+    assert not list(tmp_path.glob("velotui-bench-*"))
+
+
+def test_the_frontends_benchmark_needs_a_postgresql_database() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.server", "--frontends", "2", "--agents", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--database postgresql://" in result.stderr

@@ -212,7 +212,7 @@ async def test_an_older_database_becomes_reclaimable_and_gains_the_new_columns(
         columns = {row["name"] for row in await store.fetch_all("PRAGMA table_info(hunts)")}
         assert {column for table, column, _ in ADDED_COLUMNS if table == "hunts"} <= columns
         version = await store.fetch_one("SELECT value FROM meta WHERE key = 'schema_version'")
-        assert version["value"] == str(SCHEMA_VERSION) == "6"
+        assert version["value"] == str(SCHEMA_VERSION) == "7"
         await store.write(lambda tx: tx.execute("DELETE FROM junk"))
         big = path.stat().st_size
         await store.reclaim()

@@ -148,7 +148,7 @@ async def test_a_stopped_hunt_is_never_revived_and_late_data_leaves_its_flows_ca
     assert late.verdict == "inactive"
     assert await db.hunts.start_scheduled("H.1", NOW + 3, 1) is None
     [candidate] = await db.hunts.pending("H.1", 10)
-    assert await db.hunts.recruit("H.1", 0, [candidate], {}, NOW + 4) is None
+    assert await db.hunts.recruit("H.1", 1, lambda _c: None, NOW + 4, [candidate]) is None
     assert await db.hunts.stop("H.1", "again", NOW + 5) is None
     flow = await db.flows.get("C.1", flow_id)
     assert flow is not None and (flow.state, flow.rows) == ("cancelled", 1)

@@ -7,11 +7,19 @@ as a hint for display and estimates, never trusted for security.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from velotui.server.data import AuditEntry, ClientRecord, Database
 from velotui.server.data.clients import KeyMismatch, facts_json
+from velotui.server.data.store import EVERYTHING
+from velotui.server.data.topics import CLIENT_RECORD
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ClientDirectory", "ClientRecord", "KeyMismatch"]
 
@@ -23,9 +31,63 @@ class ClientDirectory:
         self.db = db
         self._records: dict[str, ClientRecord] = {}
         self.sessions: dict[str, Any] = {}  # client_id -> the live agent session
+        # Clients another frontend enrolled or changed (heard through the store).
+        self._heard_clients: set[str] = set()
+        self._heard_everything = False
+        self._heard = asyncio.Event()
+        self._follow_task: asyncio.Task[None] | None = None
+        # Called when another frontend revoked a client connected here (the server closes its
+        # session and ends its flows).
+        self.on_revoked: Callable[[str], Awaitable[None]] | None = None
 
     async def load(self) -> None:
         self._records = {record.client_id: record for record in await self.db.clients.load()}
+        self.db.store.listen(self._heard_from_others)
+        self._follow_task = asyncio.create_task(self._follow_forever(), name="client-follower")
+
+    async def close(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow_task
+
+    def _heard_from_others(self, topics: set[str]) -> None:
+        """Another frontend enrolled clients or changed their records: read them again."""
+        for topic in topics:
+            if topic == EVERYTHING:
+                self._heard_everything = True
+            elif topic.startswith(CLIENT_RECORD):
+                self._heard_clients.add(topic[len(CLIENT_RECORD):])
+        self._heard.set()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            await self._heard.wait()
+            self._heard.clear()
+            everything, self._heard_everything = self._heard_everything, False
+            client_ids, self._heard_clients = self._heard_clients, set()
+            try:
+                if everything:
+                    stored = await self.db.clients.load()
+                else:
+                    stored = await self.db.clients.get_many(sorted(client_ids))
+            except Exception:
+                log.exception("following other frontends' clients failed")
+                continue
+            for record in stored:
+                local = self._records.get(record.client_id)
+                if record.client_id not in self.sessions or local is None:
+                    self._records[record.client_id] = record
+                    continue
+                # Connected here: its record here is the newest, but a revocation elsewhere
+                # holds from now on.
+                if record.revoked is not None and local.revoked is None:
+                    local.revoked = record.revoked
+                    if self.on_revoked is not None:
+                        try:
+                            await self.on_revoked(record.client_id)
+                        except Exception:
+                            log.exception("closing revoked client %s failed", record.client_id)
 
     def get(self, client_id: str) -> ClientRecord | None:
         return self._records.get(client_id)

@@ -39,6 +39,7 @@ SERVER_KEY_NAME = "server.key"
 ENROLMENT_SECRET_NAME = "enrolment_secret"
 API_TOKEN_NAME = "api_token"
 SERVER_ADDRESS_NAME = "server.json"
+FRONTENDS_DIR_NAME = "frontends"
 DATABASE_NAME = "velotui.db"
 # Where the datastore's parts are when not in the folder: {"database": "postgresql://..."}
 # (absent: SQLite in DATABASE_NAME), {"uploads": "/shared/path"} (absent: UPLOADS_NAME in it).
@@ -238,21 +239,46 @@ class Datastore:
         """The token the operator API requires."""
         return self.read_secret(API_TOKEN_NAME)
 
+    @property
+    def frontends_dir(self) -> Path:
+        """One file per running server (frontend) of this datastore: its URL and process."""
+        return self.root / FRONTENDS_DIR_NAME
+
+    def _frontend_file(self) -> Path:
+        return self.frontends_dir / f"{socket.gethostname()}-{os.getpid()}.json"
+
     def write_server_address(self, url: str) -> None:
-        """Record the running server's listen URL so that the command line can find it."""
-        document = {"url": url, "pid": os.getpid()}
-        write_file_atomically(
-            self.server_address_file, json.dumps(document).encode("utf-8"), SECRET_MODE
-        )
+        """Record the running server's listen URL so that the command line can find it: in
+        this process's own file (several frontends may serve one datastore), and in
+        ``server.json``, which names the frontend that started last."""
+        document = json.dumps({"url": url, "pid": os.getpid(),
+                               "host": socket.gethostname()}).encode("utf-8")
+        _make_private_folder(self.frontends_dir)
+        write_file_atomically(self._frontend_file(), document, SECRET_MODE)
+        with _exclusive_lock(self.root / LOCK_NAME):
+            write_file_atomically(self.server_address_file, document, SECRET_MODE)
 
     def read_server_address(self) -> str | None:
         """The URL recorded by ``write_server_address``; None when none is recorded or readable."""
-        try:
-            document = json.loads(self.server_address_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        url = document.get("url") if isinstance(document, dict) else None
-        return url if isinstance(url, str) and url else None
+        return _url_in(self.server_address_file)
+
+    def frontend_addresses(self) -> list[str]:
+        """The URLs of every running server of this datastore that recorded one (a server of
+        this host that died without clearing its file is left out)."""
+        return sorted(url for path in self._live_frontend_files()
+                      if (url := _url_in(path)) is not None)
+
+    def _live_frontend_files(self) -> list[Path]:
+        if not self.frontends_dir.is_dir():
+            return []
+        here = socket.gethostname()
+        live = []
+        for path in sorted(self.frontends_dir.glob("*.json")):
+            host, _, pid = path.stem.rpartition("-")
+            if host == here and pid.isdigit() and not _process_exists(int(pid)):
+                continue
+            live.append(path)
+        return live
 
     def running_server_pid(self) -> int | None:
         """The process id of the server that recorded its address here, when that process is
@@ -271,9 +297,26 @@ class Datastore:
         return pid
 
     def clear_server_address(self) -> None:
-        """Forget the recorded URL (a server calls this as it stops)."""
+        """Forget this server's URL (a server calls this as it stops); ``server.json`` then
+        names another running frontend, or goes when it named this one and none is left."""
         with contextlib.suppress(FileNotFoundError):
-            self.server_address_file.unlink()
+            self._frontend_file().unlink()
+        with _exclusive_lock(self.root / LOCK_NAME):
+            try:
+                named = json.loads(self.server_address_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return
+            ours = isinstance(named, dict) and named.get("pid") == os.getpid() \
+                and named.get("host", socket.gethostname()) == socket.gethostname()
+            if not ours:
+                return  # another frontend's
+            for other in self._live_frontend_files():
+                with contextlib.suppress(OSError):
+                    write_file_atomically(self.server_address_file, other.read_bytes(),
+                                          SECRET_MODE)
+                    return
+            with contextlib.suppress(FileNotFoundError):
+                self.server_address_file.unlink()
 
     def ensure_server_names(self, names: list[str]) -> bool:
         """Make the server certificate valid for every host name or IP address in ``names``
@@ -406,6 +449,25 @@ def _machine_hostnames() -> list[str]:
         if name and name not in names:
             names.append(name)
     return names
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: it exists
+        return True
+    return True
+
+
+def _url_in(path: Path) -> str | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    url = document.get("url") if isinstance(document, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def _make_private_folder(folder: Path) -> None:

@@ -25,6 +25,8 @@ from velotui.server import failpoints
 from velotui.server.data import AuditEntry, Database, FlowChange, FlowRecord
 from velotui.server.data.flows import Ending, Ingested, UploadChunk
 from velotui.server.data.records import DEADLINE_GRACE, DEFAULT_LIMITS
+from velotui.server.data.store import EVERYTHING
+from velotui.server.data.topics import CLIENT
 from velotui.server.ids import new_flow_id
 from velotui.server.upload_store import UploadStore, upload_key
 from velotui.wire import protocol
@@ -71,6 +73,13 @@ class FlowManager:
         self._held_flows: set[tuple[str, str]] = set()
         self._held_hunts: set[str] = set()
         self._expiry_task: asyncio.Task[None] | None = None
+        # Clients whose flows another frontend stored or ended (heard through the store), and
+        # when each flow in flight was taken in (to tell a read that began before it).
+        self._heard_clients: set[str] = set()
+        self._heard = asyncio.Event()
+        self._follow_task: asyncio.Task[None] | None = None
+        self._taken_in = 0
+        self._taken_in_at: dict[tuple[str, str], int] = {}
 
     # Start and stop -----------------------------------------------------------------------------
 
@@ -82,12 +91,15 @@ class FlowManager:
             record.set_deadline(now)
             self._add_active(record)
         self._expiry_task = asyncio.create_task(self._expire_forever(), name="flow-expiry")
+        self.db.store.listen(self._heard_from_others)
+        self._follow_task = asyncio.create_task(self._follow_forever(), name="flow-follower")
 
     async def close(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
+        for task in (self._expiry_task, self._follow_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def on_changes(self, listener: ChangesListener) -> None:
         """Call ``listener`` with every committed batch of flow changes that ended flows or
@@ -148,7 +160,9 @@ class FlowManager:
         return record
 
     async def adopt(self, records: Sequence[FlowRecord]) -> None:
-        """Take stored flows into the set in flight and hand each to its agent if connected."""
+        """Take stored flows into the set in flight and hand each to its agent if connected
+        (one another frontend's notice brought here first was handed over then)."""
+        records = [record for record in records if record.key not in self.active]
         for record in records:
             self._add_active(record)
         for count, record in enumerate(records, 1):
@@ -175,7 +189,11 @@ class FlowManager:
             return
         stored = await self.db.flows.mark_running(record.client_id, record.flow_id, time.time())
         if stored is None:
-            return  # it ended while we asked; whoever ended it has told memory
+            # It ended while we asked (whoever ended it here has told memory; elsewhere, this
+            # is how memory learns it).
+            if self.active.get(record.key) is record:
+                self._remove_active(record.key)
+            return
         self._copy_stored(record, stored)
         await self._send_request(session, record)
 
@@ -184,11 +202,14 @@ class FlowManager:
         return list(self._by_client.get(client_id, {}).values())
 
     def _add_active(self, record: FlowRecord) -> None:
+        self._taken_in += 1
+        self._taken_in_at[record.key] = self._taken_in
         self.active[record.key] = record
         self._by_client.setdefault(record.client_id, {})[record.flow_id] = record
 
     def _remove_active(self, key: tuple[str, str]) -> None:
         self.active.pop(key, None)
+        self._taken_in_at.pop(key, None)
         flows = self._by_client.get(key[0])
         if flows is not None:
             flows.pop(key[1], None)
@@ -246,8 +267,14 @@ class FlowManager:
     async def client_connected(self, session: Any, running_on_agent: list[str]) -> None:
         """A client came (back): flows it lost end in error, the rest are (re)delivered."""
         client_id = session.client_id
-        running = set(running_on_agent)
         in_flight = self.in_flight_of(client_id)
+        if self.db.store.dialect != "sqlite":
+            # Other frontends may have stored, moved on or ended its flows while it was away.
+            # (Flows stored here meanwhile were handed over as they were stored.)
+            taken_in = await self.refresh_clients([client_id], tell_agents=False)
+            in_flight = [record for record in in_flight
+                         if self.active.get(record.key) is record] + taken_in
+        running = set(running_on_agent)
         for flow_id in running - {record.flow_id for record in in_flight}:
             # Ended here while the agent was away (a stop, a cancel, a restart of ours): the
             # agent is told to stop it; whatever it still sends is acknowledged and dropped.
@@ -408,10 +435,82 @@ class FlowManager:
             changes = await self.db.flows.end(keys, Ending(state, error), time.time(), audit)
             await failpoints.reach("finish.after_commit")
             self.apply(changes)
+            # Those not ended here had ended already (another frontend ended them).
+            for key in set(keys) - {change.record.key for change in changes}:
+                self._remove_active(key)
+                self._in_flight.pop(key, None)
         finally:
             self._held_flows.difference_update(keys)
         await self.tell_agents(changes)
         return changes
+
+    # Other frontends ---------------------------------------------------------------------------
+
+    def _heard_from_others(self, topics: set[str]) -> None:
+        """Another frontend stored or ended flows of these clients: read them again if this
+        frontend holds the client's connection or keeps any of its flows."""
+        for topic in topics:
+            if topic == EVERYTHING:
+                self._heard_clients.update(self.sessions)
+                self._heard_clients.update(self._by_client)
+            elif topic.startswith(CLIENT):
+                client_id = topic[len(CLIENT):]
+                if client_id in self.sessions or client_id in self._by_client:
+                    self._heard_clients.add(client_id)
+        if self._heard_clients:
+            self._heard.set()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            await self._heard.wait()
+            self._heard.clear()
+            clients, self._heard_clients = self._heard_clients, set()
+            try:
+                await self.refresh_clients(sorted(clients))
+            except Exception:  # the next notice, or the agent's next connection, tries again
+                log.exception("following other frontends' flows failed")
+
+    async def refresh_clients(self, client_ids: Sequence[str], *, tell_agents: bool = True
+                              ) -> list[FlowRecord]:
+        """Make memory follow the table for these clients' flows: a flow ended elsewhere
+        leaves the set in flight (its agent, if connected here, is told to stop it); a flow
+        stored elsewhere for a client connected here is taken in and handed over. Without
+        ``tell_agents`` (the client is connecting now) nothing is sent, and what memory has
+        is brought up to what the table says. Returns the flows taken in."""
+        taken_in: list[FlowRecord] = []
+        if not client_ids:
+            return taken_in
+        read_after = self._taken_in  # flows taken in later may be newer than what is read
+        stored = await self.db.flows.active_of(client_ids)
+        for client_id in client_ids:
+            table = {record.flow_id: record for record in stored.get(client_id, [])}
+            session = self.sessions.get(client_id)
+            for flow_id, record in list(self._by_client.get(client_id, {}).items()):
+                if flow_id in table:
+                    if not tell_agents:
+                        self._copy_stored(record, table[flow_id])
+                    continue
+                if (self._taken_in_at.get(record.key, 0) > read_after
+                        or record.key in self._held_flows):
+                    continue
+                self._remove_active(record.key)
+                self._in_flight.pop(record.key, None)
+                self._notify(record.key)
+                if session is not None and tell_agents:
+                    with contextlib.suppress(Exception):  # it left: told when it returns
+                        await session.send(protocol.Cancel(
+                            flow_id=flow_id, reason="the flow has ended on the server"))
+            if session is None:
+                continue
+            for flow_id, record in table.items():
+                if (client_id, flow_id) in self.active:
+                    continue
+                record.set_deadline(self.clock())
+                self._add_active(record)
+                taken_in.append(record)
+                if tell_agents:
+                    await self.deliver(session, record)
+        return taken_in
 
     @contextlib.asynccontextmanager
     async def holding_hunt(self, hunt_id: str) -> AsyncIterator[None]:

@@ -149,9 +149,11 @@ class Foreman:
             seen.difference_update(fresh)
             raise
         if len(added) < len(records):
-            # The hunt stopped meanwhile (or the clients were checked already): those not
-            # added may be checked if it runs again.
-            seen.difference_update({r.client_id for r in records} - {r.client_id for r in added})
+            # The hunt stopped meanwhile (those not added may be checked if it runs again), or
+            # the clients were checked already (by another frontend: they stay checked here).
+            missing = {r.client_id for r in records} - {r.client_id for r in added}
+            already = await self.hunts.db.hunts.checked_among(hunt.hunt_id, sorted(missing))
+            seen.difference_update(missing - already)
         await self.flows.adopt(added)
         return len(added)
 

@@ -30,10 +30,13 @@ from velotui.server.data import (
     QueueMove,
 )
 from velotui.server.data.approvals import ApprovalRefused
+from velotui.server.data.hunts import Candidate
+from velotui.server.data.store import EVERYTHING
+from velotui.server.data.topics import COUNTS, HUNT
 from velotui.server.errors import ServiceError
 from velotui.server.flows import FlowManager
 from velotui.server.ids import hunt_flow_id, new_hunt_id
-from velotui.server.token_bucket import TokenBucket
+from velotui.server.token_bucket import recruitment_bucket
 from velotui.server.upload_store import upload_key
 
 if TYPE_CHECKING:
@@ -58,8 +61,7 @@ class RecruitmentBudget:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        per_second = rate / 60.0
-        self._bucket = TokenBucket(per_second, max(1.0, per_second)) if rate > 0 else None
+        self._bucket = recruitment_bucket(rate)
 
     def take(self, now: float, wanted: int) -> int:
         """How many of ``wanted`` clients may be recruited at ``now``; those are spent."""
@@ -80,7 +82,6 @@ class HuntManager:
         # Schedules and expiry are on the wall clock (an operator writes them as times).
         self.wall_clock = wall_clock
         self.hunts: dict[str, HuntRecord] = {}
-        self._budgets: dict[str, RecruitmentBudget] = {}
         self._wake = asyncio.Event()
         self._dirty: set[str] = set()
         self._published = asyncio.Event()
@@ -89,6 +90,12 @@ class HuntManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_start_timestamp = 0
         self._suspected_drift: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+        # What other frontends changed (heard through the store), read again soon, coalesced.
+        self._heard_hunts: set[str] = set()
+        self._heard_counts: set[str] = set()
+        self._heard_everything = False
+        self._heard = asyncio.Event()
+        self._moves_applied: dict[str, int] = {}  # per hunt: to tell a read raced a move
         self.foreman: Foreman | None = None  # set by the server once both exist
         flows.on_changes(self._flows_changed)
 
@@ -115,9 +122,11 @@ class HuntManager:
             files, size = await self._remove_uploads(leftovers)
             log.warning("removed %d files (%d bytes) of hunts deleted before a restart", files,
                         size)
+        self.db.store.listen(self._heard_from_others)
         self._tasks = [
             asyncio.create_task(self._recruit_forever(), name="hunt-recruiter"),
             asyncio.create_task(self._publish_forever(), name="hunt-publisher"),
+            asyncio.create_task(self._follow_forever(), name="hunt-follower"),
         ]
 
     def start_reconciling(self) -> None:
@@ -189,7 +198,6 @@ class HuntManager:
     def _started(self, hunt: HuntRecord, stored: HuntRecord) -> None:
         self._last_start_timestamp = max(self._last_start_timestamp, stored.start_timestamp)
         self._copy_stored(hunt, stored)
-        self._budgets.pop(hunt.hunt_id, None)
         self._changed(hunt.hunt_id)
         if self.foreman is not None:
             self.foreman.hunt_started(hunt)
@@ -247,7 +255,6 @@ class HuntManager:
             raise HuntError(f"a limit of {values.get('client_limit')} is below the"
                             f" {change.recruited} clients {hunt_id} has already recruited")
         self._copy_stored(hunt, change.hunt)
-        self._budgets.pop(hunt_id, None)  # the new rate, from now
         self._changed(hunt_id)
         self._wake.set()
         return hunt
@@ -300,7 +307,6 @@ class HuntManager:
             raise HuntError(f"{hunt_id} has collections in flight: stop it (velotui hunt stop"
                             f" {hunt_id}) before deleting it")
         self.hunts.pop(hunt_id, None)
-        self._budgets.pop(hunt_id, None)
         self._suspected_drift.pop(hunt_id, None)
         if self.foreman is not None:
             self.foreman.hunt_deleted(hunt_id)
@@ -330,7 +336,11 @@ class HuntManager:
         on one that stopped recruiting on its own but has collections in flight. Raises
         HuntError when there is nothing to stop."""
         hunt = self.get(hunt_id)
-        async with self.flows.holding_hunt(hunt_id):
+        # Only a stop that cancels holds the hunt's flows back: one that lets them finish (its
+        # client limit) must not drop a hand-over made meanwhile (another frontend's recruit).
+        holding = self.flows.holding_hunt(hunt_id) if cancel_in_flight \
+            else contextlib.nullcontext()
+        async with holding:
             if cancel_in_flight:
                 await failpoints.reach("cancel.before_commit")
             change = await self.db.hunts.stop(hunt_id, reason, self.wall_clock(),
@@ -380,6 +390,7 @@ class HuntManager:
             hunt = self.hunts.get(move.hunt_id)
             if hunt is None:
                 continue
+            self._moves_applied[move.hunt_id] = self._moves_applied.get(move.hunt_id, 0) + 1
             if move.old:
                 hunt.counts[move.old] -= 1
             hunt.counts[move.new] += 1
@@ -395,6 +406,115 @@ class HuntManager:
         counts, approval = hunt.counts, hunt.approval
         hunt.__dict__.update(stored.__dict__)
         hunt.counts, hunt.approval = counts, approval
+
+    # Other frontends ---------------------------------------------------------------------------
+
+    def _heard_from_others(self, topics: set[str]) -> None:
+        """Another frontend committed changes to these hunts or their counts: read them again
+        (soon, coalesced; the tables are the truth)."""
+        for topic in topics:
+            if topic == EVERYTHING:
+                self._heard_everything = True
+            elif topic.startswith(HUNT):
+                self._heard_hunts.add(topic[len(HUNT):])
+            elif topic.startswith(COUNTS):
+                self._heard_counts.add(topic[len(COUNTS):])
+        self._heard.set()
+
+    async def _follow_forever(self) -> None:
+        while True:
+            await self._heard.wait()
+            self._heard.clear()
+            try:
+                await self.follow_others()
+            except Exception:  # heard again at the next change; reconciliation repairs counts
+                log.exception("following other frontends' hunt changes failed")
+
+    async def follow_others(self) -> None:
+        """Read again what other frontends changed: hunts (a new one, a start, pause, stop,
+        edit or delete) and counts."""
+        everything, self._heard_everything = self._heard_everything, False
+        hunt_ids, self._heard_hunts = self._heard_hunts, set()
+        count_ids, self._heard_counts = self._heard_counts, set()
+        if everything:
+            stored = {hunt.hunt_id: hunt for hunt in await self.db.hunts.load()}
+            hunt_ids = set(stored) | set(self.hunts)
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, stored.get(hunt_id))
+        else:
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, await self.db.hunts.get(hunt_id))
+        await self.read_counts(sorted((count_ids | hunt_ids) & set(self.hunts)))
+
+    async def _follow_hunt(self, hunt_id: str, stored: HuntRecord | None) -> None:
+        hunt = self.hunts.get(hunt_id)
+        if stored is None:  # deleted elsewhere
+            if hunt is not None and hunt_id not in self._deleted:
+                self.hunts.pop(hunt_id, None)
+                self._suspected_drift.pop(hunt_id, None)
+                if self.foreman is not None:
+                    self.foreman.hunt_deleted(hunt_id)
+                self._deleted.add(hunt_id)
+                self._published.set()
+            return
+        approval = (await self.db.approvals.latest()).get(hunt_id)
+        if hunt is None:
+            hunt = self.hunts[hunt_id] = stored
+            was_running, started_at = False, 0
+        else:
+            was_running, started_at = hunt.state == "running", hunt.start_timestamp
+            self._copy_stored(hunt, stored)
+        hunt.approval = approval
+        if hunt.state == "running" and (not was_running or hunt.start_timestamp != started_at):
+            # Started elsewhere: this frontend's connected clients are checked here.
+            self._last_start_timestamp = max(self._last_start_timestamp, hunt.start_timestamp)
+            if self.foreman is not None:
+                self.foreman.hunt_started(hunt)
+            self._wake.set()
+        self._changed(hunt_id)
+
+    async def read_counts(self, hunt_ids: Sequence[str]) -> None:
+        """These hunts' counts, exactly as the table has them now. A read that a move
+        committed here raced is read again (memory follows this frontend's moves as they
+        commit; the table holds everyone's)."""
+        pending = [hunt_id for hunt_id in hunt_ids if hunt_id in self.hunts]
+        for _attempt in range(3):
+            if not pending:
+                return
+            before = {hunt_id: self._moves_applied.get(hunt_id, 0) for hunt_id in pending}
+            stored = await self.db.hunts.counts_of(pending)
+            raced = []
+            for hunt_id in pending:
+                hunt = self.hunts.get(hunt_id)
+                if hunt is None:
+                    continue
+                if self._moves_applied.get(hunt_id, 0) != before[hunt_id]:
+                    raced.append(hunt_id)
+                    continue
+                table = {queue: stored.get(hunt_id, {}).get(queue, 0) for queue in hunt.counts}
+                if table != hunt.counts:
+                    hunt.counts.update(table)
+                    self._changed(hunt_id)
+            pending = raced
+        if pending:  # busy here: try again after the next round of changes
+            self._heard_counts.update(pending)
+            self._heard.set()
+
+    async def exact(self, hunt_ids: Sequence[str] | None = None) -> None:
+        """Before the API answers with counts: on a database several frontends share, read
+        these hunts (None: every hunt, new ones included) and their counts from the tables,
+        so every frontend answers the same. Nothing to do on SQLite (one process)."""
+        if self.db.store.dialect == "sqlite":
+            return
+        if hunt_ids is None:
+            stored = {hunt.hunt_id: hunt for hunt in await self.db.hunts.load()}
+            for hunt_id in set(stored) - set(self.hunts):
+                await self._follow_hunt(hunt_id, stored[hunt_id])
+            hunt_ids = list(self.hunts)
+        else:
+            for hunt_id in hunt_ids:
+                await self._follow_hunt(hunt_id, await self.db.hunts.get(hunt_id))
+        await self.read_counts(hunt_ids)
 
     # Approvals ----------------------------------------------------------------------------------
 
@@ -441,7 +561,8 @@ class HuntManager:
 
     async def _tend(self, hunt: HuntRecord) -> None:
         if self.wall_clock() >= hunt.expires:
-            await self.stop(hunt.hunt_id, "expired")
+            with contextlib.suppress(HuntError):  # another frontend stopped it first
+                await self.stop(hunt.hunt_id, "expired")
             return
         if hunt.error_limit_reached:
             # Its collections in flight finish; the operator relaunches, raises the limit, or
@@ -454,36 +575,29 @@ class HuntManager:
         wanted = min(hunt.counts["pending"], RECRUIT_BATCH)
         if hunt.client_limit:
             wanted = min(wanted, hunt.client_limit - hunt.recruited)
-        allowed = 0
         if wanted > 0:
-            budget = self._budgets.get(hunt.hunt_id)
-            if budget is None:
-                budget = self._budgets[hunt.hunt_id] = RecruitmentBudget(hunt.rate)
-            allowed = budget.take(self.clock(), wanted)
-        if allowed > 0:
-            await self._recruit(hunt, allowed)
+            await self._recruit(hunt, wanted)
         if hunt.client_limit and hunt.recruited >= hunt.client_limit and hunt.state == "running":
-            await self.stop(hunt.hunt_id, "client limit reached", cancel_in_flight=False)
+            with contextlib.suppress(HuntError):  # another frontend stopped it first
+                await self.stop(hunt.hunt_id, "client limit reached", cancel_in_flight=False)
 
-    async def _recruit(self, hunt: HuntRecord, count: int) -> None:
-        candidates = await self.db.hunts.pending(hunt.hunt_id, count)
-        if not candidates:
-            return
+    async def _recruit(self, hunt: HuntRecord, wanted: int) -> None:
+        """Recruit up to ``wanted`` pending clients: the data layer claims them within the
+        hunt's limit and its one rate budget (shared by every frontend), in one transaction."""
         now = time.time()
         limits = hunt.limits
-        flows = {
-            candidate.client_id: self.flows.prepare(
+
+        def make_flow(candidate: Candidate) -> FlowRecord:
+            return self.flows.prepare(
                 candidate.client_id, hunt.query, timeout=limits.timeout,
                 max_rows=limits.max_rows, max_upload_bytes=limits.max_upload_bytes,
                 max_logs=limits.max_logs, max_log_bytes=limits.max_log_bytes,
                 max_uploads=limits.max_uploads, hunt_id=hunt.hunt_id, kind="collection",
                 flow_id=hunt_flow_id(hunt.hunt_id, candidate.attempt + 1), now=now,
             )
-            for candidate in candidates
-        }
+
         await failpoints.reach("recruit.before_write")
-        change = await self.db.hunts.recruit(hunt.hunt_id, hunt.client_limit, candidates, flows,
-                                             now)
+        change = await self.db.hunts.recruit(hunt.hunt_id, wanted, make_flow, now)
         if change is None:
             return  # the hunt stopped meanwhile: nobody was recruited
         self.apply_moves(change.moves)

@@ -102,6 +102,7 @@ class Server:
         self.operators = OperatorDirectory(self.db)
         await self.operators.load(self.datastore.api_token())
         self.directory = ClientDirectory(self.db)
+        self.directory.on_revoked = self.client_revoked  # revoked on another frontend
         await self.directory.load()
         self.flows = FlowManager(self.db, self.upload_store, self.directory.sessions)
         await self.flows.load()
@@ -162,6 +163,7 @@ class Server:
         await self.foreman.close()
         await self.hunts.close()
         await self.flows.close()
+        await self.directory.close()
         await self.db.close()
 
     def service(self, operator: Operator | str) -> Service:

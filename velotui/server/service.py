@@ -432,6 +432,7 @@ class Service:
     async def list_hunts(self, all: bool = False) -> list[dict[str, Any]]:
         """Every hunt, newest first; archived ones only with ``all``."""
         everything = arguments.flag(all, "all")
+        await self.server.hunts.exact()  # the same whichever frontend is asked
         hunts = sorted(self.server.hunts.hunts.values(), key=lambda h: h.created, reverse=True)
         return [h.describe() for h in hunts if everything or h.archived is None]
 
@@ -442,6 +443,7 @@ class Service:
     async def get_hunt(self, hunt_id: str) -> dict[str, Any]:
         """One hunt: its spec, state and counts, and why its clients in errors are there
         (``errors``: the most frequent reasons, each with its number of clients)."""
+        await self.server.hunts.exact([arguments.hunt_id(hunt_id)])
         hunt = self._hunt(hunt_id)
         reasons = await self.server.db.results.error_reasons(hunt.hunt_id, 5)
         return {**hunt.describe(), "errors": to_json_value(reasons)}

@@ -19,6 +19,19 @@ class TokenBucket:
         self._tokens = float(burst)
         self._refilled: float | None = None
 
+    @property
+    def state(self) -> tuple[float, float | None]:
+        """(tokens, when they were last refilled): what to store to carry the bucket on
+        elsewhere (``restore``)."""
+        return self._tokens, self._refilled
+
+    def restore(self, tokens: float | None, refilled: float | None) -> None:
+        """Carry on from a stored ``state`` (None: full, as a new bucket)."""
+        if tokens is None or refilled is None:
+            self._tokens, self._refilled = self.burst, None
+        else:
+            self._tokens, self._refilled = min(float(tokens), self.burst), float(refilled)
+
     def take(self, wanted: int = 1, now: float | None = None) -> int:
         """How many of ``wanted`` events may happen at ``now`` (default: the clock's now);
         those are spent."""
@@ -30,3 +43,13 @@ class TokenBucket:
         allowed = max(min(wanted, int(self._tokens)), 0)
         self._tokens -= allowed
         return allowed
+
+
+def recruitment_bucket(rate_per_minute: float) -> TokenBucket | None:
+    """A hunt's rate as a bucket: ``rate_per_minute`` clients a minute, with at most one
+    second's worth saved up (60 a minute lets about one client through each second, and an idle
+    spell never turns into a burst). None for a rate of 0: no limit."""
+    if rate_per_minute <= 0:
+        return None
+    per_second = rate_per_minute / 60.0
+    return TokenBucket(per_second, max(1.0, per_second))

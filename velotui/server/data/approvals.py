@@ -16,6 +16,7 @@ from typing import Any
 from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.records import ApprovalRecord, HuntRecord
 from velotui.server.data.store import Row, Store, Transaction
+from velotui.server.data.topics import hunt_topic
 from velotui.server.errors import ServiceError
 from velotui.server.hunt_spec import spec_hash
 
@@ -108,6 +109,7 @@ class ApprovalTable:
 
         def op(tx: Transaction) -> ApprovalRecord:
             hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            tx.announce(hunt_topic(hunt_id))  # the hunt's approval, shown with it
             if hunt is None:
                 raise ApprovalRefused(f"no hunt {hunt_id!r} (see: velotui hunt list)")
             current = spec_hash(HuntRecord.from_row(hunt))
@@ -133,6 +135,7 @@ class ApprovalTable:
 
         def op(tx: Transaction) -> ApprovalRecord:
             hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            tx.announce(hunt_topic(hunt_id))  # the hunt's approval, shown with it
             if hunt is None:
                 raise ApprovalRefused(f"no hunt {hunt_id!r} (see: velotui hunt list)")
             current = spec_hash(HuntRecord.from_row(hunt))
@@ -167,6 +170,7 @@ class ApprovalTable:
 
         def op(tx: Transaction) -> str | None:
             hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
+            tx.announce(hunt_topic(hunt_id))  # the hunt's approval, shown with it
             return None if hunt is None else approval_refusal(tx, hunt, now)
 
         return await self.store.write(op)

@@ -8,6 +8,7 @@ from typing import Any
 from velotui.server.data.audit import AuditEntry, append_audit
 from velotui.server.data.records import ClientRecord
 from velotui.server.data.store import Store, Transaction
+from velotui.server.data.topics import client_record_topic
 
 
 class KeyMismatch(Exception):
@@ -24,6 +25,18 @@ class ClientTable:
         rows = await self.store.fetch_all("SELECT * FROM clients", pool="agents")
         return [ClientRecord.from_row(row) for row in rows]
 
+    async def get_many(self, client_ids: list[str]) -> list[ClientRecord]:
+        """These clients' records (those that exist)."""
+        found: list[ClientRecord] = []
+        for start in range(0, len(client_ids), 500):
+            chunk = client_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.store.fetch_all(
+                f"SELECT * FROM clients WHERE client_id IN ({marks})", tuple(chunk),
+                pool="agents")
+            found += [ClientRecord.from_row(row) for row in rows]
+        return found
+
     async def record_hello(self, client_id: str, public_key: bytes, facts_json: str,
                            labels: list[str], last_hunt_timestamp: int, now: float) -> bool:
         """Store what a client said on connecting; True when it is newly enrolled. Raises
@@ -31,6 +44,7 @@ class ClientTable:
         labels_json = json.dumps(labels)
 
         def op(tx: Transaction) -> bool:
+            tx.announce(client_record_topic(client_id))
             row = tx.one("SELECT public_key FROM clients WHERE client_id = ?", (client_id,))
             if row is None:
                 tx.execute(
@@ -62,6 +76,7 @@ class ClientTable:
         text = json.dumps(labels)
 
         def op(tx: Transaction) -> None:
+            tx.announce(client_record_topic(client_id))
             tx.execute("UPDATE clients SET operator_labels = ? WHERE client_id = ?",
                        (text, client_id))
             if audit is not None:
@@ -75,6 +90,7 @@ class ClientTable:
         operator's action is recorded either way: it was asked and holds)."""
 
         def op(tx: Transaction) -> bool:
+            tx.announce(client_record_topic(client_id))
             changed = bool(tx.changed(
                 "UPDATE clients SET revoked = ? WHERE client_id = ? AND revoked IS NULL",
                 (now, client_id),

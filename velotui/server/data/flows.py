@@ -25,6 +25,7 @@ from velotui.server.data.records import (
     QueueMove,
 )
 from velotui.server.data.store import Pool, Row, Store, Transaction
+from velotui.server.data.topics import announce_moves, client_topic, counts_topic
 
 ACTIVE = "('queued', 'running')"
 # A page of stored row batches: a batch can be megabytes, so a few at a time.
@@ -91,7 +92,9 @@ _INSERT = (
 
 def insert_flows(tx: Transaction, records: Sequence[FlowRecord]) -> None:
     """Store new flows inside a caller's transaction (a flow and what it is for commit as
-    one)."""
+    one); whoever holds each client's connection hands it over."""
+    for client_id in {r.client_id for r in records}:
+        tx.announce(client_topic(client_id))
     tx.executemany(_INSERT, [
         (r.client_id, r.flow_id, r.hunt_id, r.kind, r.query, json.dumps(r.env), r.condition,
          int(r.hold), r.stage, r.timeout, r.max_rows, r.max_upload_bytes, r.max_logs,
@@ -108,6 +111,13 @@ def collection_outcome(state: str, rows: int) -> str:
 
 
 def move_after_end(tx: Transaction, flow: Row, now: float) -> list[QueueMove]:
+    """See ``_move_after_end``; the hunt's counts are announced when a client moved."""
+    moves = _move_after_end(tx, flow, now)
+    announce_moves(tx, moves)
+    return moves
+
+
+def _move_after_end(tx: Transaction, flow: Row, now: float) -> list[QueueMove]:
     """The hunt queue move that goes with ``flow`` ending (a row of ``flows`` after the change):
     a collection's client leaves running for its outcome; a condition check that did not
     finish puts its client in errors (a finished one waits for the server-side judgement). A
@@ -155,6 +165,8 @@ def end_flows(tx: Transaction, where: str, params: Sequence[Any], ending: Ending
         f" WHERE ({where}) AND state IN {ACTIVE} RETURNING *",
         (ending.state, ending.error if ending.state != "finished" else None, now, now, *params),
     )
+    for client_id in {row["client_id"] for row in ended}:
+        tx.announce(client_topic(client_id))  # its frontend tells the agent
     return [FlowChange(FlowRecord.from_row(row), ended=True, moves=move_after_end(tx, row, now))
             for row in ended]
 
@@ -352,6 +364,19 @@ class FlowTable:
                                           pool="agents")
         return [FlowRecord.from_row(row) for row in rows]
 
+    async def active_of(self, client_ids: Sequence[str]) -> dict[str, list[FlowRecord]]:
+        """The flows not yet ended of these clients, by client."""
+        found: dict[str, list[FlowRecord]] = {}
+        for start in range(0, len(client_ids), 500):
+            chunk = list(client_ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            for row in await self.store.fetch_all(
+                f"SELECT * FROM flows WHERE client_id IN ({marks}) AND state IN {ACTIVE}",
+                tuple(chunk), pool="agents",
+            ):
+                found.setdefault(row["client_id"], []).append(FlowRecord.from_row(row))
+        return found
+
     async def get(self, client_id: str, flow_id: str, *, pool: Pool = "operators"
                   ) -> FlowRecord | None:
         row = await self.store.fetch_one(
@@ -476,6 +501,7 @@ def enter_collection(tx: Transaction, hunt_id: str, client_id: str, flow_id: str
         f" AND state IN {ACTIVE} AND stage = 'check'",
         (client_id, flow_id),
     )
+    tx.announce(counts_topic(hunt_id))
     return [QueueMove(hunt_id, client_id, CHECKING, "running")]
 
 
@@ -498,7 +524,10 @@ def _advance(tx: Transaction, flow: Row, seq: int, now: float, ending: Ending | 
     )
     if row is None:  # cannot happen inside the writer after _ingest's checks; never revive
         return Ingested("inactive", last_seq=flow["last_seq"])
-    moves = move_after_end(tx, row, now) if ending is not None else []
+    moves = []
+    if ending is not None:
+        moves = move_after_end(tx, row, now)
+        tx.announce(client_topic(row["client_id"]))  # ended: other frontends forget it
     return Ingested("applied", FlowChange(FlowRecord.from_row(row), ended=ending is not None,
                                           moves=moves))
 

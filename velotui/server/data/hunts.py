@@ -8,7 +8,7 @@ queues name the queue (and flow) a client must still be in, so a stale caller mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,8 @@ from velotui.server.data.records import (
     QueueMove,
 )
 from velotui.server.data.store import Row, Store, Transaction
+from velotui.server.data.topics import announce_moves, hunt_topic
+from velotui.server.token_bucket import TokenBucket, recruitment_bucket
 
 _RECRUITED = "(" + ", ".join(f"'{queue}'" for queue in RECRUITED) + ")"
 
@@ -139,12 +141,50 @@ class HuntTable:
             found.setdefault(row["hunt_id"], {})[row["queue"]] = row["n"]
         return found
 
+    async def get(self, hunt_id: str) -> HuntRecord | None:
+        """One hunt with its exact counts (None: there is none), read for a frontend that
+        heard it changed elsewhere."""
+        row = await self.store.fetch_one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,),
+                                         pool="agents")
+        if row is None:
+            return None
+        hunt = HuntRecord.from_row(row)
+        hunt.counts.update((await self.counts_of([hunt_id])).get(hunt_id, {}))
+        return hunt
+
+    async def counts_of(self, hunt_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """These hunts' counts of clients per queue, from the table (a queue with nobody in it
+        is absent)."""
+        if not hunt_ids:
+            return {}
+        found: dict[str, dict[str, int]] = {}
+        marks = ", ".join("?" for _ in hunt_ids)
+        for row in await self.store.fetch_all(
+            "SELECT hunt_id, queue, COUNT(*) AS n FROM hunt_clients"
+            f" WHERE hunt_id IN ({marks}) GROUP BY hunt_id, queue",
+            tuple(hunt_ids), pool="agents",
+        ):
+            found.setdefault(row["hunt_id"], {})[row["queue"]] = row["n"]
+        return found
+
     async def checked_clients(self) -> dict[str, set[str]]:
         """For each hunt, every client it has ever looked at."""
         found: dict[str, set[str]] = {}
         for row in await self.store.fetch_all("SELECT hunt_id, client_id FROM hunt_clients",
                                               pool="agents"):
             found.setdefault(row["hunt_id"], set()).add(row["client_id"])
+        return found
+
+    async def checked_among(self, hunt_id: str, client_ids: Sequence[str]) -> set[str]:
+        """Which of these clients the hunt has looked at already (on any frontend)."""
+        found: set[str] = set()
+        for start in range(0, len(client_ids), 500):
+            chunk = list(client_ids[start:start + 500])
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self.store.fetch_all(
+                f"SELECT client_id FROM hunt_clients WHERE hunt_id = ? AND client_id IN ({marks})",
+                (hunt_id, *chunk), pool="agents")
+            found.update(row["client_id"] for row in rows)
         return found
 
     async def pending(self, hunt_id: str, limit: int) -> list[Candidate]:
@@ -181,6 +221,7 @@ class HuntTable:
                  hunt.artifacts, hunt.start_at, hunt.max_errors, hunt.max_errors_percent,
                  hunt.copied_from),
             )
+            tx.announce(hunt_topic(hunt.hunt_id))
             _audit(tx, audit)
 
         await self.store.write(op)
@@ -199,10 +240,12 @@ class HuntTable:
             refusal = approval_refusal(tx, hunt, started)
             if refusal is not None:
                 raise ApprovalRefused(refusal)
+            tx.announce(hunt_topic(hunt_id))
             return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
                 " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
-                " start_timestamp = ? WHERE hunt_id = ? AND state <> 'running' RETURNING *",
+                " start_timestamp = ?, rate_tokens = NULL, rate_refilled = NULL"
+                " WHERE hunt_id = ? AND state <> 'running' RETURNING *",
                 (started, timestamp, hunt_id),
             ))
 
@@ -221,6 +264,7 @@ class HuntTable:
                           " AND start_at <= ?", (hunt_id, now))
             if hunt is None:
                 return None
+            tx.announce(hunt_topic(hunt_id))
             if approval_refusal(tx, hunt, now) is not None:
                 # Its time came without a valid approval: it waits, paused, for one.
                 return tx.one(
@@ -231,7 +275,8 @@ class HuntTable:
             return tx.one(
                 "UPDATE hunts SET state = 'running', stop_reason = NULL, stopped = NULL,"
                 " draining = 0, start_at = NULL, started = COALESCE(started, ?),"
-                " start_timestamp = ? WHERE hunt_id = ? AND state = 'scheduled'"
+                " start_timestamp = ?, rate_tokens = NULL, rate_refilled = NULL"
+                " WHERE hunt_id = ? AND state = 'scheduled'"
                 " AND start_at <= ? RETURNING *",
                 (now, timestamp, hunt_id, now),
             )
@@ -245,6 +290,7 @@ class HuntTable:
         their end), or a scheduled one drops its schedule. None when neither."""
 
         def op(tx: Transaction) -> Row | None:
+            tx.announce(hunt_topic(hunt_id))
             return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET state = 'paused', stop_reason = ?, start_at = NULL,"
                 " stopped = ? WHERE hunt_id = ? AND state IN ('running', 'scheduled')"
@@ -274,7 +320,10 @@ class HuntTable:
             if not values:
                 row = tx.one("SELECT * FROM hunts WHERE hunt_id = ?", (hunt_id,))
             else:
+                tx.announce(hunt_topic(hunt_id))
                 assignments = ", ".join(f"{column} = ?" for column in values)
+                if "rate" in values:  # a new rate: a new, full budget
+                    assignments += ", rate_tokens = NULL, rate_refilled = NULL"
                 row = tx.one(f"UPDATE hunts SET {assignments} WHERE hunt_id = ? RETURNING *",
                              (*values.values(), hunt_id))
             if row is not None:
@@ -290,6 +339,7 @@ class HuntTable:
         def op(tx: Transaction) -> Row | None:
             if _has_flows_in_flight(tx, hunt_id):
                 return None
+            tx.announce(hunt_topic(hunt_id))
             return _audited(tx, audit, tx.one(
                 "UPDATE hunts SET archived = ? WHERE hunt_id = ? AND archived IS NULL"
                 " AND state IN ('stopped', 'paused') RETURNING *",
@@ -310,6 +360,7 @@ class HuntTable:
                 return None
             if _has_flows_in_flight(tx, hunt_id):
                 return None
+            tx.announce(hunt_topic(hunt_id))
             of_hunt = "(client_id, flow_id) IN (SELECT client_id, flow_id FROM flows" \
                       " WHERE hunt_id = ?)"
             deleted = Deleted(
@@ -366,6 +417,9 @@ class HuntTable:
                 )
             else:
                 return None
+            if hunt is None:  # stopped by another frontend since it was read
+                return None
+            tx.announce(hunt_topic(hunt_id))
             change = HuntChange(HuntRecord.from_row(hunt))
             if cancel:
                 change.ended = end_flows(
@@ -378,8 +432,12 @@ class HuntTable:
 
     async def finish_draining(self, hunt_id: str) -> None:
         """A hunt that stopped on its own has nothing left in flight."""
-        await self.store.write(lambda tx: tx.execute(
-            "UPDATE hunts SET draining = 0 WHERE hunt_id = ? AND draining = 1", (hunt_id,)))
+        def op(tx: Transaction) -> None:
+            if tx.changed("UPDATE hunts SET draining = 0 WHERE hunt_id = ? AND draining = 1",
+                          (hunt_id,)):
+                tx.announce(hunt_topic(hunt_id))
+
+        await self.store.write(op)
 
     async def upload_removals(self) -> list[tuple[str, str, int]]:
         """Uploads of deleted hunts whose files may still be on disk (client, flow, upload)."""
@@ -420,7 +478,9 @@ class HuntTable:
                 ):
                     added.append(record)
             insert_flows(tx, added)
-            return added, [QueueMove(hunt_id, r.client_id, "", CHECKING) for r in added]
+            moves = [QueueMove(hunt_id, r.client_id, "", CHECKING) for r in added]
+            announce_moves(tx, moves)
+            return added, moves
 
         return await self.store.write(op)
 
@@ -440,7 +500,9 @@ class HuntTable:
                 ):
                     added.append(record)
             insert_flows(tx, added)
-            return added, [QueueMove(hunt_id, r.client_id, "errors", CHECKING) for r in added]
+            moves = [QueueMove(hunt_id, r.client_id, "errors", CHECKING) for r in added]
+            announce_moves(tx, moves)
+            return added, moves
 
         return await self.store.write(op)
 
@@ -468,6 +530,7 @@ class HuntTable:
                                                    judged.queue))
                     continue
                 _held_flow_judged(tx, judged, flow, now, outcome)
+            announce_moves(tx, outcome.moves)
             return outcome
 
         return await self.store.write(op)
@@ -496,36 +559,60 @@ class HuntTable:
                     (now, hunt_id, client_id),
                 ):
                     moves.append(QueueMove(hunt_id, client_id, "errors", "pending"))
+            announce_moves(tx, moves)
             _audit(tx, audit)
             return moves
 
         return await self.store.write(op)
 
-    async def recruit(self, hunt_id: str, client_limit: int, candidates: Sequence[Candidate],
-                      flows: dict[str, FlowRecord], now: float) -> HuntChange | None:
-        """Move candidates from pending to running with their collection flows, in one
-        transaction, only while the hunt is running and within its client limit (both read in
-        the transaction), and each only if it is still pending at the attempt read. None when
+    async def recruit(self, hunt_id: str, wanted: int,
+                      make_flow: Callable[[Candidate], FlowRecord], now: float,
+                      candidates: Sequence[Candidate] | None = None) -> HuntChange | None:
+        """Move up to ``wanted`` pending clients (oldest first, within the hunt's one
+        recruitment budget; or only ``candidates``, as their caller paced them) to running with
+        their collection flows (``make_flow`` makes each, in the writer), in one transaction,
+        only while the hunt is running and within its client limit (both read in the
+        transaction; each client only if it is still pending at the attempt read). Several
+        frontends recruit one hunt one after the other (its row is locked for the transaction
+        on PostgreSQL; SQLite's writer is alone), each pending client claimed once. None when
         the hunt no longer runs."""
 
         def op(tx: Transaction) -> HuntChange | None:
-            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ? AND state = 'running'",
-                          (hunt_id,))
+            locked = " FOR UPDATE" if tx.dialect == "postgresql" else ""
+            hunt = tx.one("SELECT * FROM hunts WHERE hunt_id = ? AND state = 'running'"
+                          + locked, (hunt_id,))
             if hunt is None:
                 return None
-            room = len(candidates)
-            if client_limit:
+            change = HuntChange(HuntRecord.from_row(hunt))
+            room = max(wanted, 0)
+            if hunt["client_limit"]:
                 recruited = tx.one(
                     "SELECT COUNT(*) AS n FROM hunt_clients WHERE hunt_id = ?"
                     f" AND queue IN {_RECRUITED}",
                     (hunt_id,),
                 )
-                room = min(room, max(client_limit - recruited["n"], 0))
-            change = HuntChange(HuntRecord.from_row(hunt))
-            for candidate in candidates:
+                room = min(room, max(hunt["client_limit"] - recruited["n"], 0))
+            # Named candidates are recruited as their caller paced them (a test's data
+            # builder); claimed ones within the hunt's budget.
+            budget = recruitment_bucket(hunt["rate"]) if candidates is None else None
+            if budget is not None:
+                budget.restore(hunt["rate_tokens"], hunt["rate_refilled"])
+                room = budget.take(room, now)  # given back below for whom was not recruited
+            if room <= 0:
+                if budget is not None:
+                    _store_budget(tx, hunt_id, budget)
+                return change
+            claimed = candidates
+            if claimed is None:
+                skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
+                claimed = [Candidate(row["client_id"], row["attempt"]) for row in tx.all(
+                    "SELECT client_id, attempt FROM hunt_clients WHERE hunt_id = ?"
+                    " AND queue = 'pending' ORDER BY checked, client_id LIMIT ?" + skip,
+                    (hunt_id, room))]
+            for candidate in claimed:
                 if len(change.recruited) >= room:
                     break
-                record = flows[candidate.client_id]
+                record = make_flow(candidate)
                 if tx.changed(
                     "UPDATE hunt_clients SET queue = 'running', flow_id = ?, attempt = ?,"
                     " stage = 'collection', error = NULL, updated = ? WHERE hunt_id = ?"
@@ -536,7 +623,12 @@ class HuntTable:
                     change.recruited.append(record)
                     change.moves.append(
                         QueueMove(hunt_id, candidate.client_id, "pending", "running"))
+            if budget is not None:
+                tokens, refilled = budget.state
+                budget.restore(tokens + room - len(change.recruited), refilled)
+                _store_budget(tx, hunt_id, budget)
             insert_flows(tx, change.recruited)
+            announce_moves(tx, change.moves)
             return change
 
         return await self.store.write(op)
@@ -615,6 +707,7 @@ class HuntTable:
                 record = FlowRecord.from_row(row)
                 record.kept_rows = unpack_rows(row["condition_rows"])
                 result.to_judge.append(record)
+            announce_moves(tx, result.moves)
             return result
 
         return await self.store.write(op)
@@ -652,6 +745,12 @@ def _held_flow_judged(tx: Transaction, judged: Judged, flow: Row, now: float,
     outcome.ended += end_flows(tx, "client_id = ? AND flow_id = ?", (client_id, flow_id),
                                ending, now)
     outcome.go.append(GoAhead(client_id, flow_id, flow["last_seq"], False))
+
+
+def _store_budget(tx: Transaction, hunt_id: str, budget: TokenBucket) -> None:
+    tokens, refilled = budget.state
+    tx.execute("UPDATE hunts SET rate_tokens = ?, rate_refilled = ? WHERE hunt_id = ?",
+               (tokens, refilled, hunt_id))
 
 
 def _running(tx: Transaction, hunt_id: str) -> bool:

@@ -7,6 +7,13 @@ the data layer's synchronous operations run as they are. Reads: two asyncio conn
 ``agents`` and ``operators``, read-only, each statement its own snapshot of the last commit.
 
 The data layer writes its SQL once, with ``?`` placeholders; here they become psycopg's ``%s``.
+Several processes (frontends) on one database: every topic a committed transaction announced
+is also NOTIFY'd on one channel, in that transaction (so it is sent only if it commits), and
+each store LISTENs on that channel: what another process committed wakes this one's ``changed``
+waiters and its ``listen`` listeners. Truth stays in the tables; a notification only says where
+to look again. A lost listening connection is made again, and listeners are then told
+everything may have changed.
+
 Rows behave as ``sqlite3.Row`` does (by name and by index), and values come back as SQLite gives
 them: aggregates over integers (PostgreSQL's NUMERIC) as int, booleans bound as 0 and 1, text
 holding NUL as it was given.
@@ -15,11 +22,13 @@ holding NUL as it was given.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import queue
 import re
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -39,6 +48,7 @@ from velotui.server.data.schema import (
 )
 from velotui.server.data.store import (
     _RECLAIM,
+    EVERYTHING,
     POOL_SIZES,
     Pool,
     StoreClosed,
@@ -52,6 +62,36 @@ T = TypeVar("T")
 # Taken for the transaction that creates or upgrades the schema, so that two servers starting
 # on one database at once do it one after the other.
 SCHEMA_LOCK = 0x76656C6F  # "velo"
+# The channel every frontend NOTIFYs and LISTENs on; a payload is the sending store's origin,
+# then its topics, one a line, kept under PostgreSQL's 8000-byte limit.
+CHANNEL = "velotui"
+PAYLOAD_BYTES = 7000
+LISTEN_RETRY_MAX = 5.0
+LISTEN_OPEN_TIMEOUT = 30.0
+
+
+def notification_payloads(origin: str, topics: Iterable[str]) -> list[str]:
+    """The NOTIFY payloads that carry ``topics`` from ``origin``: each ``origin`` then topics,
+    one a line, none over PAYLOAD_BYTES."""
+    payloads: list[str] = []
+    lines = [origin]
+    size = len(origin.encode())
+    for topic in sorted(topics):
+        length = len(topic.encode()) + 1
+        if size + length > PAYLOAD_BYTES and len(lines) > 1:
+            payloads.append("\n".join(lines))
+            lines, size = [origin], len(origin.encode())
+        lines.append(topic)
+        size += length
+    if len(lines) > 1:
+        payloads.append("\n".join(lines))
+    return payloads
+
+
+def parse_notification(payload: str) -> tuple[str, set[str]]:
+    """(origin, topics) of a payload made by ``notification_payloads``."""
+    origin, _, rest = payload.partition("\n")
+    return origin, set(rest.split("\n")) if rest else set()
 
 
 class PostgresRow:
@@ -214,10 +254,9 @@ def _connect(url: str) -> psycopg.Connection[Any]:
 class PostgresStore(TopicWaiters):
     """A datastore's database on PostgreSQL. Open with ``await PostgresStore.open(url)``.
 
-    ``changed(topic)`` wakes waiters in this process after this process's commits. Several
-    frontends on one database will feed the same ``_wake`` from LISTEN/NOTIFY (a commit
-    announcing topics NOTIFYs them; a listening connection wakes the local waiters), so the
-    callers of ``changed`` need not change."""
+    ``changed(topic)`` wakes waiters after this process's commits and, through LISTEN/NOTIFY,
+    after other processes' commits too; ``listen`` listeners hear only the others' (this
+    process's memory already follows its own commits)."""
 
     MAX_BATCH = 512
     dialect = "postgresql"
@@ -231,6 +270,11 @@ class PostgresStore(TopicWaiters):
         self._closed = False
         self.commits = 0  # for benchmarks and tests: how many transactions were committed
         self.operations = 0
+        # Tells this store's own notifications from the others' (they come back to it too).
+        self.origin = uuid.uuid4().hex[:16]
+        self.listener_pid: int | None = None  # the listening session's backend, for tests
+        self._listening = asyncio.Event()
+        self._listen_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -262,7 +306,55 @@ class PostgresStore(TopicWaiters):
             target=store._write_loop, args=(connection,), name="velotui-store-writer",
             daemon=True)
         store._writer_thread.start()
+        store._listen_task = asyncio.create_task(store._listen_forever(),
+                                                 name="velotui-store-listener")
+        # Listening before anyone relies on hearing others: nothing committed later is missed.
+        try:
+            await asyncio.wait_for(store._listening.wait(), LISTEN_OPEN_TIMEOUT)
+        except TimeoutError:
+            await store.close()
+            raise psycopg.OperationalError(
+                f"could not LISTEN within {LISTEN_OPEN_TIMEOUT:g} s") from None
         return store
+
+    # Hearing other frontends --------------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        lost = False
+        delay = 0.1
+        while True:
+            try:
+                connection = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            except psycopg.Error as error:
+                log.warning("store: cannot listen on PostgreSQL (%s); again in %.1f s",
+                            str(error).strip().splitlines()[0] if str(error) else error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+                continue
+            delay = 0.1
+            try:
+                await connection.execute(f"LISTEN {CHANNEL}")
+                self.listener_pid = connection.info.backend_pid
+                if lost:
+                    # What was committed while nobody listened is unknown: everything changed.
+                    log.warning("store: listening again on PostgreSQL: reloading everything")
+                    self._wake_all()
+                    self._tell_listeners({EVERYTHING})
+                self._listening.set()
+                async for notification in connection.notifies():
+                    origin, topics = parse_notification(notification.payload)
+                    if origin == self.origin or not topics:
+                        continue
+                    self._wake(topics)
+                    self._tell_listeners(topics)
+            except psycopg.Error as error:
+                log.warning("store: the listening connection to PostgreSQL was lost (%s)",
+                            str(error).strip().splitlines()[0] if str(error) else error)
+            finally:
+                self.listener_pid = None
+                with contextlib.suppress(Exception):
+                    await connection.close()
+            lost = True
 
     # Writing ------------------------------------------------------------------------------------
 
@@ -338,6 +430,9 @@ class PostgresStore(TopicWaiters):
                     connection.execute("RELEASE SAVEPOINT op")
                     announced |= transaction.announced
                     outcomes.append(((future, loop), result, None))
+            for payload in notification_payloads(self.origin, announced):
+                # In the transaction: sent on its commit only, and never before it.
+                connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
             connection.execute("COMMIT")
             self.commits += 1
             self.operations += len(batch)
@@ -380,6 +475,10 @@ class PostgresStore(TopicWaiters):
         if self._closed:
             return
         self._closed = True
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
         self._queue.put(None)
         if self._writer_thread is not None:
             await asyncio.to_thread(self._writer_thread.join)

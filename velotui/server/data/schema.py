@@ -12,8 +12,9 @@ import re
 # 4: hunts record the artifacts their collection was compiled from; 5: a hunt's schedule, error
 # limit, archive time and the hunt it was copied from; a collection's artifacts; 6: operators;
 # audit records are hash-chained and hold their outcome (allowed or refused); server settings
-# and hunts' approvals
-SCHEMA_VERSION = 6
+# and hunts' approvals; 7: a hunt's recruitment budget (its tokens and their time), one for
+# every frontend
+SCHEMA_VERSION = 7
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -241,6 +242,9 @@ ADDED_COLUMNS = (
     ("audit", "reason", "TEXT"),
     ("audit", "previous", "TEXT NOT NULL DEFAULT ''"),
     ("audit", "hash", "TEXT NOT NULL DEFAULT ''"),
+    # The hunt's one recruitment budget, shared by every frontend (NULL: full).
+    ("hunts", "rate_tokens", "REAL"),
+    ("hunts", "rate_refilled", "REAL"),
 )
 
 

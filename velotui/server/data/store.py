@@ -93,12 +93,34 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
+# What a listener is told when it cannot know what changed (its database connection was lost
+# and is back): reload everything.
+EVERYTHING = "*"
+
+TopicsListener = Callable[[set[str]], None]
+
+
 class TopicWaiters:
-    """Who waits for which topic to change (``changed``), woken from any thread (``wake``)."""
+    """Who waits for which topic to change (``changed``), woken from any thread (``wake``), and
+    who listens for what other processes on the same database committed (``listen``)."""
 
     def __init__(self) -> None:
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         self._waiters_lock = threading.Lock()
+        self._listeners: list[TopicsListener] = []
+
+    def listen(self, listener: TopicsListener) -> None:
+        """Call ``listener`` (on the event loop) with the topics each transaction of ANOTHER
+        process on this database announced, once it committed; with ``{EVERYTHING}`` when
+        notifications may have been missed. On SQLite (one process) it is never called."""
+        self._listeners.append(listener)
+
+    def _tell_listeners(self, topics: set[str]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(topics)
+            except Exception:  # a listener's failure is its own; the others are still told
+                log.exception("a topics listener failed")
 
     def changed(self, topic: str) -> asyncio.Event:
         """An event set once a transaction announcing ``topic`` commits after this call (take
@@ -113,6 +135,9 @@ class TopicWaiters:
         with self._waiters_lock:
             waiters = self._waiters.get(topic, [])
             self._waiters[topic] = [w for w in waiters if w[1] is not event]
+
+    def _wake_all(self) -> None:
+        self._wake(set(self._waiters))
 
     def _wake(self, topics: set[str]) -> None:
         with self._waiters_lock:
