@@ -140,3 +140,16 @@ async def test_a_client_revoked_on_one_frontend_is_shut_out_by_the_other(
     # The frontend holding its connection closes it, and refuses it when it comes back.
     await until(lambda: not second.directory.is_online(client_id), 30, "the session closed")
     assert second.directory.get(client_id).revoked is not None
+
+
+async def test_labels_given_on_one_frontend_hold_on_the_frontend_holding_the_client(
+        frontends: tuple[Server, Server], fleets: tuple[Fleet, Fleet]) -> None:
+    first, second = frontends
+    [client_id] = await start_agents(fleets[1], "b", 1)
+    await until(lambda: first.directory.get(client_id) is not None, 30, "the client known")
+    await first.service("alice").label_client(client_id, add=["no-hunt"])
+    # The frontend holding its connection judges hunts with the label (excluded labels, the
+    # conditions' Labels), so it must see it too.
+    await until(lambda: "no-hunt" in second.directory.get(client_id).labels, 30,
+                "the label on the other frontend")
+    assert second.directory.is_online(client_id)

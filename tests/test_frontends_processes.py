@@ -25,7 +25,7 @@ from velotui.server.remote import RemoteService
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.name != "posix", reason="SIGKILL")]
 
 GUARD = 180.0  # seconds before a hanging step fails; never a measure of speed
-AGENTS = 200
+AGENTS = 300
 ROWS_EACH = 5
 FINAL = ("not_matched", "completed", "results", "errors")
 

@@ -79,8 +79,9 @@ class ClientDirectory:
                 if record.client_id not in self.sessions or local is None:
                     self._records[record.client_id] = record
                     continue
-                # Connected here: its record here is the newest, but a revocation elsewhere
-                # holds from now on.
+                # Connected here: what its agent says of itself is newest here, but the labels
+                # an operator gave it elsewhere, and a revocation, hold from now on.
+                local.operator_labels = list(record.operator_labels)
                 if record.revoked is not None and local.revoked is None:
                     local.revoked = record.revoked
                     if self.on_revoked is not None:
