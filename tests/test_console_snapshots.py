@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import TextArea
 
 from tests.console_artifacts import with_artifact_hunt, with_test_artifacts
 from tests.console_driver import console, ready, steady, type_text, until
@@ -122,7 +123,9 @@ async def _artifact_refused(pilot: Pilot[Any]) -> None:
     await type_text(pilot, "oops")
     await pilot.press("ctrl+s")
     await until(pilot, lambda: "not JSON" in _text(pilot, "#problem"), 30, "the refusal")
-    await pilot.pause(0.3)
+    # The refused field keeps (or takes back) the focus, its cursor shown.
+    await until(pilot, lambda: isinstance(pilot.app.focused, TextArea)
+                and "oops" in pilot.app.focused.text, 10, "the refused field focused")
 
 
 def test_new_hunt_artifact_parameters(snap_compare: Any, seeded: Path) -> None:

@@ -395,9 +395,10 @@ class Smoke:
         # On past both conditions (the server-side one empty: every client) and the rate to the
         # client limit, typed over; then on past the other limits to "Start now", ticked.
         self.tmux.keys(*["Tab"] * 4, LIMIT, *["Tab"] * 5, "Space")
+        # (The limit typed on the way is checked on the hunt created: the form has scrolled
+        # to "Start now", and on a short pane the limit's field may be out of view.)
         self.wait("'Start now' ticked by the same burst",
-                  lambda s: re.search(r"X\S?\s+Start now", s)
-                  and re.search(r"Client limit.*\u258a\s*" + LIMIT + r"\s*\u258e", s))
+                  lambda s: re.search(r"X\S?\s+Start now", s))
         self.tmux.keys("C-s")
         self.wait("the home screen with the new hunt", lambda s: DESCRIPTION in hunt_rows(s))
         hunt_id = hunt_rows(self.screen)[DESCRIPTION]["ID"]
