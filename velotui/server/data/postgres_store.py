@@ -37,7 +37,6 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.types.string import StrDumperUnknown, TextLoader
 from psycopg_pool import AsyncConnectionPool
 
-from velotui.server import failpoints
 from velotui.server.data.audit import chain_unchained
 from velotui.server.data.schema import (
     ADDED_COLUMNS,
@@ -54,6 +53,7 @@ from velotui.server.data.store import (
     StoreClosed,
     TopicWaiters,
     _resolve,
+    commit_group,
     take_batch,
 )
 
@@ -412,43 +412,13 @@ class PostgresStore(TopicWaiters):
             return broken  # each batch fails (and says so) until the database is back
 
     def _commit_batch(self, connection: psycopg.Connection[Any], batch: list[Any]) -> None:
-        outcomes: list[tuple[Any, Any, BaseException | None]] = []
-        announced: set[str] = set()
-        try:
-            transaction = PostgresTransaction(connection)
-            connection.execute("BEGIN")
-            for op, future, loop in batch:
-                connection.execute("SAVEPOINT op")
-                transaction.announced = set()
-                try:
-                    result = op(transaction)
-                except Exception as error:  # handed back to the caller, not swallowed
-                    connection.execute("ROLLBACK TO SAVEPOINT op")
-                    connection.execute("RELEASE SAVEPOINT op")
-                    outcomes.append(((future, loop), None, error))
-                else:
-                    connection.execute("RELEASE SAVEPOINT op")
-                    announced |= transaction.announced
-                    outcomes.append(((future, loop), result, None))
+        def notify(announced: set[str]) -> None:
             for payload in notification_payloads(self.origin, announced):
                 # In the transaction: sent on its commit only, and never before it.
                 connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-            connection.execute("COMMIT")
-            self.commits += 1
-            self.operations += len(batch)
-            if "audit" in announced:
-                failpoints.reach_in_writer("audit.after_commit")
-            if announced:
-                self._wake(announced)
-        except Exception as error:  # the commit itself failed: nothing of the batch happened
-            log.exception("store: a group commit failed")
-            try:
-                connection.execute("ROLLBACK")
-            except psycopg.Error:
-                pass
-            outcomes = [((future, loop), None, error) for _op, future, loop in batch]
-        for (future, loop), result, error in outcomes:
-            loop.call_soon_threadsafe(_resolve, future, result, error)
+
+        commit_group(self, connection.execute, PostgresTransaction(connection), batch,
+                     begin="BEGIN", before_commit=notify)
 
     # Reading ------------------------------------------------------------------------------------
 

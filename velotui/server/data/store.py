@@ -259,49 +259,14 @@ class Store(TopicWaiters):
                     continue
                 # A reclaim met on the way runs outside the transaction, once the batch commits.
                 batch, after, stop = take_batch(self._queue, first, self.MAX_BATCH)
-                self._commit_batch(connection, transaction, batch)
+                commit_group(self, connection.execute, transaction, batch,
+                             begin="BEGIN IMMEDIATE")
                 if after is not None:
                     _run_outside(connection, after, _reclaim_space)
                 if stop:
                     return
         finally:
             connection.close()
-
-    def _commit_batch(self, connection: sqlite3.Connection, transaction: Transaction,
-                      batch: list[Any]) -> None:
-        outcomes: list[tuple[Any, Any, BaseException | None]] = []
-        announced: set[str] = set()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            for op, future, loop in batch:
-                connection.execute("SAVEPOINT op")
-                transaction.announced = set()
-                try:
-                    result = op(transaction)
-                except Exception as error:  # handed back to the caller, not swallowed
-                    connection.execute("ROLLBACK TO op")
-                    connection.execute("RELEASE op")
-                    outcomes.append(((future, loop), None, error))
-                else:
-                    connection.execute("RELEASE op")
-                    announced |= transaction.announced
-                    outcomes.append(((future, loop), result, None))
-            connection.execute("COMMIT")
-            self.commits += 1
-            self.operations += len(batch)
-            if "audit" in announced:
-                failpoints.reach_in_writer("audit.after_commit")
-            if announced:
-                self._wake(announced)
-        except Exception as error:  # the commit itself failed: nothing of the batch happened
-            log.exception("store: a group commit failed")
-            try:
-                connection.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            outcomes = [((future, loop), None, error) for _op, future, loop in batch]
-        for (future, loop), result, error in outcomes:
-            loop.call_soon_threadsafe(_resolve, future, result, error)
 
     async def size(self) -> int:
         """The database's size on disk in bytes, with its write-ahead log."""
@@ -392,6 +357,47 @@ def _add_missing_columns(connection: sqlite3.Connection) -> None:
         present = {row["name"] for row in connection.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def commit_group(store: Any, execute: Callable[..., Any], transaction: Any, batch: list[Any], *,
+                 begin: str, before_commit: Callable[[set[str]], None] | None = None) -> None:
+    """The group commit of either store: each operation of ``batch`` in its own savepoint of
+    one transaction, one commit, and only then each caller answered. An operation that raised
+    is undone alone and its error handed back to its caller; a failed commit fails them all.
+    ``before_commit`` sees the topics announced, still inside the transaction."""
+    outcomes: list[tuple[Any, Any, BaseException | None]] = []
+    announced: set[str] = set()
+    try:
+        execute(begin)
+        for op, future, loop in batch:
+            execute("SAVEPOINT op")
+            transaction.announced = set()
+            try:
+                result = op(transaction)
+            except Exception as error:  # handed back to the caller, not swallowed
+                execute("ROLLBACK TO SAVEPOINT op")
+                execute("RELEASE SAVEPOINT op")
+                outcomes.append(((future, loop), None, error))
+            else:
+                execute("RELEASE SAVEPOINT op")
+                announced |= transaction.announced
+                outcomes.append(((future, loop), result, None))
+        if before_commit is not None:
+            before_commit(announced)
+        execute("COMMIT")
+        store.commits += 1
+        store.operations += len(batch)
+        if "audit" in announced:
+            failpoints.reach_in_writer("audit.after_commit")
+        if announced:
+            store._wake(announced)
+    except Exception as error:  # the commit itself failed: nothing of the batch happened
+        log.exception("store: a group commit failed")
+        with contextlib.suppress(Exception):
+            execute("ROLLBACK")
+        outcomes = [((future, loop), None, error) for _op, future, loop in batch]
+    for (future, loop), result, error in outcomes:
+        loop.call_soon_threadsafe(_resolve, future, result, error)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
