@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import queue
 import re
 import threading
 import uuid
@@ -49,9 +48,9 @@ from velotui.server.data.store import (
     _RECLAIM,
     EVERYTHING,
     POOL_SIZES,
+    GroupWriter,
     Pool,
     StoreClosed,
-    TopicWaiters,
     _resolve,
     commit_group,
     take_batch,
@@ -251,25 +250,19 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     return connection
 
 
-class PostgresStore(TopicWaiters):
+class PostgresStore(GroupWriter):
     """A datastore's database on PostgreSQL. Open with ``await PostgresStore.open(url)``.
 
     ``changed(topic)`` wakes waiters after this process's commits and, through LISTEN/NOTIFY,
     after other processes' commits too; ``listen`` listeners hear only the others' (this
     process's memory already follows its own commits)."""
 
-    MAX_BATCH = 512
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer_thread: threading.Thread | None = None
         self._pools: dict[str, AsyncConnectionPool] = {}
-        self._closed = False
-        self.commits = 0  # for benchmarks and tests: how many transactions were committed
-        self.operations = 0
         # Tells this store's own notifications from the others' (they come back to it too).
         self.origin = uuid.uuid4().hex[:16]
         self.listener_pid: int | None = None  # the listening session's backend, for tests
@@ -358,25 +351,10 @@ class PostgresStore(TopicWaiters):
 
     # Writing ------------------------------------------------------------------------------------
 
-    async def write(self, op: Callable[[Any], T]) -> T:
-        """Run ``op`` in the next group commit; returns its result once the commit is durable.
-        Raises what ``op`` raised (its changes undone), or ``StoreClosed``."""
-        if self._closed:
-            raise StoreClosed("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, future, loop))
-        return await future
-
     async def reclaim(self) -> None:
         """Let PostgreSQL reuse the space of deleted rows (VACUUM; it hands back to the file
         system what is at the end of a table), after the writes queued before it."""
-        if self._closed:
-            raise StoreClosed("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((_RECLAIM, future, loop))
-        await future
+        await self._queued(_RECLAIM)
 
     async def size(self) -> int:
         """The database's size in bytes."""

@@ -165,25 +165,48 @@ def take_batch(pending: queue.SimpleQueue[Any], first: Any, limit: int
     return batch, None, False
 
 
-class Store(TopicWaiters):
-    """The database of one datastore. Open with ``await Store.open(path)``."""
+class GroupWriter(TopicWaiters):
+    """What both stores share on the writing side: one queue their writer thread empties in
+    group commits (``commit_group``), and the counters benchmarks and tests read."""
 
     MAX_BATCH = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer_thread: threading.Thread | None = None
+        self._closed = False
+        self.commits = 0  # how many transactions were committed
+        self.operations = 0
+
+    async def write(self, op: Callable[[Any], T]) -> T:
+        """Run ``op`` in the next group commit; returns its result once the commit is durable.
+        Raises what ``op`` raised (its changes undone), or ``StoreClosed``."""
+        return await self._queued(op)
+
+    async def _queued(self, op: Any) -> Any:
+        """Queue ``op`` (an operation, or ``_RECLAIM``) for the writer; its outcome."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((op, future, loop))
+        return await future
+
+
+class Store(GroupWriter):
+    """The database of one datastore. Open with ``await Store.open(path)``."""
+
     dialect = "sqlite"
 
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer_thread: threading.Thread | None = None
         self._read_connections: list[aiosqlite.Connection] = []
         self._idle: dict[str, asyncio.Queue[aiosqlite.Connection]] = {
             pool: asyncio.Queue() for pool in POOL_SIZES
         }
         self._opened = dict.fromkeys(POOL_SIZES, 0)
-        self._closed = False
-        self.commits = 0  # for benchmarks and tests: how many transactions were committed
-        self.operations = 0
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -222,26 +245,11 @@ class Store(TopicWaiters):
 
     # Writing ------------------------------------------------------------------------------------
 
-    async def write(self, op: Callable[[Transaction], T]) -> T:
-        """Run ``op`` in the next group commit; returns its result once the commit is synced.
-        Raises what ``op`` raised (its changes undone), or ``StoreClosed``."""
-        if self._closed:
-            raise StoreClosed("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((op, future, loop))
-        return await future
-
     async def reclaim(self) -> None:
         """Hand the database's free pages back to the file system, after the writes queued
         before it: an incremental vacuum (a full VACUUM the first time, on a database made
         before incremental vacuuming), then the write-ahead log truncated."""
-        if self._closed:
-            raise StoreClosed("the store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.put((_RECLAIM, future, loop))
-        await future
+        await self._queued(_RECLAIM)
 
     def _write_loop(self) -> None:
         connection = _connect(self.path)
