@@ -104,14 +104,7 @@ class ApprovalsScreen(Screen[None]):
 
     @property
     def selected_request(self) -> str | None:
-        table = self.query_one("#approvals", LiveTable)
-        if table.row_count == 0:
-            return None
-        try:
-            key, _column = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # no cursor row yet
-            return None
-        return str(key.value) if key.value is not None else None
+        return self.query_one("#approvals", LiveTable).selected_key
 
     def _show_selected(self) -> None:
         hunt = self.app.hunts.get(self.selected_request or "")

@@ -172,7 +172,7 @@ class ClientPageScreen(Screen[None]):
              NARROW_COLLECTION_COLUMNS if narrow else COLLECTION_COLUMNS),
         ):
             table = self.query_one(table_id, LiveTable)
-            selected = _selected_key(table)
+            selected = table.selected_key
             table.clear(columns=True)
             table.add_columns(*((column, column) for column in columns))
             if self._loaded:
@@ -228,7 +228,7 @@ class ClientPageScreen(Screen[None]):
         focused = self.focused
         if not isinstance(focused, LiveTable):
             return None
-        key = _selected_key(focused)
+        key = focused.selected_key
         if key is None:
             return None
         if focused.id == "client-hunts":
@@ -277,9 +277,3 @@ class ClientPageScreen(Screen[None]):
     def action_back(self) -> None:
         self.dismiss(None)
 
-
-def _selected_key(table: DataTable[Any]) -> str | None:
-    if table.row_count == 0:
-        return None
-    key, _column = table.coordinate_to_cell_key(table.cursor_coordinate)
-    return str(key.value)

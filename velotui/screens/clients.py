@@ -163,11 +163,7 @@ class ClientsScreen(Screen[None]):
 
     @property
     def selected_client_id(self) -> str | None:
-        table = self.query_one("#clients", LiveTable)
-        if table.row_count == 0:
-            return None
-        key, _column = table.coordinate_to_cell_key(table.cursor_coordinate)
-        return str(key.value)
+        return self.query_one("#clients", LiveTable).selected_key
 
     def _selected_client(self) -> dict[str, Any] | None:
         client_id = self.selected_client_id

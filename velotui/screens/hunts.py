@@ -247,14 +247,7 @@ class HuntsScreen(HuntActions, Screen[None]):
 
     @property
     def selected_hunt_id(self) -> str | None:
-        table = self.query_one("#hunts", LiveTable)
-        if table.row_count == 0:
-            return None
-        try:
-            key, _column = table.coordinate_to_cell_key(table.cursor_coordinate)
-        except Exception:  # no cursor row yet
-            return None
-        return str(key.value) if key.value is not None else None
+        return self.query_one("#hunts", LiveTable).selected_key
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

@@ -248,6 +248,14 @@ class NavigableTable(DataTable[Any]):
         Binding("ctrl+u", "half_page_up", "Half page up", show=False),
     ]
 
+    @property
+    def selected_key(self) -> str | None:
+        """The key of the row under the cursor, or None when there is none."""
+        target = _cursor_target(self)
+        if target is None or target.row_key.value is None:
+            return None
+        return str(target.row_key.value)
+
     def _half_page(self) -> int:
         """Rows in half the visible height (at least one)."""
         height = self.scrollable_content_region.height - (
