@@ -88,7 +88,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1119,22 +1119,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" about {options.agents + 256} in the server's process")
     if options.profile_dir is not None:
         options.profile_dir.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="velotui-bench-"))
+    values = _run_in_scratch_folder(
+        "velotui-bench-", lambda folder, children: _run_stoppable(options, folder, children))
+    if values is None:
+        return 1
+    print_figures(values, options)
+    return 0
+
+
+def _run_in_scratch_folder(
+    prefix: str,
+    run: Callable[[Path, list[subprocess.Popen[Any]]], Coroutine[Any, Any, dict[str, Any]]],
+) -> dict[str, Any] | None:
+    """Run a benchmark in a scratch folder, killing every child process it started and
+    removing the folder afterwards; its figures, or None (said on stderr) when it failed or
+    was interrupted."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     children: list[subprocess.Popen[Any]] = []
     try:
-        values = asyncio.run(_run_stoppable(options, folder, children))
+        return asyncio.run(run(folder, children))
     except BenchmarkError as error:
         print(f"bench: {error}", file=sys.stderr)
-        return 1
+        return None
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("bench: interrupted", file=sys.stderr)
-        return 1
+        return None
     finally:
         for child in children:
             kill_now(child)
         shutil.rmtree(folder, ignore_errors=True)
-    print_figures(values, options)
-    return 0
 
 
 def _main_frontends(args: argparse.Namespace, options: Options,
@@ -1145,24 +1158,13 @@ def _main_frontends(args: argparse.Namespace, options: Options,
             not args.database.startswith(("postgresql://", "postgres://")):
         parser.error("--frontends K needs K >= 1 and --database postgresql://...")
     raise_open_files_limit()
-    folder = Path(tempfile.mkdtemp(prefix="velotui-bench-frontends-"))
-    children: list[subprocess.Popen[Any]] = []
     ingest_clients = min(options.ingest_clients, options.agents)
-    try:
-        values = asyncio.run(run_frontends(
-            args.database, args.frontends, options.agents, ingest_clients, options.ingest_rows,
-            options.agents_per_process, options.connect_timeout + options.hunt_timeout,
-            folder, children))
-    except BenchmarkError as error:
-        print(f"bench: {error}", file=sys.stderr)
+    values = _run_in_scratch_folder("velotui-bench-frontends-", lambda folder, children: (
+        run_frontends(args.database, args.frontends, options.agents, ingest_clients,
+                      options.ingest_rows, options.agents_per_process,
+                      options.connect_timeout + options.hunt_timeout, folder, children)))
+    if values is None:
         return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench: interrupted", file=sys.stderr)
-        return 1
-    finally:
-        for child in children:
-            kill_now(child)
-        shutil.rmtree(folder, ignore_errors=True)
     print_frontends(values)
     return 0
 
